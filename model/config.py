@@ -113,7 +113,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     def replace(self, **sections: Any) -> ModelConfig:
-        """Copy with some fields or sub-sections changed, e.g. replace(heads={"space": "shared"})."""
+        """A copy with fields or sections changed: replace(heads={"space": "shared"})."""
         out = ModelConfig.from_dict(self.to_dict())
         for key, value in sections.items():
             current = getattr(out, key)

@@ -1,0 +1,152 @@
+"""Timed transcripts: read and write WebVTT, SRT and plain text.
+
+A transcript is a list of timed segments (like ASR captions). Plain text has no
+timings: it becomes one segment that spans the whole clip.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+TranscriptSource = Literal["upload", "asr", "corpus"]
+
+# 00:00:01.500 or 00:01.500 (WebVTT) and 00:00:01,500 (SRT)
+_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})"
+_CUE_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
+_TAG = re.compile(r"<[^>]+>")
+
+
+class TranscriptError(ValueError):
+    """A transcript file or string that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds from the start of the media
+    end: float
+    text: str
+
+    @property
+    def middle(self) -> float:
+        return (self.start + self.end) / 2
+
+
+@dataclass
+class Transcript:
+    segments: list[Segment] = field(default_factory=list)
+    source: TranscriptSource = "upload"
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text).strip()
+
+    def __bool__(self) -> bool:
+        return bool(self.text)
+
+    def nearest(self, time_s: float, k: int) -> list[Segment]:
+        """The k segments whose middles are nearest to `time_s` (MIL-NCE positives)."""
+        ranked = sorted(
+            (s for s in self.segments if s.text), key=lambda s: abs(s.middle - time_s)
+        )
+        return ranked[:k]
+
+    def to_vtt(self) -> str:
+        lines = ["WEBVTT", ""]
+        for seg in self.segments:
+            lines.append(f"{_format_time(seg.start, '.')} --> {_format_time(seg.end, '.')}")
+            lines.append(seg.text)
+            lines.append("")
+        return "\n".join(lines)
+
+    def to_srt(self) -> str:
+        lines: list[str] = []
+        for i, seg in enumerate(self.segments, start=1):
+            lines.append(str(i))
+            lines.append(f"{_format_time(seg.start, ',')} --> {_format_time(seg.end, ',')}")
+            lines.append(seg.text)
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _format_time(seconds: float, sep: str) -> str:
+    ms_total = max(0, round(seconds * 1000))
+    h, rem = divmod(ms_total, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _parse_time(groups: tuple[str | None, ...]) -> float:
+    h, m, s, frac = groups
+    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000
+
+
+def _parse_cues(text: str) -> list[Segment]:
+    """Shared by WebVTT and SRT: a cue is a timing line followed by text lines."""
+    segments: list[Segment] = []
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    i = 0
+    while i < len(lines):
+        match = _CUE_TIMING.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        start = _parse_time(match.groups()[:4])
+        end = _parse_time(match.groups()[4:])
+        if end < start:
+            raise TranscriptError(f"cue on line {i + 1} ends ({end:.3f}s) before it starts")
+        i += 1
+        body: list[str] = []
+        while i < len(lines) and lines[i].strip():
+            body.append(_TAG.sub("", lines[i]).strip())
+            i += 1
+        segments.append(Segment(start, end, " ".join(b for b in body if b)))
+    return segments
+
+
+def parse_vtt(text: str) -> Transcript:
+    if not text.lstrip("\ufeff").startswith("WEBVTT"):
+        raise TranscriptError("not a WebVTT file: it must start with 'WEBVTT'")
+    return Transcript(_parse_cues(text))
+
+
+def parse_srt(text: str) -> Transcript:
+    segments = _parse_cues(text)
+    if not segments and text.strip():
+        raise TranscriptError("no SRT cues found (expected lines like '00:00:01,000 --> ...')")
+    return Transcript(segments)
+
+
+def parse_plain(text: str, duration_s: float | None = None) -> Transcript:
+    clean = " ".join(text.split())
+    if not clean:
+        return Transcript([])
+    return Transcript([Segment(0.0, duration_s if duration_s is not None else 0.0, clean)])
+
+
+def parse_transcript(text: str, duration_s: float | None = None) -> Transcript:
+    """Sniff the format from the content: WebVTT, SRT, or plain text."""
+    stripped = text.lstrip("\ufeff").lstrip()
+    if stripped.startswith("WEBVTT"):
+        return parse_vtt(stripped)
+    if "-->" in text and any(_CUE_TIMING.match(line) for line in text.splitlines()):
+        return parse_srt(text)
+    return parse_plain(text, duration_s)
+
+
+def read_transcript(path: str | Path, duration_s: float | None = None) -> Transcript:
+    """Read a .vtt, .srt or .txt sidecar file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TranscriptError(f"cannot read transcript {path.name}: {exc}") from exc
+    suffix = path.suffix.lower()
+    if suffix == ".vtt":
+        return parse_vtt(text)
+    if suffix == ".srt":
+        return parse_srt(text)
+    return parse_transcript(text, duration_s)
