@@ -44,6 +44,9 @@ class AudioConfig:
     hop_ms: float = 21.0
     depth: int = 18
     width: int = 16
+    f_min: float = 0.0  # lowest mel filter edge, Hz
+    f_max: float | None = None  # highest mel filter edge, Hz; None = sample_rate / 2
+    log_offset: float = 1e-6  # log(mel magnitude + offset): keeps silence finite
 
 
 @dataclass
