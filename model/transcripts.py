@@ -6,6 +6,7 @@ timings: it becomes one segment that spans the whole clip.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ TranscriptSource = Literal["upload", "asr", "corpus"]
 # 00:00:01.500 or 00:01.500 (WebVTT) and 00:00:01,500 (SRT)
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})"
 _CUE_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
-_TAG = re.compile(r"<[^>]+>")
+_TAG = re.compile(r"<[^>]+>|\{\\[^}]*\}")  # <i>, <v Name>, <00:01.000>; SRT's {\an8}
 
 
 class TranscriptError(ValueError):
@@ -48,9 +49,7 @@ class Transcript:
 
     def nearest(self, time_s: float, k: int) -> list[Segment]:
         """The k segments whose middles are nearest to `time_s` (MIL-NCE positives)."""
-        ranked = sorted(
-            (s for s in self.segments if s.text), key=lambda s: abs(s.middle - time_s)
-        )
+        ranked = sorted((s for s in self.segments if s.text), key=lambda s: abs(s.middle - time_s))
         return ranked[:k]
 
     def to_vtt(self) -> str:
@@ -100,9 +99,13 @@ def _parse_cues(text: str) -> list[Segment]:
             raise TranscriptError(f"cue on line {i + 1} ends ({end:.3f}s) before it starts")
         i += 1
         body: list[str] = []
-        while i < len(lines) and lines[i].strip():
-            body.append(_TAG.sub("", lines[i]).strip())
+        # A cue ends at a blank line, or, in files that leave the blank lines out, at
+        # the next timing line (whose SRT counter line then is not text either).
+        while i < len(lines) and lines[i].strip() and not _CUE_TIMING.match(lines[i]):
+            body.append(html.unescape(_TAG.sub("", lines[i])).strip())
             i += 1
+        if i < len(lines) and _CUE_TIMING.match(lines[i]) and body and body[-1].isdigit():
+            body.pop()
         segments.append(Segment(start, end, " ".join(b for b in body if b)))
     return segments
 

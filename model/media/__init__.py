@@ -1,0 +1,78 @@
+"""Media decoding with the system ffmpeg: probe, decode video/audio/images to model
+inputs, windows over long files. Every ffmpeg process runs with a timeout and an
+output cap; bad input raises a typed MediaError (see errors.py for the codes).
+
+    info = probe(path)                      # what the file really is
+    inputs = decode_for_model(path, config) # float tensors for the model
+"""
+
+from model.media.augment import VideoAugment, augment_clip, centre_clip
+from model.media.decode import (
+    Clip,
+    decode_audio,
+    decode_clip,
+    decode_full,
+    decode_image,
+    decode_video,
+    pad_audio,
+    pad_frames,
+)
+from model.media.errors import (
+    DEFAULT_LIMITS,
+    DecodeTimeout,
+    FFmpegMissing,
+    MediaError,
+    MediaLimits,
+    MediaTooLong,
+    NoUsableStream,
+    OutputTooLarge,
+    TooManyPixels,
+    UnreadableMedia,
+    UnsupportedFormat,
+)
+from model.media.inputs import (
+    ModelInputs,
+    decode_for_model,
+    to_model_audio,
+    to_model_image,
+    to_model_video,
+)
+from model.media.probe import MediaInfo, MediaKind, probe
+from model.media.windows import Windows, default_window_count, load_windows, window_starts
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Clip",
+    "DecodeTimeout",
+    "FFmpegMissing",
+    "MediaError",
+    "MediaInfo",
+    "MediaKind",
+    "MediaLimits",
+    "MediaTooLong",
+    "ModelInputs",
+    "NoUsableStream",
+    "OutputTooLarge",
+    "TooManyPixels",
+    "UnreadableMedia",
+    "UnsupportedFormat",
+    "VideoAugment",
+    "Windows",
+    "augment_clip",
+    "centre_clip",
+    "decode_audio",
+    "decode_clip",
+    "decode_for_model",
+    "decode_full",
+    "decode_image",
+    "decode_video",
+    "default_window_count",
+    "load_windows",
+    "pad_audio",
+    "pad_frames",
+    "probe",
+    "to_model_audio",
+    "to_model_image",
+    "to_model_video",
+    "window_starts",
+]

@@ -1,0 +1,82 @@
+"""Typed media errors and the limits that guard every ffmpeg call.
+
+Each error carries a `code` that the REST API returns as `error.code`, so a bad
+upload becomes a 4xx with a message a person understands, never a 500.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MediaError(Exception):
+    """Base of every error caused by the media itself (bad input, not a bug)."""
+
+    code: str = "unreadable_media"
+
+    def __init__(self, message: str, *, detail: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail or {}
+
+
+class UnreadableMedia(MediaError):
+    """ffmpeg cannot read the file: not media, truncated, corrupt, or missing."""
+
+    code = "unreadable_media"
+
+
+class NoUsableStream(MediaError):
+    """The file opens but holds nothing we can use (e.g. subtitles only, or no audio
+    where audio was asked for)."""
+
+    code = "unsupported_media"
+
+
+class UnsupportedFormat(MediaError):
+    """A container we refuse on purpose: playlists and other formats that make
+    ffmpeg open further files or render text as pictures."""
+
+    code = "unsupported_media"
+
+
+class MediaTooLong(MediaError):
+    code = "too_long"
+
+
+class TooManyPixels(MediaError):
+    code = "too_large"
+
+
+class OutputTooLarge(MediaError):
+    """The decoded output passed its byte cap (a header that lies about the size)."""
+
+    code = "too_large"
+
+
+class DecodeTimeout(MediaError):
+    code = "decode_timeout"
+
+
+class FFmpegMissing(RuntimeError):
+    """ffmpeg/ffprobe are not installed: a set-up problem, not the user's input."""
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Caps applied to every probe and decode.
+
+    max_duration_s: longest accepted media (4 h by default).
+    max_pixels: largest accepted frame, width × height (≈ 40 MP: 8K video and
+      large photos pass, decompression bombs do not).
+    timeout_s: wall-clock limit of one ffmpeg/ffprobe process.
+    max_output_bytes: most bytes one process may write back (decoded frames/audio).
+    """
+
+    max_duration_s: float = 4 * 3600.0
+    max_pixels: int = 40_000_000
+    timeout_s: float = 120.0
+    max_output_bytes: int = 1 << 30
+
+
+DEFAULT_LIMITS = MediaLimits()

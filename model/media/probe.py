@@ -1,0 +1,265 @@
+"""ffprobe: what a file really is (never judged by its name), checked against the limits."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from model.media.errors import (
+    DEFAULT_LIMITS,
+    MediaLimits,
+    MediaTooLong,
+    NoUsableStream,
+    TooManyPixels,
+    UnreadableMedia,
+    UnsupportedFormat,
+)
+from model.media.process import OutputSpec, ffmpeg_binary, input_url, run
+
+MediaKind = Literal["video", "audio", "image"]
+
+# Demuxers that open further files or URLs (playlists) or draw text as video: an
+# upload in one of these formats could make ffmpeg read files it was never given.
+_REFUSED_FORMATS = {"hls", "applehttp", "concat", "dash", "tty", "sdp", "rtsp", "rtp", "bin"}
+# Codecs that hold still pictures; one frame of them is an image, not a video.
+_IMAGE_CODECS = {
+    "png", "apng", "mjpeg", "jpegls", "webp", "gif", "bmp", "tiff", "jpeg2000",
+    "pgm", "ppm", "pbm", "pam", "qoi", "jpegxl", "sgi", "targa", "photocd", "exr",
+}  # fmt: skip
+_PROBE_OUTPUT_CAP = 4 << 20
+_OVER_MAX_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    kind: MediaKind
+    duration_s: float | None  # None for images and streams without a known length
+    has_video: bool  # a moving-picture stream (False for an image)
+    has_audio: bool
+    width: int | None  # as displayed: after rotation; None for audio
+    height: int | None
+    fps: float | None  # average frame rate of the video stream
+    container: str  # ffprobe format name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    video_codec: str | None
+    audio_codec: str | None
+    sample_rate: int | None
+    channels: int | None
+    video_stream: int | None  # ffmpeg stream index of the picture stream used
+    audio_stream: int | None
+    pixel_aspect: float = 1.0  # sample aspect ratio (anamorphic video ≠ 1)
+    size_bytes: int = 0
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """What an item made from this file can be searched by (api.md's Item)."""
+        if self.kind == "image":
+            return ("image",)
+        if self.kind == "audio":
+            return ("audio",)
+        return ("video", "audio") if self.has_audio else ("video",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MediaInfo:
+        return cls(**data)
+
+
+# A stand-in carrying only a frame size, to report an oversized frame found in stderr.
+_SIZE_ONLY = MediaInfo(
+    kind="image", duration_s=None, has_video=False, has_audio=False, width=None, height=None,
+    fps=None, container="", video_codec=None, audio_codec=None, sample_rate=None,
+    channels=None, video_stream=None, audio_stream=None,
+)  # fmt: skip
+
+
+def probe(path: str | Path, limits: MediaLimits | None = None) -> MediaInfo:
+    """Probe `path` with ffprobe and check it against `limits`.
+
+    Raises UnreadableMedia (not media, corrupt, missing), NoUsableStream (no video,
+    audio or image stream), UnsupportedFormat (playlists), MediaTooLong, TooManyPixels
+    or DecodeTimeout.
+    """
+    limits = limits or DEFAULT_LIMITS
+    path = Path(path)
+    name = path.name
+    if not path.exists():
+        raise UnreadableMedia(f"'{name}': no such file")
+    size_bytes = path.stat().st_size if path.is_file() else 0
+    if path.is_file() and size_bytes == 0:
+        raise UnreadableMedia(f"'{name}' is empty")
+    # ffmpeg-python builds graphs for ffmpeg only; ffprobe's flat argument list is
+    # written out here (its own probe() has no timeout and no output cap).
+    args = [
+        ffmpeg_binary("ffprobe"),
+        "-v", "error", "-hide_banner",
+        "-protocol_whitelist", "file",
+        # Decoders refuse bigger frames instead of allocating them: a 12000×12000 PNG
+        # bomb otherwise costs ffprobe ~0.5 GB before we can look at its size.
+        "-max_pixels", str(limits.max_pixels),
+        "-show_format", "-show_streams", "-of", "json",
+        "-i", input_url(path),
+    ]  # fmt: skip
+    result = run(
+        args,
+        [OutputSpec(max_bytes=_PROBE_OUTPUT_CAP)],
+        timeout_s=limits.timeout_s,
+        what=f"probing '{name}'",
+    )
+    oversized = _OVER_MAX_PIXELS.search(result.stderr)
+    if oversized:
+        width, height = int(oversized.group(1)), int(oversized.group(2))
+        check_limits(replace(_SIZE_ONLY, width=width, height=height), limits, name=name)
+    if result.returncode != 0:
+        reason = result.summary(path) or f"ffprobe exit status {result.returncode}"
+        raise UnreadableMedia(f"'{name}' is not a media file ffmpeg can read: {reason}")
+    try:
+        data = json.loads(bytes(result.outputs[0]).decode("utf-8", "replace"))
+    except json.JSONDecodeError as exc:
+        raise UnreadableMedia(f"'{name}': ffprobe returned no readable description") from exc
+    info = parse_probe(data, name=name, size_bytes=size_bytes)
+    check_limits(info, limits, name=name)
+    return info
+
+
+def parse_probe(data: dict[str, Any], *, name: str = "file", size_bytes: int = 0) -> MediaInfo:
+    """Turn ffprobe's JSON into a MediaInfo (no limits checked)."""
+    fmt = data.get("format") or {}
+    container = str(fmt.get("format_name") or "unknown")
+    if set(container.split(",")) & _REFUSED_FORMATS:
+        raise UnsupportedFormat(
+            f"'{name}' is a '{container}' file: playlists and text formats are not accepted; "
+            "upload the media itself"
+        )
+    streams = data.get("streams") or []
+    pictures = [
+        s
+        for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    sounds = [s for s in streams if s.get("codec_type") == "audio"]
+    if not pictures and not sounds:
+        found = sorted({str(s.get("codec_type")) for s in streams}) or ["nothing"]
+        raise NoUsableStream(
+            f"'{name}' has no video, audio or image stream (found: {', '.join(found)})"
+        )
+    video = _preferred(pictures)
+    audio = _preferred(sounds)
+    is_image = video is not None and _is_still(video, container)
+
+    width = height = None
+    rotation = 0
+    if video is not None:
+        width, height = int(video.get("width") or 0) or None, int(video.get("height") or 0) or None
+        rotation = _rotation(video)
+        if rotation % 180 == 90 and width and height:
+            width, height = height, width  # ffmpeg auto-rotates: report what it outputs
+        if not width or not height:
+            raise UnreadableMedia(f"'{name}': its picture stream has no size")
+
+    fps = None
+    if is_image:
+        kind: MediaKind = "image"
+        duration = None
+    else:
+        kind = "video" if video is not None else "audio"
+        duration = _duration(fmt, [s for s in (video, audio) if s is not None])
+        if video is not None:
+            fps = _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))
+    return MediaInfo(
+        kind=kind,
+        duration_s=duration,
+        has_video=kind == "video",
+        has_audio=audio is not None and kind != "image",
+        width=width,
+        height=height,
+        fps=fps,
+        container=container,
+        video_codec=str(video.get("codec_name")) if video is not None else None,
+        audio_codec=str(audio.get("codec_name")) if audio is not None else None,
+        sample_rate=int(audio.get("sample_rate") or 0) or None if audio is not None else None,
+        channels=int(audio.get("channels") or 0) or None if audio is not None else None,
+        video_stream=int(video["index"]) if video is not None else None,
+        audio_stream=int(audio["index"]) if audio is not None and kind != "image" else None,
+        pixel_aspect=_aspect(video.get("sample_aspect_ratio")) if video is not None else 1.0,
+        size_bytes=size_bytes,
+    )
+
+
+def check_limits(info: MediaInfo, limits: MediaLimits, *, name: str = "file") -> None:
+    if info.width and info.height and info.width * info.height > limits.max_pixels:
+        raise TooManyPixels(
+            f"'{name}' is {info.width}×{info.height} = {info.width * info.height / 1e6:.1f} "
+            f"megapixels; the limit is {limits.max_pixels / 1e6:.1f}",
+            detail={"width": info.width, "height": info.height, "max_pixels": limits.max_pixels},
+        )
+    if info.duration_s is not None and info.duration_s > limits.max_duration_s:
+        raise MediaTooLong(
+            f"'{name}' lasts {info.duration_s:.1f} s; the limit is {limits.max_duration_s:g} s",
+            detail={"duration_s": info.duration_s, "max_duration_s": limits.max_duration_s},
+        )
+
+
+def _preferred(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The stream marked default, else the first."""
+    for s in streams:
+        if (s.get("disposition") or {}).get("default"):
+            return s
+    return streams[0] if streams else None
+
+
+def _is_still(video: dict[str, Any], container: str) -> bool:
+    # Image demuxers are named "<codec>_pipe" (png_pipe, jpeg_pipe, webp_pipe...), or
+    # image2 when chosen by file extension; a one-frame GIF/APNG is a still too.
+    if container.endswith("_pipe") or container in {"image2", "image2pipe"}:
+        return True
+    codec = str(video.get("codec_name"))
+    return codec in _IMAGE_CODECS and str(video.get("nb_frames")) in {"1", "0"}
+
+
+def _rotation(video: dict[str, Any]) -> int:
+    for side in video.get("side_data_list") or []:
+        if "rotation" in side:
+            return round(float(side["rotation"])) % 360
+    tag = (video.get("tags") or {}).get("rotate")
+    return int(tag) % 360 if tag and str(tag).lstrip("-").isdigit() else 0
+
+
+def _rate(text: object) -> float | None:
+    if not text or not isinstance(text, str) or "/" not in text:
+        return None
+    num, den = text.split("/", 1)
+    try:
+        value = float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if math.isfinite(value) and 0 < value < 1000 else None
+
+
+def _aspect(text: object) -> float:
+    if not isinstance(text, str) or ":" not in text:
+        return 1.0
+    num, den = text.split(":", 1)
+    try:
+        value = float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        return 1.0
+    return value if math.isfinite(value) and 0.1 < value < 10 else 1.0
+
+
+def _duration(fmt: dict[str, Any], streams: list[dict[str, Any]]) -> float | None:
+    candidates = [fmt.get("duration")] + [s.get("duration") for s in streams]
+    values: list[float] = []
+    for c in candidates:
+        try:
+            v = float(c)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v > 0:
+            values.append(v)
+    return max(values) if values else None

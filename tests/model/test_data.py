@@ -1,0 +1,348 @@
+"""model.data: corpus and folder datasets, the decode cache, batches and loaders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import load_config
+from model.data import (
+    ClipDataset,
+    ClipItem,
+    CorpusDataset,
+    DatasetError,
+    EpochSampler,
+    FolderDataset,
+    collate_batch,
+    content_hash,
+    make_loader,
+    read_manifest,
+)
+from model.media import decode_for_model
+from model.tokenizer import Tokenizer
+from model.transcripts import Segment, Transcript
+
+TINY = load_config("tiny")
+K = TINY.loss.num_positives
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(
+    tmp_path_factory: pytest.TempPathFactory, narrated_clips: list[tuple[Path, Transcript]]
+) -> Path:
+    """The narrated clips laid out as a corpus: 4 train clips (the last without a
+    transcript), 2 val clips, plus an audio item and a still that are not clips."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "clips").mkdir()
+    (root / "audio").mkdir()
+    rows = []
+    for i, (path, _) in enumerate(narrated_clips):
+        cid = f"clip-{i:06d}"
+        shutil.copy(path, root / "clips" / f"{cid}.mp4")
+        vtt = path.with_suffix(".vtt")
+        if vtt.exists():
+            shutil.copy(vtt, root / "clips" / f"{cid}.vtt")
+        rows.append(
+            {
+                "id": cid,
+                "kind": "clip",
+                "split": "train" if i in (0, 1, 2, 5) else "val",
+                "path": f"clips/{cid}.mp4",
+                "transcript": f"clips/{cid}.vtt" if vtt.exists() else None,
+                "duration_s": 4.0,
+                "description": "evaluation only",
+                "narration": "evaluation only",
+                "aligned": True,
+                "attributes": {"never": "read by training"},
+            }
+        )
+    shutil.copy(narrated_clips[0][0], root / "audio" / "audio-000000.mp4")
+    rows.append(
+        {"id": "audio-000000", "kind": "audio", "split": "train", "path": "audio/audio-000000.mp4",
+         "transcript": None, "duration_s": 4.0, "description": "", "narration": None,
+         "aligned": True, "attributes": {}}
+    )  # fmt: skip
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def text_encoder(narrated_clips: list[tuple[Path, Transcript]]) -> Tokenizer:
+    texts = [s.text for _, t in narrated_clips for s in t.segments]
+    return Tokenizer.build(texts, max_size=200, max_words=TINY.text.max_words)
+
+
+def test_manifest_rows_keep_only_training_fields(corpus_dir: Path) -> None:
+    rows = read_manifest(corpus_dir)
+    assert len(rows) == 7
+    assert all(set(r) == {"id", "kind", "split", "path", "transcript", "duration_s"} for r in rows)
+
+
+def test_corpus_samples(corpus_dir: Path, tmp_path: Path) -> None:
+    train = CorpusDataset(corpus_dir, TINY, "train", seed=3, cache_dir=tmp_path)
+    val = CorpusDataset(corpus_dir, TINY, "val", seed=3, cache_dir=tmp_path)
+    assert len(train) == 4 and len(val) == 2  # the audio item is not a clip
+    assert train.augment is not None and val.augment is None
+    crop, frames = TINY.video.crop_size, TINY.video.frames
+    for i in range(len(train)):
+        sample = train[i]
+        assert sample["video"].shape == (frames, crop, crop, 3)
+        assert sample["video"].dtype == torch.float32
+        assert float(sample["video"].min()) >= 0.0 and float(sample["video"].max()) <= 1.0
+        assert sample["audio"].shape == (TINY.audio_samples,)
+        assert sample["audio"].dtype == torch.float32
+        assert sample["has_audio"] is True
+        rms = float(sample["audio"].pow(2).mean().sqrt())
+        assert rms == pytest.approx(0.5 / np.sqrt(2), rel=0.2)  # the clip's tone
+        assert 0.0 <= sample["start_s"] <= 4.0 - TINY.clip_seconds + 1e-6
+        if sample["id"] == "clip-000005":  # no transcript: video-audio loss only
+            assert sample["texts"] == [] and sample["has_text"] is False
+            continue
+        assert sample["has_text"] is True and len(sample["texts"]) == K
+        # Nearest first: the first narration is the 1 s cue around the window's centre.
+        centre = sample["start_s"] + TINY.clip_seconds / 2
+        seconds = [int(t.rsplit(" ", 1)[1]) for t in sample["texts"]]
+        assert abs(seconds[0] + 0.5 - centre) <= 0.5 + 1e-6
+        assert sorted(abs(s + 0.5 - centre) for s in seconds) == [
+            abs(s + 0.5 - centre) for s in seconds
+        ]
+    # Evaluation view: the middle window, no augmentation, the same every time.
+    a, b = val[0], val[0]
+    assert a["start_s"] == pytest.approx(1.0)
+    assert torch.equal(a["video"], b["video"])
+
+
+def test_samples_depend_only_on_seed_epoch_and_index(corpus_dir: Path, tmp_path: Path) -> None:
+    one = CorpusDataset(corpus_dir, TINY, "train", seed=11, cache_dir=tmp_path)
+    two = CorpusDataset(corpus_dir, TINY, "train", seed=11, cache_dir=tmp_path)
+    other_seed = CorpusDataset(corpus_dir, TINY, "train", seed=12, cache_dir=tmp_path)
+    a, b = one[(1, 0)], two[(1, 0)]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["audio"], b["audio"])
+    assert a["texts"] == b["texts"]
+    assert not torch.equal(a["video"], one[(1, 1)]["video"])  # a new epoch, a new draw
+    assert not torch.equal(a["video"], other_seed[(1, 0)]["video"])
+
+
+def test_decode_cache_serves_later_epochs(corpus_dir: Path, tmp_path: Path) -> None:
+    ds = CorpusDataset(corpus_dir, TINY, "train", seed=0, cache_dir=tmp_path)
+    for epoch in range(2):
+        for i in range(len(ds)):
+            ds[(i, epoch)]
+        assert ds.decode_count == len(ds)  # decoded in epoch 0 only
+    cached = np.load(ds.cache_path(0) / "video.npy", mmap_mode="r")
+    side = ds.decode_side
+    assert side > TINY.video.crop_size  # room for random crops
+    assert cached.shape == (4 * TINY.video.fps, side, side, 3)  # the whole 4 s clip
+    again = CorpusDataset(corpus_dir, TINY, "train", seed=0, cache_dir=tmp_path)
+    again[0]
+    assert again.decode_count == 0  # a new dataset (new run) reads the same cache
+
+
+def test_collate_pads_and_masks_narrations(
+    corpus_dir: Path, tmp_path: Path, text_encoder: Tokenizer
+) -> None:
+    ds = CorpusDataset(corpus_dir, TINY, "train", seed=0, cache_dir=tmp_path)
+    samples = [ds[i] for i in range(len(ds))]
+    samples[0]["texts"] = samples[0]["texts"][:1]  # one narration only
+    samples[1]["texts"] = ["the of and", *samples[1]["texts"][:1]]  # stop-words only
+    batch = collate_batch(samples, text_encoder, K)
+    b, max_words = len(samples), TINY.text.max_words
+    assert batch["video"].shape == (b, TINY.video.frames, 64, 64, 3)
+    assert batch["audio"].shape == (b, TINY.audio_samples)
+    assert batch["text_ids"].shape == (b, K, max_words)
+    assert batch["text_mask"].shape == (b, K, max_words) and batch["text_mask"].dtype == torch.bool
+    positives = batch["positive_mask"].tolist()
+    assert positives[0] == [True, False, False]
+    assert positives[1] == [False, True, False]  # no known word left: not a positive
+    missing = next(i for i, s in enumerate(samples) if s["id"] == "clip-000005")
+    assert positives[missing] == [False, False, False]
+    assert batch["has_text"].tolist() == [any(p) for p in positives]
+    assert not batch["text_mask"][~batch["positive_mask"]].any()
+    assert batch["ids"] == [s["id"] for s in samples]
+
+
+def test_epoch_sampler_shards_and_reshuffles() -> None:
+    sampler = EpochSampler(10, seed=5)
+    first, second = list(sampler), list(sampler)
+    assert sorted(i for i, _ in first) == list(range(10))
+    assert {e for _, e in first} == {0} and {e for _, e in second} == {1}
+    assert [i for i, _ in first] != [i for i, _ in second]
+    ranks = [list(EpochSampler(10, seed=5, rank=r, world_size=3)) for r in range(3)]
+    assert all(len(r) == 4 for r in ranks)
+    assert {i for r in ranks for i, _ in r} == set(range(10))
+
+
+def test_loader_is_the_same_for_any_worker_count(
+    corpus_dir: Path, tmp_path: Path, text_encoder: Tokenizer
+) -> None:
+    # Private copy: the media are taken away after the first epoch.
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, root)
+    ds = CorpusDataset(root, TINY, "train", seed=1, cache_dir=tmp_path / "cache")
+
+    def epochs(loader: torch.utils.data.DataLoader, n: int) -> list[list[dict]]:
+        return [list(loader) for _ in range(n)]
+
+    serial = epochs(make_loader(ds, 2, 0, seed=9, tokenizer=text_encoder), 2)
+    workers = make_loader(ds, 2, 2, seed=9, tokenizer=text_encoder)
+    first = list(workers)
+    shutil.rmtree(root / "clips")  # epoch 2 must come from the decode cache alone
+    parallel = [first, list(workers)]
+    for epoch in range(2):
+        assert len(serial[epoch]) == len(parallel[epoch]) == 2
+        for x, y in zip(serial[epoch], parallel[epoch], strict=True):
+            assert x["ids"] == y["ids"]
+            assert torch.equal(x["video"], y["video"])
+            assert torch.equal(x["audio"], y["audio"])
+            assert torch.equal(x["text_ids"], y["text_ids"])
+    assert [b["ids"] for b in serial[0]] != [b["ids"] for b in serial[1]]
+
+
+class ToneTranscriber:
+    """A stand-in speech recogniser: names the tone it hears (its main frequency)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, waveform: np.ndarray, sample_rate: int) -> Transcript:
+        self.calls += 1
+        spectrum = np.abs(np.fft.rfft(waveform))
+        hertz = float(np.argmax(spectrum)) * sample_rate / len(waveform)
+        seconds = len(waveform) / sample_rate
+        return Transcript([Segment(0.0, seconds, f"a tone of {round(hertz, -1):.0f} hertz")], "asr")
+
+
+def test_folder_dataset_sidecars_asr_and_skips(
+    tmp_path: Path,
+    narrated_clips: list[tuple[Path, Transcript]],
+    media_files: dict[str, Path],
+) -> None:
+    folder = tmp_path / "my videos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    clips = [p for p, _ in narrated_clips]
+    transcripts = [t for _, t in narrated_clips]
+    shutil.copy(clips[0], folder / "a.mp4")
+    (folder / "a.vtt").write_text(transcripts[0].to_vtt())
+    shutil.copy(clips[1], folder / "b.mp4")
+    (folder / "b.srt").write_text(transcripts[1].to_srt())
+    shutil.copy(clips[2], folder / "c.mp4")
+    (folder / "c.txt").write_text("a plain text narration for the whole clip")
+    shutil.copy(clips[3], folder / "d.mp4")  # no sidecar: transcribed (tone 600 Hz)
+    shutil.copy(clips[4], folder / "sub" / "e.mp4")
+    (folder / "sub" / "e.vtt").write_text(transcripts[4].to_vtt())
+    shutil.copy(clips[5], folder / ".hidden" / "f.mp4")
+    shutil.copy(media_files["wav"], folder / "song.wav")
+    shutil.copy(media_files["png"], folder / "photo.png")
+    shutil.copy(media_files["silent_mp4"], folder / "silent.mp4")
+    shutil.copy(media_files["random_bytes"], folder / "broken.mp4")
+    (folder / "notes.json").write_text("{}")
+
+    asr = ToneTranscriber()
+    ds = FolderDataset(folder, TINY, seed=0, cache_dir=tmp_path / "cache", asr=asr)
+    ids = [item.id for item in ds.items]
+    assert ids == ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "sub/e.mp4"]
+    skipped = dict(ds.skipped)
+    assert set(skipped) == {"song.wav", "photo.png", "silent.mp4", "broken.mp4", "notes.json"}
+    assert "no sound" in skipped["silent.mp4"] and "not a video" in skipped["photo.png"]
+    by_id = {item.id: item for item in ds.items}
+    assert by_id["a.mp4"].transcript is not None
+    assert by_id["a.mp4"].transcript.segments == transcripts[0].segments
+    assert by_id["b.mp4"].transcript is not None
+    assert by_id["b.mp4"].transcript.segments == transcripts[1].segments
+    c = by_id["c.mp4"].transcript
+    assert c is not None and c.segments[0].end == pytest.approx(4.0, abs=0.1)
+    d = by_id["d.mp4"].transcript
+    assert asr.calls == 1 and d is not None and d.source == "asr"
+    assert d.text == "a tone of 600 hertz"
+    sample = ds[ids.index("d.mp4")]
+    assert sample["texts"] == ["a tone of 600 hertz"] and sample["video"].shape == (8, 64, 64, 3)
+
+    # A second dataset over the same folder reads the transcription from the cache.
+    again_asr = ToneTranscriber()
+    again = FolderDataset(folder, TINY, seed=0, cache_dir=tmp_path / "cache", asr=again_asr)
+    assert again_asr.calls == 0 and again.asr_count == 0
+    assert again.items[3].transcript is not None
+    assert again.items[3].transcript.text == "a tone of 600 hertz"
+    # Stable split by content hash (its first 32 bits as a fraction): choose a
+    # fraction that puts two of the five files in "val".
+    fractions = sorted(int(content_hash(i.path)[:8], 16) / 2**32 for i in ds.items)
+    share = (fractions[1] + fractions[2]) / 2
+    cache = tmp_path / "cache"
+    train = FolderDataset(folder, TINY, split="train", val_fraction=share, cache_dir=cache)
+    val = FolderDataset(folder, TINY, split="val", val_fraction=share, cache_dir=cache)
+    assert len(val) == 2
+    assert sorted(i.id for i in train.items + val.items) == ids
+    assert train.augment is not None and val.augment is None
+
+
+def test_content_hashes_are_remembered_until_the_file_changes(
+    tmp_path: Path, narrated_clips: list[tuple[Path, Transcript]]
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(narrated_clips[0][0], clip)
+    first = ClipDataset([ClipItem("c", clip)], TINY, cache_dir=tmp_path / "cache")
+    memo = json.loads((tmp_path / "cache" / "hashes.json").read_text())
+    assert [entry[2] for entry in memo.values()] == [content_hash(clip)]
+    assert first.items[0].content_hash == content_hash(clip)
+    shutil.copy(narrated_clips[1][0], clip)  # new content under the same name
+    second = ClipDataset([ClipItem("c", clip)], TINY, cache_dir=tmp_path / "cache")
+    assert second.items[0].content_hash == content_hash(narrated_clips[1][0])
+    assert second.cache_path(0) != first.cache_path(0)
+    with pytest.raises(DatasetError, match="cannot read"):
+        ClipDataset([ClipItem("gone", tmp_path / "gone.mp4")], TINY, cache_dir=tmp_path)
+
+
+def test_folder_without_videos_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "readme.md").write_text("nothing here")
+    with pytest.raises(DatasetError, match="no usable video files"):
+        FolderDataset(tmp_path, TINY, cache_dir=tmp_path / "cache")
+    with pytest.raises(DatasetError, match="no manifest"):
+        CorpusDataset(tmp_path, TINY)
+
+
+@pytest.fixture(scope="module")
+def generated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    corpus = pytest.importorskip("model.corpus")
+    out = tmp_path_factory.mktemp("generated") / "corpus"
+    corpus.make_corpus(out, n=6, seed=0, workers=1, progress=False, n_audio=1, n_stills=1)
+    return out
+
+
+def test_generated_corpus_loads(
+    generated_corpus: Path, tmp_path: Path, text_encoder: Tokenizer
+) -> None:
+    rows = read_manifest(generated_corpus)
+    train_clips = [r for r in rows if r["kind"] == "clip" and r["split"] == "train"]
+    ds = CorpusDataset(generated_corpus, TINY, "train", cache_dir=tmp_path)
+    assert len(ds) == len(train_clips) > 0
+    batch = collate_batch([ds[i] for i in range(len(ds))], text_encoder, K)
+    assert batch["video"].shape == (len(ds), 8, 64, 64, 3)
+    assert batch["audio"].shape == (len(ds), TINY.audio_samples)
+    assert float(batch["video"].std()) > 0.02  # real pictures
+    assert float(batch["audio"].abs().max()) > 0.01  # real sound
+    narrated = [r["transcript"] is not None for r in train_clips]
+    assert batch["has_text"].tolist() == narrated
+
+
+def test_generated_media_decode_by_kind(generated_corpus: Path) -> None:
+    kinds = {"clip": "video", "audio": "audio", "still": "image"}
+    seen = set()
+    for row in read_manifest(generated_corpus):
+        path = generated_corpus / row["path"]
+        inputs = decode_for_model(path, TINY)
+        assert inputs.info.kind == kinds[row["kind"]]
+        if row["kind"] == "clip":
+            assert inputs.video is not None and inputs.audio is not None
+            assert inputs.info.duration_s == pytest.approx(row["duration_s"], abs=0.2)
+        elif row["kind"] == "audio":
+            assert inputs.audio is not None and inputs.video is None
+        else:
+            assert inputs.image is not None
+        seen.add(row["kind"])
+    assert seen == set(kinds)

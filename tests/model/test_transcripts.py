@@ -1,0 +1,106 @@
+"""model.transcripts: WebVTT, SRT and plain text in and out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.transcripts import (
+    Segment,
+    Transcript,
+    TranscriptError,
+    parse_srt,
+    parse_transcript,
+    parse_vtt,
+    read_transcript,
+)
+
+VTT = """WEBVTT - a cooking show
+
+NOTE written by hand
+
+intro
+00:00.500 --> 00:02.000 align:start position:10%
+<v Anna>Crack the <b>eggs</b></v>
+into the bowl
+
+00:01:02.250 --> 00:01:04.000
+Salt &amp; pepper
+"""
+
+SRT = """1
+00:00:01,000 --> 00:00:02,500
+<i>Hello</i> there
+
+2
+00:00:03,000 --> 00:00:04,000
+{\\an8}General Kenobi
+"""
+
+
+def test_webvtt_cues_timings_and_markup() -> None:
+    t = parse_vtt(VTT)
+    assert [(s.start, s.end) for s in t.segments] == [(0.5, 2.0), (62.25, 64.0)]
+    assert t.segments[0].text == "Crack the eggs into the bowl"
+    assert t.segments[1].text == "Salt & pepper"
+    assert t.text == "Crack the eggs into the bowl Salt & pepper"
+    assert t.segments[0].middle == pytest.approx(1.25)
+
+
+def test_srt_cues_and_style_tags() -> None:
+    t = parse_srt(SRT)
+    assert [s.text for s in t.segments] == ["Hello there", "General Kenobi"]
+    assert t.segments[0].start == 1.0 and t.segments[0].end == 2.5
+
+
+def test_srt_without_blank_lines_between_cues() -> None:
+    squashed = SRT.replace("\n\n", "\n")
+    t = parse_srt(squashed)
+    assert [s.text for s in t.segments] == ["Hello there", "General Kenobi"]
+
+
+def test_sniffing_picks_the_format_from_the_content() -> None:
+    assert len(parse_transcript("\ufeff" + VTT).segments) == 2
+    assert len(parse_transcript(SRT.replace("\n", "\r\n")).segments) == 2
+    plain = parse_transcript("  just some\nwords  ", duration_s=12.0)
+    assert plain.segments == [Segment(0.0, 12.0, "just some words")]
+    assert not parse_transcript("   \n")
+    assert parse_transcript("").segments == []
+
+
+def test_bad_transcripts_raise_typed_errors() -> None:
+    with pytest.raises(TranscriptError, match="WEBVTT"):
+        parse_vtt("00:00.000 --> 00:01.000\nno header\n")
+    with pytest.raises(TranscriptError, match="ends"):
+        parse_vtt("WEBVTT\n\n00:05.000 --> 00:01.000\nbackwards\n")
+    with pytest.raises(TranscriptError, match="no SRT cues"):
+        parse_srt("this is not an srt file")
+
+
+def test_round_trip_through_vtt_and_srt() -> None:
+    t = Transcript([Segment(0.0, 1.5, "one"), Segment(3661.25, 3662.0, "two")])
+    assert parse_vtt(t.to_vtt()).segments == t.segments
+    assert parse_srt(t.to_srt()).segments == t.segments
+    assert "01:01:01.250 --> 01:01:02.000" in t.to_vtt()
+
+
+def test_nearest_segments_by_middle_time() -> None:
+    t = Transcript([Segment(float(s), s + 1.0, f"w{s}") for s in range(6)] + [Segment(9, 10, "")])
+    assert [s.text for s in t.nearest(2.6, 3)] == ["w2", "w3", "w1"]
+    assert [s.text for s in t.nearest(100.0, 2)] == ["w5", "w4"]  # empty cues never count
+    assert Transcript([]).nearest(1.0, 3) == []
+
+
+def test_read_sidecar_files(tmp_path: Path) -> None:
+    (tmp_path / "a.vtt").write_text(VTT, encoding="utf-8-sig")
+    (tmp_path / "a.srt").write_text(SRT)
+    (tmp_path / "a.txt").write_text("a plain narration")
+    (tmp_path / "bad.vtt").write_bytes(b"\xff\xfe\x00broken")
+    assert len(read_transcript(tmp_path / "a.vtt").segments) == 2
+    assert len(read_transcript(tmp_path / "a.srt").segments) == 2
+    assert read_transcript(tmp_path / "a.txt", duration_s=4.0).segments[0].end == 4.0
+    with pytest.raises(TranscriptError, match="cannot read"):
+        read_transcript(tmp_path / "bad.vtt")
+    with pytest.raises(TranscriptError):
+        read_transcript(tmp_path / "missing.vtt")
