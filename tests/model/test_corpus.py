@@ -401,7 +401,10 @@ def test_command_line_make_then_refuse_to_overwrite(
 
 def test_workers_fork_unless_other_threads_run() -> None:
     """Fork is fast (nothing to import) but unsafe beside other threads: then spawn."""
-    assert _pool_context().get_start_method() == "fork"
+    # Earlier tests in the same process may leave library threads behind (torch, ASR
+    # pools), so the fork case is checked only when this is the sole thread.
+    if threading.active_count() == 1:
+        assert _pool_context().get_start_method() == "fork"
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
