@@ -1,0 +1,318 @@
+"""Benchmark of indexer/: the index the rules choose, beside exact search, in one run.
+
+Data: a mixture of 5,000 Gaussian clusters on the unit sphere in 256-d, each point at
+cosine ~0.7 from its cluster centre (indexer.synthetic.ClusteredSphere): shaped like
+real embeddings, which crowd around topics. Uniform random vectors would have no
+neighbours worth finding. Queries are fresh draws from the same mixture (not stored).
+
+For 100k and 1M vectors (--quick: 100k only) it builds, through IndexSet.open, the
+index the shipped rules choose (memory budget 1.5 GB) and an exact IDMap2,Flat, and
+reports: build time (choose + train + add + tune), index memory (FAISS structures) and
+the process RSS growth, save and verified-reload times, recall@10 of fresh queries
+against the exact answer, single-query latency p50/p99 (1,000 queries, one thread,
+after a warm-up), single queries/s from 1 and 2 threads (FAISS releases the GIL), and
+batched queries/s (one call, OpenMP on every core). Then one target line each.
+
+    .venv/bin/python bench/search.py [--quick] [--sizes 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from indexer import ArraySource, IndexPolicy, IndexSet, gpu_count, recall_at_k
+from indexer.synthetic import ClusteredSphere
+
+DIM = 256
+CLUSTERS = 5000
+K = 10
+LATENCY_QUERIES = 1000
+LAYOUT = {"vat": ["video"]}
+MEMORY_BUDGET = int(1.5e9)
+TARGETS = {  # at 1M x 256-d
+    "recall@10": (0.95, ">="),
+    "single-query p50 ms": (2.0, "<="),
+    "batched queries/s": (2000.0, ">="),
+    "build s": (300.0, "<="),
+    "memory GB": (1.5, "<="),
+}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def latencies_ms(index_set: IndexSet, queries: np.ndarray) -> np.ndarray:
+    faiss.omp_set_num_threads(1)
+    for q in queries[:50]:  # warm-up
+        index_set.search("vat", "video", q[None, :], K)
+    out = np.empty(len(queries))
+    for i, q in enumerate(queries):
+        start = time.perf_counter()
+        index_set.search("vat", "video", q[None, :], K)
+        out[i] = (time.perf_counter() - start) * 1000
+    return out
+
+
+def threaded_qps(index_set: IndexSet, queries: np.ndarray, threads: int) -> float:
+    """Single-query searches from several Python threads at once (FAISS drops the GIL)."""
+    faiss.omp_set_num_threads(1)
+    parts = np.array_split(queries, threads)
+
+    def run(part: np.ndarray) -> None:
+        for q in part:
+            index_set.search("vat", "video", q[None, :], K)
+
+    workers = [threading.Thread(target=run, args=(part,)) for part in parts]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return len(queries) / (time.perf_counter() - start)
+
+
+def batched(index_set: IndexSet, queries: np.ndarray) -> tuple[float, np.ndarray]:
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    index_set.search("vat", "video", queries[:100], K)  # warm-up
+    start = time.perf_counter()
+    result = index_set.search("vat", "video", queries, K)
+    return len(queries) / (time.perf_counter() - start), result.ids
+
+
+def measure(
+    name: str,
+    n: int,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    policy: IndexPolicy,
+    workdir: Path,
+    batch_queries: int,
+    truth: np.ndarray | None,
+) -> dict[str, object]:
+    source = ArraySource()
+    source.put("vat", "video", np.arange(n, dtype=np.int64), vectors)
+    gc.collect()
+    rss0 = rss_bytes()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    start, cpu = time.perf_counter(), time.process_time()
+    built = IndexSet.open(
+        workdir / name,
+        "bench",
+        LAYOUT,
+        {"vat": DIM},
+        source,
+        policy,
+        budget_bytes=MEMORY_BUDGET,
+        save=False,
+    )
+    build_s = time.perf_counter() - start
+    build_cpu_s = time.process_time() - cpu
+    rss_growth = rss_bytes() - rss0
+    start = time.perf_counter()
+    built.save()
+    save_s = time.perf_counter() - start
+    stats = built.stats()["indexes"]["vat/video"]
+    built.close()
+    del built
+    gc.collect()
+    start = time.perf_counter()
+    index_set = IndexSet.open(
+        workdir / name,
+        "bench",
+        LAYOUT,
+        {"vat": DIM},
+        source,
+        policy,
+        budget_bytes=MEMORY_BUDGET,
+        save=False,
+    )
+    load_s = time.perf_counter() - start
+    assert index_set.events[0].action == "loaded", index_set.events
+    del source
+    gc.collect()
+
+    lat = latencies_ms(index_set, queries[:LATENCY_QUERIES])
+    one = threaded_qps(index_set, queries[:LATENCY_QUERIES], 1)
+    two = threaded_qps(index_set, queries[:LATENCY_QUERIES], 2)
+    qps, found = batched(index_set, queries[:batch_queries])
+    recall = recall_at_k(found[: len(truth)], truth) if truth is not None else 1.0
+
+    # Writes while serving: single adds, single deletes (tombstones), one compaction.
+    faiss.omp_set_num_threads(1)  # as the service runs (OMP_NUM_THREADS=1)
+    extra = ClusteredSphere(DIM, CLUSTERS, cosine=0.7, seed=0).sample(200, seed=7)
+    add_us = []
+    for i, vector in enumerate(extra):
+        start = time.perf_counter()
+        index_set.add("vat", "video", [n + i], vector[None, :])
+        add_us.append((time.perf_counter() - start) * 1e6)
+    victims = np.arange(0, n, max(1, n // 1000), dtype=np.int64)[:1000]
+    start = time.perf_counter()
+    for victim in victims:
+        index_set.remove([victim])
+    remove_us = (time.perf_counter() - start) * 1e6 / len(victims)
+    start = time.perf_counter()
+    index_set._indexes[("vat", "video")].compact()  # times FAISS's batched remove_ids
+    compact_ms = (time.perf_counter() - start) * 1000
+    index_set.close()
+    shutil.rmtree(workdir / name, ignore_errors=True)
+    return {
+        "n": n,
+        "index": stats["factory"],
+        "params": stats["params"],
+        "build_s": build_s,
+        "build_cpu_s": build_cpu_s,
+        "save_s": save_s,
+        "load_s": load_s,
+        "memory_gb": stats["memory_bytes"] / 1e9,
+        "rss_gb": rss_growth / 1e9,
+        "tuned_recall": stats["recall_at_k"],
+        "recall": recall,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "qps1": one,
+        "qps2": two,
+        "batched": qps,
+        "found": found,
+        "add_us": float(np.median(add_us)),
+        "remove_us": remove_us,
+        "compact_ms": compact_ms,
+    }
+
+
+def row(r: dict[str, object]) -> str:
+    params = ",".join(f"{k}={v}" for k, v in r["params"].items()) or "-"  # type: ignore[union-attr]
+    return (
+        f"| {r['n']:>9,} | {r['index']:<14} | {params:<10} | {r['build_s']:7.1f} | "
+        f"{r['build_cpu_s']:7.1f} | "
+        f"{r['memory_gb']:5.2f} | {r['rss_gb']:5.2f} | {r['recall']:.3f} "
+        f"({r['tuned_recall']:.3f}) | {r['p50']:7.2f} | {r['p99']:7.2f} | "
+        f"{r['qps1']:7.0f} | {r['qps2']:7.0f} | {r['batched']:7.0f} | "
+        f"{r['save_s']:5.1f} | {r['load_s']:5.1f} | {r['add_us']:6.0f} | "
+        f"{r['remove_us']:6.0f} | {r['compact_ms']:6.1f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100k vectors only")
+    parser.add_argument("--sizes", default=None, help="comma-separated sizes")
+    args = parser.parse_args()
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([100_000] if args.quick else [100_000, 1_000_000])
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.1f}, faiss {faiss.__version__}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"GPUs seen by faiss: {gpu_count()}"
+    )
+    print(
+        f"data: {CLUSTERS:,} Gaussian clusters on the unit sphere, {DIM}-d, cosine to "
+        "centre ~0.7; queries are fresh draws from the same mixture"
+    )
+    mixture = ClusteredSphere(DIM, CLUSTERS, cosine=0.7, seed=0)
+    queries = mixture.sample(20_000, seed=999)
+    # Shipped rules; compaction deferred only so the bench can time it on its own.
+    policy = IndexPolicy(
+        memory_budget_bytes=MEMORY_BUDGET, compact_max=1 << 30, compact_fraction=1.0
+    )
+    exact_policy = IndexPolicy(factory="Flat", compact_max=1 << 30, compact_fraction=1.0)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    header = (
+        "| vectors   | index          | params     | build s | CPU s   | mem GB | RSS+GB | "
+        "recall@10 (tuned) | p50 ms  | p99 ms  | 1-thr/s | 2-thr/s | batch/s | "
+        "save s | load s | add µs | del µs | cmpct ms |"
+    )
+    results = []
+    try:
+        for n in sizes:
+            vectors = mixture.sample(n, seed=1)
+            exact = measure(
+                "exact", n, vectors, queries, exact_policy, workdir, batch_queries=2000, truth=None
+            )
+            truth = exact["found"]
+            chosen = measure(
+                "chosen", n, vectors, queries, policy, workdir, batch_queries=20_000, truth=truth
+            )  # type: ignore[arg-type]
+            del vectors
+            gc.collect()
+            results.append((exact, chosen))
+            print(f"\n{n:,} vectors done (load average {os.getloadavg()[0]:.1f})")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print("\n" + header)
+    print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
+    for exact, chosen in results:
+        print(row(exact))
+        print(row(chosen))
+    print(
+        "\nrecall@10: fresh queries against exact search (in brackets: what the tuner "
+        "measured at build on held-out queries). mem: FAISS structures; RSS+: process "
+        "growth during the build. CPU s: CPU time of the build (all threads); on an idle "
+        "machine its wall time is about CPU s / cores. add / del: one id per call while "
+        "serving (median add, "
+        "mean of 1,000 deletes, which are tombstones); cmpct: one batched remove_ids of "
+        "the 1,000."
+    )
+    for exact, chosen in results:
+        print(
+            f"n={exact['n']:,}: chosen vs exact: single-query p50 "
+            f"{exact['p50'] / chosen['p50']:.0f}x faster, batched "
+            f"{chosen['batched'] / exact['batched']:.0f}x more queries/s, "
+            f"2 threads vs 1: {chosen['qps2'] / chosen['qps1']:.2f}x"
+        )
+
+    cores = os.cpu_count() or 1
+    for _, chosen in results:
+        print(
+            f"n={chosen['n']:,}: build took {chosen['build_s']:.0f} s of wall time and "
+            f"{chosen['build_cpu_s']:.0f} s of CPU: ~{chosen['build_cpu_s'] / cores:.0f} s on "
+            f"{cores} idle cores (load average now {os.getloadavg()[0]:.1f})"
+        )
+
+    exact, chosen = results[-1]
+    at = f"{chosen['n'] // 1000}k" if chosen["n"] < 1_000_000 else "1M"  # type: ignore[operator]
+    figures = {
+        "recall@10": chosen["recall"],
+        "single-query p50 ms": chosen["p50"],
+        "batched queries/s": chosen["batched"],
+        "build s": chosen["build_s"],
+        "memory GB": chosen["memory_gb"],
+    }
+    print()
+    for name, (goal, op) in TARGETS.items():
+        figure = float(figures[name])  # type: ignore[arg-type]
+        holds = figure >= goal if op == ">=" else figure <= goal
+        print(
+            f"target {name} at {at}: {figure:.3f} (goal {op} {goal:g}) "
+            f"{'HOLDS' if holds else 'MISSES'}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Build one index from the source: choose, train on a sample, add in batches, tune.
+
+One streaming pass over the source: the training sample and the tuning queries are
+fetched first, then every batch of vectors is both added to the index and fed to the
+exact search that gives the tuner its ground truth, so no more than one batch of vectors
+is held beside the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from indexer.choice import IndexChoice, IndexPolicy, exact_choice
+from indexer.errors import IndexBuildError, SourceError
+from indexer.source import VectorSource
+from indexer.tuning import ExactNeighbours, drop_self, exact_tuning, tune
+from indexer.vector_index import IndexInfo, VectorIndex, check_vectors, now_utc
+
+LOG = logging.getLogger("indexer")
+Progress = Callable[[int], None]
+
+
+def source_ids(source: VectorSource, space: str, modality: str) -> np.ndarray:
+    """The source's ids for one index, sorted, checked unique."""
+    ids = np.asarray(source.ids(space, modality))
+    if ids.ndim != 1 or (len(ids) and not np.issubdtype(ids.dtype, np.integer)):
+        raise SourceError(f"{space}/{modality}: the source's ids must be a 1-D integer array")
+    ids = np.sort(ids.astype(np.int64, copy=False))
+    if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
+        raise SourceError(f"{space}/{modality}: the source returned duplicate ids")
+    return ids
+
+
+def fetch(source: VectorSource, space: str, modality: str, ids: np.ndarray, dim: int) -> np.ndarray:
+    """Vectors for ids from the source, checked (shape, finite, unit norm)."""
+    if len(ids) == 0:
+        return np.zeros((0, dim), np.float32)
+    try:
+        _, vectors = check_vectors(ids, source.vectors(space, modality, ids), dim)
+    except ValueError as exc:
+        raise SourceError(f"{space}/{modality}: the source's vectors are unusable: {exc}") from exc
+    return vectors
+
+
+def _no_polysemous(index: faiss.Index) -> None:
+    """PQ indexes from the factory train polysemous codes by simulated annealing (minutes on
+    2 cores); their search here never uses them, so skip that."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexIDMap | faiss.IndexIDMap2):
+        inner = faiss.downcast_index(inner.index)
+    if hasattr(inner, "do_polysemous_training"):
+        inner.do_polysemous_training = False
+
+
+def build_vector_index(
+    space: str,
+    modality: str,
+    dim: int,
+    source: VectorSource,
+    choice: IndexChoice,
+    policy: IndexPolicy,
+    ids: np.ndarray | None = None,
+    on_progress: Progress | None = None,
+) -> VectorIndex:
+    """A new, tuned VectorIndex holding every vector the source has for (space, modality)."""
+    name = f"{space}/{modality}"
+    started = time.perf_counter()
+    ids = source_ids(source, space, modality) if ids is None else ids
+    n = len(ids)
+    rng = np.random.default_rng(policy.seed)
+    try:
+        index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise IndexBuildError(
+            f"FAISS rejects the factory string {choice.factory!r} for "
+            f"{dim}-d vectors: {str(exc).splitlines()[0][:200]}"
+        ) from exc
+
+    _no_polysemous(index)
+    if choice.kind == "ivf":
+        faiss.extract_index_ivf(index).cp.niter = policy.kmeans_iterations
+    if not index.is_trained:
+        train_ids = np.sort(rng.choice(ids, size=min(n, choice.train_size), replace=False))
+        LOG.info("%s: training %s on %d vectors", name, choice.factory, len(train_ids))
+        try:
+            index.train(fetch(source, space, modality, train_ids, dim))
+        except RuntimeError as exc:  # FAISS: fewer training points than centroids
+            fallback = exact_choice(n, dim, policy)
+            fallback = replace(
+                fallback,
+                reason=(
+                    f"fallback: {choice.factory} cannot be trained on {n:,} vectors "
+                    f"({str(exc).splitlines()[0][:120]}); exact until the set grows"
+                ),
+            )
+            LOG.warning("%s: %s", name, fallback.reason)
+            return build_vector_index(
+                space, modality, dim, source, fallback, policy, ids, on_progress
+            )
+
+    # Exact flat needs no measuring; everything else (forced PQ too) is measured.
+    measured = n > 0 and choice.factory != "IDMap2,Flat"
+    exact = None
+    if measured:
+        query_ids = np.sort(rng.choice(ids, size=min(n, policy.tuning_queries), replace=False))
+        queries = fetch(source, space, modality, query_ids, dim)
+        k = min(policy.recall_k, n - 1)
+        exact = ExactNeighbours(queries, k + 1) if k >= 1 else None
+
+    bar = tqdm(total=n, desc=f"index {name}", unit="vec", disable=None, leave=False)
+    try:
+        for start in range(0, n, policy.add_batch):
+            batch = ids[start : start + policy.add_batch]
+            vectors = fetch(source, space, modality, batch, dim)
+            index.add_with_ids(vectors, batch)
+            if exact is not None:
+                exact.add(batch, vectors)
+            bar.update(len(batch))
+            if on_progress is not None:
+                on_progress(len(batch))
+    finally:
+        bar.close()
+
+    if exact is not None:
+        truth = drop_self(exact.result(), query_ids, k)
+        tuning = tune(
+            index, choice.param, choice.candidates, queries, query_ids, truth, policy.recall_target
+        )
+        level = logging.INFO if tuning.met else logging.WARNING
+        LOG.log(
+            level,
+            "%s: %s tuned to %s=%s, recall@%d %.3f (target %.2f%s)",
+            name,
+            choice.factory,
+            tuning.param,
+            tuning.value,
+            tuning.k,
+            tuning.recall,
+            tuning.target,
+            "" if tuning.met else ", NOT reached",
+        )
+    else:
+        tuning = exact_tuning(policy.recall_k, policy.recall_target)
+    info = IndexInfo(
+        factory=choice.factory,
+        kind=choice.kind,
+        dim=dim,
+        tuning=tuning,
+        built_n=n,
+        built_at=now_utc(),
+        build_seconds=round(time.perf_counter() - started, 3),
+        train_size=choice.train_size if choice.kind != "flat" else 0,
+        reason=choice.reason,
+    )
+    built = VectorIndex(name, index, info, policy, physical_ids=ids)
+    built.dirty = True
+    return built

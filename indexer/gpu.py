@@ -1,0 +1,129 @@
+"""Serving copies of CPU indexes on GPUs, when faiss-gpu is installed and sees a GPU.
+
+The CPU index stays the master copy: it is what is saved, what ``remove_ids`` edits and
+what answers filtered searches, because FAISS GPU indexes ignore ``SearchParameters.sel``
+(facebookresearch/faiss#3924) and cannot remove vectors. The GPU copy answers unfiltered
+searches; deleted ids are dropped from its answers (it is asked for ``k + tombstones``
+results) until the next compaction re-clones it.
+
+FAISS GPU indexes are not thread-safe even for searches (the GpuResources scratch memory
+has one user at a time; FAISS wiki "Threads and asynchronous calls"), so every GPU call
+in this process goes through one lock. A batch of queries on a GPU is fast enough that
+the lock is not the bottleneck; CPU searches keep running in parallel beside it.
+
+On a CPU-only machine (faiss-cpu, or faiss-gpu-cu12 with ``get_num_gpus() == 0``)
+nothing here is used and the indexes are served from the CPU with the same results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+LOG = logging.getLogger("indexer")
+GPU_LOCK = threading.Lock()
+# GPU IVF and flat k-selection handle k (and nprobe) up to 2048.
+GPU_MAX_K = 2048
+_resources: list[Any] = []
+_resources_lock = threading.Lock()
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use: 0 with faiss-cpu and on machines without a GPU."""
+    get = getattr(faiss, "get_num_gpus", None)
+    if get is None or not hasattr(faiss, "GpuMultipleClonerOptions"):
+        return 0
+    try:
+        return int(get())
+    except RuntimeError:  # a CUDA build without a driver can raise here
+        return 0
+
+
+def _gpu_resources(ngpu: int) -> list[Any]:
+    """One StandardGpuResources per GPU for the whole process (each reserves scratch memory)."""
+    with _resources_lock:
+        while len(_resources) < ngpu:
+            _resources.append(faiss.StandardGpuResources())
+        return _resources[:ngpu]
+
+
+def free_gpu_bytes(ngpu: int) -> list[int] | None:
+    """Free memory per GPU, through torch when it has CUDA; None when it cannot be known."""
+    try:
+        import torch  # optional here: only to ask CUDA how much memory is free
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return [int(torch.cuda.mem_get_info(i)[0]) for i in range(ngpu)]
+
+
+@dataclass
+class GpuReplica:
+    """A GPU copy of a CPU index; every call holds GPU_LOCK."""
+
+    index: faiss.Index
+    device: str  # e.g. "cuda:0", "cuda:0,1 (replicated)", "cuda:0,1 (sharded)"
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with GPU_LOCK:
+            return self.index.search(queries, k)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        with GPU_LOCK:
+            self.index.add_with_ids(vectors, ids)
+
+
+def make_replica(
+    cpu_index: faiss.Index,
+    kind: str,
+    param: str | None,
+    value: int | None,
+    bytes_estimate: int,
+    shard_mode: str,
+) -> tuple[GpuReplica | None, str]:
+    """Clone `cpu_index` onto every GPU (replicas, or shards when one GPU cannot hold it).
+
+    Returns the replica, or None and the reason the index stays on the CPU.
+    """
+    ngpu = gpu_count()
+    if ngpu == 0:
+        return None, "no GPU (faiss.get_num_gpus() == 0)"
+    if kind == "hnsw":
+        return None, "HNSW has no GPU implementation in faiss-gpu; served on the CPU"
+    free = free_gpu_bytes(ngpu)
+    fits_one = free is None or bytes_estimate < 0.8 * min(free)
+    shard = shard_mode == "always" or (shard_mode == "auto" and not fits_one)
+    if shard and ngpu == 1:
+        return None, (
+            f"needs ~{bytes_estimate / 2**30:.2f} GiB, more than the one GPU has "
+            "free; served on the CPU"
+        )
+    if shard and free is not None and bytes_estimate >= 0.8 * sum(free):
+        return None, (
+            f"needs ~{bytes_estimate / 2**30:.2f} GiB, more than all {ngpu} GPUs "
+            "have free; served on the CPU"
+        )
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = shard
+    options.useFloat16 = False  # same scores as the CPU copy
+    codec = faiss.downcast_index(cpu_index)
+    if isinstance(codec, faiss.IndexIVFPQ) and codec.pq.M >= 56:
+        options.useFloat16 = True  # GPU IVFPQ needs float16 lookup tables for long codes
+    try:
+        with GPU_LOCK:
+            gpu_index = faiss.index_cpu_to_gpu_multiple_py(_gpu_resources(ngpu), cpu_index, options)
+            if param is not None and value is not None:
+                faiss.GpuParameterSpace().set_index_parameter(gpu_index, param, value)
+    except RuntimeError as exc:  # FAISS throws for types it cannot move
+        return None, f"could not move to GPU ({str(exc).splitlines()[0][:160]}); served on CPU"
+    devices = ",".join(str(i) for i in range(ngpu))
+    layout = "sharded" if shard else "replicated" if ngpu > 1 else "single"
+    device = f"cuda:{devices}" + ("" if layout == "single" else f" ({layout})")
+    LOG.info("index served on %s", device)
+    return GpuReplica(gpu_index, device), "faiss-gpu sees a GPU"

@@ -1,0 +1,65 @@
+"""Device choice: GPU when faiss-gpu sees one, otherwise the CPU with the same results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import ArraySource, IndexPolicy, IndexSet, gpu_count
+from indexer.synthetic import ClusteredSphere
+
+LAYOUT = {"vat": ["audio"]}
+DIMS = {"vat": 32}
+
+
+def test_without_a_gpu_indexes_are_served_on_the_cpu_and_say_why(
+    tmp_path: Path, source: ArraySource, ivf_policy: IndexPolicy
+) -> None:
+    if gpu_count() > 0:
+        pytest.skip("this machine has a GPU")
+    index_set = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, source, ivf_policy, save=False)
+    stats = index_set.stats()["indexes"]["vat/audio"]
+    assert stats["device"] == "cpu"
+    assert "get_num_gpus() == 0" in stats["device_reason"]
+
+
+@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a GPU")
+def test_gpu_and_cpu_give_the_same_results(
+    tmp_path: Path,
+    source: ArraySource,
+    data: tuple[np.ndarray, np.ndarray],
+    sphere: ClusteredSphere,
+) -> None:
+    ids, vectors = data
+    on_cpu = IndexSet.open(
+        tmp_path / "cpu",
+        "v1",
+        LAYOUT,
+        DIMS,
+        source,
+        IndexPolicy(exact_max_floats=0, use_gpu=False),
+        save=False,
+    )
+    on_gpu = IndexSet.open(
+        tmp_path / "gpu",
+        "v1",
+        LAYOUT,
+        DIMS,
+        source,
+        IndexPolicy(exact_max_floats=0, use_gpu=True),
+        save=False,
+    )
+    assert on_gpu.stats()["indexes"]["vat/audio"]["device"].startswith("cuda")
+    queries = sphere.sample(100, seed=51)
+    cpu = on_cpu.search("vat", "audio", queries, 10)
+    gpu = on_gpu.search("vat", "audio", queries, 10)
+    assert (cpu.ids == gpu.ids).mean() > 0.99
+    assert np.allclose(cpu.scores, gpu.scores, atol=1e-4)
+    for index_set in (on_cpu, on_gpu):
+        index_set.remove(ids[:20])
+    after = on_gpu.search("vat", "audio", vectors[:20], 10)
+    assert not np.isin(after.ids, ids[:20]).any()
+    filtered = on_gpu.search("vat", "audio", queries, 10, filter=ids[100:200])
+    assert np.isin(filtered.ids, ids[100:200]).all()

@@ -1,0 +1,134 @@
+"""A new model version builds in the background while the old one serves, then swaps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import (
+    ArraySource,
+    IndexPolicy,
+    IndexRegistry,
+    NoActiveIndexError,
+    RebuildError,
+    SourceError,
+)
+from indexer.synthetic import ClusteredSphere
+
+LAYOUT = {"vat": ["audio"]}
+DIMS = {"vat": 32}
+
+
+class SlowSource(ArraySource):
+    """A database that answers slowly, so the build is still running while we look."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.fail = False
+
+    def vectors(self, space: str, modality: str, ids: np.ndarray) -> np.ndarray:
+        if self.fail:
+            raise SourceError("the database went away")
+        time.sleep(self.delay)
+        return super().vectors(space, modality, ids)
+
+
+def test_search_before_open_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(NoActiveIndexError, match="open"):
+        IndexRegistry(tmp_path).search("vat", "audio", np.zeros((1, 32), np.float32), 5)
+
+
+def test_rebuild_for_a_new_version_swaps_atomically_while_serving(
+    tmp_path: Path, sphere: ClusteredSphere
+) -> None:
+    policy = IndexPolicy(add_batch=500, tuning_queries=100)
+    v1_vectors = sphere.sample(3000, seed=31)
+    v2_vectors = ClusteredSphere(32, 60, 0.7, seed=99).sample(3000, seed=32)  # "new model"
+    ids = np.arange(3000, dtype=np.int64) + 1
+    v1 = ArraySource()
+    v1.put("vat", "audio", ids, v1_vectors)
+    v2 = SlowSource(delay=0.15)
+    v2.put("vat", "audio", ids, v2_vectors)
+
+    registry = IndexRegistry(tmp_path, policy)
+    registry.open("v1", LAYOUT, DIMS, v1)
+    assert registry.version == "v1"
+
+    stop = threading.Event()
+    seen_versions: list[str] = []
+    errors: list[BaseException] = []
+
+    def searcher() -> None:
+        try:
+            while not stop.is_set():
+                version = registry.version
+                result = registry.search("vat", "audio", v1_vectors[:4], 5)
+                assert (result.ids >= 0).all()
+                seen_versions.append(str(version))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=searcher)
+    thread.start()
+    status = registry.start_rebuild("v2", LAYOUT, DIMS, v2)
+    assert status.to_version == "v2"
+    with pytest.raises(RebuildError, match="already running"):
+        registry.start_rebuild("v3", LAYOUT, DIMS, v2)
+
+    # While v2 builds: v1 serves, memory counts both, changes keep flowing.
+    deadline = time.time() + 20
+    while registry.rebuild_status()["done"] == 0 and time.time() < deadline:  # type: ignore[index]
+        time.sleep(0.02)
+    memory = registry.memory()
+    assert registry.version == "v1"
+    assert memory["active_bytes"] > 0 and memory["next_bytes"] > 0
+    assert memory["total_bytes"] == memory["active_bytes"] + memory["next_bytes"]
+    assert memory["next_planned_bytes"] <= memory["next_budget_bytes"]
+
+    new_ids = np.array([90001, 90002], dtype=np.int64)
+    new_v2 = ClusteredSphere(32, 60, 0.7, seed=99).sample(2, seed=33)
+    v2.put("vat", "audio", new_ids, new_v2)  # the database first (the truth) ...
+    assert registry.add("v2", "vat", "audio", new_ids, new_v2) is False  # ... then the index
+    v1.delete(ids[:3])
+    v2.delete(ids[:3])
+    registry.remove(ids[:3])
+
+    assert registry.wait_rebuild(60)
+    stop.set()
+    thread.join(10)
+    assert not errors, errors
+    assert registry.rebuild_status()["state"] == "done"  # type: ignore[index]
+    assert registry.version == "v2" and seen_versions[0] == "v1" and seen_versions[-1] == "v2"
+    assert registry.active.count("vat", "audio") == 3000 - 3 + 2
+    hits = registry.search("vat", "audio", new_v2, 1).ids[:, 0]
+    assert (hits == new_ids).all(), "added during the build, caught up before the swap"
+    gone = registry.search("vat", "audio", v2_vectors[:3], 10).ids
+    assert not np.isin(gone, ids[:3]).any(), "deleted during the build, gone after the swap"
+    assert registry.memory()["next_bytes"] == 0
+
+    with pytest.raises(RebuildError, match="already active"):
+        registry.start_rebuild("v2", LAYOUT, DIMS, v2)
+
+
+def test_a_failed_rebuild_leaves_the_old_version_serving(
+    tmp_path: Path, sphere: ClusteredSphere
+) -> None:
+    v1 = ArraySource()
+    v1.put("vat", "audio", np.arange(500, dtype=np.int64), sphere.sample(500, seed=34))
+    broken = SlowSource(delay=0.0)
+    broken.put("vat", "audio", np.arange(500, dtype=np.int64), sphere.sample(500, seed=35))
+    broken.fail = True
+    registry = IndexRegistry(tmp_path)
+    registry.open("v1", LAYOUT, DIMS, v1)
+    registry.start_rebuild("v2", LAYOUT, DIMS, broken)
+    assert registry.wait_rebuild(30)
+    status = registry.rebuild_status()
+    assert status is not None and status["state"] == "failed"
+    assert "database went away" in str(status["error"])
+    assert registry.version == "v1"
+    assert registry.search("vat", "audio", sphere.sample(2, seed=36), 3).ids.shape == (2, 3)
