@@ -1,0 +1,106 @@
+"""The active model behind the service: decoded media or texts in, numpy embeddings out.
+
+Every method here is synchronous and CPU-heavy; callers run them in a thread pool
+(torch releases the GIL inside its kernels, so pool threads really run in parallel).
+Long media arrive as N windows; their embeddings are averaged per space and
+re-normalised, so an item has one vector per (space, modality).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model import MMV, load_model
+from model.config import ModelConfig
+from model.media import to_model_audio, to_model_image, to_model_video
+from model.spaces import space_for, spaces_of
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    version: str
+    path: Path
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _pooled(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """[N, D] per space -> the mean of the N windows, L2-normalised, float32 [D]."""
+    return {
+        space: _normalise(t.detach().float().cpu().numpy().mean(axis=0)) for space, t in out.items()
+    }
+
+
+def pick_device(wanted: str) -> torch.device:
+    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class Embedder:
+    def __init__(self, model: MMV, version: str, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.version = version
+        self.device = device
+
+    @classmethod
+    def load(cls, handle: ModelHandle, device: str = "auto") -> Embedder:
+        return cls(load_model(handle.path), handle.version, pick_device(device))
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def space_option(self) -> str:
+        return self.config.heads.space
+
+    @property
+    def device_kind(self) -> str:
+        return "cuda" if self.device.type == "cuda" else "cpu"
+
+    def spaces_of(self, modality: str) -> tuple[str, ...]:
+        return spaces_of(self.space_option, modality)
+
+    def space_for(self, query_modality: str, target_modality: str) -> str | None:
+        return space_for(self.space_option, query_modality, target_modality)
+
+    def dim(self, space: str) -> int:
+        return self.model.embedding_dims[space]
+
+    def indexed_pairs(self) -> list[tuple[str, str]]:
+        """Every (space, modality) an item of this model can be found by."""
+        return [
+            (space, modality)
+            for modality in ("video", "audio", "image", "text")
+            for space in self.spaces_of(modality)
+        ]
+
+    # -- embedding -------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """space -> float32 [len(texts), D], one row per text (normalised by the model)."""
+        out = self.model.embed_text(texts)
+        return {space: t.float().cpu().numpy() for space, t in out.items()}
+
+    @torch.inference_mode()
+    def embed_video_windows(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """uint8 [N, T, H, W, 3] -> space -> float32 [D] (windows averaged)."""
+        return _pooled(self.model.embed_video(to_model_video(windows).to(self.device)))
+
+    @torch.inference_mode()
+    def embed_audio_windows(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 [N, S] waveform windows -> space -> float32 [D] (windows averaged)."""
+        return _pooled(self.model.embed_audio(to_model_audio(windows).to(self.device)))
+
+    @torch.inference_mode()
+    def embed_image(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """uint8 [H, W, 3] -> space -> float32 [D]."""
+        return _pooled(self.model.embed_image(to_model_image(image[None]).to(self.device)))

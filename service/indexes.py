@@ -1,0 +1,55 @@
+"""The FAISS indexes of the active model version, fed from the database (the truth).
+
+`StorageSource` is the indexer's VectorSource over SQLite; `open_indexes` opens an
+IndexRegistry on DATA_DIR/indexes/ with the version's IndexSet active (loaded, patched
+after a crash, or rebuilt from stored embeddings: the indexer decides and logs why).
+The registry is also what a switch to a new model version will use (background
+rebuild, then an atomic swap).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from indexer import IndexPolicy, IndexRegistry, SourceError
+from service.storage import Storage
+
+
+class StorageSource:
+    """VectorSource: ids and vectors of one model version, read from the embeddings table."""
+
+    def __init__(self, storage: Storage, version: str) -> None:
+        self.storage = storage
+        self.version = version
+
+    def ids(self, space: str, modality: str) -> np.ndarray:
+        return self.storage.embedding_seqs(self.version, space, modality)
+
+    def vectors(self, space: str, modality: str, ids: np.ndarray) -> np.ndarray:
+        try:
+            return self.storage.embeddings_for(self.version, space, modality, ids)
+        except KeyError as exc:  # deleted between ids() and vectors()
+            raise SourceError(str(exc.args[0])) from None
+
+
+def layout_of(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    layout: dict[str, list[str]] = defaultdict(list)
+    for space, modality in pairs:
+        layout[space].append(modality)
+    return dict(layout)
+
+
+def open_indexes(
+    root: Path,
+    storage: Storage,
+    version: str,
+    pairs: list[tuple[str, str]],
+    dims: dict[str, int],
+    memory_budget_bytes: int,
+) -> IndexRegistry:
+    registry = IndexRegistry(root, IndexPolicy(memory_budget_bytes=memory_budget_bytes))
+    registry.open(version, layout_of(pairs), dims, StorageSource(storage, version))
+    return registry

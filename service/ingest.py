@@ -1,0 +1,419 @@
+"""Ingestion: an upload becomes a durable, indexed item.
+
+    receive (streamed to DATA_DIR/tmp, hashed) -> same bytes stored before? answer 200
+    -> probe (ffprobe: the real type, caps) -> store the media, content-addressed, and
+    the item row (status processing) -> decode -> ASR when there is sound and no
+    transcript -> embed every (space, modality) the item has -> store embeddings and
+    flip to ready in one transaction -> add to the indexes -> answer 201.
+
+With wait=false the answer (202) comes right after the item row is stored and the
+rest runs in the background; the item's status says how it ended. Items still
+`processing` at start-up (a crash or a stop mid-way) are picked up again: their
+media is already stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from indexer import IndexRegistry
+from model.errors import ModelError
+from model.media import MediaError, MediaInfo, MediaLimits, probe
+from model.transcripts import Transcript, TranscriptError, parse_transcript
+from service import errors
+from service.embedder import Embedder
+from service.media_worker import MediaJob, MediaPool, WorkerCrashed, process_media, vector_of
+from service.metrics import Metrics
+from service.settings import Settings
+from service.storage import DuplicateContent, Embedding, ItemRow, NewItem, Storage
+from service.uploads import ReceivedUpload
+
+log = logging.getLogger("service.ingest")
+
+# MediaError.code -> the API error class with that code.
+_MEDIA_ERRORS: dict[str, type[errors.ServiceError]] = {
+    "unreadable_media": errors.UnreadableMedia,
+    "unsupported_media": errors.UnsupportedMedia,
+    "too_long": errors.TooLong,
+    "too_large": errors.TooLarge,
+}
+
+# ffprobe container name (first of its aliases) -> content type, per item kind.
+_CONTENT_TYPES: dict[str, dict[str, str]] = {
+    "mov": {"video": "video/mp4", "audio": "audio/mp4"},
+    "matroska": {"video": "video/webm", "audio": "audio/webm"},
+    "ogg": {"video": "video/ogg", "audio": "audio/ogg"},
+    "avi": {"video": "video/x-msvideo"},
+    "mpegts": {"video": "video/mp2t"},
+    "mpeg": {"video": "video/mpeg", "audio": "audio/mpeg"},
+    "flv": {"video": "video/x-flv"},
+    "asf": {"video": "video/x-ms-asf", "audio": "audio/x-ms-wma"},
+    "wav": {"audio": "audio/wav"},
+    "mp3": {"audio": "audio/mpeg"},
+    "flac": {"audio": "audio/flac"},
+    "aac": {"audio": "audio/aac"},
+    "aiff": {"audio": "audio/aiff"},
+    "au": {"audio": "audio/basic"},
+    "png_pipe": {"image": "image/png"},
+    "apng": {"image": "image/apng"},
+    "jpeg_pipe": {"image": "image/jpeg"},
+    "webp_pipe": {"image": "image/webp"},
+    "gif": {"image": "image/gif"},
+    "bmp_pipe": {"image": "image/bmp"},
+    "tiff_pipe": {"image": "image/tiff"},
+}
+
+
+def content_type_of(info: MediaInfo) -> str:
+    container = info.container.split(",")[0]
+    by_kind = _CONTENT_TYPES.get(container, {})
+    return by_kind.get(info.kind, "application/octet-stream")
+
+
+def api_error(exc: MediaError) -> errors.ServiceError:
+    cls = _MEDIA_ERRORS.get(exc.code, errors.UnreadableMedia)
+    err = cls(exc.message, exc.detail or None)
+    err.code = exc.code  # keep specific codes such as decode_timeout
+    return err
+
+
+def as_api_error(exc: Exception) -> errors.ServiceError:
+    """What the client (or the failed item's `error`) is told about a processing failure."""
+    if isinstance(exc, errors.ServiceError):
+        return exc
+    if isinstance(exc, MediaError):
+        return api_error(exc)
+    # ModelError (input the model refuses) and WorkerCrashed: the file is the cause.
+    return errors.UnreadableMedia(str(exc))
+
+
+class Ingestor:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        metrics: Metrics,
+        pool: MediaPool,
+        text_executor: Any,
+        active: Callable[[], tuple[Embedder, IndexRegistry] | None],
+        media_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.metrics = metrics
+        self.pool = pool
+        self.text_executor = text_executor  # the search thread: text embeds are tiny
+        self._active = active
+        self.media_dir = media_dir
+        self.limits = MediaLimits(
+            max_duration_s=settings.max_duration_s, max_pixels=settings.max_pixels
+        )
+        # Held while an item's index entries change, so a delete cannot interleave
+        # with the add of the same item (the add would resurrect it in the index).
+        self.index_lock = threading.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._in_flight = 0
+
+    # -- helpers -------------------------------------------------------------------------
+    def _require_model(self) -> tuple[Embedder, IndexRegistry]:
+        active = self._active()
+        if active is None:
+            raise errors.NoModel(
+                "no model is loaded, so nothing can be embedded: set MMV_MODEL to a "
+                "checkpoint folder and restart"
+            )
+        return active
+
+    def media_path(self, content_hash: str) -> Path:
+        # The hash is our own hex digest, never user text: safe as a file name.
+        return self.media_dir / content_hash
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    def _stage(self, stage: str, seconds: float) -> None:
+        self.metrics.ingest_stage.labels(stage).observe(seconds)
+
+    async def probe(self, path: Path) -> MediaInfo:
+        t = time.perf_counter()
+        try:
+            info = await self._run(probe, path, self.limits)
+        except MediaError as exc:
+            raise api_error(exc) from None
+        self._stage("probe", time.perf_counter() - t)
+        return info
+
+    # -- uploads -------------------------------------------------------------------------
+    async def ingest_upload(
+        self,
+        upload: ReceivedUpload,
+        transcript_text: str | None,
+        metadata: dict[str, Any],
+        wait: bool,
+        asr: bool = True,
+    ) -> tuple[ItemRow, int]:
+        """(item, HTTP status): 200 stored before, 201 new, 202 accepted (wait=false).
+
+        asr=False skips speech recognition (sound effects known to hold no speech)."""
+        self._require_model()
+        assert upload.path is not None
+        self.metrics.uploads_in_flight.inc()
+        try:
+            existing = await self._run(self.storage.get_item_by_hash, upload.sha256)
+            if existing is not None and existing.status != "failed":
+                return existing, 200
+            if existing is not None:  # a failed earlier try: start over
+                await self._run(self.delete, existing)
+            info = await self.probe(upload.path)
+            transcript = self._parse_transcript(transcript_text, info.duration_s)
+            await self._run(self._store_media, upload.path, upload.sha256)
+            new = NewItem(
+                kind=info.kind,
+                modalities=list(info.modalities),
+                content_hash=upload.sha256,
+                media_type=content_type_of(info),
+                size_bytes=upload.size,
+                duration_s=info.duration_s,
+                width=info.width,
+                height=info.height,
+                transcript=transcript.text if transcript else None,
+                transcript_source="upload" if transcript else None,
+                transcript_vtt=transcript.to_vtt() if transcript else None,
+                metadata=metadata,
+            )
+            try:
+                row = await self._run(self.storage.create_item, new)
+            except DuplicateContent as dup:  # the same bytes arrived twice at once
+                return dup.existing, 200
+            if not wait:
+                self.spawn(row, info, asr)
+                return row, 202
+            ready = await self.process(row, info, raise_errors=True, asr=asr)
+            return ready, 201
+        finally:
+            self.metrics.uploads_in_flight.dec()
+
+    def _parse_transcript(self, text: str | None, duration_s: float | None) -> Transcript | None:
+        if text is None or not text.strip():
+            return None
+        try:
+            transcript = parse_transcript(text, duration_s)
+        except TranscriptError as exc:
+            raise errors.InvalidRequest(f"the transcript cannot be read: {exc}") from None
+        return transcript if transcript else None
+
+    def _store_media(self, tmp: Path, content_hash: str) -> None:
+        """Move the upload to media/<hash> durably (fsync file, rename, fsync folder)."""
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        target = self.media_path(content_hash)
+        os.replace(tmp, target)
+        fd = os.open(self.media_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def spawn(self, row: ItemRow, info: MediaInfo | None = None, asr: bool = True) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self.process(row, info, raise_errors=False, asr=asr), name=f"ingest-{row.id}"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def process(
+        self, row: ItemRow, info: MediaInfo | None, raise_errors: bool, asr: bool = True
+    ) -> ItemRow:
+        """Decode, ASR, embed, store, index. With raise_errors (wait=true) a failure
+        removes the item and raises the API error; otherwise the item is marked failed."""
+        self._in_flight += 1
+        started = time.perf_counter()
+        try:
+            return await self._process(row, info, asr)
+        except (MediaError, ModelError, errors.ServiceError, WorkerCrashed) as exc:
+            err = as_api_error(exc)
+            self.metrics.ingested.labels(row.kind, "failed").inc()
+            if raise_errors:
+                await self._run(self.delete, row)
+                raise err from None
+            log.warning("item %s failed: %s", row.id, err.message)
+            await self._run(self.storage.mark_failed, row.seq, err.message)
+            return await self._run(self.storage.get_item_by_seq, row.seq) or row
+        except Exception as exc:  # a bug: never leave the item `processing` forever
+            log.exception("processing item %s failed unexpectedly", row.id)
+            self.metrics.ingested.labels(row.kind, "failed").inc()
+            if raise_errors:
+                await self._run(self.delete, row)
+                raise
+            message = f"processing failed on the server ({type(exc).__name__}); see its log"
+            await self._run(self.storage.mark_failed, row.seq, message)
+            return await self._run(self.storage.get_item_by_seq, row.seq) or row
+        finally:
+            self._in_flight -= 1
+            self._stage("total", time.perf_counter() - started)
+
+    async def _process(self, row: ItemRow, info: MediaInfo | None, asr: bool) -> ItemRow:
+        embedder, indexes = self._require_model()
+        assert row.content_hash is not None
+        path = self.media_path(row.content_hash)
+        if info is None:
+            info = await self.probe(path)
+        want_asr = (
+            asr
+            and self.settings.asr
+            and info.has_audio
+            and not row.transcript
+            and row.kind != "image"
+        )
+        job = MediaJob(
+            path=str(path),
+            info=info,
+            model_dir=str(self._model_dir(embedder)),
+            version=embedder.version,
+            n_windows=self._windows(info),
+            limits=self.limits,
+            want_asr=want_asr,
+        )
+        result = await self.pool.run(process_media, job)
+        for stage, seconds in result.timings.items():
+            self._stage(stage, seconds)
+
+        transcript_text, source, vtt = row.transcript, row.transcript_source, None
+        if want_asr and result.transcript:
+            transcript_text, source = result.transcript.text, "asr"
+            vtt = result.transcript.to_vtt()
+        t = time.perf_counter()
+        stored = await self._run(
+            lambda: self.storage.mark_ready(
+                row.seq,
+                embedder.version,
+                result.embeddings,
+                list(info.modalities),
+                transcript_text,
+                source,
+                info.duration_s,
+                vtt,
+            )
+        )
+        self._stage("store", time.perf_counter() - t)
+        if stored:
+            await self._run(self._index_add, indexes, embedder.version, row.seq, result.embeddings)
+            self.metrics.ingested.labels(row.kind, "ready").inc()
+        fresh = await self._run(self.storage.get_item_by_seq, row.seq)
+        if fresh is None:
+            raise errors.NotFound(f"item {row.id!r} was deleted while it was processed")
+        return fresh
+
+    def _model_dir(self, embedder: Embedder) -> Path:
+        return self.settings.models_dir / embedder.version
+
+    def _windows(self, info: MediaInfo) -> int | None:
+        if info.kind == "image":
+            return 1
+        return self.settings.embed_windows or None  # None: load_windows covers the file
+
+    def _index_add(
+        self, indexes: IndexRegistry, version: str, seq: int, embeddings: list[Embedding]
+    ) -> None:
+        t = time.perf_counter()
+        with self.index_lock:
+            if self.storage.get_item_by_seq(seq) is None:  # deleted meanwhile
+                return
+            for e in embeddings:
+                indexes.add(version, e.space, e.modality, [seq], e.vector[None, :])
+        self._stage("index", time.perf_counter() - t)
+
+    # -- text items ----------------------------------------------------------------------
+    async def ingest_text(self, text: str, metadata: dict[str, Any]) -> ItemRow:
+        """Embed, then store the row with its embeddings in one transaction, then index."""
+        embedder, indexes = self._require_model()
+        if len(text) > self.settings.max_text_chars:
+            raise errors.TooLarge(
+                f"the text has {len(text)} characters; the limit is {self.settings.max_text_chars}",
+                {"max_chars": self.settings.max_text_chars},
+            )
+        loop = asyncio.get_running_loop()
+        t = time.perf_counter()
+        by_space = await loop.run_in_executor(self.text_executor, embedder.embed_texts, [text])
+        self._stage("embed", time.perf_counter() - t)
+        embeddings = [Embedding(space, "text", vec[0]) for space, vec in by_space.items()]
+        new = NewItem(kind="text", modalities=["text"], status="ready", text=text,
+                      metadata=metadata)  # fmt: skip
+        t = time.perf_counter()
+        row = await self._run(self.storage.create_item, new, embedder.version, embeddings)
+        self._stage("store", time.perf_counter() - t)
+        await self._run(self._index_add, indexes, embedder.version, row.seq, embeddings)
+        self.metrics.ingested.labels("text", "ready").inc()
+        return row
+
+    # -- query by example ------------------------------------------------------------------
+    async def embed_example(self, upload: ReceivedUpload) -> tuple[str, dict[str, Any]]:
+        """Embed an uploaded example that is not stored: (its kind, space -> vector)."""
+        embedder, _ = self._require_model()
+        assert upload.path is not None
+        info = await self.probe(upload.path)
+        job = MediaJob(
+            path=str(upload.path),
+            info=info,
+            model_dir=str(self._model_dir(embedder)),
+            version=embedder.version,
+            n_windows=self._windows(info),
+            limits=self.limits,
+            modalities=(info.kind,),
+        )
+        try:
+            result = await self.pool.run(process_media, job)
+        except (MediaError, ModelError, WorkerCrashed) as exc:
+            raise as_api_error(exc) from None
+        return info.kind, vector_of(result, info.kind)
+
+    # -- delete and lifecycle ----------------------------------------------------------------
+    def delete(self, row: ItemRow) -> None:
+        """Gone from storage and search at once, then the media file goes (sync)."""
+        _, indexes = self._active() or (None, None)
+        with self.index_lock:
+            # The database first (the indexer's contract): a search that runs between
+            # the two steps may still find the seq, but the join drops rows that are gone.
+            deleted = self.storage.delete_item(row.seq)
+            if indexes is not None:
+                indexes.remove([row.seq])
+        if (
+            deleted is not None
+            and deleted.content_hash
+            and not self.storage.hash_in_use(deleted.content_hash)
+        ):
+            self.media_path(deleted.content_hash).unlink(missing_ok=True)
+
+    def resume_pending(self) -> int:
+        """Start processing items left `processing` by an earlier run."""
+        rows = self.storage.items_with_status("processing")
+        for row in rows:
+            self.spawn(row)
+        return len(rows)
+
+    @property
+    def busy(self) -> int:
+        return self._in_flight
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for background processing to finish (graceful shutdown)."""
+        pending = [t for t in self._background if not t.done()]
+        if not pending:
+            return
+        log.info("waiting for %d uploads in processing to finish", len(pending))
+        _, still = await asyncio.wait(pending, timeout=timeout_s)
+        if still:
+            log.warning(
+                "%d uploads still processing after %.0f s; they resume at the next start",
+                len(still),
+                timeout_s,
+            )
+            for task in still:
+                task.cancel()

@@ -1,0 +1,108 @@
+"""The FastAPI application: `create_app(settings)` wires routers, errors, middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+
+from service.demo import ensure_demo_corpus
+from service.errors import install_error_handlers
+from service.logs import RequestContextMiddleware
+from service.metrics import Metrics
+from service.routes import items, models, ops, search, training
+from service.runtime import STATIC_DIR, Runtime
+from service.schemas import ErrorOut
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+API_VERSION = "1.0.0"
+DESCRIPTION = (
+    "Cross-modal search over videos, sounds, pictures and texts with MMV (fine and coarse "
+    "spaces). The contract is docs/api.md; every error answers "
+    '`{"error": {"code", "message", "detail"}}`.'
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.check()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings, metrics)
+        app.state.runtime = runtime
+        await runtime.start()
+        await ensure_demo_corpus(runtime)
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        url = f"http://{host}:{settings.port}/"
+        log.info("serving", extra={"url": url})
+        print(f"\n  mmv-search is ready: open {url} in a browser\n", flush=True)
+        try:
+            yield
+        finally:
+            log.info("shutting down: finishing uploads in progress")
+            await runtime.stop()
+
+    app = FastAPI(
+        title="mmv-search",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Range", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Content-Range", "Accept-Ranges"],
+        )
+    # Added last = outermost: its timing and request id cover everything inside.
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, log_access=settings.access_log)
+    # Hot routes first: FastAPI tries routers in order (search is what runs at load).
+    for router in (search.router, ops.router, items.router, training.router, models.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.openapi = lambda: contract_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def contract_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every error response in the contract's shape (FastAPI
+    would describe its own validation-error body for 422)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+                      .pop("$defs", {}))  # fmt: skip
+    components["ErrorOut"] = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    components["ErrorOut"].pop("$defs", None)
+    error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("422", {"description": "invalid_request"})
+            if path.startswith(("/v1/", "/metrics")):
+                responses.setdefault("401", {"description": "unauthorized: no or wrong key"})
+                responses.setdefault("403", {"description": "forbidden: the key's scope"})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400 and path != "/readyz":
+                    response["content"] = error_content
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,225 @@
+"""Decode, speech recognition and embedding of media, in worker processes.
+
+Why processes, not threads: pocketsphinx holds the GIL for the whole decode of an
+utterance (measured: a 5 s clip froze the event loop for 2.2 s), and the small
+model's many Python-level torch calls hold it often too. In child processes none
+of that can stall the event loop, so one big upload never delays searches.
+
+Each child loads the model of a version the first time it sees that version and
+keeps it; the recognizer (with the model's own language model when the checkpoint
+has one) is built once per child. Children ignore SIGINT/SIGTERM: Ctrl-C in a
+terminal reaches the whole process group, and the parent decides when they stop
+(after in-flight uploads are finished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from model.asr.errors import ASRError
+from model.media import MediaInfo, MediaLimits, decode_audio, load_windows
+from model.transcripts import Transcript
+from service.storage import Embedding
+
+log = logging.getLogger("service.media_worker")
+
+T = TypeVar("T")
+
+LM_FILE = "asr.lm"  # a checkpoint with these files carries its own ASR language model
+
+
+class WorkerCrashed(RuntimeError):
+    """A worker process died while processing (killed for memory, or a crash in ffmpeg
+    bindings); the pool is restarted."""
+
+
+@dataclass
+class MediaJob:
+    path: str
+    info: MediaInfo
+    model_dir: str
+    version: str
+    n_windows: int | None  # None: enough to cover the file once (at most 10)
+    limits: MediaLimits
+    want_asr: bool = False
+    modalities: tuple[str, ...] = ()  # which modalities to embed (default: all it has)
+
+
+@dataclass
+class MediaResult:
+    embeddings: list[Embedding]
+    transcript: Transcript | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- child side ---------------------------------------------------------------------------
+_embedders: dict[str, Any] = {}
+_recognizers: dict[str, Any] = {}
+
+
+def _init_child() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A child blocks on its task queue, whose pipe it holds both ends of, so it never
+    notices a parent killed with SIGKILL: watch for being re-parented instead."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _embedder(model_dir: str, version: str) -> Any:
+    from service.embedder import Embedder, ModelHandle
+
+    if version not in _embedders:
+        _embedders.clear()  # one model per child: an old version is not needed again
+        _embedders[version] = Embedder.load(ModelHandle(version, Path(model_dir)), "cpu")
+    return _embedders[version]
+
+
+def _recognizer(model_dir: str) -> Any:
+    from model.asr.language_model import LanguageModel
+    from model.asr.recognizer import SpeechRecognizer
+
+    if model_dir not in _recognizers:
+        lm = LanguageModel.load(model_dir) if (Path(model_dir) / LM_FILE).is_file() else None
+        _recognizers.clear()
+        _recognizers[model_dir] = SpeechRecognizer(lm)
+    return _recognizers[model_dir]
+
+
+def warm_up(model_dir: str, version: str, with_asr: bool) -> int:
+    """Load the model (and the recognizer) now rather than on the first upload."""
+    _embedder(model_dir, version)
+    if with_asr:
+        _recognizer(model_dir).warm_up()
+    time.sleep(0.2)  # keep this child busy so the next warm-up task reaches another one
+    return os.getpid()
+
+
+def process_media(job: MediaJob) -> MediaResult:
+    """Windows -> (ASR) -> embeddings per (space, modality), averaged over windows."""
+    timings: dict[str, float] = {}
+    embedder = _embedder(job.model_dir, job.version)
+    info = job.info
+    wanted = job.modalities or _modalities(info)
+
+    t = time.perf_counter()
+    windows = load_windows(job.path, embedder.config, job.n_windows, info, limits=job.limits)
+    timings["decode"] = time.perf_counter() - t
+
+    transcript = None
+    if job.want_asr and info.has_audio:
+        t = time.perf_counter()
+        rate = 16000
+        waveform = decode_audio(job.path, sample_rate=rate, info=info, limits=job.limits)
+        timings["decode"] += time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            transcript = _recognizer(job.model_dir).transcribe(waveform, rate)
+        except ASRError as exc:  # the item is still searchable by picture and sound
+            log.warning("speech recognition failed for %s: %s", Path(job.path).name, exc)
+        timings["asr"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    embeddings: list[Embedding] = []
+    for modality in wanted:
+        if modality == "image":
+            assert windows.video is not None
+            out = embedder.embed_image(windows.video[0, 0])
+        elif modality == "video":
+            assert windows.video is not None
+            out = embedder.embed_video_windows(windows.video)
+        elif modality == "audio":
+            assert windows.audio is not None
+            out = embedder.embed_audio_windows(windows.audio)
+        else:
+            raise ValueError(f"media cannot have modality {modality!r}")
+        embeddings += [Embedding(space, modality, vec) for space, vec in out.items()]
+    timings["embed"] = time.perf_counter() - t
+    return MediaResult(embeddings, transcript, timings)
+
+
+def _modalities(info: MediaInfo) -> tuple[str, ...]:
+    return tuple(info.modalities)
+
+
+# -- parent side --------------------------------------------------------------------------
+class MediaPool:
+    """A process pool for media work that restarts itself when a child dies."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        # spawn, not fork: the parent has torch, sqlite and event-loop threads running.
+        self._executor = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_child,
+        )
+
+    def warm_up(self, model_dir: Path, version: str, with_asr: bool) -> None:
+        assert self._executor is not None
+        for _ in range(self.workers):
+            self._executor.submit(warm_up, str(model_dir), version, with_asr)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise WorkerCrashed("the media pool is not running")
+        executor = self._executor
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except BrokenProcessPool:
+            log.error("a media worker process died; restarting the pool")
+            if self._executor is executor:
+                executor.shutdown(wait=False, cancel_futures=True)
+                self.start()
+            raise WorkerCrashed(
+                "processing this file made a worker process die (too big to decode in "
+                "memory, or a crash in a decoder)"
+            ) from None
+
+    def shutdown(self, grace_s: float = 5.0) -> None:
+        """Stop the children. Called after uploads in flight are finished, so what may
+        still run is a warm-up (loading the model): children that do not exit within
+        `grace_s` are terminated rather than waited for."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        children = list(getattr(executor, "_processes", {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace_s
+        for child in children:
+            child.join(max(0.0, deadline - time.monotonic()))
+        for child in children:
+            if child.is_alive():
+                child.kill()  # children ignore SIGTERM (see the module docstring)
+                child.join(5.0)
+
+
+def vector_of(result: MediaResult, modality: str) -> dict[str, np.ndarray]:
+    """space -> vector of one modality of a processed example."""
+    return {e.space: e.vector for e in result.embeddings if e.modality == modality}

@@ -1,0 +1,1 @@
+"""One router per resource: items, search, training, models, ops."""

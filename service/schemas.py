@@ -1,0 +1,178 @@
+"""Pydantic schemas at the API boundary (docs/api.md); storage rows live in storage.py."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+
+from service.storage import ItemRow
+
+Kind = Literal["video", "audio", "image", "text"]
+Modality = Literal["video", "audio", "image", "text"]
+MODALITY_NAMES: tuple[str, ...] = ("video", "audio", "image", "text")
+Status = Literal["ready", "processing", "failed"]
+SpaceName = Literal["va", "vat", "vt"]
+
+# A metadata value: flat JSON only (no nested objects or lists), so filters match exactly.
+MetaValue = StrictBool | StrictInt | StrictFloat | str | None
+Metadata = dict[str, MetaValue]
+
+
+class Item(BaseModel):
+    id: str
+    kind: Kind
+    modalities: list[Modality]
+    status: Status
+    duration_s: float | None = None
+    transcript: str | None = None
+    transcript_source: Literal["upload", "asr"] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    media_url: str | None = None
+    created_at: str
+    error: str | None = None
+    # Additions to the contract's fields:
+    text: str | None = Field(None, description="the text of a text item; null otherwise")
+    media_type: str | None = Field(None, description="content type of the stored media")
+    size_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class ItemList(BaseModel):
+    items: list[Item]
+    next_cursor: str | None
+
+
+class TextItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1)
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class TextQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1)
+
+
+class ItemQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: str = Field(min_length=1)
+
+
+class VectorQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vector: list[float] = Field(min_length=1, max_length=65536)
+    space: SpaceName
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: TextQuery | ItemQuery | VectorQuery
+    target: Modality
+    k: int = Field(10, ge=1, le=1000)
+    filter: Metadata | None = None
+
+
+class SearchResult(BaseModel):
+    item: Item
+    score: float
+
+
+class SearchResults(BaseModel):
+    results: list[SearchResult]
+    space: str
+    model_version: str
+    took_ms: float
+
+
+class TrainingJobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    init: Literal["active", "scratch"] = "active"
+    steps: int | None = Field(None, ge=1)
+    activate: Literal["auto", "manual"] = "auto"
+
+
+class JobProgress(BaseModel):
+    step: int = 0
+    steps: int | None = None
+    loss: float | None = None
+    eta_s: float | None = None
+
+
+class Job(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    created_at: str
+    progress: JobProgress
+    metrics: dict[str, Any]
+    model_version: str | None
+    activated: bool
+    error: str | None
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+class ModelInfo(BaseModel):
+    version: str
+    active: bool
+    created_at: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    parent: str | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Reindex(BaseModel):
+    to_version: str
+    done: int
+    total: int
+
+
+class Ready(BaseModel):
+    model_version: str | None
+    device: Literal["cpu", "cuda"]
+    indexes: dict[str, int]
+    reindex: Reindex | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    detail: dict[str, Any] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorInfo
+
+
+def item_payload(row: ItemRow) -> dict[str, Any]:
+    """The API's Item for a storage row, as plain JSON data (hot path: no validation)."""
+    has_media = row.kind != "text"
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "modalities": row.modalities,
+        "status": row.status,
+        "duration_s": row.duration_s,
+        "transcript": row.transcript,
+        "transcript_source": row.transcript_source,
+        "metadata": row.metadata,
+        "media_url": f"/v1/items/{row.id}/media" if has_media else None,
+        "created_at": row.created_at,
+        "error": row.error,
+        "text": row.text,
+        "media_type": row.media_type,
+        "size_bytes": row.size_bytes,
+        "width": row.width,
+        "height": row.height,
+    }

@@ -1,0 +1,350 @@
+"""Search: resolve a query to a vector, batch concurrent queries, join results to items.
+
+Queries that arrive together are micro-batched: the batcher takes the first waiting
+query, gathers every other one that arrives within `window_s` (or until `max_batch`),
+and answers them all with ONE text-encoder call and ONE FAISS search per
+(space, target) in a search thread, then one read for all result items. At most
+`concurrency` batches run at once; while they run, new queries queue up and form the
+next batch, so batches grow with load and a lone query waits at most `window_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from indexer import IndexRegistry
+from service.embedder import Embedder
+from service.errors import Conflict, InvalidRequest, NotFound, ServiceError, UnsupportedPair
+from service.metrics import Metrics
+from service.schemas import item_payload
+from service.storage import READY_CACHE_ITEMS, ItemRow, Storage
+
+log = logging.getLogger("service.search")
+
+
+@dataclass
+class Query:
+    """One search, resolved as far as it can be without touching storage or the model."""
+
+    target: str
+    k: int
+    space: str | None = None  # known up front for text and vector queries
+    text: str | None = None
+    vector: np.ndarray | None = None
+    item_id: str | None = None
+    filter: dict[str, Any] | None = None
+    exclude_seq: int | None = None
+    kind: str = "text"  # text | item | vector | example: for metrics
+    future: asyncio.Future[Any] | None = field(default=None, repr=False)
+    enqueued: float = 0.0
+
+
+@dataclass
+class Answer:
+    hits: list[tuple[str, float]]  # (the item as JSON text, score), best first
+    space: str
+
+
+class SearchBatcher:
+    """Collects queries on the event loop; runs each batch in the search executor."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Query]], list[Answer | ServiceError]],
+        executor: Executor,
+        metrics: Metrics,
+        window_s: float = 0.002,
+        max_batch: int = 64,
+        concurrency: int = 1,
+    ) -> None:
+        self._run_batch = run_batch
+        self._executor = executor
+        self._metrics = metrics
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self.concurrency = concurrency  # batches in flight at once (executor threads)
+        self._queue: list[Query] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._wakeup: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="search-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=30)
+        for q in self._queue:
+            if q.future is not None and not q.future.done():
+                q.future.set_exception(ServiceError("the server is shutting down"))
+        self._queue.clear()
+
+    async def submit(self, query: Query) -> Answer:
+        if self._task is None or self._wakeup is None or self._full is None:
+            raise ServiceError("search is not running")
+        query.future = asyncio.get_running_loop().create_future()
+        query.enqueued = time.perf_counter()
+        self._queue.append(query)
+        self._wakeup.set()
+        if len(self._queue) >= self.max_batch:
+            self._full.set()
+        return await query.future
+
+    async def _loop(self) -> None:
+        assert self._wakeup is not None and self._full is not None
+        assert self._slots is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if len(self._queue) < self.max_batch and self.window_s > 0:
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.window_s)
+            # While every slot is busy, queries keep queueing: the next batch grows.
+            await self._slots.acquire()
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._answer(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _answer(self, batch: list[Query]) -> None:
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        for q in batch:
+            self._metrics.search_stage.labels("queue").observe(started - q.enqueued)
+        self._metrics.search_batch.observe(len(batch))
+        try:
+            answers = await loop.run_in_executor(self._executor, self._run_batch, batch)
+        except Exception as exc:  # a bug in the batch code: fail these queries, keep serving
+            log.exception("search batch failed")
+            answers = [exc] * len(batch)  # type: ignore[list-item]
+        finally:
+            self._slots.release()
+        for q, answer in zip(batch, answers, strict=True):
+            assert q.future is not None
+            if q.future.done():  # the client went away
+                continue
+            if isinstance(answer, BaseException):
+                q.future.set_exception(answer)
+            else:
+                q.future.set_result(answer)
+
+
+class Searcher:
+    """Turns API queries into batched FAISS searches over the active model's indexes."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        embedder: Embedder,
+        indexes: IndexRegistry,
+        metrics: Metrics,
+        executor: Executor,
+        window_s: float,
+        max_batch: int,
+        concurrency: int = 1,
+    ) -> None:
+        self.storage = storage
+        self.embedder = embedder
+        self.indexes = indexes
+        self.metrics = metrics
+        self.batcher = SearchBatcher(
+            self.run_batch, executor, metrics, window_s, max_batch, concurrency
+        )
+        self._json: OrderedDict[int, str] = OrderedDict()
+        self._json_lock = threading.Lock()
+
+    def _item_json(self, seq: int, row: ItemRow) -> str:
+        """An item's JSON, cached for ready items: they only change by being deleted, and
+        a deleted seq never comes back (storage drops it before the join sees it)."""
+        with self._json_lock:
+            cached = self._json.get(seq)
+            if cached is not None:
+                self._json.move_to_end(seq)
+                return cached
+        text = json.dumps(item_payload(row), ensure_ascii=False, separators=(",", ":"))
+        if row.status == "ready":
+            with self._json_lock:
+                self._json[seq] = text
+                if len(self._json) > READY_CACHE_ITEMS:
+                    self._json.popitem(last=False)
+        return text
+
+    # -- resolving queries (event loop, cheap) ----------------------------------------
+    def text_query(self, text: str, target: str, k: int, filter: dict | None) -> Query:
+        return Query(target, k, self._space("text", target), text=text, filter=filter)
+
+    def vector_query(
+        self, vector: list[float] | np.ndarray, space: str, target: str, k: int, filter: dict | None
+    ) -> Query:
+        if (space, target) not in self.embedder.indexed_pairs():
+            raise UnsupportedPair(
+                f"the active model has no {target} embeddings in space {space!r}",
+                {"space": space, "target": target},
+            )
+        vec = np.asarray(vector, dtype=np.float32)
+        dim = self.embedder.dim(space)
+        if vec.ndim != 1 or vec.shape[0] != dim:
+            raise InvalidRequest(
+                f"the vector must have {dim} numbers for space {space!r}, got {vec.shape[0]}",
+                {"expected_dim": dim},
+            )
+        norm = float(np.linalg.norm(vec))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise InvalidRequest("the vector must be finite and not all zeros")
+        return Query(target, k, space, vector=vec / norm, filter=filter, kind="vector")
+
+    def item_query(self, item_id: str, target: str, k: int, filter: dict | None) -> Query:
+        return Query(target, k, None, item_id=item_id, filter=filter, kind="item")
+
+    def example_query(
+        self,
+        kind: str,
+        embeddings: dict[str, np.ndarray],
+        target: str,
+        k: int,
+    ) -> Query:
+        """An uploaded example (not stored), already embedded: space -> vector."""
+        space = self._space(kind, target)
+        return Query(target, k, space, vector=embeddings[space], kind="example")
+
+    def _space(self, query_modality: str, target: str) -> str:
+        space = self.embedder.space_for(query_modality, target)
+        if space is None:
+            raise UnsupportedPair(
+                f"the active model ({self.embedder.space_option} spaces) cannot compare "
+                f"{query_modality} with {target}",
+                {"query": query_modality, "target": target},
+            )
+        return space
+
+    async def search(self, query: Query) -> Answer:
+        self.metrics.searches.labels(query.kind, query.target).inc()
+        return await self.batcher.submit(query)
+
+    # -- one batch (search thread) ----------------------------------------------------
+    def run_batch(self, batch: list[Query]) -> list[Answer | ServiceError]:
+        answers: list[Answer | ServiceError | None] = [None] * len(batch)
+        for i, q in enumerate(batch):
+            if q.item_id is not None:
+                try:
+                    self._resolve_item(q)
+                except ServiceError as exc:
+                    answers[i] = exc
+
+        t0 = time.perf_counter()
+        texts = sorted({q.text for q in batch if q.text is not None})
+        if texts:
+            by_space = self.embedder.embed_texts(texts)
+            row_of = {t: j for j, t in enumerate(texts)}
+            for q in batch:
+                if q.text is not None:
+                    assert q.space is not None
+                    q.vector = by_space[q.space][row_of[q.text]]
+            self.metrics.search_stage.labels("embed").observe(time.perf_counter() - t0)
+
+        t1 = time.perf_counter()
+        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(batch)
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, q in enumerate(batch):
+            if answers[i] is not None:
+                continue
+            if q.filter:
+                allowed = self.storage.seqs_matching(q.filter)
+                found[i] = self._search_one(q, allowed)
+            else:
+                assert q.space is not None
+                groups[(q.space, q.target)].append(i)
+        for (space, target), members in groups.items():
+            k = max(batch[i].k + (batch[i].exclude_seq is not None) for i in members)
+            queries = np.stack([batch[i].vector for i in members]).astype(np.float32)
+            scores, seqs = self.indexes.search(space, target, queries, k)
+            for row, i in enumerate(members):
+                found[i] = (scores[row], seqs[row])
+        self.metrics.search_stage.labels("index").observe(time.perf_counter() - t1)
+
+        t2 = time.perf_counter()
+        wanted = {int(s) for f in found if f is not None for s in f[1] if s >= 0}
+        items = self.storage.items_by_seq(wanted)
+        payloads = {seq: self._item_json(seq, row) for seq, row in items.items()}
+        for i, q in enumerate(batch):
+            hit = found[i]
+            if answers[i] is not None or hit is None:
+                continue
+            results: list[tuple[str, float]] = []
+            for score, seq in zip(hit[0].tolist(), hit[1].tolist(), strict=True):
+                if seq < 0 or seq == q.exclude_seq or seq not in payloads:
+                    continue
+                results.append((payloads[seq], score))
+                if len(results) == q.k:
+                    break
+            assert q.space is not None
+            answers[i] = Answer(results, q.space)
+        self.metrics.search_stage.labels("join").observe(time.perf_counter() - t2)
+        return answers  # type: ignore[return-value]
+
+    def _resolve_item(self, q: Query) -> None:
+        assert q.item_id is not None
+        row = self.storage.get_item(q.item_id)
+        if row is None:
+            raise NotFound(f"no item {q.item_id!r}")
+        if row.status != "ready":
+            raise Conflict(
+                f"item {q.item_id!r} is {row.status}: only ready items can be queried by id",
+                {"status": row.status},
+            )
+        q.space = self._space(row.kind, q.target)
+        vector = self.storage.get_embedding(row.seq, self.embedder.version, q.space, row.kind)
+        if vector is None:
+            raise Conflict(f"item {q.item_id!r} has no {row.kind} embedding in space {q.space!r}")
+        q.vector = vector
+        q.exclude_seq = row.seq
+
+    def _search_one(self, q: Query, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert q.space is not None and q.vector is not None
+        if q.exclude_seq is not None:
+            allowed = allowed[allowed != q.exclude_seq]
+        if allowed.size == 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        scores, seqs = self.indexes.search(
+            q.space, q.target, q.vector[None, :], q.k, filter=allowed
+        )
+        return scores[0], seqs[0]
+
+
+def results_json(answer: Answer, model_version: str, started: float) -> bytes:
+    """The Results body, assembled from the items' cached JSON (the contract's shape)."""
+    hits = ",".join(f'{{"item":{item},"score":{round(score, 6)!r}}}' for item, score in answer.hits)
+    took = round((time.perf_counter() - started) * 1000, 3)
+    return (
+        f'{{"results":[{hits}],"space":{json.dumps(answer.space)},'
+        f'"model_version":{json.dumps(model_version)},"took_ms":{took!r}}}'
+    ).encode()

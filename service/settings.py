@@ -1,0 +1,138 @@
+"""Service settings: one pydantic-settings object read from `MMV_*` environment variables.
+
+docs/service.md lists every setting; keep that table in step with this class.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scope = Literal["read", "write"]
+SCOPES: tuple[str, ...] = ("read", "write")
+
+
+class SettingsError(ValueError):
+    """Settings that the service refuses to start with; the message says how to fix them."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MMV_", extra="ignore", frozen=True)
+
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # "KEY:read,OTHER:write"; empty = no auth (allowed only on loopback).
+    api_keys: str = ""
+    model: str = "models/default"
+    demo_clips: int = Field(0, ge=0)
+    demo_seed: int = 0
+
+    # Upload caps.
+    max_upload_mb: float = Field(512.0, gt=0)
+    max_duration_s: float = Field(3600.0, gt=0)
+    max_pixels: int = Field(4096 * 4096, gt=0)  # width × height of a frame or image
+    max_transcript_kb: int = Field(1024, gt=0)
+    max_text_chars: int = Field(10_000, gt=0)
+
+    # CORS: comma-separated origins ("*" allowed); empty = no CORS headers at all.
+    cors_origins: str = ""
+
+    # Ingestion and search.
+    # Uniformly spaced windows embedded per file (averaged); 0 = enough to cover the
+    # file once, at most 10 (the paper's evaluation protocol).
+    embed_windows: int = Field(0, ge=0, le=64)
+    workers: int = Field(2, ge=1, le=64)  # threads for decode / ASR / embed of uploads
+    asr: bool = True  # speech recognition for uploads with sound and no transcript
+    search_batch_ms: float = Field(2.0, ge=0.0)  # how long a query waits for companions
+    search_batch_max: int = Field(64, ge=1)
+    search_threads: int = Field(1, ge=1, le=16)  # search batches that may run at once
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    index_memory_mb: int = Field(2048, ge=64)  # CPU memory for one version's indexes
+
+    # Operations.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+    access_log: bool = True
+    shutdown_timeout_s: float = Field(60.0, gt=0)  # how long shutdown waits for uploads
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("MMV_HOST must not be empty")
+        return value.strip()
+
+    @cached_property
+    def keys(self) -> dict[str, Scope]:
+        """API key -> scope, parsed from `api_keys`."""
+        out: dict[str, Scope] = {}
+        for entry in self.api_keys.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            key, sep, scope = entry.rpartition(":")
+            if not sep or not key or scope not in SCOPES:
+                raise SettingsError(
+                    "MMV_API_KEYS must be comma-separated KEY:read or KEY:write entries; "
+                    f"got an entry ending in {entry[-6:]!r}"
+                )
+            out[key] = scope  # type: ignore[assignment]
+        return out
+
+    @cached_property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name other than localhost may resolve anywhere
+
+    def check(self) -> None:
+        """Refuse unsafe or malformed settings before anything starts."""
+        keys = self.keys  # parses, raising SettingsError on bad entries
+        if not self.is_loopback and not keys:
+            raise SettingsError(
+                f"MMV_HOST={self.host} is reachable from other machines, so API keys are "
+                "required: set MMV_API_KEYS=KEY:write (comma-separate more KEY:read/KEY:write "
+                "entries), or bind to 127.0.0.1"
+            )
+
+    # Locations inside the data directory; no user input ever becomes a path.
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "db.sqlite"

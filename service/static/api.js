@@ -1,0 +1,186 @@
+// Talking to the REST API v1 (docs/api.md): JSON requests, uploads with progress,
+// the API key, and errors turned into sentences a person understands.
+
+const KEY_STORAGE = "mmv.apiKey";
+
+export class ApiError extends Error {
+  /**
+   * @param {number} status HTTP status, 0 when the server could not be reached
+   * @param {string} code the API's snake_case error code
+   * @param {string} message a sentence for the user
+   */
+  constructor(status, code, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function getApiKey() {
+  try {
+    return localStorage.getItem(KEY_STORAGE) || "";
+  } catch {
+    return ""; // storage can be disabled (private mode, file://); then no key
+  }
+}
+
+export function setApiKey(key) {
+  try {
+    if (key) localStorage.setItem(KEY_STORAGE, key);
+    else localStorage.removeItem(KEY_STORAGE);
+  } catch {
+    /* storage disabled: the key lasts for this page only */
+  }
+}
+
+function authHeaders() {
+  const key = getApiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+// Explanations for the statuses where the API's own message is not the whole story.
+function explain(status, code, message) {
+  if (status === 401) {
+    return getApiKey()
+      ? "The server did not accept the API key. Check it under “API key” at the top."
+      : "This server needs an API key. Enter one under “API key” at the top.";
+  }
+  if (status === 403) {
+    return message
+      ? `Your API key may not do this: ${message.replace(/\.$/, "")}.`
+      : "Your API key may not do this: a read key may list and search; uploads and " +
+        "deletes need a write key.";
+  }
+  if (status === 413 || code === "too_large") return message || "The file is too large.";
+  return message;
+}
+
+/** Build an ApiError from a response body in the shape {"error": {"code", "message"}}. */
+function errorFrom(status, statusText, bodyText) {
+  let code = "http_" + status;
+  let message = "";
+  try {
+    const body = JSON.parse(bodyText);
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || "";
+    } else if (body && typeof body.detail === "string") {
+      message = body.detail; // a framework error that escaped the API's error shape
+    }
+  } catch {
+    /* not JSON, e.g. a proxy's HTML page */
+  }
+  if (!message) message = `The server answered ${status} ${statusText || ""}`.trim() + ".";
+  return new ApiError(status, code, explain(status, code, message));
+}
+
+const unreachable = () =>
+  new ApiError(0, "unreachable", "Could not reach the server. Is it running?");
+
+/**
+ * One JSON request. Returns the parsed body, or null for 204.
+ * @param {string} method
+ * @param {string} path e.g. "/v1/search"
+ * @param {{json?: any, query?: Record<string, any>, signal?: AbortSignal}} [opts]
+ */
+export async function request(method, path, opts = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(opts.query || {})) {
+    if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, String(v));
+  }
+  const headers = { Accept: "application/json", ...authHeaders() };
+  let body;
+  if (opts.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(opts.json);
+  }
+  let res;
+  try {
+    res = await fetch(url, { method, headers, body, signal: opts.signal });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw unreachable();
+  }
+  if (res.status === 204) return null;
+  const text = await res.text();
+  if (!res.ok) throw errorFrom(res.status, res.statusText, text);
+  return text ? JSON.parse(text) : null;
+}
+
+/**
+ * A multipart POST through XMLHttpRequest, because fetch reports no upload progress.
+ * @param {string} path
+ * @param {FormData} form
+ * @param {{query?: Record<string, any>, onProgress?: (sent: number, total: number) => void,
+ *          onSent?: () => void}} [opts]
+ * @returns {{promise: Promise<{status: number, body: any}>, abort: () => void}}
+ */
+export function upload(path, form, opts = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(opts.query || {})) url.searchParams.set(k, String(v));
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise((resolve, reject) => {
+    xhr.open("POST", url);
+    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.addEventListener("progress", (e) => {
+      if (e.lengthComputable && opts.onProgress) opts.onProgress(e.loaded, e.total);
+    });
+    // The bytes are all sent; the server is now decoding and embedding.
+    xhr.upload.addEventListener("load", () => opts.onSent && opts.onSent());
+    xhr.addEventListener("load", () => {
+      if (xhr.status >= 200 && xhr.status < 300) {
+        let body = null;
+        try {
+          body = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+        } catch {
+          reject(new ApiError(xhr.status, "bad_response", "The server sent an unreadable answer."));
+          return;
+        }
+        resolve({ status: xhr.status, body });
+      } else {
+        reject(errorFrom(xhr.status, xhr.statusText, xhr.responseText));
+      }
+    });
+    xhr.addEventListener("error", () => reject(unreachable()));
+    xhr.addEventListener("abort", () =>
+      reject(new ApiError(0, "cancelled", "The upload was cancelled.")));
+    xhr.send(form);
+  });
+  return { promise, abort: () => xhr.abort() };
+}
+
+/** A friendly sentence for any error thrown by request() or upload(). */
+export function describeError(err) {
+  if (err instanceof ApiError) return err.message;
+  return `Something went wrong in the page: ${err && err.message ? err.message : err}`;
+}
+
+// Media elements cannot send an Authorization header. Without a key the page points
+// them at media_url directly (streaming with Range requests); with a key it fetches
+// the bytes with the header once and hands the element a blob: URL.
+const blobUrls = new Map();
+
+/** Resolve a media_url to something a <video>/<audio>/<img> src can load. */
+export async function mediaSource(mediaUrl) {
+  if (!getApiKey()) return mediaUrl;
+  if (blobUrls.has(mediaUrl)) return blobUrls.get(mediaUrl);
+  const res = await fetch(mediaUrl, { headers: authHeaders() }).catch(() => {
+    throw unreachable();
+  });
+  if (!res.ok) throw errorFrom(res.status, res.statusText, await res.text());
+  const url = URL.createObjectURL(await res.blob());
+  blobUrls.set(mediaUrl, url);
+  return url;
+}
+
+/** Forget fetched media, e.g. when the key changes or an item is deleted. */
+export function forgetMedia(mediaUrl) {
+  for (const [key, url] of blobUrls) {
+    if (mediaUrl === undefined || key === mediaUrl) {
+      URL.revokeObjectURL(url);
+      blobUrls.delete(key);
+    }
+  }
+}

@@ -1,0 +1,96 @@
+// The collection: stored items page by page ("load more"), a kind filter, delete.
+
+import { ApiError, forgetMedia, request } from "./api.js";
+import { $, clearError, setStatus, showError } from "./page.js";
+import { itemRow, kindLabel } from "./render.js";
+import { findSimilar } from "./search.js";
+
+export const PAGE_SIZE = 20;
+
+const state = { cursor: null, loading: null, shown: 0 };
+
+/** Load the first page (`reset`) or the next one. */
+export async function loadItems(reset) {
+  const list = $("item-list");
+  const kind = $("items-kind").value;
+  if (reset) {
+    if (state.loading) state.loading.abort();
+    state.cursor = null;
+    state.shown = 0;
+  } else if (state.loading) {
+    return; // "load more" pressed twice
+  }
+  const controller = new AbortController();
+  state.loading = controller;
+  clearError($("items-error"));
+  setStatus($("items-status"), "Loading…", true);
+  $("items-more").disabled = true;
+  try {
+    const body = await request("GET", "/v1/items", {
+      query: { kind, limit: PAGE_SIZE, cursor: reset ? null : state.cursor },
+      signal: controller.signal,
+    });
+    const rows = body.items.map(
+      (item) => itemRow(item, { onSimilar: findSimilar, onDelete: deleteItem }),
+    );
+    if (reset) list.replaceChildren(...rows);
+    else list.append(...rows);
+    state.shown += rows.length;
+    state.cursor = body.next_cursor;
+    $("items-more").hidden = !state.cursor;
+    showItemCount();
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    setStatus($("items-status"), "");
+    showError($("items-error"), err);
+  } finally {
+    if (state.loading === controller) state.loading = null;
+    $("items-more").disabled = false;
+  }
+}
+
+function showItemCount(prefix = "") {
+  const kind = $("items-kind").value;
+  const plural = kind ? $("items-kind").selectedOptions[0].textContent : "items";
+  const what = state.shown === 1 ? (kind ? kindLabel(kind) : "item") : plural;
+  let text;
+  if (!state.shown) {
+    text = kind ? `No ${plural} stored.` : "The collection is empty. Add a clip, sound or picture.";
+  } else {
+    text = `Showing ${state.shown} ${what}${state.cursor ? "; more below" : ""}.`;
+  }
+  setStatus($("items-status"), prefix + text);
+}
+
+async function deleteItem(item, row) {
+  const what = `${kindLabel(item.kind)} ${item.id}`;
+  if (!confirm(`Delete ${what}? It disappears from search at once and cannot be undone.`)) {
+    return;
+  }
+  const buttons = row.querySelectorAll("button");
+  for (const b of buttons) b.disabled = true;
+  clearError($("items-error"));
+  try {
+    await request("DELETE", `/v1/items/${encodeURIComponent(item.id)}`);
+  } catch (err) {
+    // Already gone is what the user wanted.
+    if (!(err instanceof ApiError && err.status === 404)) {
+      for (const b of buttons) b.disabled = false;
+      showError($("items-error"), err);
+      return;
+    }
+  }
+  row.remove();
+  for (const card of document.querySelectorAll("#results .card")) {
+    if (card.dataset.itemId === item.id) card.remove();
+  }
+  if (item.media_url) forgetMedia(item.media_url);
+  state.shown = Math.max(0, state.shown - 1);
+  showItemCount(`Deleted ${what}. `);
+}
+
+export function setupCollection() {
+  $("items-kind").addEventListener("change", () => loadItems(true));
+  $("items-refresh").addEventListener("click", () => loadItems(true));
+  $("items-more").addEventListener("click", () => loadItems(false));
+}

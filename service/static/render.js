@@ -1,0 +1,286 @@
+// Building the result cards and item rows. Everything from the server goes in as
+// text nodes, never as HTML.
+
+import { describeError, getApiKey, mediaSource } from "./api.js";
+
+/**
+ * Create an element: h("p", {class: "x", onclick: fn}, "text", childNode, ...).
+ * Attributes whose value is null, undefined or false are left out.
+ */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on") && typeof value === "function") {
+      el.addEventListener(name.slice(2), value);
+    } else if (name === "dataset") {
+      Object.assign(el.dataset, value);
+    } else if (value === true) {
+      el.setAttribute(name, "");
+    } else {
+      el.setAttribute(name, String(value));
+    }
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const KIND_LABEL = { video: "video", audio: "sound", image: "picture", text: "text" };
+const KIND_GLYPH = { video: "▶", audio: "♪", image: "◩", text: "¶" };
+
+export const kindLabel = (kind) => KIND_LABEL[kind] || kind;
+
+/** "model tiny-3f2a", without doubling the word when the version already says it. */
+export const modelLabel = (version) =>
+  /^model\b/i.test(version) ? version : `model ${version}`;
+
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined) return null;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds % 60);
+  return `${m} min ${String(s).padStart(2, "0")} s`;
+}
+
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function formatDate(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
+}
+
+/** Plain text of a transcript that may have been stored as WebVTT. */
+export function transcriptText(transcript) {
+  if (!transcript) return "";
+  if (!/^\uFEFF?WEBVTT/.test(transcript)) return transcript.trim();
+  const lines = transcript.split(/\r?\n/);
+  const kept = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (!line || line.includes("-->") || /^(NOTE|STYLE|REGION)\b/.test(line)) continue;
+    if (/^\d+$/.test(line) && (lines[i + 1] || "").includes("-->")) continue; // cue number
+    kept.push(line.replace(/<[^>]+>/g, "")); // voice/class tags inside cues
+  }
+  return kept.join(" ");
+}
+
+// Words too common to be worth marking in a snippet.
+const UNMARKED = new Set(
+  "the and but for with while from into onto over under that this then than are was were"
+    .split(" "),
+);
+
+/**
+ * A snippet of `text` around the first word of `query`, with the query's words marked.
+ * @returns {Node[]}
+ */
+export function snippet(text, query, maxChars = 220) {
+  const words = (query || "")
+    .toLowerCase()
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter((w) => w.length >= 3 && !UNMARKED.has(w));
+  let start = 0;
+  if (text.length > maxChars && words.length) {
+    const lower = text.toLowerCase();
+    const hit = Math.min(...words.map((w) => lower.indexOf(w)).filter((i) => i >= 0));
+    if (Number.isFinite(hit)) start = Math.max(0, hit - Math.floor(maxChars / 3));
+  }
+  let part = text.slice(start, start + maxChars);
+  if (start > 0) part = "…" + part;
+  if (start + maxChars < text.length) part += "…";
+  if (!words.length) return [part];
+  const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const re = new RegExp(`(${escaped.join("|")})`, "giu");
+  return part.split(re).map((piece, i) => (i % 2 ? h("mark", {}, piece) : piece));
+}
+
+function metadataList(metadata) {
+  const entries = Object.entries(metadata || {});
+  if (!entries.length) return null;
+  return h(
+    "dl",
+    { class: "meta" },
+    entries.flatMap(([k, v]) => [
+      h("dt", {}, k),
+      h("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v)),
+    ]),
+  );
+}
+
+/** Point a media element at an item's media, fetching with the API key when one is set. */
+function attachSource(el, mediaUrl, onError) {
+  if (!getApiKey()) {
+    el.src = mediaUrl;
+    return;
+  }
+  mediaSource(mediaUrl)
+    .then((src) => {
+      el.src = src;
+    })
+    .catch((err) => onError(describeError(err)));
+}
+
+/** The player, picture or text that shows an item. */
+export function mediaFor(item, label) {
+  const box = h("div", { class: `media media-${item.kind}` });
+  const fail = (msg) => box.replaceChildren(h("p", { class: "media-error" }, msg));
+  if (item.kind === "text") {
+    box.append(h("blockquote", { class: "text-item" }, item.text || transcriptText(item.transcript)));
+    return box;
+  }
+  if (!item.media_url) {
+    box.append(h("p", { class: "media-missing" }, "No media stored for this item."));
+    return box;
+  }
+  let el;
+  if (item.kind === "video") {
+    el = h("video", { controls: true, playsinline: true, preload: "metadata", "aria-label": label });
+  } else if (item.kind === "audio") {
+    el = h("audio", { controls: true, preload: "metadata", "aria-label": label });
+  } else {
+    el = h("img", { alt: label, loading: "lazy", decoding: "async" });
+  }
+  el.addEventListener("error", () => {
+    // An <img>/<video> error event has no message; say what can be checked.
+    if (!el.getAttribute("src")) return;
+    fail(`The ${kindLabel(item.kind)} could not be loaded or played by this browser.`);
+  });
+  attachSource(el, item.media_url, fail);
+  box.append(el);
+  return box;
+}
+
+function facts(item) {
+  const parts = [];
+  const dur = formatDuration(item.duration_s);
+  if (dur) parts.push(dur);
+  if (item.width && item.height) parts.push(`${item.width}×${item.height}`);
+  if (item.size_bytes) parts.push(formatBytes(item.size_bytes));
+  if (item.modalities && item.modalities.length) {
+    parts.push(`searchable by ${item.modalities.map(kindLabel).join(" + ")}`);
+  }
+  if (item.transcript_source === "asr") parts.push("transcript by speech recognition");
+  if (item.created_at) parts.push(`added ${formatDate(item.created_at)}`);
+  return parts.join(" · ");
+}
+
+function statusBadge(item) {
+  if (!item.status || item.status === "ready") return null;
+  return h("span", { class: `badge status-${item.status}` }, item.status);
+}
+
+/**
+ * One search result.
+ * @param {{item: any, score: number}} result
+ * @param {number} rank 1-based
+ * @param {{query?: string, onSimilar: (item: any) => void}} opts
+ */
+export function resultCard(result, rank, opts) {
+  const { item, score } = result;
+  const text = (item.kind === "text" && item.text) || transcriptText(item.transcript);
+  const label = `${kindLabel(item.kind)} result ${rank}` + (text ? `: ${text.slice(0, 60)}` : "");
+  const scorePct = Math.max(0, Math.min(1, (score + 1) / 2)); // cosine in [-1, 1]
+  return h(
+    "li",
+    { class: "card", dataset: { itemId: item.id, kind: item.kind } },
+    mediaFor(item, label),
+    h(
+      "div",
+      { class: "card-body" },
+      h(
+        "div",
+        { class: "card-head" },
+        h("span", { class: "rank" }, `#${rank}`),
+        h("span", { class: `badge kind-${item.kind}` }, kindLabel(item.kind)),
+        statusBadge(item),
+        h(
+          "span",
+          { class: "score", title: "cosine similarity in the shared space" },
+          "score ",
+          h("strong", {}, score.toFixed(3)),
+        ),
+      ),
+      h("div", { class: "score-bar", "aria-hidden": "true" },
+        h("span", { style: `width: ${(scorePct * 100).toFixed(1)}%` })),
+      item.kind !== "text" && text
+        ? h("p", { class: "transcript" }, snippet(text, opts.query))
+        : null,
+      metadataList(item.metadata),
+      h("p", { class: "facts" }, facts(item)),
+      h(
+        "div",
+        { class: "card-actions" },
+        h("button", {
+          type: "button", class: "secondary small",
+          onclick: () => opts.onSimilar(item),
+        }, "Find similar"),
+        item.media_url && !getApiKey()
+          ? h("a", { href: item.media_url, target: "_blank", rel: "noopener", class: "small" },
+            "Open file")
+          : null,
+      ),
+    ),
+  );
+}
+
+function thumbnail(item) {
+  if (item.kind === "image" && item.media_url && item.status !== "processing") {
+    const img = h("img", { alt: "", loading: "lazy", decoding: "async" });
+    attachSource(img, item.media_url, () => img.remove());
+    return h("div", { class: `thumb kind-${item.kind}` }, img);
+  }
+  return h("div", { class: `thumb kind-${item.kind}`, "aria-hidden": "true" },
+    KIND_GLYPH[item.kind] || "?");
+}
+
+/**
+ * One row of the collection list.
+ * @param {any} item
+ * @param {{onSimilar: (item: any) => void, onDelete: (item: any, row: HTMLElement) => void}} opts
+ */
+export function itemRow(item, opts) {
+  const text = item.text || transcriptText(item.transcript);
+  const row = h(
+    "li",
+    { class: "item-row", dataset: { itemId: item.id, kind: item.kind } },
+    thumbnail(item),
+    h(
+      "div",
+      { class: "item-main" },
+      h(
+        "div",
+        { class: "item-head" },
+        h("span", { class: `badge kind-${item.kind}` }, kindLabel(item.kind)),
+        statusBadge(item),
+        h("code", { class: "item-id", title: "item id" }, item.id),
+      ),
+      text ? h("p", { class: "transcript" }, snippet(text, "", 140)) : null,
+      item.error ? h("p", { class: "media-error" }, item.error) : null,
+      metadataList(item.metadata),
+      h("p", { class: "facts" }, facts(item)),
+    ),
+    h("div", { class: "item-actions" }),
+  );
+  const actions = row.querySelector(".item-actions");
+  actions.append(
+    h("button", {
+      type: "button", class: "secondary small",
+      disabled: item.status !== "ready",
+      "aria-label": `Find items similar to ${kindLabel(item.kind)} ${item.id}`,
+      onclick: () => opts.onSimilar(item),
+    }, "Find similar"),
+    h("button", {
+      type: "button", class: "danger small",
+      "aria-label": `Delete ${kindLabel(item.kind)} ${item.id}`,
+      onclick: () => opts.onDelete(item, row),
+    }, "Delete"),
+  );
+  return row;
+}

@@ -1,0 +1,182 @@
+// Search: by text, by a dropped or chosen example file, or by a stored item; and the
+// result cards with their players.
+
+import { request, upload } from "./api.js";
+import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
+import { formatBytes, h, kindLabel, modelLabel, resultCard } from "./render.js";
+
+const state = {
+  controller: null, // aborts the previous search when a new one starts
+  xhr: null, // the upload of a query example, if any
+  lastQueryText: "",
+};
+
+function searchParams() {
+  const k = Math.max(1, Math.min(1000, parseInt($("search-k").value, 10) || 10));
+  $("search-k").value = String(k);
+  return { target: $("search-target").value, k };
+}
+
+/** "video" or "videos", "sound" or "sounds": the target's name for n results. */
+function targetName(n, target) {
+  if (n === 1) return kindLabel(target);
+  const option = [...$("search-target").options].find((o) => o.value === target);
+  return option ? option.textContent : target;
+}
+
+/**
+ * Run one search and show its results.
+ * @param {{description: string, target: string, highlight?: string}} ask what was asked:
+ *   for the status line, the kind of result, and words to mark in transcripts
+ * @param {(signal: AbortSignal) => Promise<any>} run returns the results body
+ */
+async function runSearch(ask, run) {
+  if (state.controller) state.controller.abort();
+  if (state.xhr) state.xhr.abort();
+  const controller = new AbortController();
+  state.controller = controller;
+  const list = $("results");
+  clearError($("results-error"));
+  list.setAttribute("aria-busy", "true");
+  list.classList.add("stale");
+  setStatus($("results-status"), `Searching ${ask.description}…`, true);
+  try {
+    const body = await run(controller.signal);
+    if (controller.signal.aborted) return;
+    showResults(body, ask);
+  } catch (err) {
+    if (controller.signal.aborted || err.name === "AbortError" || err.code === "cancelled") {
+      return;
+    }
+    list.replaceChildren();
+    setStatus($("results-status"), "");
+    showError($("results-error"), err);
+  } finally {
+    if (state.controller === controller) {
+      state.controller = null;
+      list.removeAttribute("aria-busy");
+      list.classList.remove("stale");
+    }
+  }
+}
+
+function showResults(body, { description, target, highlight = "" }) {
+  const list = $("results");
+  const results = body.results || [];
+  const took = typeof body.took_ms === "number" ? `${body.took_ms.toFixed(1)} ms` : "?";
+  const facts = `${took} · space ${body.space} · ${modelLabel(body.model_version)}`;
+  setStatus($("results-status"),
+    `${results.length} ${targetName(results.length, target)} ${description} · ${facts}`);
+  if (!results.length) {
+    list.replaceChildren(
+      h("li", { class: "empty" },
+        h("p", {}, `No ${targetName(0, target)} found ${description}.`),
+        h("p", { class: "hint" },
+          "Try other words or another kind of result. An empty collection finds nothing: " +
+          "add clips below.")),
+    );
+    return;
+  }
+  list.replaceChildren(
+    ...results.map((r, i) => resultCard(r, i + 1, { query: highlight, onSimilar: findSimilar })),
+  );
+}
+
+export function searchText(text) {
+  const { target, k } = searchParams();
+  state.lastQueryText = text;
+  const url = new URL(location.href);
+  url.search = new URLSearchParams({ q: text, target, k: String(k) }).toString();
+  history.replaceState(null, "", url);
+  return runSearch(
+    { description: `for “${text}”`, target, highlight: text },
+    (signal) => request("POST", "/v1/search", { json: { query: { text }, target, k }, signal }),
+  );
+}
+
+export function findSimilar(item) {
+  const { target, k } = searchParams();
+  $("search").scrollIntoView({ behavior: "smooth", block: "start" });
+  return runSearch(
+    { description: `like ${kindLabel(item.kind)} ${item.id}`, target },
+    (signal) => request("POST", "/v1/search", {
+      json: { query: { item_id: item.id }, target, k }, signal,
+    }),
+  );
+}
+
+function searchByExample(file) {
+  const { target, k } = searchParams();
+  const form = new FormData();
+  form.append("file", file);
+  form.append("target", target);
+  form.append("k", String(k));
+  const description = `like the example “${file.name}”`;
+  return runSearch({ description, target }, () => {
+    const job = upload("/v1/search/upload", form, {
+      onProgress: (sent, total) => setStatus($("results-status"),
+        `Sending the example: ${Math.round((100 * sent) / total)}% of ${formatBytes(total)}…`,
+        true),
+      onSent: () => setStatus($("results-status"), `Searching ${description}…`, true),
+    });
+    state.xhr = job;
+    return job.promise.then((res) => res.body).finally(() => {
+      if (state.xhr === job) state.xhr = null;
+    });
+  });
+}
+
+/** Attach the search section's handlers; run the search a shared link asks for. */
+export function setupSearch() {
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("search-text").value.trim();
+    if (!text) {
+      clearError($("results-error"));
+      setStatus($("results-status"),
+        "Type a few words to search, or drop an example clip, sound or picture below.");
+      $("search-text").focus();
+      return;
+    }
+    searchText(text);
+  });
+
+  // Changing the target or k re-runs the last text search: that is what people expect.
+  for (const id of ["search-target", "search-k"]) {
+    $(id).addEventListener("change", () => {
+      const text = $("search-text").value.trim();
+      if (text && text === state.lastQueryText) searchText(text);
+    });
+  }
+
+  $("example-file").addEventListener("change", (e) => {
+    const file = e.target.files[0];
+    if (file) searchByExample(file);
+    e.target.value = ""; // choosing the same file again searches again
+  });
+  // The whole search panel takes a dropped query example.
+  dropTarget($("search"), searchByExample);
+
+  // One player at a time: starting one pauses the others ("play" does not bubble).
+  document.addEventListener("play", (e) => {
+    for (const el of document.querySelectorAll("audio, video")) {
+      if (el !== e.target && !el.paused) el.pause();
+    }
+  }, true);
+
+  // A shared link like /?q=drums&target=audio&k=5 runs its search.
+  const params = new URLSearchParams(location.search);
+  const target = params.get("target");
+  if (target && [...$("search-target").options].some((o) => o.value === target)) {
+    $("search-target").value = target;
+  }
+  if (params.get("k")) $("search-k").value = params.get("k");
+  const q = params.get("q");
+  if (q) {
+    $("search-text").value = q;
+    searchText(q);
+  } else {
+    setStatus($("results-status"),
+      "Describe a scene or a sound, pick what to find, and press Search.");
+  }
+}

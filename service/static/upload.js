@@ -1,0 +1,166 @@
+// The upload form: file, transcript, metadata (checked here first), a real progress
+// bar, and the outcome: 201 added, 200 already stored, 202 processing (polled).
+
+import { ApiError, request, upload } from "./api.js";
+import { loadItems } from "./collection.js";
+import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
+import { formatBytes, formatDuration, kindLabel } from "./render.js";
+
+const POLL_LIMIT_MS = 15 * 60 * 1000; // stop watching a background upload after this
+
+let job = null; // the upload in flight: {promise, abort}
+
+/** Metadata must be a flat JSON object; returns [value, error message]. */
+export function parseMetadata(text) {
+  if (!text.trim()) return [null, ""];
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return [null, `Metadata is not valid JSON: ${err.message}`];
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    return [null, "Metadata must be a JSON object, like {\"source\": \"phone\"}."];
+  }
+  for (const [k, v] of Object.entries(value)) {
+    if (v !== null && typeof v === "object") {
+      return [null, `Metadata must be flat: the value of “${k}” is a nested ${
+        Array.isArray(v) ? "list" : "object"}.`];
+    }
+  }
+  return [value, ""];
+}
+
+function checkMetadataField() {
+  const [, message] = parseMetadata($("upload-metadata").value);
+  $("upload-metadata-error").textContent = message;
+  $("upload-metadata").setAttribute("aria-invalid", message ? "true" : "false");
+  return !message;
+}
+
+function busy(on) {
+  $("upload-submit").disabled = on;
+  $("upload-cancel").hidden = !on;
+  $("upload-form").setAttribute("aria-busy", String(on));
+}
+
+function describeItem(item) {
+  const dur = formatDuration(item.duration_s);
+  return `${kindLabel(item.kind)}${dur ? `, ${dur}` : ""}, id ${item.id}`;
+}
+
+/** The status line for a finished item; tests read the item id from data-item-id. */
+function finish(item) {
+  if (item.status === "failed") {
+    setStatus($("upload-status"), "");
+    showError($("upload-error"), new ApiError(0, "failed",
+      `The server could not index ${item.id}: ${item.error || "no reason given"}.`));
+    return;
+  }
+  setStatus($("upload-status"), `Added: ${describeItem(item)}. It can be searched now.`);
+  $("upload-status").dataset.itemId = item.id;
+}
+
+/** Poll GET /v1/items/{id} until the item is ready or failed, with growing pauses. */
+async function watchProcessing(item) {
+  const started = Date.now();
+  let pause = 1000;
+  let current = item;
+  while (current.status === "processing") {
+    if (Date.now() - started > POLL_LIMIT_MS) {
+      setStatus($("upload-status"),
+        `Still processing ${item.id}; it will show in the collection when it is ready.`);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, pause));
+    pause = Math.min(5000, pause * 1.5);
+    current = await request("GET", `/v1/items/${encodeURIComponent(item.id)}`);
+  }
+  finish(current);
+}
+
+async function submit(e) {
+  e.preventDefault();
+  clearError($("upload-error"));
+  delete $("upload-status").dataset.itemId;
+  const file = $("upload-file").files[0];
+  if (!file) {
+    showError($("upload-error"), new ApiError(0, "no_file", "Choose a file to upload first."));
+    $("upload-file").focus();
+    return;
+  }
+  if (!checkMetadataField()) {
+    $("upload-metadata").focus();
+    return;
+  }
+  const form = new FormData();
+  form.append("file", file);
+  const transcript = $("upload-transcript").value.trim();
+  if (transcript) form.append("transcript", transcript);
+  const metadata = $("upload-metadata").value.trim();
+  if (metadata) form.append("metadata", metadata);
+  const background = $("upload-background").checked;
+
+  const bar = $("upload-progress");
+  const barText = $("upload-progress-text");
+  $("upload-progress-wrap").hidden = false;
+  bar.value = 0;
+  barText.textContent = "0%";
+  setStatus($("upload-status"), `Uploading ${file.name}…`, true);
+  busy(true);
+  job = upload("/v1/items", form, {
+    query: { wait: background ? "false" : "true" },
+    onProgress: (sent, total) => {
+      bar.value = Math.round((100 * sent) / total);
+      barText.textContent = `${bar.value}% · ${formatBytes(sent)} of ${formatBytes(total)}`;
+    },
+    onSent: () => {
+      bar.value = 100;
+      barText.textContent = `100% · ${formatBytes(file.size)}`;
+      if (!background) {
+        setStatus($("upload-status"), "Uploaded. The server is decoding and indexing it…", true);
+      }
+    },
+  });
+  try {
+    const { status, body: item } = await job.promise;
+    if (status === 200) {
+      setStatus($("upload-status"),
+        `Already in the collection: the same file was stored before (${describeItem(item)}).`);
+      $("upload-status").dataset.itemId = item.id;
+    } else if (item.status === "processing") {
+      setStatus($("upload-status"), `Received; processing in the background (${item.id})…`,
+        true);
+      await watchProcessing(item);
+    } else {
+      finish(item);
+    }
+    $("upload-form").reset();
+    checkMetadataField();
+    loadItems(true);
+  } catch (err) {
+    setStatus($("upload-status"), "");
+    showError($("upload-error"), err);
+  } finally {
+    job = null;
+    busy(false);
+  }
+}
+
+export function setupUpload() {
+  $("upload-form").addEventListener("submit", submit);
+  $("upload-cancel").addEventListener("click", () => job && job.abort());
+  $("upload-metadata").addEventListener("input", checkMetadataField);
+  $("upload-file").addEventListener("change", () => {
+    const file = $("upload-file").files[0];
+    clearError($("upload-error"));
+    setStatus($("upload-status"), file ? `${file.name} · ${formatBytes(file.size)}` : "");
+  });
+  // A file dropped on the file field becomes the file to upload.
+  dropTarget($("upload-drop"), (file) => {
+    const files = new DataTransfer();
+    files.items.add(file);
+    $("upload-file").files = files.files;
+    $("upload-file").dispatchEvent(new Event("change"));
+  });
+}

@@ -1,0 +1,188 @@
+"""Streamed multipart uploads: the file part goes straight to a temporary file on disk.
+
+The body is never held in memory and never spooled twice: the `file` part is written
+chunk by chunk into DATA_DIR/tmp under a random name (the client's file name is kept
+only as text, never used as a path) while its SHA-256 is computed, and the upload is cut
+off with 413 as soon as it passes the byte cap. Other parts are small text fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from service.errors import InvalidRequest, TooLarge, UnsupportedMedia
+
+FILE_FIELD = "file"
+
+
+@dataclass
+class ReceivedUpload:
+    path: Path | None  # temporary file in DATA_DIR/tmp; None when no file part was sent
+    size: int = 0
+    sha256: str = ""
+    filename: str | None = None
+    declared_type: str | None = None  # the client's claim: logged, never trusted
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+
+class _Receiver:
+    """Callbacks for python-multipart's streaming parser."""
+
+    def __init__(self, tmp_dir: Path, max_file_bytes: int, max_field_bytes: int) -> None:
+        self.tmp_dir = tmp_dir
+        self.max_file_bytes = max_file_bytes
+        self.max_field_bytes = max_field_bytes
+        self.result = ReceivedUpload(path=None)
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[str, str] = {}
+        self._name: str | None = None
+        self._file: IO[bytes] | None = None
+        self._hash: Any = None
+        self._field_buf = bytearray()
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._name = None
+        self._field_buf = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        name = self._header_field.decode("latin-1").strip().lower()
+        self._headers[name] = self._header_value.decode("latin-1").strip()
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+
+    def on_headers_finished(self) -> None:
+        disposition, options = parse_options_header(self._headers.get("content-disposition"))
+        if disposition != b"form-data" or b"name" not in options:
+            raise InvalidRequest("every multipart part needs Content-Disposition: form-data; name=")
+        self._name = options[b"name"].decode("utf-8", "replace")
+        if self._name == FILE_FIELD:
+            if self.result.path is not None:
+                raise InvalidRequest("send exactly one 'file' part")
+            fd, tmp = tempfile.mkstemp(prefix="upload-", dir=self.tmp_dir)
+            self._file = os.fdopen(fd, "wb")
+            self._hash = hashlib.sha256()
+            self.result.path = Path(tmp)
+            if b"filename" in options:
+                self.result.filename = options[b"filename"].decode("utf-8", "replace")[:255]
+            self.result.declared_type = self._headers.get("content-type")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._file is not None:
+            self.result.size += len(chunk)
+            if self.result.size > self.max_file_bytes:
+                raise TooLarge(
+                    f"the file is larger than the upload limit of "
+                    f"{self.max_file_bytes / 1024 / 1024:.0f} MB",
+                    {"max_bytes": self.max_file_bytes},
+                )
+            self._hash.update(chunk)
+            self._file.write(chunk)
+        else:
+            self._field_buf += chunk
+            if len(self._field_buf) > self.max_field_bytes:
+                raise TooLarge(
+                    f"the form field '{self._name}' is larger than "
+                    f"{self.max_field_bytes // 1024} KB",
+                    {"field": self._name, "max_bytes": self.max_field_bytes},
+                )
+
+    def on_part_end(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self.result.sha256 = self._hash.hexdigest()
+        elif self._name is not None:
+            try:
+                self.result.fields[self._name] = self._field_buf.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(f"the form field '{self._name}' is not UTF-8 text") from None
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.result.discard()
+
+
+async def receive_upload(
+    request: Request,
+    tmp_dir: Path,
+    max_file_bytes: int,
+    max_field_bytes: int,
+    require_file: bool = True,
+) -> ReceivedUpload:
+    """Stream a multipart/form-data body to disk; the caller must `discard()` the result."""
+    content_type, options = parse_options_header(request.headers.get("content-type"))
+    if content_type != b"multipart/form-data" or b"boundary" not in options:
+        raise UnsupportedMedia(
+            "send the upload as multipart/form-data with a 'file' part",
+            {"content_type": content_type.decode("latin-1")},
+        )
+    length = request.headers.get("content-length")
+    # The body also holds the small fields and the part headers: allow them some room.
+    body_cap = max_file_bytes + 8 * max_field_bytes + 64 * 1024
+    if length is not None and length.isdigit() and int(length) > body_cap:
+        raise TooLarge(
+            f"the upload is larger than the limit of {max_file_bytes / 1024 / 1024:.0f} MB",
+            {"max_bytes": max_file_bytes, "content_length": int(length)},
+        )
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    receiver = _Receiver(tmp_dir, max_file_bytes, max_field_bytes)
+    try:
+        parser = MultipartParser(options[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        receiver.abort()
+        raise InvalidRequest(f"the multipart body is malformed: {exc}") from None
+    except ClientDisconnect:
+        receiver.abort()
+        raise
+    except BaseException:
+        receiver.abort()
+        raise
+    result = receiver.result
+    if receiver._file is not None:  # the body ended inside the file part
+        receiver.abort()
+        raise InvalidRequest("the multipart body ended before the file part was complete")
+    if require_file and (result.path is None or result.size == 0):
+        result.discard()
+        raise InvalidRequest(
+            "the upload has no 'file' part (or it is empty)", {"field": FILE_FIELD}
+        )
+    return result

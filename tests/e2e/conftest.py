@@ -1,0 +1,92 @@
+"""Fixtures for end-to-end tests: a random tiny checkpoint, real media files, servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_server import (
+    REPO,
+    SPEECH_TEXT,
+    Server,
+    make_clip,
+    make_noise,
+    make_picture,
+    make_speech,
+    make_tone,
+    make_undecodable,
+    running_server,
+)
+
+VOCABULARY = (
+    "red blue green ball cup dog moon bounces falls barks drum rolls wooden floor small "
+    "delete soon inserted paging query anything warm secret tone noise clip picture"
+)
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny checkpoint: enough for exact-match behaviour."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from model import build_model, save_model
+
+    out = tmp_path_factory.mktemp("model") / "tiny-random"
+    model = build_model("tiny")
+    # A fresh model knows no words (every text would embed alike): give it some.
+    model.grow_vocabulary(VOCABULARY.split())
+    save_model(model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_model() -> Path:
+    """models/default (trained on the corpus); tests of retrieval quality need it."""
+    path = REPO / "models" / "default"
+    if not (path / "config.json").is_file():
+        pytest.skip(
+            "models/default is not trained yet: retrieval-quality tests need the trained "
+            "default model (make model); exact-match behaviour is tested with a random one"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real encoded files: video with sound, silent video, wav, png, speech, junk."""
+    d = tmp_path_factory.mktemp("media")
+    files = {
+        "clip": make_clip(d / "clip.mp4", "testsrc", 440),
+        "clip2": make_clip(d / "clip2.mp4", "smptebars", 660),
+        "silent": make_clip(d / "silent.mp4", "testsrc2", None),
+        "tone": make_tone(d / "tone.wav", 880),
+        "noise": make_noise(d / "noise.wav", "brown"),
+        "picture": make_picture(d / "picture.png"),
+        "speech": make_speech(d / "speech.wav", SPEECH_TEXT),
+    }
+    text = d / "notes.txt"
+    text.write_text("this is not a media file\n" * 20)
+    files["text_file"] = text
+    # A wav named .png: the type comes from the content, never the name.
+    files["disguised"] = make_tone(d / "disguised.wav", 1250).rename(d / "really-a-wav.png")
+    files["undecodable"] = make_undecodable(d / "undecodable.mp4", files["silent"])
+    files["long"] = make_tone(d / "long.wav", 500, seconds=25.0)  # over the 20 s cap
+    files["big_picture"] = make_picture(d / "big.png", size="1024x768")  # over 640×480
+    return files
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, random_model: Path) -> Iterator[Server]:
+    """One open server (no keys) per test module, with small caps to test them."""
+    d = tmp_path_factory.mktemp("server")
+    with running_server(
+        d / "data",
+        random_model,
+        d / "server.log",
+        MMV_MAX_UPLOAD_MB="2",
+        MMV_MAX_DURATION_S="20",
+        MMV_MAX_PIXELS=str(640 * 480),
+        MMV_SEARCH_BATCH_MS="2",
+    ) as s:
+        yield s

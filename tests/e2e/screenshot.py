@@ -1,0 +1,112 @@
+"""Make docs/img/web_page.png, the README's picture of the web page.
+
+    .venv/bin/python tests/e2e/screenshot.py [--out docs/img/web_page.png] [--query TEXT]
+
+Starts `python -m service` on a free port with a temporary data directory, adds a few
+narrated test clips, a sound and a picture through the API, opens the page in headless
+Chromium at 1280x800 and saves the screenshot. About a minute on 2 cores.
+
+With the trained models/default the page shows a text search (`/?q=QUERY`). Until that
+model is trained a random tiny model stands in; its text rankings mean nothing, so the
+page then shows a query by example instead (the ball clip dropped on the search area:
+the same clip comes first with score 1.000). Run it again after training the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import httpx
+from browser import chromium_page, drop_file, open_page
+from e2e_server import REPO, make_clip, make_noise, make_picture, running_server
+from tqdm import tqdm
+
+# (lavfi picture source, tone Hz, transcript, metadata) for each clip; the first is the
+# example of the query-by-example screenshot.
+CLIPS = [
+    ("testsrc", 440, "a red ball bounces while a drum rolls", {"scene": "ball", "camera": "a"}),
+    ("smptebars", 220, "colour bars and a steady tone before the show", {"scene": "bars"}),
+    ("testsrc2", 330, "a coloured box slides across the screen to a soft hum", {"scene": "box"}),
+    ("rgbtestsrc", 660, "three coloured stripes and a high beep", {"scene": "stripes"}),
+    ("pal100bars", 550, "bright bars while a whistle plays", {"scene": "bars"}),
+]
+QUERY = "a ball bounces while a drum rolls"
+TRAINED = REPO / "models" / "default"
+Upload = tuple[Path, str, dict[str, str]]  # file, transcript, metadata
+
+
+def random_model(work: Path) -> Path:
+    """A random tiny model that knows the clips' words."""
+    from model import build_model, save_model
+
+    model = build_model("tiny")
+    model.grow_vocabulary(" ".join(c[2] for c in CLIPS).split())
+    return save_model(model, work / "model")
+
+
+def make_collection(work: Path) -> list[Upload]:
+    """The clips, one sound and one picture."""
+    files = [
+        (make_clip(work / f"{src}.mp4", src, tone, size="320x240"), transcript, meta)
+        for src, tone, transcript, meta in CLIPS
+    ]
+    files.append((make_noise(work / "rain.wav", "pink"), "", {"scene": "rain"}))
+    picture = make_picture(work / "hd-bars.png", "320x180", "smptehdbars")
+    files.append((picture, "", {"scene": "hd bars"}))
+    return files
+
+
+def upload(base_url: str, files: list[Upload]) -> list[dict[str, object]]:
+    """Add the files through the REST API; returns the items."""
+    items = []
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+        for path, transcript, meta in tqdm(files, desc="uploading", unit="file"):
+            data = {"metadata": json.dumps(meta)}
+            if transcript:
+                data["transcript"] = transcript
+            with path.open("rb") as f:
+                res = client.post("/v1/items", files={"file": (path.name, f)}, data=data)
+            res.raise_for_status()
+            items.append(res.json())
+    return items
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Screenshot of the web page for the README.")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "web_page.png")
+    parser.add_argument("--query", default=QUERY, help="the text search (trained model only)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mmv-screenshot-") as tmp:
+        work = Path(tmp)
+        files = make_collection(work)
+        trained = (TRAINED / "config.json").is_file()
+        model_dir = TRAINED if trained else random_model(work)
+        print(f"model: {model_dir}" + ("" if trained else " (random: query by example)"))
+        with running_server(work / "data", model_dir, work / "server.log") as server:
+            items = upload(server.url, files)
+            with chromium_page(1280, 800) as page:
+                if trained:
+                    query = httpx.QueryParams({"q": args.query, "target": "video", "k": 6})
+                    open_page(page, server.url, f"/?{query}")
+                else:
+                    open_page(page, server.url, "/?target=video&k=6")
+                    drop_file(page, "#search", str(items[0]["media_url"]), "ball.mp4")
+                page.wait_for_selector("#results .card video")
+                page.wait_for_selector("#item-list li")
+                # Every player shows its first frame and has stopped loading (no spinner).
+                page.wait_for_function(
+                    "[...document.querySelectorAll('#results video')]"
+                    ".every(v => v.readyState >= 2 && v.networkState === v.NETWORK_IDLE)"
+                )
+                page.wait_for_timeout(500)  # the controls fade their loading state out
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(args.out))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,508 @@
+"""The REST contract (docs/api.md) against a real `python -m service` on 127.0.0.1.
+
+A random tiny model: these tests check behaviour that does not depend on retrieval
+quality (exact matches, modalities, spaces, errors); test_e2e_retrieval.py checks
+quality with the trained model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e_server import SPEECH_TEXT, Server, assert_error, make_clip, make_speech
+
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+ITEM_FIELDS = {
+    "id", "kind", "modalities", "status", "duration_s", "transcript", "transcript_source",
+    "metadata", "media_url", "created_at", "error",
+}  # fmt: skip
+
+
+def upload(
+    client: httpx.Client,
+    path: Path,
+    *,
+    transcript: str | None = None,
+    metadata: dict[str, Any] | str | None = None,
+    wait: bool = True,
+    filename: str | None = None,
+    content_type: str = "application/octet-stream",
+) -> httpx.Response:
+    data: dict[str, str] = {}
+    if transcript is not None:
+        data["transcript"] = transcript
+    if metadata is not None:
+        data["metadata"] = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    files = {"file": (filename or path.name, path.read_bytes(), content_type)}
+    return client.post("/v1/items", params={"wait": str(wait).lower()}, data=data, files=files)
+
+
+def search(client: httpx.Client, query: dict[str, Any], target: str, k: int = 10,
+           **extra: Any) -> dict[str, Any]:  # fmt: skip
+    response = client.post("/v1/search", json={"query": query, "target": target, "k": k, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def result_ids(results: dict[str, Any]) -> list[str]:
+    return [r["item"]["id"] for r in results["results"]]
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    def show_server_errors(response: httpx.Response) -> None:
+        if response.status_code >= 500:  # pytest shows this output when a test fails
+            print(f"server log tail:\n{server.log()[-6000:]}")
+
+    with httpx.Client(
+        base_url=server.url, timeout=120.0, event_hooks={"response": [show_server_errors]}
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def items(client: httpx.Client, media: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """One item of every kind, uploaded once for the module."""
+    out: dict[str, dict[str, Any]] = {}
+    # Transcripts are supplied so that speech recognition (slow) runs only where tested.
+    for name, meta in [
+        ("clip", {"color": "red", "n": 1}),
+        ("clip2", {"color": "blue", "n": 2}),
+        ("silent", {"color": "red", "n": "1"}),
+        ("tone", {"color": "green"}),
+        ("noise", None),
+        ("picture", {"color": "red"}),
+    ]:
+        r = upload(client, media[name], metadata=meta, transcript=f"the {name}")
+        assert r.status_code == 201, r.text
+        out[name] = r.json()
+    r = client.post("/v1/items/text", json={"text": "a red ball bounces", "metadata": {"t": 1}})
+    assert r.status_code == 201, r.text
+    out["text"] = r.json()
+    return out
+
+
+# -- uploads ---------------------------------------------------------------------------
+def test_every_kind_uploads_with_its_modalities(items: dict[str, dict[str, Any]]) -> None:
+    expected = {
+        "clip": ("video", ["video", "audio"]),
+        "silent": ("video", ["video"]),
+        "tone": ("audio", ["audio"]),
+        "picture": ("image", ["image"]),
+        "text": ("text", ["text"]),
+    }
+    for name, (kind, modalities) in expected.items():
+        item = items[name]
+        assert set(item) >= ITEM_FIELDS
+        assert (item["kind"], item["modalities"], item["status"]) == (kind, modalities, "ready")
+        assert RFC3339.match(item["created_at"])
+        assert item["error"] is None
+    assert items["clip"]["duration_s"] == pytest.approx(3.0, abs=0.2)
+    assert items["clip"]["media_url"] == f"/v1/items/{items['clip']['id']}/media"
+    assert items["clip"]["metadata"] == {"color": "red", "n": 1}
+    assert items["picture"]["duration_s"] is None
+    assert items["text"]["media_url"] is None and items["text"]["text"] == "a red ball bounces"
+
+
+def test_same_bytes_give_the_same_item(
+    client: httpx.Client, media: dict[str, Path], items: dict[str, dict[str, Any]]
+) -> None:
+    r = upload(client, media["clip"], filename="another-name.mov", metadata={"other": True})
+    assert r.status_code == 200
+    assert r.json()["id"] == items["clip"]["id"]
+    assert r.json()["metadata"] == {"color": "red", "n": 1}  # the stored item, unchanged
+
+
+def test_type_comes_from_the_content_never_the_name(
+    client: httpx.Client, media: dict[str, Path]
+) -> None:
+    r = upload(client, media["disguised"], content_type="image/png")  # a wav named .png
+    assert r.status_code == 201, r.text
+    assert (r.json()["kind"], r.json()["media_type"]) == ("audio", "audio/wav")
+    r = upload(client, media["text_file"], filename="movie.mp4", content_type="video/mp4")
+    assert_error(r, 422, "unreadable_media")
+
+
+def test_transcripts_uploaded_as_text_or_webvtt_and_from_speech_recognition(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    plain = make_speech(tmp_path / "a.wav", "a small dog barks at the moon")
+    r = upload(client, plain, transcript="  a small dog\nbarks at the moon ")
+    assert r.status_code == 201, r.text
+    assert (r.json()["transcript"], r.json()["transcript_source"]) == (
+        "a small dog barks at the moon",
+        "upload",
+    )
+    vtt = make_speech(tmp_path / "b.wav", "the blue cup falls")
+    cues = "WEBVTT\n\n00:00.000 --> 00:00.800\nthe blue cup\n\n00:00.800 --> 00:01.500\nfalls\n"
+    r = upload(client, vtt, transcript=cues)
+    assert r.status_code == 201, r.text
+    assert r.json()["transcript"] == "the blue cup falls"
+
+    spoken = make_speech(tmp_path / "c.wav", SPEECH_TEXT)
+    r = upload(client, spoken)  # no transcript, has sound: speech recognition fills it
+    assert r.status_code == 201, r.text
+    item = r.json()
+    assert item["transcript_source"] == "asr"
+    words = set(item["transcript"].split())
+    assert words & set(SPEECH_TEXT.split()), item["transcript"]
+    assert 'mmv_ingest_stage_seconds_count{stage="asr"}' in client.get("/metrics").text
+
+    bad = make_speech(tmp_path / "d.wav", "one two")
+    r = upload(client, bad, transcript="WEBVTT\n\n00:05.000 --> 00:01.000\nbackwards\n")
+    assert_error(r, 422, "invalid_request")
+
+
+def test_wait_false_answers_202_and_the_status_tells_the_outcome(
+    client: httpx.Client, media: dict[str, Path], tmp_path: Path
+) -> None:
+    fresh = make_speech(tmp_path / "later.wav", "processing happens in the background")
+    r = upload(client, fresh, wait=False)
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "processing"
+    ready = poll(client, r.json()["id"])
+    assert ready["status"] == "ready" and ready["error"] is None
+
+    r = upload(client, media["undecodable"], wait=False)  # probes fine, cannot decode
+    assert r.status_code == 202, r.text
+    failed = poll(client, r.json()["id"])
+    assert failed["status"] == "failed"
+    assert "decode" in failed["error"]
+
+    r = upload(client, media["undecodable"])  # wait=true: the failure is the answer
+    assert_error(r, 422, "unreadable_media")
+
+
+def poll(client: httpx.Client, item_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        item = client.get(f"/v1/items/{item_id}").json()
+        if item["status"] != "processing":
+            return item
+        time.sleep(0.2)
+    raise AssertionError(f"item {item_id} still processing after {timeout_s} s")
+
+
+# -- items -----------------------------------------------------------------------------
+def test_list_pages_with_a_cursor_stable_under_inserts(
+    client: httpx.Client, items: dict[str, dict[str, Any]]
+) -> None:
+    before = client.get("/v1/items", params={"limit": 1000}).json()
+    assert before["next_cursor"] is None
+    all_ids = [i["id"] for i in before["items"]]
+    seen: list[str] = []
+    page = client.get("/v1/items", params={"limit": 2}).json()
+    inserted = False
+    while True:
+        seen += [i["id"] for i in page["items"]]
+        if not inserted:  # an insert between pages must not shift the listing
+            client.post("/v1/items/text", json={"text": "inserted while paging"})
+            inserted = True
+        if page["next_cursor"] is None:
+            break
+        page = client.get("/v1/items", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+    assert seen == all_ids  # newest first, nothing repeated, nothing skipped
+
+    videos = client.get("/v1/items", params={"kind": "video"}).json()["items"]
+    assert videos and {i["kind"] for i in videos} == {"video"}
+    assert_error(client.get("/v1/items", params={"cursor": "nonsense!"}), 422, "invalid_request")
+    assert_error(client.get("/v1/items", params={"limit": 0}), 422, "invalid_request")
+    assert_error(client.get("/v1/items", params={"kind": "smell"}), 422, "invalid_request")
+
+
+def test_get_item_and_unknown_item(client: httpx.Client, items: dict[str, dict[str, Any]]) -> None:
+    r = client.get(f"/v1/items/{items['tone']['id']}")
+    assert r.status_code == 200 and r.json() == items["tone"]
+    assert_error(client.get("/v1/items/does-not-exist"), 404, "not_found")
+
+
+def test_media_download_supports_range(
+    client: httpx.Client, media: dict[str, Path], items: dict[str, dict[str, Any]]
+) -> None:
+    original = media["clip"].read_bytes()
+    url = items["clip"]["media_url"]
+    full = client.get(url)
+    assert full.status_code == 200 and full.content == original
+    assert full.headers["content-type"] == "video/mp4"
+    assert full.headers["accept-ranges"] == "bytes"
+    part = client.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == original[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(original)}"
+    tail = client.get(url, headers={"Range": "bytes=-50"})
+    assert tail.status_code == 206 and tail.content == original[-50:]
+    err = assert_error(
+        client.get(url, headers={"Range": f"bytes={len(original) + 10}-"}),
+        416,
+        "range_not_satisfiable",
+    )
+    assert err["detail"]["size"] == len(original)
+    assert_error(client.get(f"/v1/items/{items['text']['id']}/media"), 404, "not_found")
+
+
+# -- search ----------------------------------------------------------------------------
+def test_text_search_finds_a_text_item_by_its_own_text(
+    client: httpx.Client, items: dict[str, dict[str, Any]]
+) -> None:
+    res = search(client, {"text": "a red ball bounces"}, "text")
+    assert res["space"] == "vat" and res["model_version"]
+    assert res["results"][0]["item"]["id"] == items["text"]["id"]
+    assert res["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    scores = [r["score"] for r in res["results"]]
+    assert scores == sorted(scores, reverse=True)
+    get = client.get("/v1/search", params={"q": "a red ball bounces", "target": "text"}).json()
+    assert result_ids(get) == result_ids(res)
+
+
+def test_video_to_audio_and_audio_to_video(
+    client: httpx.Client, items: dict[str, dict[str, Any]]
+) -> None:
+    clip = items["clip"]["id"]
+    res = search(client, {"item_id": clip}, "audio")
+    assert res["space"] == "va"  # video/audio among themselves: the fine space
+    found = result_ids(res)
+    assert clip not in found  # a query item is not its own result
+    assert {items["tone"]["id"], items["noise"]["id"], items["clip2"]["id"]} <= set(found)
+    assert all("audio" in r["item"]["modalities"] for r in res["results"])
+
+    res = search(client, {"item_id": items["tone"]["id"]}, "video")
+    assert res["space"] == "va"
+    assert {r["item"]["kind"] for r in res["results"]} == {"video"}
+    assert {clip, items["clip2"]["id"], items["silent"]["id"]} <= set(result_ids(res))
+
+    res = search(client, {"item_id": clip}, "text")
+    assert res["space"] == "vat"  # text on either side: the coarse space
+    assert items["text"]["id"] in result_ids(res)
+    res = search(client, {"item_id": items["picture"]["id"]}, "video")
+    assert res["space"] == "va"
+
+
+def test_search_by_raw_vector_returns_the_exact_item_first(
+    client: httpx.Client, random_model: Path, items: dict[str, dict[str, Any]]
+) -> None:
+    from model import load_model
+
+    vector = load_model(random_model).embed_text(["a red ball bounces"])["vat"][0].tolist()
+    res = search(client, {"vector": vector, "space": "vat"}, "text", k=3)
+    assert res["results"][0]["item"]["id"] == items["text"]["id"]
+    assert res["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert_error(
+        client.post("/v1/search", json={"query": {"vector": vector[:5], "space": "vat"},
+                                        "target": "text"}),
+        422, "invalid_request",
+    )  # fmt: skip
+    assert_error(
+        client.post("/v1/search", json={"query": {"vector": vector, "space": "va"},
+                                        "target": "text"}),
+        422, "unsupported_pair",
+    )  # fmt: skip
+
+
+def test_search_by_uploaded_example(
+    client: httpx.Client, media: dict[str, Path], items: dict[str, dict[str, Any]]
+) -> None:
+    for name, target in [("clip", "video"), ("tone", "audio"), ("picture", "image")]:
+        r = client.post(
+            "/v1/search/upload",
+            data={"target": target, "k": "3"},
+            files={"file": (media[name].name, media[name].read_bytes())},
+        )
+        assert r.status_code == 200, r.text
+        top = r.json()["results"][0]
+        assert top["item"]["id"] == items[name]["id"]
+        assert top["score"] == pytest.approx(1.0, abs=1e-3)
+    r = client.post("/v1/search/upload", data={"target": "smell"},
+                    files={"file": ("x.wav", media["tone"].read_bytes())})  # fmt: skip
+    assert_error(r, 422, "invalid_request")
+
+
+def test_metadata_filter_matches_exactly(
+    client: httpx.Client, items: dict[str, dict[str, Any]]
+) -> None:
+    red = result_ids(search(client, {"item_id": items["tone"]["id"]}, "video",
+                            filter={"color": "red"}))  # fmt: skip
+    assert set(red) == {items["clip"]["id"], items["silent"]["id"]}
+    one = result_ids(search(client, {"item_id": items["tone"]["id"]}, "video",
+                            filter={"color": "red", "n": 1}))  # fmt: skip
+    assert one == [items["clip"]["id"]]  # 1 is not "1"
+    none = search(client, {"text": "anything"}, "video", filter={"color": "purple"})
+    assert none["results"] == []
+
+
+def test_k_is_bounded(client: httpx.Client) -> None:
+    for k in (0, 1001):
+        r = client.post("/v1/search", json={"query": {"text": "x"}, "target": "audio", "k": k})
+        assert_error(r, 422, "invalid_request")
+    assert search(client, {"text": "x"}, "audio", k=1000)["results"]
+
+
+def test_concurrent_queries_share_batches(client: httpx.Client, server: Server) -> None:
+    def batch_stats() -> tuple[float, float]:
+        text = client.get("/metrics").text
+        count = float(re.search(r"^mmv_search_batch_size_count (\S+)$", text, re.M)[1])
+        total = float(re.search(r"^mmv_search_batch_size_sum (\S+)$", text, re.M)[1])
+        return count, total
+
+    before = batch_stats()
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as ac:
+            responses = await asyncio.gather(
+                *(ac.get("/v1/search", params={"q": f"query {i}", "target": "audio"})
+                  for i in range(48))
+            )  # fmt: skip
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(burst()) == [200] * 48
+    after = batch_stats()
+    batches, queries = after[0] - before[0], after[1] - before[1]
+    assert queries == 48
+    assert batches < queries  # some queries shared an encoder call and a FAISS search
+
+
+# -- delete ----------------------------------------------------------------------------
+def test_delete_removes_the_item_from_search_storage_and_disk(
+    client: httpx.Client, server: Server, tmp_path: Path
+) -> None:
+    text = client.post("/v1/items/text", json={"text": "delete me soon"}).json()
+    assert result_ids(search(client, {"text": "delete me soon"}, "text"))[0] == text["id"]
+    assert client.delete(f"/v1/items/{text['id']}").status_code == 204
+    assert text["id"] not in result_ids(search(client, {"text": "delete me soon"}, "text"))
+    assert_error(client.get(f"/v1/items/{text['id']}"), 404, "not_found")
+    assert_error(client.delete(f"/v1/items/{text['id']}"), 404, "not_found")
+
+    clip = upload(client, make_clip(tmp_path / "doomed.mp4", "rgbtestsrc", 300))
+    assert clip.status_code == 201, clip.text
+    item = clip.json()
+    stored = list((server.data_dir / "media").iterdir())
+    assert client.delete(f"/v1/items/{item['id']}").status_code == 204
+    assert_error(client.get(item["media_url"]), 404, "not_found")
+    assert len(list((server.data_dir / "media").iterdir())) == len(stored) - 1
+    for target in ("audio", "video"):
+        hits = result_ids(search(client, {"text": "anything"}, target, k=1000))
+        assert item["id"] not in hits
+
+
+# -- errors and limits -----------------------------------------------------------------
+def test_upload_limits_answer_413(
+    client: httpx.Client, media: dict[str, Path], tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (3 * 1024 * 1024))  # over MMV_MAX_UPLOAD_MB=2
+    assert_error(upload(client, big), 413, "too_large")
+    err = assert_error(upload(client, media["long"]), 413, "too_long")
+    assert err["detail"]["max_duration_s"] == 20
+    err = assert_error(upload(client, media["big_picture"]), 413, "too_large")
+    assert err["detail"]["max_pixels"] == 640 * 480
+
+
+def test_every_error_has_the_contract_shape(client: httpx.Client, media: dict[str, Path]) -> None:
+    assert_error(client.get("/no/such/route"), 404, "not_found")
+    assert_error(client.put("/v1/items"), 405, "method_not_allowed")
+    json_header = {"content-type": "application/json"}
+    assert_error(
+        client.post("/v1/search", content=b"{not json", headers=json_header),
+        422,
+        "invalid_request",
+    )
+    assert_error(client.post("/v1/search", json={"query": {"text": "x"}}), 422, "invalid_request")
+    assert_error(
+        client.post("/v1/search", json={"query": {"colour": "x"}, "target": "audio"}),
+        422, "invalid_request",
+    )  # fmt: skip
+    assert_error(
+        client.post("/v1/search", json={"query": {"item_id": "nope"}, "target": "audio"}),
+        404, "not_found",
+    )  # fmt: skip
+    assert_error(client.get("/v1/search", params={"target": "audio"}), 422, "invalid_request")
+    assert_error(client.post("/v1/items/text", json={"text": ""}), 422, "invalid_request")
+    assert_error(
+        client.post("/v1/items/text", json={"text": "x", "metadata": {"a": {"b": 1}}}),
+        422, "invalid_request",
+    )  # fmt: skip
+    assert_error(client.post("/v1/items", data={"transcript": "hi"}), 415, "unsupported_media")
+    assert_error(
+        client.post("/v1/items", files={"transcript": (None, "hi")}), 422, "invalid_request"
+    )
+    assert_error(
+        client.post("/v1/items", content=b"raw", headers={"content-type": "video/mp4"}),
+        415, "unsupported_media",
+    )  # fmt: skip
+    assert_error(upload(client, media["tone"], metadata="{not json"), 422, "invalid_request")
+    assert_error(upload(client, media["tone"], metadata="[1, 2]"), 422, "invalid_request")
+    assert_error(
+        client.post("/v1/items", files={"file": ("x", b"", "video/mp4")}), 422, "invalid_request"
+    )
+
+
+def test_training_and_model_routes(client: httpx.Client) -> None:
+    assert_error(client.post("/v1/training/jobs", json={}), 501, "not_implemented")
+    assert client.get("/v1/training/jobs").json() == {"jobs": []}
+    assert_error(client.get("/v1/training/jobs/nope"), 404, "not_found")
+    assert_error(client.post("/v1/training/jobs/nope/cancel"), 404, "not_found")
+    models = client.get("/v1/models").json()["models"]
+    assert len(models) == 1 and models[0]["active"] is True
+    assert models[0]["config"]["name"] == "tiny" and models[0]["parent"] is None
+    assert RFC3339.match(models[0]["created_at"])
+    again = client.post(f"/v1/models/{models[0]['version']}/activate")
+    assert again.status_code == 200 and again.json()["version"] == models[0]["version"]
+    assert_error(client.post("/v1/models/nope/activate"), 404, "not_found")
+
+
+# -- operations ------------------------------------------------------------------------
+def test_operations_endpoints(client: httpx.Client, items: dict[str, dict[str, Any]]) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["device"] == "cpu" and body["reindex"] is None and body["model_version"]
+    assert body["indexes"]["vat/audio"] >= 3 and body["indexes"]["va/video"] >= 3
+
+    search(client, {"text": "warm"}, "audio")
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    for needle in (
+        'mmv_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/search"',
+        'mmv_ingest_stage_seconds_count{stage="decode"}',
+        'mmv_ingest_stage_seconds_count{stage="embed"}',
+        'mmv_ingest_stage_seconds_count{stage="index"}',
+        'mmv_search_stage_seconds_count{stage="embed"}',
+        'mmv_search_stage_seconds_count{stage="index"}',
+        'mmv_index_vectors{index="vat/audio"}',
+        f'mmv_model_info{{version="{body["model_version"]}"}} 1.0',
+        'mmv_items{status="ready"}',
+    ):
+        assert needle in text, needle
+
+    r = client.get("/healthz", headers={"X-Request-ID": "trace-me-123"})
+    assert r.headers["x-request-id"] == "trace-me-123"
+    assert len(client.get("/healthz").headers["x-request-id"]) == 16
+
+    spec = client.get("/openapi.json").json()
+    for path, method in [
+        ("/v1/items", "post"), ("/v1/items", "get"), ("/v1/items/text", "post"),
+        ("/v1/items/{item_id}", "get"), ("/v1/items/{item_id}", "delete"),
+        ("/v1/items/{item_id}/media", "get"), ("/v1/search", "post"), ("/v1/search", "get"),
+        ("/v1/search/upload", "post"), ("/v1/training/jobs", "post"),
+        ("/v1/training/jobs", "get"), ("/v1/training/jobs/{job_id}", "get"),
+        ("/v1/training/jobs/{job_id}/cancel", "post"), ("/v1/models", "get"),
+        ("/v1/models/{version}/activate", "post"), ("/healthz", "get"), ("/readyz", "get"),
+        ("/metrics", "get"),
+    ]:  # fmt: skip
+        assert method in spec["paths"][path], (path, method)
+    upload_body = spec["paths"]["/v1/items"]["post"]["requestBody"]["content"]
+    assert "file" in upload_body["multipart/form-data"]["schema"]["properties"]
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    # CORS is off unless configured: no allow-origin header for a foreign page.
+    r = client.get("/healthz", headers={"Origin": "http://evil.test"})
+    assert "access-control-allow-origin" not in r.headers

@@ -1,0 +1,121 @@
+"""API keys with read and write scopes, CORS when configured, and the refusal to serve
+other machines without keys — against a real `python -m service`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from e2e_server import REPO, Server, assert_error, running_server, server_env
+
+READ_KEY = "reader-key-0123456789"
+WRITE_KEY = "writer-key-9876543210"
+ORIGIN = "http://app.example.test"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory, random_model: Path) -> Iterator[Server]:
+    d = tmp_path_factory.mktemp("keyed")
+    with running_server(
+        d / "data",
+        random_model,
+        d / "server.log",
+        MMV_API_KEYS=f"{READ_KEY}:read,{WRITE_KEY}:write",
+        MMV_CORS_ORIGINS=ORIGIN,
+    ) as server:
+        yield server
+
+
+def client_for(server: Server, key: str | None, scheme: str = "Bearer") -> httpx.Client:
+    headers = {"Authorization": f"{scheme} {key}"} if key else {}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=60.0)
+
+
+def test_missing_or_wrong_keys_get_401(keyed_server: Server) -> None:
+    for key, scheme in [(None, "Bearer"), ("not-a-key", "Bearer"), (READ_KEY[:-1], "Bearer"),
+                        (READ_KEY, "Basic"), (READ_KEY + "x", "Bearer")]:  # fmt: skip
+        with client_for(keyed_server, key, scheme) as c:
+            r = c.get("/v1/items")
+            assert_error(r, 401, "unauthorized")
+            assert r.headers["www-authenticate"] == "Bearer"
+            assert_error(c.post("/v1/search", json={"query": {"text": "x"}, "target": "audio"}),
+                         401, "unauthorized")  # fmt: skip
+            assert_error(c.get("/v1/search", params={"q": "x", "target": "audio"}),
+                         401, "unauthorized")  # fmt: skip
+            assert_error(c.get("/metrics"), 401, "unauthorized")
+
+
+def test_read_key_reads_and_searches_but_cannot_write(keyed_server: Server, media: dict) -> None:
+    with client_for(keyed_server, WRITE_KEY) as writer:
+        item = writer.post("/v1/items/text", json={"text": "secret tone"})
+        assert item.status_code == 201, item.text
+    item_id = item.json()["id"]
+    with client_for(keyed_server, READ_KEY) as c:
+        assert c.get("/v1/items").status_code == 200
+        assert c.get(f"/v1/items/{item_id}").status_code == 200
+        assert c.get("/v1/search", params={"q": "secret", "target": "text"}).status_code == 200
+        r = c.post("/v1/search", json={"query": {"item_id": item_id}, "target": "text"})
+        assert r.status_code == 200
+        r = c.post("/v1/search/upload", data={"target": "audio"},
+                   files={"file": ("t.wav", media["tone"].read_bytes())})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert c.get("/v1/models").status_code == 200
+        assert c.get("/v1/training/jobs").status_code == 200
+        assert c.get("/metrics").status_code == 200
+        assert_error(c.post("/v1/items/text", json={"text": "x"}), 403, "forbidden")
+        assert_error(
+            c.post("/v1/items", files={"file": ("t.wav", media["tone"].read_bytes())}),
+            403, "forbidden",
+        )  # fmt: skip
+        assert_error(c.delete(f"/v1/items/{item_id}"), 403, "forbidden")
+        assert_error(c.post("/v1/training/jobs", json={}), 403, "forbidden")
+        assert_error(c.post("/v1/models/x/activate"), 403, "forbidden")
+    with client_for(keyed_server, WRITE_KEY) as writer:
+        assert writer.delete(f"/v1/items/{item_id}").status_code == 204
+
+
+def test_probes_and_the_page_need_no_key(keyed_server: Server) -> None:
+    with client_for(keyed_server, None) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code == 200
+        assert c.get("/").status_code == 200
+        assert c.get("/openapi.json").status_code == 200
+
+
+def test_cors_allows_only_the_configured_origin(keyed_server: Server) -> None:
+    with client_for(keyed_server, None) as c:
+        preflight = {"Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+        ok = c.options("/v1/search", headers={"Origin": ORIGIN, **preflight})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == ORIGIN
+        bad = c.options("/v1/search", headers={"Origin": "http://evil.test", **preflight})
+        assert bad.headers.get("access-control-allow-origin") != "http://evil.test"
+        simple = c.get("/healthz", headers={"Origin": ORIGIN})
+        assert simple.headers["access-control-allow-origin"] == ORIGIN
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"MMV_HOST": "0.0.0.0"}, "MMV_API_KEYS"),
+        ({"MMV_HOST": "192.168.1.20"}, "MMV_API_KEYS"),
+        ({"MMV_API_KEYS": "abc:admin"}, "KEY:read or KEY:write"),
+        ({"MMV_PORT": "not-a-port"}, "port"),
+    ],
+)
+def test_refuses_to_start_with_unsafe_or_bad_settings(
+    settings: dict[str, str], says: str, tmp_path: Path, random_model: Path
+) -> None:
+    env = server_env(tmp_path / "data", random_model, 1, **settings)
+    done = subprocess.run(
+        [sys.executable, "-m", "service"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before touching anything

@@ -1,0 +1,153 @@
+"""Durability: a restart keeps items and results; a graceful stop finishes uploads in
+flight; a hard kill loses nothing that was acknowledged.
+
+One data directory goes through the three tests in order (each continues with the
+server the previous one left running): four server starts instead of six.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e_server import Server, make_clip, make_speech, start_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    d = tmp_path_factory.mktemp("restart")
+    state: dict[str, Any] = {"data": d / "data", "log": d / "server.log", "server": None}
+    yield state
+    if state["server"] is not None:
+        state["server"].stop()
+
+
+def snapshot(url: str, ids: dict[str, str]) -> dict[str, Any]:
+    """Everything a user can see: the listing and a few searches (ids and scores)."""
+    with httpx.Client(base_url=url, timeout=60.0) as c:
+        listing = c.get("/v1/items", params={"limit": 1000}).json()["items"]
+        searches = {}
+        for name, body in {
+            "text->audio": {"query": {"text": "red ball"}, "target": "audio"},
+            "text->video": {"query": {"text": "wooden drum"}, "target": "video"},
+            "video->audio": {"query": {"item_id": ids["clip"]}, "target": "audio"},
+            "audio->video": {"query": {"item_id": ids["tone"]}, "target": "video"},
+        }.items():
+            r = c.post("/v1/search", json=body)
+            assert r.status_code == 200, r.text
+            searches[name] = [
+                (hit["item"]["id"], round(hit["score"], 5)) for hit in r.json()["results"]
+            ]
+    return {"items": listing, "searches": searches}
+
+
+def assert_clean_stop(server: Server) -> None:
+    """SIGTERM, then a graceful shutdown to the end. uvicorn re-raises the signal once it
+    has shut down, so the exit status is that of SIGTERM."""
+    assert server.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    assert '"msg": "stopped"' in server.log()
+
+
+def in_flight(metrics: str) -> float:
+    return float(re.search(r"^mmv_uploads_in_flight (\S+)$", metrics, re.M)[1])
+
+
+def upload(url: str, path: Path, transcript: str | None = None, **params: str) -> httpx.Response:
+    data = {"transcript": transcript} if transcript else {}
+    with httpx.Client(base_url=url, timeout=120.0) as c:
+        return c.post("/v1/items", params=params, data=data,
+                      files={"file": (path.name, path.read_bytes())})  # fmt: skip
+
+
+def test_restart_keeps_items_and_results(
+    life: dict[str, Any], random_model: Path, media: dict[str, Path]
+) -> None:
+    data, log = life["data"], life["log"]
+    server = start_server(data, random_model, log)
+    try:
+        ids = {}
+        for name in ("clip", "clip2", "silent", "tone", "picture"):
+            r = upload(server.url, media[name], transcript=f"the {name}")
+            assert r.status_code == 201, r.text
+            ids[name] = r.json()["id"]
+        with httpx.Client(base_url=server.url, timeout=120.0) as c:
+            assert c.post("/v1/items/text", json={"text": "red ball"}).status_code == 201
+            gone = c.post("/v1/items/text", json={"text": "wooden drum"}).json()["id"]
+            assert c.delete(f"/v1/items/{gone}").status_code == 204
+        before = snapshot(server.url, ids)
+    finally:
+        assert_clean_stop(server)
+
+    server = life["server"] = start_server(data, random_model, log)
+    after = snapshot(server.url, ids)
+    assert after == before
+    assert gone not in {i["id"] for i in after["items"]}
+    assert "loaded" in server.log()  # indexes came back from their files
+
+
+def test_graceful_stop_finishes_uploads_in_flight(
+    life: dict[str, Any], random_model: Path, tmp_path: Path
+) -> None:
+    speech = make_speech(tmp_path / "long-speech.wav", "one two three four five " * 3)
+    background = make_clip(tmp_path / "bg.mp4", "testsrc2", 523)
+    server = life["server"]
+    answers: dict[str, httpx.Response] = {}
+
+    def send() -> None:  # wait=true with speech recognition: takes a few seconds
+        answers["sync"] = upload(server.url, speech)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    queued = upload(server.url, background, wait="false")
+    assert queued.status_code == 202, queued.text
+    with httpx.Client(base_url=server.url) as c:
+        deadline = time.monotonic() + 30
+        while in_flight(c.get("/metrics").text) < 1:
+            assert time.monotonic() < deadline, "the upload never arrived"
+            time.sleep(0.05)
+    assert_clean_stop(server)
+    sender.join(timeout=60)
+    assert answers["sync"].status_code == 201, answers["sync"].text
+    synced = answers["sync"].json()
+    assert synced["status"] == "ready"
+
+    life["server"] = None
+    server = life["server"] = start_server(life["data"], random_model, life["log"])
+    with httpx.Client(base_url=server.url, timeout=120.0) as c:
+        for item_id in (synced["id"], queued.json()["id"]):
+            deadline = time.monotonic() + 60
+            while (item := c.get(f"/v1/items/{item_id}").json())["status"] == "processing":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert item["status"] == "ready", item
+
+
+def test_hard_kill_loses_nothing_acknowledged(
+    life: dict[str, Any], random_model: Path, media: dict[str, Path]
+) -> None:
+    server = life["server"]
+    r = upload(server.url, media["noise"], transcript="static")
+    assert r.status_code == 201, r.text
+    item = r.json()
+    server.stop(signal.SIGKILL)  # no shutdown: the indexes were not saved since
+    life["server"] = None
+
+    server = life["server"] = start_server(life["data"], random_model, life["log"])
+    assert "patched" in server.log() or "rebuilt" in server.log()
+    with httpx.Client(base_url=server.url, timeout=120.0) as c:
+        assert c.get(f"/v1/items/{item['id']}").json()["status"] == "ready"
+        found = c.post("/v1/search", json={"query": {"item_id": item["id"]}, "target": "audio"})
+        assert found.status_code == 200
+        # The index was patched from the database: the item is found as a target too.
+        hits = c.post("/v1/search/upload", data={"target": "audio"},
+                      files={"file": ("n.wav", media["noise"].read_bytes())}).json()  # fmt: skip
+        assert hits["results"][0]["item"]["id"] == item["id"]
