@@ -48,5 +48,40 @@ bench: system-deps venv
 bench-quick: system-deps venv
 	@for b in bench/*.py; do echo "=== $$b --quick"; $(PY) $$b --quick || exit 1; done
 
+# -- the default model and the ablation (docs/training.md, docs/ablation.md) -------------
+# One corpus for both, generated once (~14k items; data/ is not in git). Its test split
+# holds the 1,000 retrieval candidates.
+CORPUS ?= data/corpus-main
+CORPUS_N ?= 10000
+CORPUS_SEED ?= 1
+# The small fixed set the default model's test reproduces (tests/model/train_fixtures.py).
+CHECK_CORPUS ?= data/corpus-check
+MODEL_RUN ?= data/runs/default
+ABLATION_STEPS ?= 600
+# Training uses every core (the OMP_NUM_THREADS=1 above is for tests and the server).
+TRAIN_THREADS ?= $(shell nproc)
+DEFAULT_FILES := weights.safetensors config.json vocab.json metrics.json eval.json eval.md \
+	eval.png loss.csv loss.png val.csv
+
+$(CORPUS)/manifest.jsonl:
+	$(PY) -m model.corpus make --out $(CORPUS) --n $(CORPUS_N) --seed $(CORPUS_SEED)
+
+$(CHECK_CORPUS)/manifest.jsonl:
+	$(PY) -m model.corpus make --out $(CHECK_CORPUS) --n 100 --seed 5 --audio 10 --stills 0
+
+model: system-deps venv $(CORPUS)/manifest.jsonl $(CHECK_CORPUS)/manifest.jsonl
+	OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m model.train --config tiny --data $(CORPUS) --out $(MODEL_RUN)
+	$(PY) -m model.eval $(MODEL_RUN) --data $(CORPUS) --record test
+	$(PY) -m model.eval $(MODEL_RUN) --data $(CHECK_CORPUS) --split all --candidates 100 \
+		--probe-train 0 --no-baseline --record check --json $(MODEL_RUN)-check/eval.json
+	rm -rf models/default.new && mkdir -p models/default.new
+	cp $(addprefix $(MODEL_RUN)/,$(DEFAULT_FILES)) models/default.new/
+	rm -rf models/default && mv models/default.new models/default
+	@du -sh models/default
+
+ablation: system-deps venv $(CORPUS)/manifest.jsonl
+	OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m model.ablation --data $(CORPUS) --out data/ablation --steps $(ABLATION_STEPS) \
+		--doc docs/ablation.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,162 @@
+"""Training throughput of the tiny config on this machine: clips/s and where a step goes.
+
+    python bench/train.py [--quick] [--data CORPUS] [--steps N] [--batch B]
+
+Runs the real trainer (`model.train.train`) on a small generated corpus (decode cache
+filled first, as the trainer does) and reads its per-step timings: data = waiting for
+the next batch from the loader workers, compute = forward + backward + Adam. Beside it,
+in the same run, the same model on an in-memory batch (the compute-only ceiling).
+Target: data loading never the bottleneck, ≤ 20% of the step time (median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from model import MMVLoss, build_model, load_config  # noqa: E402
+from model.corpus import make_corpus  # noqa: E402
+from model.data import CorpusDataset  # noqa: E402
+from model.distributed import DistContext  # noqa: E402
+from model.tokenizer import Tokenizer  # noqa: E402
+from model.train import TrainOptions, fill_decode_cache, train, training_texts  # noqa: E402
+
+DATA_SHARE_GOAL = 0.20
+
+
+def trainer_timings(
+    data: Path, out: Path, steps: int, batch: int, workers: int
+) -> dict[str, float]:
+    cfg = load_config("tiny")
+    fill_decode_cache(
+        CorpusDataset(data, cfg, "train", show_progress=False), DistContext(), progress=False
+    )
+    train(
+        TrainOptions(
+            data=data,
+            out=out,
+            steps=steps,
+            num_workers=workers,
+            progress=False,
+            calibrate_images=False,
+            overrides={"train.batch_size": batch, "train.eval_every": 0, "train.save_every": steps},
+        )
+    )
+    with open(out / "loss.csv") as f:
+        rows = list(csv.DictReader(f))[2:]  # the first steps pay for start-up
+    step = statistics.median(float(r["step_s"]) for r in rows)
+    data_s = statistics.median(float(r["data_s"]) for r in rows)
+    return {
+        "step_s": step,
+        "data_s": data_s,
+        "compute_s": step - data_s,
+        "clips_per_s": batch / step,
+        "data_share": data_s / step,
+    }
+
+
+def compute_only(data: Path, steps: int, batch: int) -> dict[str, float]:
+    """The same model and loss on one batch held in memory: no loader at all."""
+    cfg = load_config("tiny")
+    dataset = CorpusDataset(data, cfg, "train", show_progress=False)
+    torch.manual_seed(0)
+    model = build_model(cfg, Tokenizer.build(training_texts(dataset), cfg.text.vocab_size))
+    model.train()
+    from model.data import collate_batch
+
+    samples = [dataset[(i % len(dataset), 0)] for i in range(batch)]
+    b = collate_batch(samples, model.tokenizer, cfg.loss.num_positives)
+    inputs = {
+        k: b[k]
+        for k in (
+            "video",
+            "audio",
+            "text_ids",
+            "text_mask",
+            "positive_mask",
+            "has_text",
+            "has_audio",
+        )
+    }
+    criterion = MMVLoss(cfg.loss)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        loss, _ = criterion(model(**inputs))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    step = statistics.median(times)
+    return {
+        "step_s": step,
+        "data_s": 0.0,
+        "compute_s": step,
+        "clips_per_s": batch / step,
+        "data_share": 0.0,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer clips and steps")
+    p.add_argument("--data", type=Path, default=None, help="an existing corpus (else generated)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1, help="loader processes (trainer default 1)")
+    a = p.parse_args()
+    steps = a.steps or (12 if a.quick else 40)
+    torch.set_num_threads(os.cpu_count() or 1)  # as `make model` trains: every core
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        data = a.data
+        if data is None:
+            data = Path(tmp) / "corpus"
+            n = 48 if a.quick else 96
+            print(f"generating a {n}-clip corpus ...", flush=True)
+            make_corpus(data, n, seed=3, progress=False, n_audio=0, n_stills=0)
+        rows = {
+            "trainer (loader + compute)": trainer_timings(
+                data, Path(tmp) / "run", steps, a.batch, a.workers
+            ),
+            "compute only (batch in memory)": compute_only(data, max(5, steps // 2), a.batch),
+        }
+    print(
+        f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, GPU {torch.cuda.is_available()}; "
+        f"config tiny, batch {a.batch}, {a.workers} loader worker(s), medians over steps"
+    )
+    print(f"| {'run':32} | clips/s | step s | data s | compute s | data share |")
+    print(f"|{'-' * 34}|---------|--------|--------|-----------|------------|")
+    for name, r in rows.items():
+        print(
+            f"| {name:32} | {r['clips_per_s']:7.1f} | {r['step_s']:6.3f} | {r['data_s']:6.3f} "
+            f"| {r['compute_s']:9.3f} | {r['data_share']:10.1%} |"
+        )
+    real, ceiling = rows["trainer (loader + compute)"], rows["compute only (batch in memory)"]
+    print(
+        f"\ntrainer / compute-only throughput: {real['clips_per_s'] / ceiling['clips_per_s']:.2f}"
+    )
+    share = real["data_share"]
+    verdict = "HOLDS" if share <= DATA_SHARE_GOAL else "MISSES"
+    print(
+        f"target data-loading share of the step: {share:.1%} (goal <= {DATA_SHARE_GOAL:.0%}) "
+        f"{verdict}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The paper's ablation on our corpus: shared vs disjoint vs FAC, and three modalities vs two.
+
+    python -m model.ablation --data CORPUS --out DIR [--steps N] [--seeds 0 1 2]
+                             [--variants fac shared ...] [--doc docs/ablation.md]
+
+Every variant trains the tiny config from scratch with the same budget (steps, batch,
+schedule, data) for each seed, then is evaluated like `python -m model.eval` on the
+corpus test split (decoded once, shared by every run). Runs already finished in DIR are
+not trained again, so an interrupted ablation continues where it stopped. Results:
+DIR/ablation.json (every run), DIR/ablation.md (mean ± std per variant) and, with
+--doc, the table section of docs/ablation.md is replaced by the new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.checkpoint import load as load_checkpoint
+from model.config import load_config
+from model.errors import ModelError
+from model.eval import DEFAULT_CANDIDATES, PROBE_TRAIN_CLIPS, evaluate, prepare_corpus_eval
+from model.train import TrainOptions, apply_overrides, train
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: dict[str, Any]
+    description: str
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("fac", {"heads.space": "fac"}, "fine and coarse spaces, video + audio + text"),
+        Variant("shared", {"heads.space": "shared"}, "one shared space, video + audio + text"),
+        Variant(
+            "disjoint", {"heads.space": "disjoint"}, "two disjoint spaces, video + audio + text"
+        ),
+        Variant(
+            "fac-va",
+            {"heads.space": "fac", "loss.lambda_vt": 0.0},
+            "FAC heads, video + audio only (λ_vt = 0)",
+        ),
+        Variant(
+            "fac-vt",
+            {"heads.space": "fac", "loss.lambda_va": 0.0},
+            "FAC heads, video + text only (λ_va = 0)",
+        ),
+    )
+}
+# The figures the tables show: (label, path into an evaluation result).
+COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("text→video R@10", ("retrieval", "text->video", "R@10")),
+    ("text→audio R@10", ("retrieval", "text->audio", "R@10")),
+    ("video→audio R@10", ("retrieval", "video->audio", "R@10")),
+    ("audio→video R@1", ("retrieval", "audio->video", "R@1")),
+    ("audio→video R@10", ("retrieval", "audio->video", "R@10")),
+    ("image→video R@1", ("retrieval", "image->video", "R@1")),
+    ("probe video/shape", ("probes", "video/shape", "accuracy")),
+    ("probe video/colour", ("probes", "video/colour", "accuracy")),
+    ("probe audio/shape", ("probes", "audio/shape", "accuracy")),
+    ("probe audio/motion", ("probes", "audio/motion", "accuracy")),
+)
+DOC_BEGIN = "<!-- ablation-results:begin (written by python -m model.ablation) -->"
+DOC_END = "<!-- ablation-results:end -->"
+
+
+def figure(result: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    node: Any = result
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, int | float) else None
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def summarise(runs: list[dict[str, Any]], variants: list[str]) -> dict[str, dict[str, Any]]:
+    """variant -> column -> {"values": [...], "mean", "std"} (over seeds)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in variants:
+        results = [r["result"] for r in runs if r["variant"] == name]
+        out[name] = {}
+        for label, path in COLUMNS:
+            values = [v for v in (figure(res, path) for res in results) if v is not None]
+            out[name][label] = {
+                "values": values,
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None,
+            }
+    return out
+
+
+def claims(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """The paper's claims, each with what this ablation measured (whatever it shows)."""
+
+    def mean(variant: str, label: str) -> float | None:
+        return summary.get(variant, {}).get(label, {}).get("mean")
+
+    lines = []
+    for task, labels in (
+        ("video–audio", ("video→audio R@10", "audio→video R@10")),
+        ("video–text", ("text→video R@10",)),
+    ):
+        for label in labels:
+            options = {v: mean(v, label) for v in ("fac", "shared", "disjoint")}
+            known = {k: v for k, v in options.items() if v is not None}
+            if len(known) < 2:
+                continue
+            best = max(known, key=lambda k: known[k])
+            verdict = "holds" if best == "fac" else "does not hold"
+            figures = ", ".join(f"{k} {v:.3f}" for k, v in known.items())
+            lines.append(f"- FAC best on {task} ({label}): {verdict} here — {figures}.")
+    t2a = {v: mean(v, "text→audio R@10") for v in ("fac", "shared", "disjoint")}
+    possible = [k for k, v in t2a.items() if v is not None]
+    lines.append(
+        "- text→audio only possible with shared or FAC: measured for "
+        f"{', '.join(possible) or 'none'}; disjoint has no space holding text and audio"
+        + (" (as expected)." if "disjoint" not in possible else " (unexpected!).")
+    )
+    for three, two, label in (
+        ("fac", "fac-va", "video→audio R@10"),
+        ("fac", "fac-vt", "text→video R@10"),
+    ):
+        a, b = mean(three, label), mean(two, label)
+        if a is not None and b is not None:
+            verdict = "holds" if a > b else "does not hold"
+            lines.append(
+                f"- three modalities beat two on {label}: {verdict} here — "
+                f"three {a:.3f}, two ({two}) {b:.3f}."
+            )
+    return lines
+
+
+def markdown(summary: dict[str, dict[str, Any]], budget: dict[str, Any]) -> str:
+    labels = [label for label, _ in COLUMNS]
+    lines = [
+        f"Budget per run: {budget['steps']} steps × batch {budget['batch_size']} "
+        f"(config `{budget['config']}`), seeds {budget['seeds']}; test split "
+        f"{budget['candidates']} candidates (chance R@1 {1 / budget['candidates']:.3f}, "
+        f"R@10 {10 / budget['candidates']:.3f}); mean ± std over seeds.",
+        "",
+        "| variant | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for name, columns in summary.items():
+        cells = [mean_std(columns[label]["values"]) for label in labels]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "What the paper claims, beside what was measured:", "", *claims(summary), ""]
+    return "\n".join(lines)
+
+
+def update_doc(doc: Path, table: str) -> None:
+    """Replace the results section of the doc (between the markers) with `table`."""
+    text = doc.read_text() if doc.is_file() else f"# Ablation\n\n{DOC_BEGIN}\n{DOC_END}\n"
+    if DOC_BEGIN not in text or DOC_END not in text:
+        text = text.rstrip() + f"\n\n{DOC_BEGIN}\n{DOC_END}\n"
+    head, rest = text.split(DOC_BEGIN, 1)
+    _, tail = rest.split(DOC_END, 1)
+    doc.write_text(f"{head}{DOC_BEGIN}\n{table}\n{DOC_END}{tail}")
+
+
+def run_ablation(
+    data: Path,
+    out: Path,
+    steps: int,
+    seeds: list[int],
+    variants: list[str],
+    config: str = "tiny",
+    candidates: int = DEFAULT_CANDIDATES,
+    probe_train: int = PROBE_TRAIN_CLIPS,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = apply_overrides(load_config(config), overrides or {})
+    prepared = prepare_corpus_eval(data, cfg, "test", candidates, probe_train, progress)
+    runs: list[dict[str, Any]] = []
+    for name in variants:
+        variant = VARIANTS[name]
+        for seed in seeds:
+            run_dir = out / f"{name}-seed{seed}"
+            report = run_dir / "eval.json"
+            if report.is_file():
+                result = json.loads(report.read_text())
+            else:
+                started = time.perf_counter()
+                train(
+                    TrainOptions(
+                        data=data,
+                        out=run_dir,
+                        config=config,
+                        steps=steps,
+                        seed=seed,
+                        overrides={**(overrides or {}), **variant.overrides},
+                        progress=progress,
+                    )
+                )
+                minutes = (time.perf_counter() - started) / 60
+                result = evaluate(load_checkpoint(run_dir), prepared, progress=progress)
+                result["train_minutes"] = round(minutes, 2)
+                report.write_text(json.dumps(result, indent=2) + "\n")
+            runs.append({"variant": name, "seed": seed, "result": result})
+            print(
+                f"{name} seed {seed}: text->video R@10 "
+                f"{figure(result, ('retrieval', 'text->video', 'R@10'))}, video->audio R@10 "
+                f"{figure(result, ('retrieval', 'video->audio', 'R@10'))}"
+            )
+    budget = {
+        "steps": steps,
+        "batch_size": cfg.train.batch_size,
+        "config": config,
+        "seeds": seeds,
+        "candidates": len(prepared.clips),
+        "corpus": str(data),
+    }
+    summary = summarise(runs, variants)
+    results = {
+        "budget": budget,
+        "variants": {n: VARIANTS[n].description for n in variants},
+        "summary": summary,
+        "runs": runs,
+    }
+    (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "ablation.md").write_text(markdown(summary, budget))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.ablation", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, type=Path, help="corpus folder")
+    p.add_argument("--out", required=True, type=Path, help="folder for the runs and results")
+    p.add_argument("--steps", type=int, default=600, help="training steps per run (default 600)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
+    p.add_argument("--probe-train", type=int, default=PROBE_TRAIN_CLIPS)
+    p.add_argument("--doc", type=Path, default=None, help="markdown file whose results to replace")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        results = run_ablation(
+            a.data,
+            a.out,
+            a.steps,
+            a.seeds,
+            a.variants,
+            a.config,
+            a.candidates,
+            a.probe_train,
+            progress=not a.no_progress,
+        )
+    except (ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = markdown(results["summary"], results["budget"])
+    print(table)
+    if a.doc is not None:
+        update_doc(a.doc, table)
+        print(f"updated {a.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

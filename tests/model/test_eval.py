@@ -1,0 +1,98 @@
+"""Evaluation: retrieval metrics, linear probes, and train → eval end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from train_fixtures import run, train_command
+
+from model.eval import average_windows, markdown_report
+from model.metrics import MetricsError, linear_probe, ranks_of_positives, retrieval_metrics
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_ranks_count_ties_against_the_query() -> None:
+    similarity = np.array([[0.9, 0.1, 0.3], [0.5, 0.5, 0.2], [0.7, 0.7, 0.7]])
+    assert ranks_of_positives(similarity).tolist() == [1, 2, 3]
+    # A collapsed model (every score equal) ranks every positive last: chance, not 1.0.
+    assert retrieval_metrics(np.ones((5, 4)), np.ones((5, 4)))["R@1"] == 0.0
+
+
+def test_recall_and_median_rank_of_known_rankings() -> None:
+    rng = np.random.default_rng(0)
+    candidates = unit(rng.normal(size=(20, 8)))
+    perfect = retrieval_metrics(candidates, candidates)
+    assert (perfect["R@1"], perfect["R@10"], perfect["median_rank"]) == (1.0, 1.0, 1.0)
+    # Queries that match candidate (i + 1) mod 20: the own clip is never first.
+    shifted = retrieval_metrics(np.roll(candidates, -1, axis=0), candidates)
+    assert shifted["R@1"] == 0.0 and shifted["median_rank"] > 1
+    some = retrieval_metrics(candidates[:3], candidates, positive=np.array([0, 1, 2]))
+    assert some["queries"] == 3 and some["candidates"] == 20 and some["R@1"] == 1.0
+    with pytest.raises(MetricsError):
+        retrieval_metrics(candidates, candidates[:, :4])
+
+
+def test_linear_probe_reads_separable_classes_and_not_random_labels() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.array(["ball", "cube", "ring"])
+    centres = rng.normal(size=(3, 16)) * 4
+    y_train, y_test = rng.integers(0, 3, 150), rng.integers(0, 3, 60)
+    x_train = centres[y_train] + rng.normal(size=(150, 16))
+    x_test = centres[y_test] + rng.normal(size=(60, 16))
+    separable = linear_probe(x_train, labels[y_train], x_test, labels[y_test])
+    assert separable["accuracy"] > 0.95 and separable["classes"] == 3
+    noise = linear_probe(
+        rng.normal(size=(150, 16)), labels[y_train], rng.normal(size=(60, 16)), labels[y_test]
+    )
+    assert noise["accuracy"] < 0.6
+    with pytest.raises(MetricsError):
+        linear_probe(x_train, np.array(["ball"] * 150), x_test, labels[y_test])
+
+
+def test_window_embeddings_are_averaged_per_clip_and_renormalised() -> None:
+    z = unit(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    out = average_windows(z, np.array([0, 0, 1]), 2)
+    np.testing.assert_allclose(out, [[2**-0.5, 2**-0.5], [2**-0.5, 2**-0.5]], rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # ~1.5 min on 2 idle cores; leave room for a busy machine
+def test_train_then_eval_beats_the_untrained_model(small_corpus: Path, tmp_path: Path) -> None:
+    """A short run on the small corpus, evaluated with `python -m model.eval` on its
+    held-out test clips against the same architecture untrained."""
+    ckpt = tmp_path / "model"
+    run(
+        train_command(
+            small_corpus, ckpt, 300, overrides=["train.batch_size=16", "train.warmup_steps=30"]
+        )
+    )
+    report_path = tmp_path / "report" / "eval.json"
+    eval_command = [sys.executable, "-m", "model.eval", str(ckpt), "--data", str(small_corpus)]
+    done = run([*eval_command, "--json", str(report_path), "--candidates", "10", "--no-progress"])
+    assert "Zero-shot retrieval" in done.stdout
+    for suffix in (".json", ".md", ".png"):
+        assert report_path.with_suffix(suffix).stat().st_size > 0
+    report = json.loads(report_path.read_text())
+    assert markdown_report(report) == report_path.with_suffix(".md").read_text()
+    trained, untrained = report["trained"]["retrieval"], report["untrained"]["retrieval"]
+    assert set(trained) == {
+        "text->video",
+        "text->audio",
+        "video->audio",
+        "audio->video",
+        "image->video",
+    }
+    directions = ("text->video", "text->audio", "video->audio", "audio->video")
+
+    def mean_rank(result: dict) -> float:
+        return float(np.mean([result[d]["median_rank"] for d in directions]))
+
+    assert mean_rank(trained) < mean_rank(untrained) - 1.0
+    assert trained["text->video"]["R@5"] > untrained["text->video"]["R@5"]

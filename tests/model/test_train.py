@@ -1,0 +1,226 @@
+"""The trainer: schedule, batches, data parallel = one process, resume after a kill,
+fine-tuning with a growing vocabulary."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+from train_fixtures import FAST, REPO, run, train_command
+
+from model import build_model, load_config, load_model, save_model
+from model.schedule import lr_at, warmup_steps_for
+from model.tokenizer import Tokenizer
+from model.train import (
+    STATE_FILE,
+    StepBatchSampler,
+    TrainError,
+    TrainOptions,
+    apply_overrides,
+    parse_overrides,
+    run_fingerprint,
+    save_state,
+    train,
+)
+from model.training_log import TrainingLog
+
+
+def loss_rows(out: Path) -> list[dict[str, float]]:
+    lines = (out / "loss.csv").read_text().splitlines()
+    keys = lines[0].split(",")
+    return [dict(zip(keys, map(float, line.split(",")), strict=True)) for line in lines[1:]]
+
+
+# -- fast unit tests -----------------------------------------------------------------------
+def test_lr_warms_up_linearly_then_decays_by_half_cosine_to_zero() -> None:
+    total, base, warmup = 100, 2e-3, 10
+    lrs = [lr_at(s, total, base, warmup) for s in range(total)]
+    assert lrs[0] == pytest.approx(base / warmup)
+    assert lrs[warmup - 1] == pytest.approx(base)
+    assert all(a < b for a, b in itertools.pairwise(lrs[:warmup]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[warmup:]))
+    middle = warmup + (total - warmup) // 2
+    assert lrs[middle] == pytest.approx(base / 2, rel=1e-6)
+    assert lrs[-1] < base * 1e-3
+    # A short run keeps the shape: the warm-up shrinks to a fifth of it.
+    assert warmup_steps_for(20, 5000) == 4
+    assert lr_at(3, 20, base, 5000) == pytest.approx(base)
+
+
+def test_global_batch_is_split_in_contiguous_slices_and_resumes_mid_epoch() -> None:
+    size, batch, seed = 50, 8, 3
+    single = list(StepBatchSampler(size, batch, seed, 0, 12))
+    ranks = [list(StepBatchSampler(size, batch, seed, 0, 12, r, 2)) for r in range(2)]
+    for step, keys in enumerate(single):
+        assert ranks[0][step] + ranks[1][step] == keys
+        assert len({k[0] for k in keys}) == batch  # no clip twice in a batch
+    # 6 steps per epoch: step 6 starts epoch 1 with a fresh permutation.
+    assert {e for keys in single[:6] for _, e in keys} == {0}
+    assert {e for keys in single[6:] for _, e in keys} == {1}
+    assert list(StepBatchSampler(size, batch, seed, 7, 12)) == single[7:]
+    with pytest.raises(TrainError, match="does not split"):
+        StepBatchSampler(size, 9, seed, 0, 1, 0, 2)
+    with pytest.raises(TrainError, match="cannot fill one batch"):
+        StepBatchSampler(4, 8, seed, 0, 1)
+
+
+def test_overrides_parse_values_and_reject_unknown_keys() -> None:
+    overrides = parse_overrides(["heads.space=shared", "train.batch_size=16", "loss.lambda_vt=0"])
+    assert overrides == {"heads.space": "shared", "train.batch_size": 16, "loss.lambda_vt": 0}
+    cfg = apply_overrides(load_config("tiny"), overrides)
+    assert (cfg.heads.space, cfg.train.batch_size, cfg.loss.lambda_vt) == ("shared", 16, 0)
+    with pytest.raises(TrainError):
+        parse_overrides(["batch_size=3"])
+    with pytest.raises(ValueError):
+        apply_overrides(load_config("tiny"), {"train.no_such_key": 1})
+
+
+def test_refuses_to_continue_a_different_run(small_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    options = TrainOptions(
+        data=small_corpus, out=out, steps=5, overrides=parse_overrides(FAST), progress=False
+    )
+    cfg = apply_overrides(load_config("tiny"), options.overrides)
+    model = build_model(cfg, Tokenizer(["ball"]))
+    other = run_fingerprint(cfg, TrainOptions(data=small_corpus, out=out, seed=1), 5, 1)
+    save_state(
+        out / STATE_FILE, model, torch.optim.Adam(model.parameters()), 2, other, TrainingLog(), {}
+    )
+    with pytest.raises(TrainError, match=r"different run.*seed"):
+        train(options)
+
+
+# -- data parallel -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
+    small_corpus: Path, tmp_path: Path
+) -> None:
+    """torchrun with 2 CPU processes (gloo), each half of a global batch of 8, against
+    one process with all 8: the same loss (global negatives, cross-rank BN) and the same
+    weights after one Adam step.
+
+    Not bit-identical: summing in another order moves values by ~1e-7, and where that
+    flips a ReLU input sitting on zero, the gradients behind it change by a few
+    percent; Adam's first step is lr·sign(g), so a handful of near-zero gradient
+    components step the other way (measured: ~0.1% of weights). A wrong gradient
+    (no cross-rank BN, local negatives only) moves far more.
+    """
+    steps = 1
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run(train_command(small_corpus, single, steps))
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "model.train",
+    ]
+    run(torchrun + train_command(small_corpus, ddp, steps)[3:])
+
+    one, two = loss_rows(single)[0], loss_rows(ddp)[0]
+    for key in ("loss", "nce_va", "mil_nce_vt"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    a, b = (
+        load_file(str(single / "weights.safetensors")),
+        load_file(str(ddp / "weights.safetensors")),
+    )
+    assert a.keys() == b.keys()
+    lr = load_config("tiny").train.lr
+    diffs = []
+    for key in a:
+        if a[key].dtype.kind != "f":
+            continue
+        diff = np.abs(a[key].astype(np.float64) - b[key])
+        if "running" in key:  # BN statistics of the global batch, computed in the forward
+            assert diff.max() <= 1e-4 * (1 + np.abs(a[key]).max()), key
+        else:
+            diffs.append(diff.ravel())
+    diff = np.concatenate(diffs)
+    assert diff.max() <= 2 * lr * 1.001
+    assert (diff > 1e-6).mean() < 0.005
+
+
+# -- resume after a kill -------------------------------------------------------------------
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_save_and_ends_with_the_same_weights(
+    small_corpus: Path, tmp_path: Path
+) -> None:
+    steps = 8
+    extra = ["train.save_every=2"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run(train_command(small_corpus, whole, steps, overrides=extra))
+
+    cmd = train_command(small_corpus, killed, steps, overrides=extra)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    state = killed / STATE_FILE
+    deadline = time.monotonic() + 180
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists(), "the run saved no state before it was killed"
+    saved_step = torch.load(state, map_location="cpu", weights_only=False)["step"]
+    assert 2 <= saved_step < steps
+    assert not (killed / "weights.safetensors").exists()
+
+    resumed = run(cmd)
+    assert f"steps {saved_step}->{steps}" in resumed.stdout
+    assert not state.exists()
+    a = load_file(str(whole / "weights.safetensors"))
+    b = load_file(str(killed / "weights.safetensors"))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert [r["loss"] for r in loss_rows(whole)] == [r["loss"] for r in loss_rows(killed)]
+
+    again = run(cmd)  # a finished run is not trained again
+    assert "nothing to do" in again.stdout
+
+
+# -- fine-tuning ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_fine_tuning_grows_the_vocabulary_and_keeps_old_words(
+    small_corpus: Path, tmp_path: Path
+) -> None:
+    cfg = apply_overrides(load_config("tiny"), parse_overrides(FAST))
+    torch.manual_seed(0)
+    old = build_model(cfg, Tokenizer(["ball", "zebra"], max_words=cfg.text.max_words))
+    save_model(old, tmp_path / "init", {"note": "two words"})
+    zebra = old.tokenizer.id_of("zebra")
+    zebra_row = old.text_backbone.embedding.weight[zebra].detach().clone()
+
+    result = train(
+        TrainOptions(
+            data=small_corpus,
+            out=tmp_path / "tuned",
+            steps=2,
+            init=tmp_path / "init",
+            overrides=parse_overrides(FAST),
+            progress=False,
+            calibrate_images=False,
+        )
+    )
+    tuned = load_model(tmp_path / "tuned")
+    assert tuned.tokenizer.vocabulary[:4] == ["<pad>", "<unk>", "ball", "zebra"]
+    assert len(tuned.tokenizer) > 20
+    assert result.metrics["train"]["vocabulary_before"] == 4
+    assert result.metrics["train"]["words_added"] == len(tuned.tokenizer) - 4
+    # "zebra" never occurs in the corpus: its row gets no gradient and stays as it was.
+    assert torch.equal(tuned.text_backbone.embedding.weight[zebra], zebra_row)
+    assert math.isfinite(result.metrics["train"]["final_loss"])
