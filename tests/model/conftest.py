@@ -34,3 +34,6 @@ def fac_model(tokenizer: Tokenizer) -> MMV:
 
 # Media files for test_media / test_data (made once per session by ffmpeg).
 from media_fixtures import media_files, narrated_clips  # noqa: E402, F401
+
+# A small generated corpus for the trainer / evaluation / default-model tests.
+from train_fixtures import small_corpus  # noqa: E402, F401
