@@ -49,6 +49,23 @@ def fetch(source: VectorSource, space: str, modality: str, ids: np.ndarray, dim:
     return vectors
 
 
+def fetch_present(
+    source: VectorSource, space: str, modality: str, ids: np.ndarray, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) for those of `ids` the source still has.
+
+    A live database can delete rows between ids() and vectors(); the source then raises
+    SourceError. Read its ids again, keep those still there and ask once more: a
+    deleted row is simply not indexed (any later catch-up agrees)."""
+    try:
+        return ids, fetch(source, space, modality, ids, dim)
+    except SourceError:
+        still = ids[np.isin(ids, source_ids(source, space, modality), assume_unique=True)]
+        if len(still) == len(ids):
+            raise  # nothing was deleted: the error is real
+        return still, fetch(source, space, modality, still, dim)
+
+
 def _no_polysemous(index: faiss.Index) -> None:
     """PQ indexes from the factory train polysemous codes by simulated annealing (minutes on
     2 cores); their search here never uses them, so skip that."""
@@ -90,7 +107,7 @@ def build_vector_index(
         train_ids = np.sort(rng.choice(ids, size=min(n, choice.train_size), replace=False))
         LOG.info("%s: training %s on %d vectors", name, choice.factory, len(train_ids))
         try:
-            index.train(fetch(source, space, modality, train_ids, dim))
+            index.train(fetch_present(source, space, modality, train_ids, dim)[1])
         except RuntimeError as exc:  # FAISS: fewer training points than centroids
             fallback = exact_choice(n, dim, policy)
             fallback = replace(
@@ -110,23 +127,26 @@ def build_vector_index(
     exact = None
     if measured:
         query_ids = np.sort(rng.choice(ids, size=min(n, policy.tuning_queries), replace=False))
-        queries = fetch(source, space, modality, query_ids, dim)
+        query_ids, queries = fetch_present(source, space, modality, query_ids, dim)
         k = min(policy.recall_k, n - 1)
         exact = ExactNeighbours(queries, k + 1) if k >= 1 else None
 
+    added: list[np.ndarray] = []
     bar = tqdm(total=n, desc=f"index {name}", unit="vec", disable=None, leave=False)
     try:
         for start in range(0, n, policy.add_batch):
-            batch = ids[start : start + policy.add_batch]
-            vectors = fetch(source, space, modality, batch, dim)
+            wanted = ids[start : start + policy.add_batch]
+            batch, vectors = fetch_present(source, space, modality, wanted, dim)
             index.add_with_ids(vectors, batch)
+            added.append(batch)
             if exact is not None:
                 exact.add(batch, vectors)
-            bar.update(len(batch))
+            bar.update(len(wanted))
             if on_progress is not None:
-                on_progress(len(batch))
+                on_progress(len(wanted))
     finally:
         bar.close()
+    ids = np.concatenate(added) if added else np.zeros(0, np.int64)
 
     if exact is not None:
         truth = drop_self(exact.result(), query_ids, k)
@@ -153,7 +173,7 @@ def build_vector_index(
         kind=choice.kind,
         dim=dim,
         tuning=tuning,
-        built_n=n,
+        built_n=len(ids),
         built_at=now_utc(),
         build_seconds=round(time.perf_counter() - started, 3),
         train_size=choice.train_size if choice.kind != "flat" else 0,

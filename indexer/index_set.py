@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from indexer.build import build_vector_index, fetch, source_ids
+from indexer.build import build_vector_index, fetch_present, source_ids
 from indexer.choice import IndexChoice, IndexPolicy, choose_for_set
 from indexer.errors import IndexerError, StoreError, UnknownIndexError
 from indexer.source import CallbackSource, LoadVectors, VectorSource
@@ -234,6 +234,10 @@ class IndexSet:
         }
 
     # ------------------------------------------------------------------ persistence
+    def compact(self) -> int:
+        """Remove deleted vectors for real now (one batched remove_ids per index)."""
+        return sum(index.compact() for index in self._indexes.values())
+
     def save(self) -> None:
         """Write changed indexes and then the manifest, atomically (see indexer.store)."""
         with self._save_lock:
@@ -341,7 +345,7 @@ def _catch_up(index: VectorIndex, source: VectorSource, key: Key, dim: int) -> t
     added = 0
     for start in range(0, len(missing), index.policy.add_batch):
         batch = missing[start : start + index.policy.add_batch]
-        added += index.add(batch, fetch(source, *key, batch, dim))
+        added += index.add(*fetch_present(source, *key, batch, dim))
     return added, removed
 
 
@@ -391,7 +395,7 @@ def _open_one(
         else:
             for start in range(0, len(missing), policy.add_batch):
                 batch = missing[start : start + policy.add_batch]
-                loaded.add(batch, fetch(source, *key, batch, dim))
+                loaded.add(*fetch_present(source, *key, batch, dim))
             outgrown = loaded.maintenance_reason()
             if outgrown is not None:
                 why, loaded = outgrown, None

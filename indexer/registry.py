@@ -25,7 +25,7 @@ from typing import Any
 
 from indexer.choice import IndexChoice, IndexPolicy
 from indexer.errors import NoActiveIndexError, RebuildError
-from indexer.index_set import IndexSet, Layout, SearchResult
+from indexer.index_set import IndexEvent, IndexSet, Layout, SearchResult
 from indexer.source import CallbackSource, LoadVectors, VectorSource
 from indexer.vector_index import IdFilter
 
@@ -122,8 +122,9 @@ class IndexRegistry:
     def save(self) -> None:
         self.active.save()
 
-    def maintain(self) -> None:
-        self.active.maintain()
+    def maintain(self) -> list[IndexEvent]:
+        """Rebuild active indexes that outgrew their type (see IndexSet.maintain)."""
+        return self.active.maintain()
 
     # ---------------------------------------------------------------- next version
     def start_rebuild(

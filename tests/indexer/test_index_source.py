@@ -42,3 +42,29 @@ def test_a_source_with_unusable_vectors_is_named_in_the_error(tmp_path: Path) ->
     duplicate.put("vat", "audio", np.array([5, 5], dtype=np.int64), unit)
     with pytest.raises(SourceError, match="duplicate"):
         IndexSet.open(tmp_path, "v1", {"vat": ["audio"]}, {"vat": 32}, duplicate)
+
+
+class DeletesDuringRead(ArraySource):
+    """A live database: rows are deleted after ids() was read, before vectors() is."""
+
+    def __init__(self, doomed: np.ndarray) -> None:
+        super().__init__()
+        self.doomed = doomed
+
+    def vectors(self, space: str, modality: str, ids: np.ndarray) -> np.ndarray:
+        if len(self.doomed):
+            self.delete(self.doomed)
+            self.doomed = np.zeros(0, np.int64)
+        return super().vectors(space, modality, ids)
+
+
+def test_rows_deleted_between_ids_and_vectors_are_skipped(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    ids, vectors = data
+    source = DeletesDuringRead(doomed=ids[10:20])
+    source.put("vat", "audio", ids[:2000], vectors[:2000])
+    index_set = IndexSet.open(tmp_path, "v1", {"vat": ["audio"]}, {"vat": 32}, source)
+    assert index_set.count("vat", "audio") == 1990
+    hits = index_set.search("vat", "audio", vectors[10:20], 5).ids
+    assert not np.isin(hits, ids[10:20]).any()
