@@ -61,7 +61,7 @@ ABLATION_STEPS ?= 600
 # Training uses every core (the OMP_NUM_THREADS=1 above is for tests and the server).
 TRAIN_THREADS ?= $(shell nproc)
 DEFAULT_FILES := weights.safetensors config.json vocab.json metrics.json eval.json eval.md \
-	eval.png loss.csv loss.png val.csv
+	eval.png loss.csv loss.png val.csv asr.lm asr.dict asr-wer.txt
 
 $(CORPUS)/manifest.jsonl:
 	$(PY) -m model.corpus make --out $(CORPUS) --n $(CORPUS_N) --seed $(CORPUS_SEED)
@@ -74,6 +74,10 @@ model: system-deps venv $(CORPUS)/manifest.jsonl $(CHECK_CORPUS)/manifest.jsonl
 	$(PY) -m model.eval $(MODEL_RUN) --data $(CORPUS) --record test
 	$(PY) -m model.eval $(MODEL_RUN) --data $(CHECK_CORPUS) --split all --candidates 100 \
 		--probe-train 0 --no-baseline --record check --json $(MODEL_RUN)-check/eval.json
+	# The speech recogniser's language model, built from the train split's transcripts;
+	# the service transcribes uploads without a transcript with it. WER on the test split.
+	set -o pipefail; $(PY) -m model.asr wer --corpus $(CORPUS) --split test --limit 40 --save-lm $(MODEL_RUN) \
+		| tee $(MODEL_RUN)/asr-wer.txt
 	rm -rf models/default.new && mkdir -p models/default.new
 	cp $(addprefix $(MODEL_RUN)/,$(DEFAULT_FILES)) models/default.new/
 	rm -rf models/default && mv models/default.new models/default

@@ -1,6 +1,7 @@
 """Training throughput of the tiny config on this machine: clips/s and where a step goes.
 
     python bench/train.py [--quick] [--data CORPUS] [--steps N] [--batch B]
+                          [--config tiny] [--device cuda] [--workers W]
 
 Runs the real trainer (`model.train.train`) on a small generated corpus (decode cache
 filled first, as the trainer does) and reads its per-step timings: data = waiting for
@@ -36,9 +37,9 @@ DATA_SHARE_GOAL = 0.20
 
 
 def trainer_timings(
-    data: Path, out: Path, steps: int, batch: int, workers: int
+    data: Path, out: Path, steps: int, batch: int, workers: int, config: str, device: str
 ) -> dict[str, float]:
-    cfg = load_config("tiny")
+    cfg = load_config(config)
     fill_decode_cache(
         CorpusDataset(data, cfg, "train", show_progress=False), DistContext(), progress=False
     )
@@ -46,6 +47,8 @@ def trainer_timings(
         TrainOptions(
             data=data,
             out=out,
+            config=config,
+            device=device,
             steps=steps,
             num_workers=workers,
             progress=False,
@@ -66,19 +69,20 @@ def trainer_timings(
     }
 
 
-def compute_only(data: Path, steps: int, batch: int) -> dict[str, float]:
-    """The same model and loss on one batch held in memory: no loader at all."""
-    cfg = load_config("tiny")
+def compute_only(data: Path, steps: int, batch: int, config: str, device: str) -> dict[str, float]:
+    """The same model and loss on one batch held in memory (on the device): no loader."""
+    cfg = load_config(config)
     dataset = CorpusDataset(data, cfg, "train", show_progress=False)
     torch.manual_seed(0)
     model = build_model(cfg, Tokenizer.build(training_texts(dataset), cfg.text.vocab_size))
-    model.train()
+    dev = torch.device(device)
+    model.train().to(dev)
     from model.data import collate_batch
 
     samples = [dataset[(i % len(dataset), 0)] for i in range(batch)]
     b = collate_batch(samples, model.tokenizer, cfg.loss.num_positives)
     inputs = {
-        k: b[k]
+        k: b[k].to(dev)
         for k in (
             "video",
             "audio",
@@ -91,13 +95,17 @@ def compute_only(data: Path, steps: int, batch: int) -> dict[str, float]:
     }
     criterion = MMVLoss(cfg.loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    on_cuda = dev.type == "cuda"
     times = []
     for i in range(steps):
         t = time.perf_counter()
-        loss, _ = criterion(model(**inputs))
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=on_cuda):
+            loss, _ = criterion(model(**inputs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_cuda:
+            torch.cuda.synchronize()
         if i >= 2:
             times.append(time.perf_counter() - t)
     step = statistics.median(times)
@@ -117,6 +125,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--workers", type=int, default=1, help="loader processes (trainer default 1)")
+    p.add_argument("--config", default="tiny", help="named config or JSON file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args()
     steps = a.steps or (12 if a.quick else 40)
     torch.set_num_threads(os.cpu_count() or 1)  # as `make model` trains: every core
@@ -129,14 +139,17 @@ def main() -> int:
             make_corpus(data, n, seed=3, progress=False, n_audio=0, n_stills=0)
         rows = {
             "trainer (loader + compute)": trainer_timings(
-                data, Path(tmp) / "run", steps, a.batch, a.workers
+                data, Path(tmp) / "run", steps, a.batch, a.workers, a.config, a.device
             ),
-            "compute only (batch in memory)": compute_only(data, max(5, steps // 2), a.batch),
+            "compute only (batch in memory)": compute_only(
+                data, max(5, steps // 2), a.batch, a.config, a.device
+            ),
         }
+    gpu = f" ({torch.cuda.get_device_name()}, bf16 autocast)" if a.device == "cuda" else ""
     print(
         f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, GPU {torch.cuda.is_available()}; "
-        f"config tiny, batch {a.batch}, {a.workers} loader worker(s), medians over steps"
+        f"{torch.get_num_threads()} threads, device {a.device}{gpu}; "
+        f"config {a.config}, batch {a.batch}, {a.workers} loader worker(s), medians over steps"
     )
     print(f"| {'run':32} | clips/s | step s | data s | compute s | data share |")
     print(f"|{'-' * 34}|---------|--------|--------|-----------|------------|")

@@ -18,7 +18,7 @@ from indexer.errors import (
     UnknownIndexError,
     VectorError,
 )
-from indexer.gpu import gpu_count
+from indexer.gpu import gpu_count, gpu_usable
 from indexer.index_set import IndexEvent, IndexSet, SearchResult
 from indexer.registry import IndexRegistry, RebuildStatus
 from indexer.source import ArraySource, CallbackSource, VectorSource
@@ -47,5 +47,6 @@ __all__ = [
     "choose_for_set",
     "choose_index",
     "gpu_count",
+    "gpu_usable",
     "recall_at_k",
 ]

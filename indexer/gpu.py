@@ -13,11 +13,19 @@ the lock is not the bottleneck; CPU searches keep running in parallel beside it.
 
 On a CPU-only machine (faiss-cpu, or faiss-gpu-cu12 with ``get_num_gpus() == 0``)
 nothing here is used and the indexes are served from the CPU with the same results.
+
+A GPU that faiss-gpu sees but cannot drive also serves from the CPU: the PyPI wheels
+(faiss-gpu-cu12 1.14) hold kernels for sm_70 and sm_80 only, so on a Hopper card (H100,
+sm_90) the first GPU search fails a FAISS assertion that *aborts the process*. That
+cannot be caught, so one small search runs first in a child process (`gpu_usable`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +50,48 @@ def gpu_count() -> int:
         return int(get())
     except RuntimeError:  # a CUDA build without a driver can raise here
         return 0
+
+
+# A flat IP search on the GPU beside the same search on the CPU: the kernels FAISS needs
+# most (norms, GEMM, k-selection). Exit 0 only when both agree.
+_SMOKE_TEST = """
+import faiss, numpy as np
+x = np.random.default_rng(0).standard_normal((256, 32)).astype("float32")
+gpu = faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), 32)
+gpu.add(x)
+cpu = faiss.IndexFlatIP(32)
+cpu.add(x)
+assert (gpu.search(x[:8], 4)[1] == cpu.search(x[:8], 4)[1]).all(), "GPU and CPU disagree"
+"""
+SMOKE_TIMEOUT_S = 120.0
+
+
+@functools.cache
+def gpu_usable() -> tuple[bool, str]:
+    """(True, "") when faiss-gpu sees a GPU and a small search on it works, checked once
+    per process in a child process; else (False, why) and indexes stay on the CPU."""
+    if gpu_count() == 0:
+        return False, "no GPU (faiss.get_num_gpus() == 0)"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SMOKE_TEST],
+            capture_output=True,
+            text=True,
+            timeout=SMOKE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"a test search on the GPU took over {SMOKE_TIMEOUT_S:.0f} s"
+    if done.returncode == 0:
+        return True, ""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    detail = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "")
+    detail = detail.partition("details: ")[2] or detail  # FAISS puts the CUDA error last
+    why = (
+        f"faiss-gpu sees {gpu_count()} GPU(s) but cannot run on them (a test search exited "
+        f"with {done.returncode}: {detail.strip()[:200]})"
+    )
+    LOG.warning("%s; indexes are served on the CPU", why)
+    return False, why
 
 
 def _gpu_resources(ngpu: int) -> list[Any]:
@@ -96,6 +146,9 @@ def make_replica(
         return None, "no GPU (faiss.get_num_gpus() == 0)"
     if kind == "hnsw":
         return None, "HNSW has no GPU implementation in faiss-gpu; served on the CPU"
+    usable, why = gpu_usable()
+    if not usable:
+        return None, f"{why}; served on the CPU"
     free = free_gpu_bytes(ngpu)
     fits_one = free is None or bytes_estimate < 0.8 * min(free)
     shard = shard_mode == "always" or (shard_mode == "auto" and not fits_one)

@@ -230,7 +230,8 @@ def _batched(
 ) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(x), batch_size):
-        out = fn(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
+        # A copy: x may be a read-only memory map, which torch will not wrap.
+        out = fn(torch.from_numpy(np.array(x[i : i + batch_size])))
         for space, z in out.items():
             parts.setdefault(space, []).append(z.float().cpu().numpy())
     return {space: np.concatenate(p) for space, p in parts.items()}

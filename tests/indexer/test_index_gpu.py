@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import ArraySource, IndexPolicy, IndexSet, gpu_count
+import indexer.gpu
+from indexer import ArraySource, IndexPolicy, IndexSet, gpu_count, gpu_usable
 from indexer.synthetic import ClusteredSphere
 
 LAYOUT = {"vat": ["audio"]}
@@ -25,7 +26,31 @@ def test_without_a_gpu_indexes_are_served_on_the_cpu_and_say_why(
     assert "get_num_gpus() == 0" in stats["device_reason"]
 
 
-@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a GPU")
+def test_a_gpu_faiss_cannot_drive_is_left_for_the_cpu_with_the_reason(
+    tmp_path: Path, source: ArraySource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # faiss-gpu wheels without kernels for the card abort the process at the first
+    # search; the child-process test search must catch that. Here faiss is told it has
+    # a GPU it cannot use (faiss-cpu has no GPU classes, so the child fails for real).
+    if gpu_count() > 0:
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setattr(indexer.gpu, "gpu_count", lambda: 1)
+    indexer.gpu.gpu_usable.cache_clear()
+    try:
+        usable, why = indexer.gpu.gpu_usable()
+        assert not usable
+        assert "cannot run on them" in why and "has no attribute" in why
+        index_set = IndexSet.open(
+            tmp_path, "v1", LAYOUT, DIMS, source, IndexPolicy(exact_max_floats=0), save=False
+        )
+        stats = index_set.stats()["indexes"]["vat/audio"]
+        assert stats["device"] == "cpu"
+        assert "cannot run on them" in stats["device_reason"]
+    finally:
+        indexer.gpu.gpu_usable.cache_clear()
+
+
+@pytest.mark.skipif(not gpu_usable()[0], reason="needs faiss-gpu and a GPU it can run on")
 def test_gpu_and_cpu_give_the_same_results(
     tmp_path: Path,
     source: ArraySource,

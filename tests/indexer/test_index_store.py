@@ -189,7 +189,13 @@ def test_sigkill_at_any_moment_loses_no_acknowledged_item_and_revives_no_deleted
     seed = 1
     crash_writer = _load_crash_writer()
     db, directory = tmp_path / "db.sqlite", tmp_path / "indexes" / "v1"
-    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")])
+        ),
+        "OMP_NUM_THREADS": "1",
+    }
     acked: set[int] = set()
     deleted: set[int] = set()
     rng = np.random.default_rng(seed)
