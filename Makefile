@@ -57,7 +57,7 @@ CORPUS_SEED ?= 1
 # The small fixed set the default model's test reproduces (tests/model/train_fixtures.py).
 CHECK_CORPUS ?= data/corpus-check
 MODEL_RUN ?= data/runs/default
-ABLATION_STEPS ?= 600
+ABLATION_STEPS ?= 300
 # Training uses every core (the OMP_NUM_THREADS=1 above is for tests and the server).
 TRAIN_THREADS ?= $(shell nproc)
 DEFAULT_FILES := weights.safetensors config.json vocab.json metrics.json eval.json eval.md \
