@@ -6,10 +6,12 @@ Starts `python -m service` on a free port with a temporary data directory, adds 
 narrated test clips, a sound and a picture through the API, opens the page in headless
 Chromium at 1280x800 and saves the screenshot. About a minute on 2 cores.
 
-With the trained models/default the page shows a text search (`/?q=QUERY`). Until that
-model is trained a random tiny model stands in; its text rankings mean nothing, so the
-page then shows a query by example instead (the ball clip dropped on the search area:
-the same clip comes first with score 1.000). Run it again after training the model.
+With the trained models/default the collection is a small narrated-clip corpus (the
+world the model was trained on: lavfi test patterns mean nothing to it) and the page
+shows a text search (`/?q=QUERY`, by default the first clip's description). Until that
+model is trained a random tiny model stands in on test patterns; its text rankings mean
+nothing, so the page then shows a query by example instead (the ball clip dropped on the
+search area: the same clip comes first with score 1.000).
 """
 
 from __future__ import annotations
@@ -59,6 +61,20 @@ def make_collection(work: Path) -> list[Upload]:
     return files
 
 
+def corpus_collection(work: Path) -> tuple[list[Upload], str]:
+    """A dozen generated clips with their transcripts, two sounds and a still; and the
+    first clip's description as the query."""
+    from model.corpus import make_corpus, read_manifest
+
+    folder = work / "corpus"
+    make_corpus(folder, 12, seed=11, workers=2, progress=False, n_audio=2, n_stills=1)
+    files: list[Upload] = []
+    for row in read_manifest(folder):
+        transcript = (folder / row["transcript"]).read_text() if row["transcript"] else ""
+        files.append((folder / row["path"], transcript, {"description": row["description"]}))
+    return files, read_manifest(folder, kind="clip")[0]["description"]
+
+
 def upload(base_url: str, files: list[Upload]) -> list[dict[str, object]]:
     """Add the files through the REST API; returns the items."""
     items = []
@@ -77,20 +93,24 @@ def upload(base_url: str, files: list[Upload]) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshot of the web page for the README.")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "web_page.png")
-    parser.add_argument("--query", default=QUERY, help="the text search (trained model only)")
+    parser.add_argument("--query", default=None, help="the text search (trained model only)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mmv-screenshot-") as tmp:
         work = Path(tmp)
-        files = make_collection(work)
         trained = (TRAINED / "config.json").is_file()
+        if trained:
+            files, first_description = corpus_collection(work)
+            query_text = args.query or first_description
+        else:
+            files, query_text = make_collection(work), args.query or QUERY
         model_dir = TRAINED if trained else random_model(work)
         print(f"model: {model_dir}" + ("" if trained else " (random: query by example)"))
         with running_server(work / "data", model_dir, work / "server.log") as server:
             items = upload(server.url, files)
             with chromium_page(1280, 800) as page:
                 if trained:
-                    query = httpx.QueryParams({"q": args.query, "target": "video", "k": 6})
+                    query = httpx.QueryParams({"q": query_text, "target": "video", "k": 6})
                     open_page(page, server.url, f"/?{query}")
                 else:
                     open_page(page, server.url, "/?target=video&k=6")
