@@ -175,6 +175,14 @@ def update_doc(doc: Path, table: str) -> None:
     doc.write_text(f"{head}{DOC_BEGIN}\n{table}\n{DOC_END}{tail}")
 
 
+def _trained_steps(run_dir: Path) -> int | None:
+    """The steps a finished run was trained for (its metrics.json), None if unknown."""
+    try:
+        return int(json.loads((run_dir / "metrics.json").read_text())["train"]["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_ablation(
     data: Path,
     out: Path,
@@ -188,6 +196,16 @@ def run_ablation(
     progress: bool = True,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
+    # Finished runs are reused: refuse, before any work, ones trained for another budget.
+    for name in variants:
+        for seed in seeds:
+            run_dir = out / f"{name}-seed{seed}"
+            trained = _trained_steps(run_dir)
+            if (run_dir / "eval.json").is_file() and trained != steps:
+                raise ModelError(
+                    f"{run_dir} holds a run of {trained} steps, not {steps}: results of "
+                    "different budgets cannot share a table; choose another --out"
+                )
     cfg = apply_overrides(load_config(config), overrides or {})
     prepared = prepare_corpus_eval(data, cfg, "test", candidates, probe_train, progress)
     runs: list[dict[str, Any]] = []
