@@ -32,7 +32,13 @@ from model.corpus import make_corpus  # noqa: E402
 from model.data import CorpusDataset  # noqa: E402
 from model.distributed import DistContext  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402
-from model.train import TrainOptions, fill_decode_cache, train, training_texts  # noqa: E402
+from model.train import (  # noqa: E402
+    FORWARD_INPUTS,
+    TrainOptions,
+    fill_decode_cache,
+    train,
+    training_texts,
+)
 
 DATA_SHARE_GOAL = 0.20
 
@@ -82,18 +88,7 @@ def compute_only(data: Path, steps: int, batch: int, config: str, device: str) -
 
     samples = [dataset[(i % len(dataset), 0)] for i in range(batch)]
     b = collate_batch(samples, model.tokenizer, cfg.loss.num_positives)
-    inputs = {
-        k: b[k].to(dev)
-        for k in (
-            "video",
-            "audio",
-            "text_ids",
-            "text_mask",
-            "positive_mask",
-            "has_text",
-            "has_audio",
-        )
-    }
+    inputs = {k: b[k].to(dev) for k in FORWARD_INPUTS}
     return time_steps(model, cfg, inputs, steps, batch, dev)
 
 

@@ -68,11 +68,16 @@ def corpus_collection(work: Path) -> tuple[list[Upload], str]:
 
     folder = work / "corpus"
     make_corpus(folder, 12, seed=11, workers=2, progress=False, n_audio=2, n_stills=1)
-    files: list[Upload] = []
-    for row in read_manifest(folder):
-        transcript = (folder / row["transcript"]).read_text() if row["transcript"] else ""
-        files.append((folder / row["path"], transcript, {"description": row["description"]}))
-    return files, read_manifest(folder, kind="clip")[0]["description"]
+    rows = read_manifest(folder)
+    files: list[Upload] = [
+        (
+            folder / row["path"],
+            (folder / row["transcript"]).read_text() if row["transcript"] else "",
+            {"description": row["description"]},
+        )
+        for row in rows
+    ]
+    return files, next(row["description"] for row in rows if row["kind"] == "clip")
 
 
 def upload(base_url: str, files: list[Upload]) -> list[dict[str, object]]:
