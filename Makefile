@@ -9,7 +9,7 @@ SYSTEM_PACKAGES := ffmpeg espeak-ng chromium
 # server's thread pool (see docs/benchmarks in shared).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test lint bench bench-quick model ablation system-deps venv clean
+.PHONY: run test lint bench bench-quick model ablation system-deps bench-deps venv clean
 
 system-deps:
 	@missing=""; \
@@ -20,6 +20,14 @@ system-deps:
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then S=""; else S="sudo"; fi; \
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
+
+# The HTTP load generators bench/service.py drives (docs/benchmarks in shared).
+bench-deps: system-deps
+	@if ! command -v hey >/dev/null || ! command -v wrk >/dev/null; then \
+	  echo "installing system packages: hey wrk"; \
+	  if [ "$$(id -u)" = 0 ]; then S=""; else S="sudo"; fi; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq hey wrk >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -42,10 +50,10 @@ lint: venv
 run: system-deps venv
 	MMV_DEMO_CLIPS=$${MMV_DEMO_CLIPS:-60} $(PY) -m service
 
-bench: system-deps venv
+bench: bench-deps venv
 	@for b in bench/*.py; do echo "=== $$b"; $(PY) $$b || exit 1; done
 
-bench-quick: system-deps venv
+bench-quick: bench-deps venv
 	@for b in bench/*.py; do echo "=== $$b --quick"; $(PY) $$b --quick || exit 1; done
 
 # -- the default model and the ablation (docs/training.md, docs/ablation.md) -------------

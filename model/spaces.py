@@ -6,6 +6,8 @@ and `vt`. Images live wherever video lives (they go through the deflated video n
 
 from __future__ import annotations
 
+import functools
+
 from model.config import MODALITIES
 
 SPACES: dict[str, tuple[str, ...]] = {
@@ -48,6 +50,7 @@ def spaces_of(option: str, modality: str) -> tuple[str, ...]:
     return MODALITY_SPACES[option][modality]
 
 
+@functools.cache  # pure, and asked once per search query
 def space_for(option: str, query_modality: str, target_modality: str) -> str | None:
     """The space in which `query_modality` is compared with `target_modality`.
 

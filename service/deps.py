@@ -39,12 +39,11 @@ def _scope_of(settings: Settings, presented: str) -> str | None:
     return found
 
 
-def _authorize(request: Request, need: str) -> None:
-    settings: Settings = request.app.state.runtime.settings
+def authorize(settings: Settings, authorization: str, need: str) -> None:
+    """Check the `Authorization` header's value for a key with scope `need` (read|write)."""
     if not settings.keys:
         return  # no keys configured: only possible on loopback (Settings.check)
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
+    scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise Unauthorized("this server needs an API key: send 'Authorization: Bearer KEY'")
     scope = _scope_of(settings, credentials.strip())
@@ -52,6 +51,10 @@ def _authorize(request: Request, need: str) -> None:
         raise Unauthorized("the API key is not valid")
     if need == "write" and scope != "write":
         raise Forbidden("this API key may only read; this route needs a key with write scope")
+
+
+def _authorize(request: Request, need: str) -> None:
+    authorize(request.app.state.runtime.settings, request.headers.get("authorization", ""), need)
 
 
 async def require_read(request: Request) -> None:

@@ -49,9 +49,9 @@ class Settings(BaseSettings):
     embed_windows: int = Field(0, ge=0, le=64)
     workers: int = Field(2, ge=1, le=64)  # threads for decode / ASR / embed of uploads
     asr: bool = True  # speech recognition for uploads with sound and no transcript
-    search_batch_ms: float = Field(2.0, ge=0.0)  # how long a query waits for companions
+    search_batch_ms: float = Field(0.0, ge=0.0)  # extra wait for companions (0: none)
     search_batch_max: int = Field(64, ge=1)
-    search_threads: int = Field(1, ge=1, le=16)  # search batches that may run at once
+    search_threads: int = Field(2, ge=1, le=16)  # search batches that may run at once
     device: Literal["auto", "cpu", "cuda"] = "auto"
     index_memory_mb: int = Field(2048, ge=64)  # CPU memory for one version's indexes
 

@@ -336,6 +336,64 @@ def test_metadata_filter_matches_exactly(
     assert none["results"] == []
 
 
+def test_get_search_fast_path_answers_as_the_declared_route(
+    client: httpx.Client, server: Server, items: dict[str, dict[str, Any]]
+) -> None:
+    """GET /v1/search is answered below the framework (service/fast_path.py) unless the
+    request carries an Origin header, which sends it through FastAPI (for CORS): both
+    must give the same answers, the same errors, request ids, metrics and access lines."""
+    framework = {"Origin": "http://127.0.0.1:9"}  # CORS is off: no header comes back
+    params = {"q": "a red ball bounces", "target": "audio", "k": "3"}
+    fast, slow = (
+        client.get("/v1/search", params=params),
+        client.get("/v1/search", params=params, headers=framework),
+    )
+    assert fast.status_code == slow.status_code == 200
+    assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+    assert len(fast.headers["x-request-id"]) == len(slow.headers["x-request-id"]) == 16
+    a, b = fast.json(), slow.json()
+    assert result_ids(a) == result_ids(b) and len(a["results"]) == 3
+    assert {k: v for k, v in a.items() if k != "took_ms"} == {
+        k: v for k, v in b.items() if k != "took_ms"
+    }
+    # Percent-escapes, '+' and repeated parameters read as the framework reads them.
+    odd = {"q": 'caf\u00e9 + 50% "quoted"', "target": "audio", "k": ["5", "2"]}
+    assert result_ids(client.get("/v1/search", params=odd).json()) == result_ids(
+        client.get("/v1/search", params=odd, headers=framework).json()
+    )
+    assert len(client.get("/v1/search", params=odd).json()["results"]) == 2  # the last k
+
+    for bad in (
+        {"target": "audio"},
+        {"q": "", "target": "audio"},
+        {"q": "x", "target": "smell"},
+        {"q": "x", "target": "audio", "k": "0"},
+        {"q": "x", "target": "audio", "k": "ten"},
+    ):
+        e1 = assert_error(client.get("/v1/search", params=bad), 422, "invalid_request")
+        e2 = assert_error(
+            client.get("/v1/search", params=bad, headers=framework), 422, "invalid_request"
+        )
+        assert e1 == e2, bad
+
+    rid = "fast-path-trace-1"
+    r = client.get("/v1/search", params=params, headers={"X-Request-ID": rid})
+    assert r.headers["x-request-id"] == rid
+    deadline = time.monotonic() + 10
+    while rid not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in server.log().splitlines() if rid in line]
+    assert lines and lines[0]["logger"] == "service.access", lines
+    assert lines[0]["route"] == "/v1/search" and lines[0]["status"] == 200
+    assert lines[0]["msg"] == "GET /v1/search 200" and lines[0]["ms"] >= 0
+    metrics = client.get("/metrics").text
+    assert (
+        'mmv_http_request_duration_seconds_count{method="GET",route="/v1/search",status="200"}'
+        in metrics
+    )
+    assert 'method="GET",route="/v1/search",status="422"' in metrics
+
+
 def test_k_is_bounded(client: httpx.Client) -> None:
     for k in (0, 1001):
         r = client.post("/v1/search", json={"query": {"text": "x"}, "target": "audio", "k": k})

@@ -62,6 +62,12 @@ def test_queries_arriving_together_share_one_batch() -> None:
     assert rec.threads == {"search_0"}  # the work ran off the event loop
 
 
+def test_without_a_window_a_burst_still_shares_one_batch() -> None:
+    rec = Recorder()
+    asyncio.run(run_batcher(rec, [f"q{i}" for i in range(32)], 0.0, 64))
+    assert rec.batches == [[f"q{i}" for i in range(32)]]
+
+
 def test_a_full_batch_goes_at_once_and_the_rest_follows() -> None:
     rec = Recorder()
     asyncio.run(run_batcher(rec, [f"q{i}" for i in range(10)], 0.5, 4))
