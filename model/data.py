@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -38,6 +38,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from model.config import ModelConfig
+from model.corpus.errors import ManifestError
+from model.corpus.manifest import read_corpus_info
 from model.media import (
     MediaError,
     MediaInfo,
@@ -362,6 +364,10 @@ class CorpusDataset(ClipDataset):
         ]
         if not items:
             raise DatasetError(f"corpus {root} has no clips in split '{split}'")
+        # The encoder settings every clip was made with (corpus.json), so most clips need
+        # no ffprobe (see _info). Corpora without them are probed clip by clip.
+        self._declared: dict[str, Any] | None = _declared_clip_encoding(root)
+        self._template: MediaInfo | None = None
         super().__init__(
             items,
             config,
@@ -372,6 +378,69 @@ class CorpusDataset(ClipDataset):
             limits=limits,
             show_progress=show_progress,
         )
+
+    def _info(self, index: int) -> MediaInfo:
+        """What decoding needs to know of a clip, with one ffprobe per process.
+
+        The generator encodes every clip with the settings corpus.json declares, so the
+        first clip this process decodes is probed and checked against them, and every
+        other clip gets its facts with its own duration (from the manifest) and size.
+        ffprobe's start-up alone (~0.1 s, Debian's loads ~100 libraries) cost as much as
+        decoding a clip, so this halves the time to fill the decode cache. A probe that
+        disagrees with the declared settings, or a duration the manifest lacks, sends
+        every clip back to its own probe."""
+        cached = self._infos.get(index)
+        if cached is not None:
+            return cached
+        item = self.items[index]
+        if self._declared is None or item.duration_s is None or self.limits is not None:
+            return super()._info(index)
+        if self._template is None:
+            info = super()._info(index)
+            if _matches_declared(info, self._declared, item.duration_s):
+                self._template = info
+            else:
+                log.warning(
+                    "%s does not match the encoding corpus.json declares: probing every clip",
+                    item.path,
+                )
+                self._declared = None
+            return info
+        info = replace(
+            self._template, duration_s=item.duration_s, size_bytes=item.path.stat().st_size
+        )
+        self._infos[index] = info
+        return info
+
+
+def _declared_clip_encoding(root: Path) -> dict[str, Any] | None:
+    try:
+        declared = read_corpus_info(root).get("video")
+    except ManifestError:
+        return None
+    return declared if isinstance(declared, dict) else None
+
+
+def _matches_declared(info: MediaInfo, declared: dict[str, Any], duration_s: float) -> bool:
+    """A probed clip is what the generator says it writes (and the manifest's duration is
+    the file's): the facts other clips may then share."""
+    return (
+        info.kind == "video"
+        and info.has_video
+        and info.has_audio
+        and info.video_stream is not None
+        and info.audio_stream is not None
+        and info.width == declared.get("width")
+        and info.height == declared.get("height")
+        and info.fps is not None
+        and abs(info.fps - float(declared.get("fps") or 0)) < 1e-6
+        and info.video_codec == declared.get("codec")
+        and info.audio_codec == declared.get("audio_codec")
+        and info.sample_rate == declared.get("audio_sample_rate")
+        and info.pixel_aspect == 1.0
+        and info.duration_s is not None
+        and abs(info.duration_s - duration_s) < 0.05
+    )
 
 
 _MANIFEST_FIELDS = ("id", "kind", "split", "path", "transcript", "duration_s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -346,3 +347,60 @@ def test_generated_media_decode_by_kind(generated_corpus: Path) -> None:
             assert inputs.image is not None
         seen.add(row["kind"])
     assert seen == set(kinds)
+
+
+def test_corpus_clips_share_one_probe_and_decode_as_if_probed(
+    small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The corpus's clips all come from one encoder: one ffprobe per process, the rest
+    take its facts with their own duration, and decode exactly as with their own probe."""
+    import model.data as data_module
+    from model.media import decode_full, probe
+
+    calls: list[Path] = []
+    monkeypatch.setattr(
+        data_module, "probe", lambda path, limits=None: calls.append(path) or probe(path, limits)
+    )
+    ds = CorpusDataset(small_corpus, TINY, "val", cache_dir=tmp_path)
+    infos = [ds._info(i) for i in range(len(ds))]
+    assert len(ds) >= 5 and len(calls) == 1
+    for item, info in zip(ds.items, infos, strict=True):
+        probed = probe(item.path)
+        assert replace(info, duration_s=None) == replace(probed, duration_s=None)
+        assert info.duration_s == pytest.approx(probed.duration_s, abs=0.05)
+    for i in range(3):
+        cached = ds._decoded(i)
+        direct = decode_full(
+            ds.items[i].path,
+            fps=TINY.video.fps,
+            size=ds.decode_side,
+            sample_rate=TINY.audio.sample_rate,
+            info=probe(ds.items[i].path),
+        )
+        assert direct.video is not None and direct.audio is not None
+        assert np.array_equal(cached.video, direct.video)
+        pcm = np.round(np.clip(direct.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+        assert np.array_equal(cached.audio, pcm)
+
+
+def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip(
+    small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import model.data as data_module
+    from model.media import probe
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(small_corpus / "manifest.jsonl", corpus)
+    (corpus / "clips").symlink_to(small_corpus / "clips")
+    info = json.loads((small_corpus / "corpus.json").read_text())
+    info["video"]["width"] = 640  # not what the files are
+    (corpus / "corpus.json").write_text(json.dumps(info))
+    calls: list[Path] = []
+    monkeypatch.setattr(
+        data_module, "probe", lambda path, limits=None: calls.append(path) or probe(path, limits)
+    )
+    ds = CorpusDataset(corpus, TINY, "val", cache_dir=tmp_path / "cache")
+    infos = [ds._info(i) for i in range(len(ds))]
+    assert len(calls) == len(ds)
+    assert infos == [probe(item.path) for item in ds.items]
