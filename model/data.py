@@ -364,10 +364,7 @@ class CorpusDataset(ClipDataset):
         ]
         if not items:
             raise DatasetError(f"corpus {root} has no clips in split '{split}'")
-        # The encoder settings every clip was made with (corpus.json), so most clips need
-        # no ffprobe (see _info). Corpora without them are probed clip by clip.
-        self._declared: dict[str, Any] | None = _declared_clip_encoding(root)
-        self._template: MediaInfo | None = None
+        self._clip_info = CorpusClipInfo(root)  # one ffprobe per process, not per clip
         super().__init__(
             items,
             config,
@@ -380,37 +377,47 @@ class CorpusDataset(ClipDataset):
         )
 
     def _info(self, index: int) -> MediaInfo:
-        """What decoding needs to know of a clip, with one ffprobe per process.
-
-        The generator encodes every clip with the settings corpus.json declares, so the
-        first clip this process decodes is probed and checked against them, and every
-        other clip gets its facts with its own duration (from the manifest) and size.
-        ffprobe's start-up alone (~0.1 s, Debian's loads ~100 libraries) cost as much as
-        decoding a clip, so this halves the time to fill the decode cache. A probe that
-        disagrees with the declared settings, or a duration the manifest lacks, sends
-        every clip back to its own probe."""
         cached = self._infos.get(index)
-        if cached is not None:
-            return cached
-        item = self.items[index]
-        if self._declared is None or item.duration_s is None or self.limits is not None:
-            return super()._info(index)
-        if self._template is None:
-            info = super()._info(index)
-            if _matches_declared(info, self._declared, item.duration_s):
-                self._template = info
-            else:
+        if cached is None:
+            item = self.items[index]
+            cached = self._clip_info(item.path, item.duration_s, self.limits)
+            self._infos[index] = cached
+        return cached
+
+
+class CorpusClipInfo:
+    """What decoding needs to know of a generated corpus's clips, one ffprobe per process.
+
+    The generator encodes every clip with the settings corpus.json declares, so the first
+    clip asked about is probed and checked against them, and every other clip gets its
+    facts with its own duration (from the manifest) and size. ffprobe's start-up alone
+    (~0.1 s: Debian's loads ~100 libraries) costs as much as decoding a clip, so this
+    halves the time to fill the decode cache. A probe that disagrees with the declared
+    settings, a duration the manifest lacks, or caller-set limits send every clip to its
+    own probe. Safe to share between threads (a race only probes one clip more)."""
+
+    def __init__(self, root: Path) -> None:
+        self.declared = _declared_clip_encoding(root)
+        self.template: MediaInfo | None = None
+
+    def __call__(
+        self, path: Path, duration_s: float | None, limits: MediaLimits | None = None
+    ) -> MediaInfo:
+        if self.declared is None or duration_s is None or limits is not None:
+            return probe(path, limits)
+        template = self.template
+        if template is None:
+            info = probe(path)
+            if _matches_declared(info, self.declared, duration_s):
+                self.template = info
+            elif self.declared is not None:
                 log.warning(
                     "%s does not match the encoding corpus.json declares: probing every clip",
-                    item.path,
+                    path,
                 )
-                self._declared = None
+                self.declared = None
             return info
-        info = replace(
-            self._template, duration_s=item.duration_s, size_bytes=item.path.stat().st_size
-        )
-        self._infos[index] = info
-        return info
+        return replace(template, duration_s=duration_s, size_bytes=path.stat().st_size)
 
 
 def _declared_clip_encoding(root: Path) -> dict[str, Any] | None:

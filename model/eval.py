@@ -47,7 +47,7 @@ from model.checkpoint import load as load_checkpoint
 from model.checkpoint import read_metrics
 from model.config import ModelConfig
 from model.corpus import read_corpus_info, read_manifest
-from model.data import ClipDataset
+from model.data import ClipDataset, CorpusClipInfo
 from model.errors import ModelError
 from model.factory import build_model
 from model.media import MediaError, load_windows
@@ -147,9 +147,13 @@ def _decode_eval_set(
     folder: Path,
     progress: bool,
 ) -> None:
+    clip_info = CorpusClipInfo(corpus)  # the corpus's clips need one ffprobe, not one each
+
     def one(row: dict[str, Any]) -> Any:
+        path = corpus / row["path"]
         try:
-            return load_windows(corpus / row["path"], cfg, n_windows, parallel=1)
+            info = clip_info(path, row.get("duration_s")) if row["kind"] == "clip" else None
+            return load_windows(path, cfg, n_windows, info, parallel=1)
         except MediaError as exc:
             raise EvalError(f"cannot decode {row['path']} for evaluation: {exc}") from exc
 

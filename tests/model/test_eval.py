@@ -96,3 +96,34 @@ def test_train_then_eval_beats_the_untrained_model(small_corpus: Path, tmp_path:
 
     assert mean_rank(trained) < mean_rank(untrained) - 1.0
     assert trained["text->video"]["R@5"] > untrained["text->video"]["R@5"]
+
+
+def test_eval_windows_with_one_probe_equal_a_probe_per_file(
+    small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import model.data as data_module
+    from model.config import load_config
+    from model.corpus import read_manifest
+    from model.eval import load_eval_set
+    from model.media import load_windows, probe
+
+    corpus = tmp_path / "corpus"  # a copy whose eval cache starts empty
+    corpus.mkdir()
+    for name in ("manifest.jsonl", "corpus.json"):
+        shutil.copy(small_corpus / name, corpus)
+    (corpus / "clips").symlink_to(small_corpus / "clips")
+    cfg = load_config("tiny")
+    rows = read_manifest(corpus, kind="clip", split="val")
+    calls: list[Path] = []
+    monkeypatch.setattr(
+        data_module, "probe", lambda path, limits=None: calls.append(path) or probe(path, limits)
+    )
+    got = load_eval_set(corpus, cfg, rows, "val", n_windows=2, progress=False)
+    assert 1 <= len(calls) <= 4 < len(rows)  # one per decoding thread at most
+    for i, row in enumerate(rows):
+        want = load_windows(corpus / row["path"], cfg, 2, probe(corpus / row["path"]))
+        assert got.video is not None and got.audio is not None
+        assert np.array_equal(got.video[got.owner == i], want.video)
+        assert np.array_equal(got.audio[got.owner == i], want.audio)
