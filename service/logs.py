@@ -127,7 +127,6 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.log_access = log_access
-        self._latency: dict[tuple[str, str, int], Any] = {}  # labelled children, cached
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,14 +156,10 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            key = (scope["method"], template, status)
-            child = self._latency.get(key)
-            if child is None:  # labels() costs a lock and a tuple per call: look up once
-                child = self._latency[key] = self.metrics.http_latency.labels(
-                    key[0], template, str(status)
-                )
-            child.observe(elapsed)
-            fast = _fast_access
+            self.metrics.child(
+                self.metrics.http_latency, scope["method"], template, str(status)
+            ).observe(elapsed)
+            fast = _fast_access  # set up by setup_logging (the server); else `logging`
             if self.log_access and fast is not None:
                 if fast.enabled():
                     ms = round(elapsed * 1000, 2)

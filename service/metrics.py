@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -34,6 +35,7 @@ class _IndexSizes(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.http_latency = Histogram(
             "mmv_http_request_duration_seconds",
@@ -77,6 +79,15 @@ class Metrics:
             "mmv_model_info", "The active model version (value 1)", ["version"], registry=r
         )
         self.items = Gauge("mmv_items", "Items stored, by status", ["status"], registry=r)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: labels() takes a lock and builds a key
+        on every call, which hot paths (every request, every search) should not pay."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def watch_indexes(self, read: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_IndexSizes(read))

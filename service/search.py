@@ -148,7 +148,7 @@ class SearchBatcher:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        queued = self._metrics.search_stage.labels("queue")
+        queued = self._metrics.child(self._metrics.search_stage, "queue")
         for q in batch:
             queued.observe(started - q.enqueued)
         self._metrics.search_batch.observe(len(batch))
@@ -191,7 +191,6 @@ class Searcher:
             self.run_batch, executor, metrics, window_s, max_batch, concurrency
         )
         self._json: OrderedDict[int, str] = OrderedDict()
-        self._counters: dict[tuple[str, str], Any] = {}
         self._json_lock = threading.Lock()
 
     def _item_json(self, seq: int, row: ItemRow) -> str:
@@ -259,12 +258,7 @@ class Searcher:
         return space
 
     async def search(self, query: Query) -> Answer:
-        counter = self._counters.get((query.kind, query.target))
-        if counter is None:  # labels() takes a lock and builds a key: once per pair
-            counter = self._counters[(query.kind, query.target)] = self.metrics.searches.labels(
-                query.kind, query.target
-            )
-        counter.inc()
+        self.metrics.child(self.metrics.searches, query.kind, query.target).inc()
         return await self.batcher.submit(query)
 
     # -- one batch (search thread) ----------------------------------------------------
