@@ -66,8 +66,16 @@ def test_s3d_shapes_any_clip_length() -> None:
 
 @pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 2, 33, 31), (1, 1, 1, 1), (2, 4, 5, 2)])
 def test_fast_max_pool_equals_torch(shape: tuple[int, ...]) -> None:
-    x = torch.randn(shape)
-    assert torch.equal(max_pool_3x3_stride2(x), F.max_pool2d(x, 3, 2, 1))
+    x = torch.randn(shape, requires_grad=True)
+    ref = x.detach().clone().requires_grad_(True)
+    out, expected = max_pool_3x3_stride2(x), F.max_pool2d(ref, 3, 2, 1)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous()  # NCHW again for the convolutions after it
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    assert x.grad is not None and ref.grad is not None
+    assert torch.equal(x.grad, ref.grad)
 
 
 def test_mel_filter_bank_shape_and_peaks() -> None:
