@@ -3,8 +3,10 @@
     python crash_writer.py DB DIR SEED
 
 Each step writes SQLite first (commit = durable), then updates the index, then prints
-ACK id / DEL id: what a client would have been told. Saves often, so a SIGKILL from the
-parent lands before, during or after a save. Not a test module: the tests run it.
+ACK id / DEL id: what a client would have been told. Before a delete it prints TRY id: a
+kill between TRY and DEL leaves that item in doubt (the client got no answer), so the
+parent may find it either way, but the index must agree with SQLite. Saves often, so a
+SIGKILL from the parent lands before, during or after a save. Not a test module: the tests run it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ class SqliteSource:
         self.db = sqlite3.connect(path, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS emb (id INTEGER PRIMARY KEY, vec BLOB)")
+        # AUTOINCREMENT, as the service's items table: an id is never handed out twice,
+        # so a line about an id can only mean one item.
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS emb (id INTEGER PRIMARY KEY AUTOINCREMENT, vec BLOB)"
+        )
         self.db.commit()
+
+    def next_id(self) -> int:
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'emb'").fetchone()
+        return 1 if row is None else int(row[0]) + 1
 
     def ids(self, space: str, modality: str) -> np.ndarray:
         rows = self.db.execute("SELECT id FROM emb").fetchall()
@@ -64,7 +74,7 @@ def main(db: str, directory: str, seed: int) -> None:
             source.put(item, unit(rng))
     policy = IndexPolicy(compact_max=64)
     index_set = IndexSet.open(Path(directory), "v1", LAYOUT, {"vat": DIM}, source, policy)
-    next_id = int(source.ids("vat", "audio").max()) + 1
+    next_id = source.next_id()
     print("READY", flush=True)
     step = 0
     while True:
@@ -78,6 +88,7 @@ def main(db: str, directory: str, seed: int) -> None:
         else:
             live = source.ids("vat", "audio")
             victim = int(rng.choice(live))
+            print("TRY", victim, flush=True)
             source.delete(victim)
             index_set.remove([victim])
             print("DEL", victim, flush=True)

@@ -183,6 +183,17 @@ def _load_crash_writer():  # type: ignore[no-untyped-def]
     return module
 
 
+def _record(line: str, acked: set[int], deleted: set[int]) -> None:
+    """Update what a client knows from one line of crash_writer's output."""
+    kind, item = line.split()
+    if kind == "ACK":
+        acked.add(int(item))
+    elif kind == "TRY":  # a delete was asked: no longer promised to exist
+        acked.discard(int(item))
+    else:
+        deleted.add(int(item))
+
+
 def test_sigkill_at_any_moment_loses_no_acknowledged_item_and_revives_no_deleted_one(
     tmp_path: Path,
 ) -> None:
@@ -216,19 +227,17 @@ def test_sigkill_at_any_moment_loses_no_acknowledged_item_and_revives_no_deleted
         assert child.stdout.readline().strip() == "READY"
         stop_after = int(rng.integers(40, 120))
         for _ in range(stop_after):
-            kind, item = child.stdout.readline().split()
-            (acked if kind == "ACK" else deleted).add(int(item))
-            if kind == "DEL":
-                acked.discard(int(item))
+            _record(child.stdout.readline(), acked, deleted)
         time.sleep(float(rng.uniform(0, 0.02)))  # land anywhere, saves included
         child.send_signal(signal.SIGKILL)
-        rest = child.communicate(timeout=30)[0].split("\n")
+        child.wait(timeout=30)
+        # Read the rest through the same buffered file: communicate() would read the raw
+        # pipe and drop lines readline() had already buffered.
+        rest = child.stdout.read().split("\n")
+        child.stdout.close()
         for line in rest:  # lines printed before the kill were acknowledged too
             if line.strip():
-                kind, item = line.split()
-                (acked if kind == "ACK" else deleted).add(int(item))
-                if kind == "DEL":
-                    acked.discard(int(item))
+                _record(line, acked, deleted)
         assert child.returncode == -signal.SIGKILL
 
     source = crash_writer.SqliteSource(str(db))
