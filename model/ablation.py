@@ -8,7 +8,9 @@ schedule, data) for each seed, then is evaluated like `python -m model.eval` on 
 corpus test split (decoded once, shared by every run). Runs already finished in DIR are
 not trained again, so an interrupted ablation continues where it stopped. Results:
 DIR/ablation.json (every run), DIR/ablation.md (mean ± std per variant) and, with
---doc, the table section of docs/ablation.md is replaced by the new one.
+--doc, the doc's section for this budget (steps) is replaced by the new one; sections
+of other budgets stay. --table-only trains nothing and makes the table from the runs
+already finished in DIR, so a budget too long for one sitting can be reported in pieces.
 """
 
 from __future__ import annotations
@@ -69,8 +71,15 @@ COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("probe audio/shape", ("probes", "audio/shape", "accuracy")),
     ("probe audio/motion", ("probes", "audio/motion", "accuracy")),
 )
-DOC_BEGIN = "<!-- ablation-results:begin (written by python -m model.ablation) -->"
-DOC_END = "<!-- ablation-results:end -->"
+DOC_MARK = "<!-- ablation-results:"
+
+
+def doc_markers(steps: int) -> tuple[str, str]:
+    """The markers around one budget's results in the doc."""
+    return (
+        f"{DOC_MARK}begin steps={steps} (written by python -m model.ablation) -->",
+        f"{DOC_MARK}end steps={steps} -->",
+    )
 
 
 def figure(result: dict[str, Any], path: tuple[str, ...]) -> float | None:
@@ -153,26 +162,36 @@ def markdown(summary: dict[str, dict[str, Any]], budget: dict[str, Any]) -> str:
         f"Budget per run: {budget['steps']} steps × batch {budget['batch_size']} "
         f"(config `{budget['config']}`), seeds {budget['seeds']}; test split "
         f"{budget['candidates']} candidates (chance R@1 {1 / budget['candidates']:.3f}, "
-        f"R@10 {10 / budget['candidates']:.3f}); mean ± std over seeds.",
+        f"R@10 {10 / budget['candidates']:.3f}); mean ± std over the seeds finished "
+        "(a single figure where only one is).",
         "",
-        "| variant | " + " | ".join(labels) + " |",
-        "|---|" + "---|" * len(labels),
+        "| variant | seeds | " + " | ".join(labels) + " |",
+        "|---|---|" + "---|" * len(labels),
     ]
     for name, columns in summary.items():
+        seeds = max(len(columns[label]["values"]) for label in labels)
         cells = [mean_std(columns[label]["values"]) for label in labels]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
     lines += ["", "What the paper claims, beside what was measured:", "", *claims(summary), ""]
     return "\n".join(lines)
 
 
-def update_doc(doc: Path, table: str) -> None:
-    """Replace the results section of the doc (between the markers) with `table`."""
-    text = doc.read_text() if doc.is_file() else f"# Ablation\n\n{DOC_BEGIN}\n{DOC_END}\n"
-    if DOC_BEGIN not in text or DOC_END not in text:
-        text = text.rstrip() + f"\n\n{DOC_BEGIN}\n{DOC_END}\n"
-    head, rest = text.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    doc.write_text(f"{head}{DOC_BEGIN}\n{table}\n{DOC_END}{tail}")
+def update_doc(doc: Path, table: str, steps: int) -> None:
+    """Replace this budget's results section of the doc (between its markers) with
+    `table`. A budget without a section gets one above the other budgets' sections (the
+    newest first), or at the end of a doc that has none."""
+    begin, end = doc_markers(steps)
+    text = doc.read_text() if doc.is_file() else "# Ablation\n"
+    if begin not in text or end not in text:
+        empty = f"{begin}\n{end}\n"
+        first = text.find(f"{DOC_MARK}begin")
+        if first == -1:
+            text = text.rstrip() + f"\n\n{empty}"
+        else:
+            text = f"{text[:first]}{empty}\n{text[first:]}"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
 
 
 def _trained_steps(run_dir: Path) -> int | None:
@@ -194,7 +213,10 @@ def run_ablation(
     probe_train: int = PROBE_TRAIN_CLIPS,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    table_only: bool = False,
 ) -> dict[str, Any]:
+    """Train and evaluate every variant × seed not finished in `out`, then summarise.
+    With `table_only`, train nothing: summarise the runs already finished."""
     out.mkdir(parents=True, exist_ok=True)
     # Finished runs are reused: refuse, before any work, ones trained for another budget.
     for name in variants:
@@ -207,7 +229,11 @@ def run_ablation(
                     "different budgets cannot share a table; choose another --out"
                 )
     cfg = apply_overrides(load_config(config), overrides or {})
-    prepared = prepare_corpus_eval(data, cfg, "test", candidates, probe_train, progress)
+    prepared = (
+        None
+        if table_only
+        else prepare_corpus_eval(data, cfg, "test", candidates, probe_train, progress)
+    )
     runs: list[dict[str, Any]] = []
     for name in variants:
         variant = VARIANTS[name]
@@ -216,6 +242,8 @@ def run_ablation(
             report = run_dir / "eval.json"
             if report.is_file():
                 result = json.loads(report.read_text())
+            elif prepared is None:
+                continue
             else:
                 started = time.perf_counter()
                 train(
@@ -239,12 +267,14 @@ def run_ablation(
                 f"{figure(result, ('retrieval', 'text->video', 'R@10'))}, video->audio R@10 "
                 f"{figure(result, ('retrieval', 'video->audio', 'R@10'))}"
             )
+    if not runs:
+        raise ModelError(f"no finished runs of {variants} × seeds {seeds} in {out}")
     budget = {
         "steps": steps,
         "batch_size": cfg.train.batch_size,
         "config": config,
-        "seeds": seeds,
-        "candidates": len(prepared.clips),
+        "seeds": sorted({run["seed"] for run in runs}),
+        "candidates": int(runs[0]["result"]["candidates"]),
         "corpus": str(data),
     }
     summary = summarise(runs, variants)
@@ -271,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-train", type=int, default=PROBE_TRAIN_CLIPS)
     p.add_argument("--doc", type=Path, default=None, help="markdown file whose results to replace")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="train nothing; make the table from the runs already finished in --out",
+    )
     a = p.parse_args(argv)
     try:
         results = run_ablation(
@@ -283,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             a.candidates,
             a.probe_train,
             progress=not a.no_progress,
+            table_only=a.table_only,
         )
     except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -290,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results["summary"], results["budget"])
     print(table)
     if a.doc is not None:
-        update_doc(a.doc, table)
+        update_doc(a.doc, table, a.steps)
         print(f"updated {a.doc}")
     return 0
 

@@ -1,5 +1,7 @@
-"""The ablation runner refuses to mix budgets: a finished run of another step count in
-the output folder would otherwise be reused silently in the new table."""
+"""The ablation runner's bookkeeping: it refuses to mix budgets (a finished run of another
+step count in the output folder would otherwise be reused silently in the new table),
+reports finished runs without training (--table-only), and keeps one doc section per
+budget."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from model.ablation import run_ablation
+from model.ablation import doc_markers, markdown, run_ablation, update_doc
 from model.errors import ModelError
 
 
@@ -20,3 +22,54 @@ def test_a_finished_run_of_another_budget_is_refused_before_any_work(tmp_path: P
     # The corpus does not exist: the check must come before the evaluation set is made.
     with pytest.raises(ModelError, match="300 steps, not 600"):
         run_ablation(tmp_path / "no-corpus", tmp_path / "ablation", 600, [0], ["fac"])
+
+
+def _finished_run(out: Path, name: str, seed: int, steps: int, t2v: float) -> None:
+    run = out / f"{name}-seed{seed}"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"train": {"steps": steps}}))
+    result = {"candidates": 1000, "retrieval": {"text->video": {"R@10": t2v}}}
+    (run / "eval.json").write_text(json.dumps(result))
+
+
+def test_table_only_summarises_the_finished_runs_and_trains_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    _finished_run(out, "fac", 0, 2000, 0.5)
+    _finished_run(out, "fac", 1, 2000, 0.7)
+    _finished_run(out, "shared", 0, 2000, 0.4)
+    # No corpus: table-only must not decode or train anything (disjoint has no runs yet).
+    results = run_ablation(
+        tmp_path / "no-corpus",
+        out,
+        2000,
+        [0, 1, 2],
+        ["fac", "shared", "disjoint"],
+        table_only=True,
+    )
+    assert results["budget"]["seeds"] == [0, 1]
+    assert results["summary"]["fac"]["text→video R@10"]["values"] == [0.5, 0.7]
+    table = markdown(results["summary"], results["budget"])
+    assert "| fac | 2 | 0.600 ± 0.141 |" in table
+    assert "| shared | 1 | 0.400 |" in table
+    assert "| disjoint | 0 | n/a |" in table
+    assert not (out / "disjoint-seed0").exists()
+
+
+def test_table_only_with_nothing_finished_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no finished runs"):
+        run_ablation(tmp_path / "c", tmp_path / "a", 2000, [0], ["fac"], table_only=True)
+
+
+def test_each_budget_keeps_its_own_section_of_the_doc(tmp_path: Path) -> None:
+    doc = tmp_path / "ablation.md"
+    doc.write_text("# Ablation\n\nIntro.\n")
+    update_doc(doc, "table 300 v1", 300)
+    update_doc(doc, "table 2000", 2000)
+    update_doc(doc, "table 300 v2", 300)  # replaced in place, the other budget kept
+    text = doc.read_text()
+    assert "table 300 v1" not in text
+    assert text.count("table 300 v2") == 1 and text.count("table 2000") == 1
+    # The newer budget's section came first; the intro is untouched.
+    assert text.index("Intro.") < text.index("table 2000") < text.index("table 300 v2")
+    begin, end = doc_markers(2000)
+    assert text.index(begin) < text.index("table 2000") < text.index(end)
