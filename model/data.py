@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from model.config import ModelConfig
 from model.corpus.errors import ManifestError
-from model.corpus.manifest import read_corpus_info
+from model.corpus.manifest import TRAINING_FIELDS, iter_manifest, read_corpus_info
 from model.media import (
     MediaError,
     MediaInfo,
@@ -450,28 +450,15 @@ def _matches_declared(info: MediaInfo, declared: dict[str, Any], duration_s: flo
     )
 
 
-_MANIFEST_FIELDS = ("id", "kind", "split", "path", "transcript", "duration_s")
-
-
 def read_manifest(corpus_dir: str | Path) -> list[dict[str, Any]]:
     """The training fields of every manifest row (the others are dropped here)."""
-    path = Path(corpus_dir) / "manifest.jsonl"
-    if not path.is_file():
-        raise DatasetError(f"{corpus_dir} is not a corpus: it has no manifest.jsonl")
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            missing = [k for k in _MANIFEST_FIELDS if k not in row]
-            if missing:
-                raise DatasetError(f"{path}:{number}: missing fields {missing}")
-            rows.append({k: row[k] for k in _MANIFEST_FIELDS})
-    return rows
+    try:
+        return [
+            {k: row[k] for k in TRAINING_FIELDS}
+            for row in iter_manifest(corpus_dir, required=TRAINING_FIELDS)
+        ]
+    except ManifestError as exc:
+        raise DatasetError(str(exc)) from exc
 
 
 class FolderDataset(ClipDataset):

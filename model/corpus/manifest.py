@@ -28,12 +28,18 @@ ROW_FIELDS = (
     "aligned",
     "attributes",
 )
+# What training needs of a row; a user's own corpus may hold only these.
+TRAINING_FIELDS = ROW_FIELDS[:6]
 
 
 def iter_manifest(
-    corpus_dir: str | Path, kind: str | None = None, split: str | None = None
+    corpus_dir: str | Path,
+    kind: str | None = None,
+    split: str | None = None,
+    required: tuple[str, ...] = ROW_FIELDS,
 ) -> Iterator[dict[str, Any]]:
-    """Rows of DIR/manifest.jsonl in generation order, optionally one kind and/or split."""
+    """Rows of DIR/manifest.jsonl in generation order, optionally one kind and/or split;
+    a row without one of the `required` fields is an error."""
     path = Path(corpus_dir) / MANIFEST
     try:
         handle = path.open(encoding="utf-8")
@@ -50,7 +56,7 @@ def iter_manifest(
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ManifestError(f"{path} line {number} is not JSON: {exc}") from exc
-            missing = [f for f in ROW_FIELDS if f not in row]
+            missing = [f for f in required if f not in row]
             if missing:
                 raise ManifestError(f"{path} line {number} lacks fields {missing}")
             if (kind is None or row["kind"] == kind) and (split is None or row["split"] == split):

@@ -303,7 +303,7 @@ def test_folder_without_videos_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "readme.md").write_text("nothing here")
     with pytest.raises(DatasetError, match="no usable video files"):
         FolderDataset(tmp_path, TINY, cache_dir=tmp_path / "cache")
-    with pytest.raises(DatasetError, match="no manifest"):
+    with pytest.raises(DatasetError, match="no corpus manifest"):
         CorpusDataset(tmp_path, TINY)
 
 
@@ -404,3 +404,16 @@ def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip
     infos = [ds._info(i) for i in range(len(ds))]
     assert len(calls) == len(ds)
     assert infos == [probe(item.path) for item in ds.items]
+
+
+def test_training_reads_a_manifest_with_only_the_training_fields(tmp_path: Path) -> None:
+    row = {"id": "a", "kind": "clip", "split": "train", "path": "a.mp4"}
+    (tmp_path / "manifest.jsonl").write_text(
+        json.dumps({**row, "transcript": None, "duration_s": 2.0}) + "\n\n" + json.dumps(row)
+    )
+    with pytest.raises(DatasetError, match="line 3 lacks fields"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.jsonl").write_text(
+        json.dumps({**row, "transcript": None, "duration_s": 2.0, "extra": 1}) + "\n"
+    )
+    assert read_manifest(tmp_path) == [{**row, "transcript": None, "duration_s": 2.0}]
