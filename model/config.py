@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from model.errors import ModelError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 SpaceOption = Literal["shared", "disjoint", "fac"]
@@ -20,7 +22,7 @@ Modality = Literal["video", "audio", "image", "text"]
 MODALITIES: tuple[str, ...] = ("video", "audio", "image", "text")
 
 
-class ConfigError(ValueError):
+class ConfigError(ModelError, ValueError):
     """A config file or name that cannot be turned into a model."""
 
 

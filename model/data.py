@@ -40,6 +40,7 @@ from tqdm import tqdm
 from model.config import ModelConfig
 from model.corpus.errors import ManifestError
 from model.corpus.manifest import TRAINING_FIELDS, iter_manifest, read_corpus_info
+from model.errors import ModelError
 from model.media import (
     MediaError,
     MediaInfo,
@@ -66,7 +67,7 @@ Transcribe = Callable[[np.ndarray, int], Transcript]
 Split = Literal["train", "val", "test"]
 
 
-class DatasetError(ValueError):
+class DatasetError(ModelError, ValueError):
     """A corpus or folder that cannot be turned into a dataset."""
 
 

@@ -17,8 +17,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from model.errors import ModelError
 
-class DistributedError(RuntimeError):
+
+class DistributedError(ModelError, RuntimeError):
     """A data-parallel launch that cannot work (odd batch split, bad environment)."""
 
 

@@ -1,4 +1,5 @@
-"""The model package's error base: every typed error raised by `model/` subclasses it."""
+"""The model package's error base: every typed error raised by `model/` subclasses it
+(tests/model/test_errors.py), except `FFmpegMissing`, a set-up problem, not bad input."""
 
 from __future__ import annotations
 

@@ -19,10 +19,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from model.errors import ModelError
+
 RECALL_AT = (1, 5, 10)
 
 
-class MetricsError(ValueError):
+class MetricsError(ModelError, ValueError):
     """Inputs that a metric cannot be computed from (shapes, empty sets, one class)."""
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from model.errors import ModelError
+
 TranscriptSource = Literal["upload", "asr", "corpus"]
 
 # 00:00:01.500 or 00:01.500 (WebVTT) and 00:00:01,500 (SRT)
@@ -20,7 +22,7 @@ _CUE_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
 _TAG = re.compile(r"<[^>]+>|\{\\[^}]*\}")  # <i>, <v Name>, <00:01.000>; SRT's {\an8}
 
 
-class TranscriptError(ValueError):
+class TranscriptError(ModelError, ValueError):
     """A transcript file or string that cannot be read."""
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.errors import ModelError
 
-class MediaError(Exception):
+
+class MediaError(ModelError):
     """Base of every error caused by the media itself (bad input, not a bug)."""
 
     code: str = "unreadable_media"
