@@ -159,6 +159,8 @@ def claims(summary: dict[str, dict[str, Any]]) -> list[str]:
 def markdown(summary: dict[str, dict[str, Any]], budget: dict[str, Any]) -> str:
     labels = [label for label, _ in COLUMNS]
     lines = [
+        f"## {budget['steps']:,} steps a run",
+        "",
         f"Budget per run: {budget['steps']} steps × batch {budget['batch_size']} "
         f"(config `{budget['config']}`), seeds {budget['seeds']}; test split "
         f"{budget['candidates']} candidates (chance R@1 {1 / budget['candidates']:.3f}, "

@@ -49,6 +49,7 @@ def test_table_only_summarises_the_finished_runs_and_trains_nothing(tmp_path: Pa
     assert results["budget"]["seeds"] == [0, 1]
     assert results["summary"]["fac"]["text→video R@10"]["values"] == [0.5, 0.7]
     table = markdown(results["summary"], results["budget"])
+    assert table.startswith("## 2,000 steps a run\n")
     assert "| fac | 2 | 0.600 ± 0.141 |" in table
     assert "| shared | 1 | 0.400 |" in table
     assert "| disjoint | 0 | n/a |" in table
