@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from model.ablation import doc_markers, markdown, run_ablation, update_doc
+from model.ablation import claims, doc_markers, markdown, run_ablation, summarise, update_doc
 from model.errors import ModelError
 
 
@@ -74,3 +74,39 @@ def test_each_budget_keeps_its_own_section_of_the_doc(tmp_path: Path) -> None:
     assert text.index("Intro.") < text.index("table 2000") < text.index("table 300 v2")
     begin, end = doc_markers(2000)
     assert text.index(begin) < text.index("table 2000") < text.index(end)
+
+
+def _summary(figures: dict[str, list[float]], label: str = "text→video R@10") -> dict:
+    runs = [
+        {"variant": name, "seed": seed, "result": {"retrieval": {"text->video": {"R@10": v}}}}
+        for name, values in figures.items()
+        for seed, v in enumerate(values)
+    ]
+    return summarise(runs, list(figures))
+
+
+def _claim(summary: dict, start: str) -> str:
+    (line,) = [line for line in claims(summary) if line.startswith(start)]
+    return line
+
+
+def test_a_claim_holds_only_when_the_margin_exceeds_the_seeds_spread() -> None:
+    start = "- FAC best on video–text"
+    clear = _summary({"fac": [0.90, 0.91, 0.92], "shared": [0.80, 0.81, 0.79]})
+    assert "(text→video R@10): holds —" in _claim(clear, start)
+    assert "seeds with fac ahead: 3 of 3 against shared" in _claim(clear, start)
+    # Same means' order, but the seeds scatter more than the margin: not separated.
+    noisy = _summary({"fac": [0.95, 0.80, 0.90], "shared": [0.85, 0.86, 0.84]})
+    assert "not separated" in _claim(noisy, start)
+    assert "2 of 3 against shared" in _claim(noisy, start)
+    # FAC clearly behind one of the others: does not hold, whatever the third does.
+    behind = _summary(
+        {"fac": [0.80, 0.81, 0.82], "shared": [0.70, 0.75, 0.72], "disjoint": [0.9, 0.91, 0.9]}
+    )
+    assert "): does not hold —" in _claim(behind, start)
+
+
+def test_with_one_seed_a_claim_is_judged_on_the_means_and_says_so() -> None:
+    line = _claim(_summary({"fac": [0.9], "fac-vt": [0.7]}), "- three modalities")
+    assert "holds on the means (one seed: no spread to judge by)" in line
+    assert "seeds with three ahead: 1 of 1" in line
