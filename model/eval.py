@@ -205,6 +205,12 @@ def prepare_corpus_eval(
     progress: bool = True,
 ) -> CorpusEval:
     which = None if split == "all" else split
+    if probe_train_clips > 0 and split in ("train", "all"):
+        # The probes are fitted on training clips: scoring them on those would overstate them.
+        raise EvalError(
+            f"linear probes are fitted on training clips, so they cannot be scored on split "
+            f"'{split}': evaluate on 'test' or 'val', or pass --probe-train 0"
+        )
     clip_rows = read_manifest(corpus, kind="clip", split=which)
     if len(clip_rows) < candidates:
         raise EvalError(

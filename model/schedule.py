@@ -19,7 +19,8 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> flo
     """Learning rate for optimiser step `step` (0-based) of `total_steps`.
 
     Steps 0..warmup-1 rise linearly to `base_lr` (step 0 already gets a small,
-    non-zero rate); the rest follow 0.5·(1 + cos(π·progress)) to 0 at the last step.
+    non-zero rate); the rest follow 0.5·(1 + cos(π·progress)) down towards 0, which it
+    would reach at step `total_steps`, one past the last (so no step is spent at rate 0).
     """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from train_fixtures import run, train_command
 
-from model.eval import average_windows, markdown_report
+from model.config import load_config
+from model.eval import EvalError, average_windows, markdown_report, prepare_corpus_eval
 from model.metrics import MetricsError, linear_probe, ranks_of_positives, retrieval_metrics
 
 
@@ -23,6 +24,13 @@ def test_ranks_count_ties_against_the_query() -> None:
     assert ranks_of_positives(similarity).tolist() == [1, 2, 3]
     # A collapsed model (every score equal) ranks every positive last: chance, not 1.0.
     assert retrieval_metrics(np.ones((5, 4)), np.ones((5, 4)))["R@1"] == 0.0
+
+
+@pytest.mark.parametrize("split", ["all", "train"])
+def test_probes_are_not_scored_on_the_clips_they_are_fitted_on(tmp_path: Path, split: str) -> None:
+    # Refused before any corpus is read: the folder does not even exist.
+    with pytest.raises(EvalError, match="--probe-train 0"):
+        prepare_corpus_eval(tmp_path / "none", load_config("tiny"), split, 10, 100, False)
 
 
 def test_recall_and_median_rank_of_known_rankings() -> None:
