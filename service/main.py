@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.body_limit import JsonBodyLimit
 from service.demo import ensure_demo_corpus
 from service.errors import install_error_handlers
 from service.fast_path import TextSearchFastPath
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(JsonBodyLimit)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

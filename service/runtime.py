@@ -116,6 +116,7 @@ class Runtime:
             self.settings.search_batch_ms / 1000.0,
             self.settings.search_batch_max,
             self.settings.search_threads,
+            self.settings.max_text_chars,
         )
 
     async def start(self) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt
 
 from service.storage import ItemRow
 
@@ -14,8 +14,11 @@ MODALITY_NAMES: tuple[str, ...] = ("video", "audio", "image", "text")
 Status = Literal["ready", "processing", "failed"]
 SpaceName = Literal["va", "vat", "vt"]
 
-# A metadata value: flat JSON only (no nested objects or lists), so filters match exactly.
-MetaValue = StrictBool | StrictInt | StrictFloat | str | None
+# A metadata value: flat JSON only (no nested objects or lists), so filters match exactly;
+# numbers finite, since JSON has no NaN or Infinity to answer with.
+MetaValue = (
+    StrictBool | StrictInt | Annotated[float, Field(strict=True), AllowInfNan(False)] | str | None
+)
 Metadata = dict[str, MetaValue]
 
 
@@ -62,7 +65,7 @@ class ItemQuery(BaseModel):
 
 class VectorQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    vector: list[float] = Field(min_length=1, max_length=65536)
+    vector: list[FiniteFloat] = Field(min_length=1, max_length=65536)
     space: SpaceName
 
 

@@ -28,7 +28,14 @@ import numpy as np
 
 from indexer import IndexRegistry
 from service.embedder import Embedder
-from service.errors import Conflict, InvalidRequest, NotFound, ServiceError, UnsupportedPair
+from service.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    UnsupportedPair,
+)
 from service.metrics import Metrics
 from service.schemas import item_payload
 from service.storage import READY_CACHE_ITEMS, ItemRow, Storage
@@ -182,8 +189,10 @@ class Searcher:
         window_s: float,
         max_batch: int,
         concurrency: int = 1,
+        max_text_chars: int = 10_000,
     ) -> None:
         self.storage = storage
+        self.max_text_chars = max_text_chars
         self.embedder = embedder
         self.indexes = indexes
         self.metrics = metrics
@@ -211,6 +220,11 @@ class Searcher:
 
     # -- resolving queries (event loop, cheap) ----------------------------------------
     def text_query(self, text: str, target: str, k: int, filter: dict | None) -> Query:
+        if len(text) > self.max_text_chars:  # tokenising it would hold the search thread
+            raise TooLarge(
+                f"the query has {len(text)} characters; the limit is {self.max_text_chars}",
+                {"max_chars": self.max_text_chars},
+            )
         return Query(target, k, self._space("text", target), text=text, filter=filter)
 
     def vector_query(

@@ -155,16 +155,19 @@ async def receive_upload(
     length = request.headers.get("content-length")
     # The body also holds the small fields and the part headers: allow them some room.
     body_cap = max_file_bytes + 8 * max_field_bytes + 64 * 1024
+    too_large = f"the upload is larger than the limit of {max_file_bytes / 1024 / 1024:.0f} MB"
     if length is not None and length.isdigit() and int(length) > body_cap:
-        raise TooLarge(
-            f"the upload is larger than the limit of {max_file_bytes / 1024 / 1024:.0f} MB",
-            {"max_bytes": max_file_bytes, "content_length": int(length)},
-        )
+        raise TooLarge(too_large, {"max_bytes": max_file_bytes, "content_length": int(length)})
     tmp_dir.mkdir(parents=True, exist_ok=True)
     receiver = _Receiver(tmp_dir, max_file_bytes, max_field_bytes)
     try:
         parser = MultipartParser(options[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
+        received = 0
         async for chunk in request.stream():
+            # Content-Length may be absent (chunked): count what actually arrives.
+            received += len(chunk)
+            if received > body_cap:
+                raise TooLarge(too_large, {"max_bytes": max_file_bytes})
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -75,6 +76,8 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise InvalidRequest("metadata is nested too deeply to read") from None
     return check_metadata(value)
 
 
@@ -85,6 +88,12 @@ def check_metadata(value: Any) -> dict[str, Any]:
         if not isinstance(item, str | int | float | bool) and item is not None:
             raise InvalidRequest(
                 f"metadata must be flat: the value of {key!r} is a nested object or list",
+                {"key": key},
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            # JSON has no NaN or Infinity: stored, they would break every answer showing it.
+            raise InvalidRequest(
+                f"metadata values must be finite numbers: the value of {key!r} is {item}",
                 {"key": key},
             )
     return value
@@ -200,7 +209,8 @@ def check_range(header: str | None, size: int) -> None:
     else:
         for part in spec.split(","):
             first, dash, last = part.strip().partition("-")
-            if not dash or not (first.isdigit() or last.isdigit()):
+            sides_ok = all(side == "" or side.isdigit() for side in (first, last))
+            if not dash or not sides_ok or not (first or last):
                 problem = f"the range {part.strip()!r} is malformed"
                 break
             if first.isdigit() and last.isdigit() and int(last) < int(first):

@@ -244,6 +244,8 @@ def test_media_download_supports_range(
         "range_not_satisfiable",
     )
     assert err["detail"]["size"] == len(original)
+    for malformed in ("bytes=5-abc", "bytes=abc-5", "bytes=-"):  # all in the error shape
+        assert_error(client.get(url, headers={"Range": malformed}), 416, "range_not_satisfiable")
     assert_error(client.get(f"/v1/items/{items['text']['id']}/media"), 404, "not_found")
 
 
@@ -459,6 +461,65 @@ def test_upload_limits_answer_413(
     assert err["detail"]["max_duration_s"] == 20
     err = assert_error(upload(client, media["big_picture"]), 413, "too_large")
     assert err["detail"]["max_pixels"] == 640 * 480
+
+
+def test_bodies_over_the_cap_answer_413_whether_or_not_they_say_their_length(
+    client: httpx.Client,
+) -> None:
+    json_header = {"content-type": "application/json"}
+    huge = b'{"query": {"text": "' + b"a" * (5 * 1024 * 1024) + b'"}, "target": "audio"}'
+    err = assert_error(
+        client.post("/v1/search", content=huge, headers=json_header), 413, "too_large"
+    )
+    assert err["detail"]["max_bytes"] == 4 * 1024 * 1024
+
+    def chunks(body: bytes) -> Iterator[bytes]:  # no Content-Length: chunked encoding
+        for start in range(0, len(body), 256 * 1024):
+            yield body[start : start + 256 * 1024]
+
+    assert_error(
+        client.post("/v1/search", content=chunks(huge), headers=json_header), 413, "too_large"
+    )
+    # An upload's many small fields, streamed: the upload's own cap counts what arrives.
+    boundary = "capcapcap"
+    field = b"x" * (900 * 1024)
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\n'.encode()
+            + field
+            + b"\r\n"
+            for i in range(14)
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    multipart = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    assert_error(
+        client.post("/v1/items", content=chunks(body), headers=multipart), 413, "too_large"
+    )
+    # A query text longer than a text item may be: refused before it is tokenised.
+    long_query = {"query": {"text": "a " * 6000}, "target": "audio"}
+    err = assert_error(client.post("/v1/search", json=long_query), 413, "too_large")
+    assert err["detail"]["max_chars"] == 10_000
+    assert client.get("/healthz").status_code == 200
+
+
+def test_metadata_cannot_hold_nan_and_deep_nesting_is_bad_input(
+    client: httpx.Client, media: dict[str, Path]
+) -> None:
+    # JSON has no NaN: stored, it would break every answer that shows the item.
+    assert_error(upload(client, media["tone"], metadata='{"x": NaN}'), 422, "invalid_request")
+    assert_error(upload(client, media["tone"], metadata='{"x": -Infinity}'), 422, "invalid_request")
+    raw = b'{"text": "nan meta", "metadata": {"x": NaN}}'
+    headers = {"content-type": "application/json"}
+    assert_error(
+        client.post("/v1/items/text", content=raw, headers=headers), 422, "invalid_request"
+    )
+    raw = b'{"query": {"vector": [Infinity], "space": "va"}, "target": "audio"}'
+    assert_error(client.post("/v1/search", content=raw, headers=headers), 422, "invalid_request")
+    deep = "[" * 100_000 + "]" * 100_000
+    assert_error(upload(client, media["tone"], metadata=deep), 422, "invalid_request")
+    listed = client.get("/v1/items", params={"limit": 100})
+    assert listed.status_code == 200 and "nan meta" not in listed.text
 
 
 def test_every_error_has_the_contract_shape(client: httpx.Client, media: dict[str, Path]) -> None:
