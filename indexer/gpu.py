@@ -108,9 +108,12 @@ def free_gpu_bytes(ngpu: int) -> list[int] | None:
         import torch  # optional here: only to ask CUDA how much memory is free
     except ImportError:
         return None
-    if not torch.cuda.is_available():
+    try:
+        if not torch.cuda.is_available():
+            return None
+        return [int(torch.cuda.mem_get_info(i)[0]) for i in range(ngpu)]
+    except RuntimeError:  # e.g. no CUDA context left (the trainer filled the GPU)
         return None
-    return [int(torch.cuda.mem_get_info(i)[0]) for i in range(ngpu)]
 
 
 @dataclass

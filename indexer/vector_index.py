@@ -17,6 +17,7 @@ What this class adds to a FAISS index, and nothing more:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ from indexer.errors import VectorError
 from indexer.gpu import GPU_MAX_K, GpuReplica, make_replica
 from indexer.locking import ReadWriteLock
 from indexer.tuning import Tuning
+
+LOG = logging.getLogger("indexer")
 
 IdFilter = np.ndarray | Sequence[int] | set[int] | frozenset[int] | faiss.IDSelector
 NORM_TOLERANCE = 1e-2
@@ -242,6 +245,12 @@ class VectorIndex:
         with self._lock.write():
             self._attach_gpu_locked()
 
+    def _drop_gpu_locked(self, why: str) -> None:
+        LOG.warning("index %s leaves the GPU: %s; served on the CPU", self.name, why)
+        self._gpu = None
+        self.device = "cpu"
+        self.device_reason = f"{str(why).splitlines()[0][:200]}; served on the CPU"
+
     def _attach_gpu_locked(self) -> None:
         self._gpu = None
         self.device = "cpu"
@@ -292,7 +301,11 @@ class VectorIndex:
             if new.any():
                 self._index.add_with_ids(vectors[new], ids[new])
                 if self._gpu is not None:
-                    self._gpu.add(vectors[new], ids[new])
+                    try:
+                        self._gpu.add(vectors[new], ids[new])
+                    except RuntimeError as exc:  # e.g. GPU out of memory
+                        # The CPU index has them: serve from it rather than lose the bookkeeping.
+                        self._drop_gpu_locked(f"adding to the GPU copy failed ({exc})")
             if revived.any():
                 self._tomb = _drop(self._tomb, ids[revived])
                 self._refresh_tombstones()
@@ -344,9 +357,14 @@ class VectorIndex:
         k = int(k)
         queries = check_queries(queries, self.info.dim)
         with self._lock.read():
-            if filter is None and self._gpu is not None and k + len(self._tomb) <= GPU_MAX_K:
-                scores, labels = self._gpu_search(queries, k)
-            else:
+            gpu = filter is None and self._gpu is not None and k + len(self._tomb) <= GPU_MAX_K
+            try:
+                if gpu:
+                    scores, labels = self._gpu_search(queries, k)
+            except RuntimeError as exc:  # e.g. no GPU memory for this batch's scratch space
+                LOG.warning("GPU search failed (%s); answered from the CPU copy", exc)
+                gpu = False
+            if not gpu:
                 scores, labels = self._cpu_search(queries, k, filter)
         scores = np.where(labels < 0, -np.inf, scores).astype(np.float32)
         return scores, labels

@@ -88,3 +88,43 @@ def test_gpu_and_cpu_give_the_same_results(
     assert not np.isin(after.ids, ids[:20]).any()
     filtered = on_gpu.search("vat", "audio", queries, 10, filter=ids[100:200])
     assert np.isin(filtered.ids, ids[100:200]).all()
+
+
+class FailingGpuCopy:
+    """Stands in for a GPU copy whose device has run out of memory: every call raises,
+    as faiss-gpu does (RuntimeError) when it cannot allocate."""
+
+    def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        raise RuntimeError("Error: cudaMalloc failed: out of memory")
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise RuntimeError("Error: cudaMalloc failed: out of memory")
+
+
+def test_a_failing_gpu_copy_falls_back_to_the_cpu_and_loses_no_bookkeeping(
+    tmp_path: Path,
+    source: ArraySource,
+    ivf_policy: IndexPolicy,
+    data: tuple[np.ndarray, np.ndarray],
+    sphere: ClusteredSphere,
+) -> None:
+    ids, vectors = data
+    index_set = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, source, ivf_policy, save=False)
+    index = index_set._get("vat", "audio")
+    queries = vectors[:5]
+    expected = index_set.search("vat", "audio", queries, 3)
+    index._gpu = indexer.gpu.GpuReplica(FailingGpuCopy(), "cuda:0")  # type: ignore[arg-type]
+    index.device = "cuda:0"
+    # A failing GPU search is answered from the CPU copy, with the same results.
+    scores, labels = index_set.search("vat", "audio", queries, 3)
+    np.testing.assert_array_equal(labels, expected[1])
+    np.testing.assert_allclose(scores, expected[0], rtol=1e-6)
+    # A failing GPU add: the CPU index holds the vector, it is live, and it can be deleted.
+    new_id, new_vector = np.array([7]), sphere.sample(1, seed=99)
+    assert index_set.add("vat", "audio", new_id, new_vector) == 1
+    stats = index_set.stats()["indexes"]["vat/audio"]
+    assert stats["device"] == "cpu" and "out of memory" in stats["device_reason"]
+    assert index_set.search("vat", "audio", new_vector, 1)[1][0, 0] == 7
+    assert index_set.remove(new_id) == 1
+    assert 7 not in index_set.search("vat", "audio", new_vector, 10)[1]
+    assert index.ntotal == len(ids)
