@@ -107,6 +107,8 @@ def build_vector_index(
         train_ids = np.sort(rng.choice(ids, size=min(n, choice.train_size), replace=False))
         LOG.info("%s: training %s on %d vectors", name, choice.factory, len(train_ids))
         try:
+            if len(train_ids) == 0:  # some codecs (SQ) would "train" on nothing, silently
+                raise RuntimeError("no vectors to train on")
             index.train(fetch_present(source, space, modality, train_ids, dim)[1])
         except RuntimeError as exc:  # FAISS: fewer training points than centroids
             fallback = exact_choice(n, dim, policy)

@@ -196,7 +196,9 @@ def choice_from_factory(factory: str, n: int, d: int) -> IndexChoice:
     hnsw = re.search(r"HNSW(\d+)", text)
     if hnsw:
         choice = _hnsw(n, d, int(hnsw.group(1)))
-        return replace(choice, factory=text, reason=f"forced: {factory}")
+        # SQ storage learns each dimension's range: it needs vectors to train on.
+        train = min(n, 256 * 40) if ",SQ" in text else 0
+        return replace(choice, factory=text, train_size=train, reason=f"forced: {factory}")
     kind: Kind = "flat"
     train = 0 if text.endswith(",Flat") else min(n, 256 * 40)
     return IndexChoice(

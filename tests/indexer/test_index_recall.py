@@ -24,6 +24,7 @@ CASES = [
     pytest.param("IVF32,SQ8", False, True, id="ivf-sq8"),
     pytest.param("IVF32,PQ4", False, False, id="ivf-pq"),
     pytest.param("rules-hnsw", True, True, id="rules-hnsw"),
+    pytest.param("HNSW16,SQ8", True, True, id="hnsw-sq8"),
 ]
 
 
@@ -56,7 +57,7 @@ def test_index_recall_against_exact_search(
     policy = _policy(factory, allow_hnsw)
     index_set = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, source, policy, save=False)
     stats = index_set.stats()["indexes"]["vat/audio"]
-    expected_kind = {"rules-hnsw": "hnsw", None: "flat"}.get(factory, "ivf")
+    expected_kind = {"rules-hnsw": "hnsw", "HNSW16,SQ8": "hnsw", None: "flat"}.get(factory, "ivf")
     assert stats["kind"] == expected_kind
 
     # Fresh queries from the same mixture: other items near the stored ones.
