@@ -194,8 +194,12 @@ class IndexRegistry:
                 self._next = built
                 built.reconcile()  # the rest, while adds and removes wait
                 previous, self._active, self._next = self._active, built, None
-            built.save()
-            status.state = "done"
+            status.state = "done"  # from here the new set serves, whatever the save does
+            try:
+                built.save()
+            except Exception as exc:  # the next upkeep save writes it; open rebuilds if not
+                status.error = f"active, but saving it failed: {type(exc).__name__}: {exc}"
+                LOG.exception("index set %s is active but could not be saved", version)
             LOG.info(
                 "index set %s is now active (was %s)",
                 version,

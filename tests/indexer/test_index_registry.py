@@ -13,6 +13,7 @@ from indexer import (
     ArraySource,
     IndexPolicy,
     IndexRegistry,
+    IndexSet,
     NoActiveIndexError,
     RebuildError,
     SourceError,
@@ -132,3 +133,30 @@ def test_a_failed_rebuild_leaves_the_old_version_serving(
     assert "database went away" in str(status["error"])
     assert registry.version == "v1"
     assert registry.search("vat", "audio", sphere.sample(2, seed=36), 3).ids.shape == (2, 3)
+
+
+def test_a_save_that_fails_after_the_swap_leaves_the_new_version_active_and_says_so(
+    tmp_path: Path, sphere: ClusteredSphere, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = np.arange(500, dtype=np.int64)
+    v1, v2 = ArraySource(), ArraySource()
+    v1.put("vat", "audio", ids, sphere.sample(500, seed=37))
+    v2.put("vat", "audio", ids, sphere.sample(500, seed=38))
+    registry = IndexRegistry(tmp_path)
+    registry.open("v1", LAYOUT, DIMS, v1)
+
+    real_save = IndexSet.save
+
+    def disk_full_after_the_swap(self: IndexSet) -> None:
+        if registry.version == "v2":
+            raise OSError(28, "No space left on device")
+        real_save(self)
+
+    monkeypatch.setattr(IndexSet, "save", disk_full_after_the_swap)
+    registry.start_rebuild("v2", LAYOUT, DIMS, v2)
+    assert registry.wait_rebuild(30)
+    status = registry.rebuild_status()
+    assert status is not None and status["state"] == "done"
+    assert "saving it failed" in str(status["error"]) and "No space left" in str(status["error"])
+    assert registry.version == "v2"  # it serves: adds go to it, not to the old set
+    assert registry.search("vat", "audio", sphere.sample(2, seed=39), 3).ids.shape == (2, 3)
