@@ -182,5 +182,5 @@ def build_vector_index(
         reason=choice.reason,
     )
     built = VectorIndex(name, index, info, policy, physical_ids=ids)
-    built.dirty = True
+    built.mark_changed()
     return built

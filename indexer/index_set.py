@@ -242,33 +242,32 @@ class IndexSet:
         """Write changed indexes and then the manifest, atomically (see indexer.store)."""
         with self._save_lock:
             entries: dict[str, IndexEntry] = {}
+            saved: list[tuple[VectorIndex, int]] = []
             for (space, _), index in list(self._indexes.items()):
                 previous = self._entries.get(index.name)
                 if previous is not None and not index.dirty:
                     entries[index.name] = previous
                     continue
-                written: dict[str, Any] = {}
-
-                def writer(
-                    faiss_index: Any, name: str = index.name, out: dict[str, Any] = written
-                ) -> None:
-                    out["file"], out["sha"], out["bytes"] = self._store.write_index(
-                        name, faiss_index
-                    )
-
-                physical = index.write(writer)
+                # Serialised under the index's lock; the slow fsync happens after it.
+                staged, physical, generation = index.write(
+                    lambda faiss_index, name=index.name: self._store.stage_index(name, faiss_index)
+                )
+                file, sha, size = self._store.commit_index(staged)
                 entries[index.name] = IndexEntry(
-                    file=written["file"],
-                    sha256=written["sha"],
-                    bytes=written["bytes"],
+                    file=file,
+                    sha256=sha,
+                    bytes=size,
                     dim=self.dims[space],
                     count=len(physical),
                     ids_sha256=ids_digest(physical),
                     info=index.info.as_dict(),
                 )
+                saved.append((index, generation))
             manifest = Manifest(self.version, now_utc(), entries)
             self._store.write_manifest(manifest)
             self._entries = entries
+            for index, generation in saved:  # only now is each save part of the set
+                index.mark_saved(generation)
             self._store.remove_unreferenced(manifest)
 
     # ------------------------------------------------------------------ upkeep
@@ -405,7 +404,7 @@ def _open_one(
                 if not changes:
                     LOG.info("%s: loaded %s, %d vectors", name, loaded.info.factory, loaded.ntotal)
                     return loaded, IndexEvent(name, "loaded", "file verified", seconds=seconds)
-                loaded.dirty = True
+                loaded.mark_changed()
                 reason = (
                     f"stale file (saved before the last changes or a crash): "
                     f"{len(missing):,} missing vectors added, {extra:,} deleted ones removed"

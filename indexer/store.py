@@ -92,6 +92,16 @@ class Manifest:
         return cls(data["model_version"], data["saved_at"], entries, data["format"])
 
 
+@dataclass(frozen=True)
+class StagedIndex:
+    """An index serialised to a temporary file that is not yet durable."""
+
+    key: str
+    path: Path
+    sha256: str
+    size: int
+
+
 class IndexStore:
     """The files of one model version's index set."""
 
@@ -99,8 +109,9 @@ class IndexStore:
         self.directory = Path(directory)
 
     # ---------------------------------------------------------------- writing
-    def write_index(self, key: str, index: faiss.Index) -> tuple[str, str, int]:
-        """Write `index` atomically; returns (file name, sha256, bytes)."""
+    def stage_index(self, key: str, index: faiss.Index) -> StagedIndex:
+        """Serialise `index` into a temporary file, not yet durable: this is the part that
+        needs the index held still, at memory speed. `commit_index` makes it durable."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f".{key.replace('/', '-')}.{uuid.uuid4().hex}.tmp"
         digest = hashlib.sha256()
@@ -116,16 +127,23 @@ class IndexStore:
                     return len(chunk)
 
                 faiss.write_index(index, faiss.PyCallbackIOWriter(sink))
-                out.flush()
-                os.fsync(out.fileno())
-            sha = digest.hexdigest()
-            name = f"{key.replace('/', '-')}.{sha[:16]}.faiss"
-            os.replace(tmp, self.directory / name)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return StagedIndex(key, tmp, digest.hexdigest(), size)
+
+    def commit_index(self, staged: StagedIndex) -> tuple[str, str, int]:
+        """fsync the staged file and give it its final name; returns (name, sha256, bytes)."""
+        name = f"{staged.key.replace('/', '-')}.{staged.sha256[:16]}.faiss"
+        try:
+            with open(staged.path, "rb+") as out:
+                os.fsync(out.fileno())
+            os.replace(staged.path, self.directory / name)
+        except BaseException:
+            staged.path.unlink(missing_ok=True)
+            raise
         self._fsync_dir()
-        return name, sha, size
+        return name, staged.sha256, staged.size
 
     def write_manifest(self, manifest: Manifest) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -34,6 +34,7 @@ from indexer.locking import ReadWriteLock
 from indexer.tuning import Tuning
 
 LOG = logging.getLogger("indexer")
+T = TypeVar("T")
 
 IdFilter = np.ndarray | Sequence[int] | set[int] | frozenset[int] | faiss.IDSelector
 NORM_TOLERANCE = 1e-2
@@ -206,7 +207,8 @@ class VectorIndex:
         self._gpu: GpuReplica | None = None
         self.device = "cpu"
         self.device_reason = "not asked to use a GPU"
-        self.dirty = False
+        self._changes = 0  # bumped by every add/remove; `dirty` compares it with the save
+        self._saved_changes = 0
         self.compactions = 0
         self._faiss_ivf = faiss.extract_index_ivf(index) if info.kind == "ivf" else None
         self._set_params(index)
@@ -217,6 +219,18 @@ class VectorIndex:
     def ntotal(self) -> int:
         """Live vectors (what searches can return)."""
         return len(self._live)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the index changed since the last save the manifest holds."""
+        return self._changes != self._saved_changes
+
+    def mark_changed(self) -> None:
+        self._changes += 1
+
+    def mark_saved(self, generation: int) -> None:
+        """The save of `generation` (returned by write()) is committed to the manifest."""
+        self._saved_changes = max(self._saved_changes, generation)
 
     @property
     def tombstones(self) -> int:
@@ -311,7 +325,8 @@ class VectorIndex:
                 self._refresh_tombstones()
             self._live = _merge(self._live, ids[~live])
             changed = int((~live).sum())
-            self.dirty = self.dirty or changed > 0
+            if changed:
+                self._changes += 1
             return changed
 
     def remove(self, ids: Any) -> int:
@@ -324,7 +339,7 @@ class VectorIndex:
             self._live = _drop(self._live, present)
             self._tomb = _merge(self._tomb, present)
             self._refresh_tombstones()
-            self.dirty = True
+            self._changes += 1
             if len(self._tomb) >= self._compact_threshold():
                 self._compact_locked()
             return len(present)
@@ -475,14 +490,14 @@ class VectorIndex:
         return exhaustive
 
     # ------------------------------------------------------------------ persistence
-    def write(self, writer: Callable[[faiss.Index], None]) -> np.ndarray:
+    def write(self, writer: Callable[[faiss.Index], T]) -> tuple[T, np.ndarray, int]:
         """Compact, then hand the index to `writer` under the read lock (searches go on,
-        writes wait), and return the ids physically in what was written."""
+        writes wait, and searches wait behind a waiting write: keep `writer` short). Returns
+        what `writer` returned, the ids physically in what it saw, and the generation to
+        pass to mark_saved() once the save is committed."""
         self.compact()
         with self._lock.read():
-            writer(self._index)
-            self.dirty = False
-            return _merge(self._live, self._tomb)
+            return writer(self._index), _merge(self._live, self._tomb), self._changes
 
     def maintenance_reason(self) -> str | None:
         """Why this index should be rebuilt from the source now, or None."""

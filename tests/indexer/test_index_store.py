@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from indexer import ArraySource, IndexPolicy, IndexSet
-from indexer.store import MANIFEST
+from indexer.store import MANIFEST, IndexStore
 from indexer.synthetic import ClusteredSphere
 
 LAYOUT = {"vat": ["audio", "video"]}
@@ -173,6 +174,34 @@ def test_leftovers_of_a_crash_mid_save_are_ignored_and_removed(
     reopened = _open(tmp_path, two_sources, ivf_policy)
     assert {a for a, _ in _actions(reopened).values()} == {"loaded"}
     assert not orphan.exists() and not (tmp_path / ".vat-audio.0123.tmp").exists()
+
+
+def test_a_save_whose_manifest_fails_is_written_again_by_the_next_save(
+    tmp_path: Path,
+    two_sources: ArraySource,
+    ivf_policy: IndexPolicy,
+    sphere: ClusteredSphere,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    index_set = _open(tmp_path, two_sources, ivf_policy)
+    new_ids, new_vectors = np.array([3, 5], dtype=np.int64), sphere.sample(2, seed=24)
+    two_sources.put("vat", "audio", new_ids, new_vectors)
+    index_set.add("vat", "audio", new_ids, new_vectors)
+    real_write_manifest = IndexStore.write_manifest
+
+    def disk_full(self: IndexStore, manifest: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(IndexStore, "write_manifest", disk_full)
+    with pytest.raises(OSError):
+        index_set.save()
+    # The index file was written, but no manifest names it: the index is still unsaved.
+    monkeypatch.setattr(IndexStore, "write_manifest", real_write_manifest)
+    index_set.save()
+    assert json.loads((tmp_path / MANIFEST).read_text())["indexes"]["vat/audio"]["count"] == 4002
+    reopened = _open(tmp_path, two_sources, ivf_policy)
+    assert _actions(reopened)["vat/audio"][0] == "loaded"  # not patched at every start
+    assert (reopened.search("vat", "audio", new_vectors, 1).ids[:, 0] == new_ids).all()
 
 
 def _load_crash_writer():  # type: ignore[no-untyped-def]
