@@ -118,6 +118,10 @@ class Ingestor:
         # Held while an item's index entries change, so a delete cannot interleave
         # with the add of the same item (the add would resurrect it in the index).
         self.index_lock = threading.Lock()
+        # Held from "is this file still used?" to its unlink, and from storing a file to
+        # creating its row: a delete and an upload of the same bytes cannot interleave
+        # so that the delete removes the file the new item was just given.
+        self.media_lock = threading.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._in_flight = 0
 
@@ -173,7 +177,6 @@ class Ingestor:
                 await self._run(self.delete, existing)
             info = await self.probe(upload.path)
             transcript = self._parse_transcript(transcript_text, info.duration_s)
-            await self._run(self._store_media, upload.path, upload.sha256)
             new = NewItem(
                 kind=info.kind,
                 modalities=list(info.modalities),
@@ -189,7 +192,7 @@ class Ingestor:
                 metadata=metadata,
             )
             try:
-                row = await self._run(self.storage.create_item, new)
+                row = await self._run(self._store_item, upload.path, new)
             except DuplicateContent as dup:  # the same bytes arrived twice at once
                 return dup.existing, 200
             if not wait:
@@ -208,6 +211,13 @@ class Ingestor:
         except TranscriptError as exc:
             raise errors.InvalidRequest(f"the transcript cannot be read: {exc}") from None
         return transcript if transcript else None
+
+    def _store_item(self, tmp: Path, new: NewItem) -> ItemRow:
+        """The media file, then its row, with no delete of the same bytes in between."""
+        assert new.content_hash is not None
+        with self.media_lock:
+            self._store_media(tmp, new.content_hash)
+            return self.storage.create_item(new)
 
     def _store_media(self, tmp: Path, content_hash: str) -> None:
         """Move the upload to media/<hash> durably (fsync file, rename, fsync folder)."""
@@ -384,12 +394,10 @@ class Ingestor:
             deleted = self.storage.delete_item(row.seq)
             if indexes is not None:
                 indexes.remove([row.seq])
-        if (
-            deleted is not None
-            and deleted.content_hash
-            and not self.storage.hash_in_use(deleted.content_hash)
-        ):
-            self.media_path(deleted.content_hash).unlink(missing_ok=True)
+        if deleted is not None and deleted.content_hash:
+            with self.media_lock:
+                if not self.storage.hash_in_use(deleted.content_hash):
+                    self.media_path(deleted.content_hash).unlink(missing_ok=True)
 
     def resume_pending(self) -> int:
         """Start processing items left `processing` by an earlier run."""
