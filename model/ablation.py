@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from model.checkpoint import load as load_checkpoint
 from model.config import load_config
@@ -227,7 +230,9 @@ def claims(summary: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def markdown(summary: dict[str, dict[str, Any]], budget: dict[str, Any]) -> str:
+def markdown(
+    summary: dict[str, dict[str, Any]], budget: dict[str, Any], image: str | None = None
+) -> str:
     labels = [label for label, _ in COLUMNS]
     lines = [
         f"## {budget['steps']:,} steps a run",
@@ -238,6 +243,11 @@ def markdown(summary: dict[str, dict[str, Any]], budget: dict[str, Any]) -> str:
         f"R@10 {10 / budget['candidates']:.3f}); mean ± std over the seeds finished "
         "(a single figure where only one is).",
         "",
+        *(
+            [f"![the ablation at {budget['steps']:,} steps: means, spread and seeds]({image})", ""]
+            if image
+            else []
+        ),
         "| variant | seeds | " + " | ".join(labels) + " |",
         "|---|---|" + "---|" * len(labels),
     ]
@@ -256,6 +266,54 @@ def markdown(summary: dict[str, dict[str, Any]], budget: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def plot_ablation(summary: dict[str, dict[str, Any]], budget: dict[str, Any], path: Path) -> None:
+    """Bars of each variant's mean with ± std whiskers and a dot per seed: retrieval R@K
+    in one panel, the linear probes in the other."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("zero-shot retrieval", [c for c, _ in COLUMNS if not c.startswith("probe")]),
+        (
+            "linear probes on frozen features (accuracy)",
+            [c for c, _ in COLUMNS if c.startswith("probe")],
+        ),
+    ]
+    variants = list(summary)
+    width = 0.8 / max(1, len(variants))
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7.5))
+    for ax, (title, labels) in zip(axes, panels, strict=True):
+        xs = np.arange(len(labels))
+        for i, name in enumerate(variants):
+            x = xs + (i - (len(variants) - 1) / 2) * width
+            stats = [summary[name][label] for label in labels]
+            means = [s["mean"] if s["mean"] is not None else 0.0 for s in stats]
+            stds = [s["std"] or 0.0 for s in stats]
+            ax.bar(x, means, width, yerr=stds, capsize=2, label=name)
+            for xi, s in zip(x, stats, strict=True):
+                ax.plot([xi] * len(s["values"]), s["values"], ".", color="black", ms=3)
+            for xi, s in zip(x, stats, strict=True):
+                if not s["values"]:  # e.g. text→audio of disjoint: no space holds both
+                    ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+        ax.set_xticks(xs, [label.replace(" R@", "\nR@").replace("probe ", "") for label in labels])
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].axhline(
+        10 / budget["candidates"], color="grey", linestyle="--", lw=1, label="chance R@10"
+    )
+    axes[0].legend(ncol=len(variants) + 1, fontsize=8, loc="upper right")
+    fig.suptitle(
+        f"ablation, {budget['steps']:,} steps × batch {budget['batch_size']} a run, "
+        f"seeds {budget['seeds']} (bars: mean, whiskers: ± std, dots: seeds)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def update_doc(doc: Path, table: str, steps: int) -> None:
@@ -367,7 +425,8 @@ def run_ablation(
         "runs": runs,
     }
     (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "ablation.md").write_text(markdown(summary, budget))
+    (out / "ablation.md").write_text(markdown(summary, budget, "ablation.png"))
+    plot_ablation(summary, budget, out / "ablation.png")
     return results
 
 
@@ -405,11 +464,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table = markdown(results["summary"], results["budget"])
-    print(table)
+    print(markdown(results["summary"], results["budget"]))
     if a.doc is not None:
-        update_doc(a.doc, table, a.steps)
-        print(f"updated {a.doc}")
+        image = Path("img") / f"ablation-{a.steps}.png"  # beside the doc's other figures
+        (a.doc.parent / image).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(a.out / "ablation.png", a.doc.parent / image)
+        update_doc(a.doc, markdown(results["summary"], results["budget"], str(image)), a.steps)
+        print(f"updated {a.doc} and {a.doc.parent / image}")
     return 0
 
 

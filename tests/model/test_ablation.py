@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from model.ablation import claims, doc_markers, markdown, run_ablation, summarise, update_doc
+from model.ablation import (
+    claims,
+    doc_markers,
+    main,
+    markdown,
+    run_ablation,
+    summarise,
+    update_doc,
+)
 from model.errors import ModelError
 
 
@@ -54,6 +62,20 @@ def test_table_only_summarises_the_finished_runs_and_trains_nothing(tmp_path: Pa
     assert "| shared | 1 | 0.400 |" in table
     assert "| disjoint | 0 | n/a |" in table
     assert not (out / "disjoint-seed0").exists()
+    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_doc_gets_the_table_and_its_figure(tmp_path: Path) -> None:
+    out, doc = tmp_path / "ablation", tmp_path / "docs" / "ablation.md"
+    doc.parent.mkdir()
+    doc.write_text("# Ablation\n")
+    _finished_run(out, "fac", 0, 2000, 0.5)
+    _finished_run(out, "fac", 1, 2000, 0.7)
+    argv = ["--data", str(tmp_path / "c"), "--out", str(out), "--steps", "2000"]
+    assert main([*argv, "--variants", "fac", "--table-only", "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "![the ablation at 2,000 steps" in text and "(img/ablation-2000.png)" in text
+    assert (doc.parent / "img" / "ablation-2000.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_table_only_with_nothing_finished_is_an_error(tmp_path: Path) -> None:
