@@ -8,6 +8,7 @@ off with 413 as soon as it passes the byte cap. Other parts are small text field
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -20,6 +21,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import InvalidRequest, TooLarge, UnsupportedMedia
+
+PARSE_BLOCK_BYTES = 1024 * 1024
 
 FILE_FIELD = "file"
 
@@ -163,12 +166,22 @@ async def receive_upload(
     try:
         parser = MultipartParser(options[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
         received = 0
+        pending: list[bytes] = []
+        pending_bytes = 0
         async for chunk in request.stream():
             # Content-Length may be absent (chunked): count what actually arrives.
             received += len(chunk)
             if received > body_cap:
                 raise TooLarge(too_large, {"max_bytes": max_file_bytes})
-            parser.write(chunk)
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= PARSE_BLOCK_BYTES:
+                # Parsing hashes and writes the file: off the event loop, which serves
+                # searches meanwhile, a block at a time so the thread hop stays cheap.
+                await asyncio.to_thread(parser.write, b"".join(pending))
+                pending, pending_bytes = [], 0
+        if pending:
+            parser.write(b"".join(pending))  # the tail, under a block: not worth a hop
         parser.finalize()
     except MultipartParseError as exc:
         receiver.abort()
