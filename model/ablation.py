@@ -296,7 +296,6 @@ def plot_ablation(summary: dict[str, dict[str, Any]], budget: dict[str, Any], pa
             ax.bar(x, means, width, yerr=stds, capsize=2, label=name)
             for xi, s in zip(x, stats, strict=True):
                 ax.plot([xi] * len(s["values"]), s["values"], ".", color="black", ms=3)
-            for xi, s in zip(x, stats, strict=True):
                 if not s["values"]:  # e.g. text→audio of disjoint: no space holds both
                     ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
         ax.set_xticks(xs, [label.replace(" R@", "\nR@").replace("probe ", "") for label in labels])
