@@ -5,8 +5,10 @@
 
 Runs the real trainer (`model.train.train`) on a small generated corpus (decode cache
 filled first, as the trainer does) and reads its per-step timings: data = waiting for
-the next batch from the loader workers, compute = forward + backward + Adam. Beside it,
-in the same run, the same model on an in-memory batch (the compute-only ceiling).
+the next batch (from the loader processes, or made in the main process when the trainer
+loads in-process), compute = forward + backward + Adam. Beside it, in the same run: the
+trainer with one loader process when its default is in-process (the setting it replaced),
+and the same model on an in-memory batch (the compute-only ceiling).
 Target: data loading never the bottleneck, ≤ 20% of the step time (median).
 """
 
@@ -35,6 +37,7 @@ from model.tokenizer import Tokenizer  # noqa: E402
 from model.train import (  # noqa: E402
     FORWARD_INPUTS,
     TrainOptions,
+    default_loader_workers,
     fill_decode_cache,
     train,
     training_texts,
@@ -44,7 +47,7 @@ DATA_SHARE_GOAL = 0.20
 
 
 def trainer_timings(
-    data: Path, out: Path, steps: int, batch: int, workers: int, config: str, device: str
+    data: Path, out: Path, steps: int, batch: int, workers: int | None, config: str, device: str
 ) -> dict[str, float]:
     cfg = load_config(config)
     fill_decode_cache(
@@ -154,7 +157,9 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=None, help="an existing corpus (else generated)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--workers", type=int, default=1, help="loader processes (trainer default 1)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="loader processes (default: the trainer's)"
+    )
     p.add_argument("--config", default="tiny", help="named config or JSON file")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
@@ -166,6 +171,10 @@ def main() -> int:
     if a.synthetic:
         rows = {"compute only (random inputs)": synthetic(steps, a.batch, a.config, a.device)}
     else:
+        workers = a.workers
+        if workers is None:
+            cfg = load_config(a.config)
+            workers = default_loader_workers(cfg.train.num_workers, a.device, 1)
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
             data = a.data
             if data is None:
@@ -175,8 +184,14 @@ def main() -> int:
                 make_corpus(data, n, seed=3, progress=False, n_audio=0, n_stills=0)
             rows = {
                 "trainer (loader + compute)": trainer_timings(
-                    data, Path(tmp) / "run", steps, a.batch, a.workers, a.config, a.device
+                    data, Path(tmp) / "run", steps, a.batch, workers, a.config, a.device
                 ),
+            }
+            if workers == 0:
+                rows["trainer, 1 loader process"] = trainer_timings(
+                    data, Path(tmp) / "run-1", steps, a.batch, 1, a.config, a.device
+                )
+            rows |= {
                 "compute only (batch in memory)": compute_only(
                     data, max(5, steps // 2), a.batch, a.config, a.device
                 ),
@@ -185,7 +200,8 @@ def main() -> int:
     print(
         f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {a.device}{gpu}; "
-        f"config {a.config}, batch {a.batch}, {a.workers} loader worker(s), medians over steps"
+        f"config {a.config}, batch {a.batch}, trainer loads with "
+        f"{f'{workers} process(es)' if workers else 'the main process'}, medians over steps"
     )
     print(f"| {'run':32} | clips/s | step s | data s | compute s | data share |")
     print(f"|{'-' * 34}|---------|--------|--------|-----------|------------|")
@@ -201,6 +217,10 @@ def main() -> int:
     print(
         f"\ntrainer / compute-only throughput: {real['clips_per_s'] / ceiling['clips_per_s']:.2f}"
     )
+    if "trainer, 1 loader process" in rows:
+        one = rows["trainer, 1 loader process"]
+        ratio = real["clips_per_s"] / one["clips_per_s"]
+        print(f"in-process / 1 loader process throughput: {ratio:.2f}")
     share = real["data_share"]
     verdict = "HOLDS" if share <= DATA_SHARE_GOAL else "MISSES"
     print(

@@ -91,7 +91,7 @@ class TrainOptions:
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)  # {"heads.space": "shared"}
     device: str | None = None  # None: CUDA when available
-    num_workers: int | None = None  # None: the config's (on CUDA at least min(8, cores - 1))
+    num_workers: int | None = None  # None: default_loader_workers()
     progress: bool = True
     calibrate_images: bool = True
 
@@ -244,6 +244,25 @@ class _Uncached(Dataset[int]):
     def __getitem__(self, i: int) -> int:
         self.dataset[(self.indices[i], 0)]
         return 0
+
+
+def default_loader_workers(configured: int, device: str, world_size: int) -> int:
+    """Loader processes per rank when the command line does not say.
+
+    On CUDA the step is ~10x shorter than on a CPU: on an H100, tiny with 1 worker spent
+    73% of each step waiting for data, with 4 workers 2%, so use the host's spare cores.
+    On a CPU the step's threads already use every core, and with at most 2 cores a rank
+    a loader process can only take one of them: every parallel region of the step then
+    waits for its descheduled thread. Loading in the main process is faster there
+    (tiny, batch 32, 2 cores: 215 clips/s in-process vs 172 with one worker;
+    `bench/train.py --workers 0|1`).
+    """
+    per_rank = (os.cpu_count() or 1) // max(1, world_size)
+    if device == "cuda":
+        return max(configured, min(8, per_rank - 1))
+    if per_rank <= 2:
+        return 0
+    return configured
 
 
 def fill_decode_cache(
@@ -440,12 +459,9 @@ def _train(
     fill_decode_cache(train_data, ctx, show)
     if val_data is not None:
         fill_decode_cache(val_data, ctx, show, limit=VAL_CLIPS)
-    workers = cfg.train.num_workers if options.num_workers is None else options.num_workers
-    if options.num_workers is None and ctx.device.type == "cuda":
-        # A GPU step is ~10x shorter than a CPU one: on an H100, tiny with 1 worker spent
-        # 73% of each step waiting for data, with 4 workers 2%. Use the host's cores.
-        per_rank = (os.cpu_count() or 1) // max(1, ctx.world_size)
-        workers = max(workers, min(8, per_rank - 1))
+    workers = default_loader_workers(cfg.train.num_workers, ctx.device.type, ctx.world_size)
+    if options.num_workers is not None:
+        workers = options.num_workers
     sampler = StepBatchSampler(
         len(train_data), global_batch, options.seed, start, steps, ctx.rank, ctx.world_size
     )

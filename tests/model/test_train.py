@@ -27,6 +27,7 @@ from model.train import (
     TrainError,
     TrainOptions,
     apply_overrides,
+    default_loader_workers,
     parse_overrides,
     run_fingerprint,
     save_state,
@@ -72,6 +73,20 @@ def test_global_batch_is_split_in_contiguous_slices_and_resumes_mid_epoch() -> N
         StepBatchSampler(size, 9, seed, 0, 1, 0, 2)
     with pytest.raises(TrainError, match="cannot fill one batch"):
         StepBatchSampler(4, 8, seed, 0, 1)
+
+
+def test_loader_runs_in_process_on_small_cpus_and_uses_spare_cores_on_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On 2 cores a loader process takes a core from the step's threads (bench/train.py).
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert default_loader_workers(1, "cpu", 1) == 0
+    assert default_loader_workers(1, "cuda", 1) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert default_loader_workers(1, "cpu", 1) == 1
+    assert default_loader_workers(1, "cpu", 8) == 0  # 8 ranks share 16 cores
+    assert default_loader_workers(1, "cuda", 1) == 8
+    assert default_loader_workers(1, "cuda", 2) == 7
 
 
 def test_overrides_parse_values_and_reject_unknown_keys() -> None:
