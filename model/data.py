@@ -14,7 +14,7 @@ comes only from (seed, epoch, index), so a run is the same with 0 or 8 workers.
 Decoding is the slow part, so each file is decoded once, whole, at the model's
 frame rate and a little larger than the crop (random crops need room), and kept as
 .npy under `cache_dir` keyed by the file's content hash and those parameters; later
-epochs read (memory-map) the cache. Files longer than `cache_max_duration_s` are
+epochs read the windows they need from the cache. Files longer than `cache_max_duration_s` are
 decoded per window instead.
 """
 
@@ -132,10 +132,60 @@ class _HashMemo:
             self.changed = False
 
 
-@dataclass
+@dataclass(frozen=True)
+class _NpyRows:
+    """A C-order .npy file in the decode cache, read a slice of rows at a time.
+
+    A window needs 8 of a clip's frames and 2 s of its sound. Memory-mapping both files
+    for every sample (three opens, a realpath and a header parse each) cost more than
+    the bytes read; this parses the header once and reads a window with one pread.
+    """
+
+    path: Path
+    offset: int  # where the data starts, after the header
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    @classmethod
+    def open(cls, path: Path) -> _NpyRows:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            if fortran or dtype.hasobject or not shape:
+                raise DatasetError(f"{path}: not an array the decode cache writes; delete it")
+            return cls(path, f.tell(), tuple(shape), dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self) -> np.ndarray:
+        """The whole array."""
+        return self.rows(0, self.shape[0])
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) clipped to the array, as a new array (may be shorter)."""
+        start, stop = max(0, start), min(stop, self.shape[0])
+        out = np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
+        if out.size == 0:
+            return out
+        row_bytes = out[0].nbytes
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [memoryview(out).cast("B")], self.offset + start * row_bytes)
+        finally:
+            os.close(fd)
+        if got != out.nbytes:
+            raise DatasetError(f"{self.path}: shorter than its header says; delete it")
+        return out
+
+
+@dataclass(frozen=True)
 class _Decoded:
-    video: np.ndarray | None  # uint8 [F, C, C, 3] (memory-mapped from the cache)
-    audio: np.ndarray | None  # int16 [S]
+    video: _NpyRows  # uint8 [F, C, C, 3]
+    audio: _NpyRows | None  # int16 [S]
 
 
 class ClipDataset(Dataset[dict[str, Any]]):
@@ -174,6 +224,7 @@ class ClipDataset(Dataset[dict[str, Any]]):
         self.decode_side = (self.augment or VideoAugment()).decode_side(config.video.crop_size)
         self.decode_count = 0  # ffmpeg decodes run by this process (tests count them)
         self._infos: dict[int, MediaInfo] = {}
+        self._headers: dict[int, _Decoded] = {}  # cache entries whose headers were read
         missing = [i for i, item in enumerate(items) if item.content_hash is None]
         hashed = list(items)
         memo = _HashMemo(self.cache_dir)
@@ -216,27 +267,35 @@ class ClipDataset(Dataset[dict[str, Any]]):
         self, index: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, float, bool]:
         """(frames uint8 [T, C, C, 3], audio float32 [S], start_s, has_audio)."""
-        v = self.config.video
-        sample_rate = self.config.audio.sample_rate
-        samples = self.config.audio_samples
         item = self.items[index]
         if item.duration_s is not None and item.duration_s > self.cache_max_duration_s:
             return self._window_by_seeking(index, rng)
-        decoded = self._decoded(index)
-        assert decoded.video is not None
+        state = rng.bit_generator.state
+        try:
+            return self._cached_window(self._decoded(index), rng)
+        except FileNotFoundError:
+            # The cache entry went away under a running dataset (someone cleared the
+            # cache): decode the file again rather than fail the run, with the same draws.
+            self._headers.pop(index, None)
+            rng.bit_generator.state = state
+            return self._cached_window(self._decoded(index), rng)
+
+    def _cached_window(
+        self, decoded: _Decoded, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, float, bool]:
+        v = self.config.video
+        samples = self.config.audio_samples
         last_start = max(0, len(decoded.video) - v.frames)
         if self.augment is not None:
             start_frame = int(rng.integers(0, last_start + 1))
         else:
             start_frame = last_start // 2
-        frames = pad_frames(
-            np.asarray(decoded.video[start_frame : start_frame + v.frames]), v.frames
-        )
+        frames = pad_frames(decoded.video.rows(start_frame, start_frame + v.frames), v.frames)
         start_s = start_frame / v.fps
         if decoded.audio is None:
             return frames, np.zeros(samples, dtype=np.float32), start_s, False
-        first = round(start_s * sample_rate)
-        pcm = np.asarray(decoded.audio[first : first + samples], dtype=np.float32) / 32767.0
+        first = round(start_s * self.config.audio.sample_rate)
+        pcm = decoded.audio.rows(first, first + samples).astype(np.float32) / 32767.0
         return frames, pad_audio(pcm, samples), start_s, True
 
     def _window_by_seeking(
@@ -280,13 +339,17 @@ class ClipDataset(Dataset[dict[str, Any]]):
         return self.cache_dir / "decoded" / item.content_hash[:2] / key
 
     def _decoded(self, index: int) -> _Decoded:
+        decoded = self._headers.get(index)
+        if decoded is not None:
+            return decoded
         folder = self.cache_path(index)
         if not (folder / "meta.json").is_file():
             self._decode_into(index, folder)
         meta = json.loads((folder / "meta.json").read_text())
-        video = np.load(folder / "video.npy", mmap_mode="r")
-        audio = np.load(folder / "audio.npy", mmap_mode="r") if meta["has_audio"] else None
-        return _Decoded(video=video, audio=audio)
+        video = _NpyRows.open(folder / "video.npy")
+        audio = _NpyRows.open(folder / "audio.npy") if meta["has_audio"] else None
+        decoded = self._headers[index] = _Decoded(video=video, audio=audio)
+        return decoded
 
     def _decode_into(self, index: int, folder: Path) -> None:
         item = self.items[index]

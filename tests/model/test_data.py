@@ -144,6 +144,46 @@ def test_decode_cache_serves_later_epochs(corpus_dir: Path, tmp_path: Path) -> N
     assert again.decode_count == 0  # a new dataset (new run) reads the same cache
 
 
+def test_cache_windows_are_slices_of_the_cached_arrays(corpus_dir: Path, tmp_path: Path) -> None:
+    """Windows are read from the cache a slice at a time: the same frames and sound as
+    slicing the whole arrays, padded at the end of the clip."""
+    ds = CorpusDataset(corpus_dir, TINY, "train", augment=False, cache_dir=tmp_path)
+    ds[0]
+    video = np.load(ds.cache_path(0) / "video.npy")
+    audio = np.load(ds.cache_path(0) / "audio.npy")
+    decoded = ds._decoded(0)
+    assert decoded.audio is not None
+    n = len(video)
+    for start, stop in [(0, 8), (3, 11), (n - 5, n + 3), (n, n + 8), (-2, 4)]:
+        assert np.array_equal(decoded.video.rows(start, stop), video[max(0, start) : stop])
+    assert np.array_equal(decoded.audio.rows(100, 32_100), audio[100:32_100])
+    assert np.array_equal(decoded.video.read(), video)
+    frames, pcm, start_s, has_audio = ds._window(0, np.random.default_rng(0))
+    first = round(start_s * TINY.video.fps)
+    assert has_audio and np.array_equal(frames, video[first : first + TINY.video.frames])
+    s0 = round(start_s * TINY.audio.sample_rate)
+    expected = audio[s0 : s0 + TINY.audio_samples].astype(np.float32) / 32767.0
+    assert np.array_equal(pcm[: len(expected)], expected)
+
+
+def test_a_cleared_or_damaged_cache_is_decoded_again_or_named(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    ds = CorpusDataset(corpus_dir, TINY, "train", seed=0, cache_dir=tmp_path)
+    first = ds[(0, 0)]
+    shutil.rmtree(tmp_path / "decoded")  # cleared while a run holds the dataset
+    again = ds[(0, 0)]
+    assert ds.decode_count == 2
+    assert torch.equal(first["video"], again["video"])
+    assert torch.equal(first["audio"], again["audio"])
+    video = ds.cache_path(0) / "video.npy"
+    video.write_bytes(video.read_bytes()[:-1000])  # truncated: a disk that filled up
+    fresh = CorpusDataset(corpus_dir, TINY, "train", seed=0, cache_dir=tmp_path)
+    with pytest.raises(DatasetError, match="shorter than its header"):
+        for epoch in range(50):  # some window reaches the last frame
+            fresh[(0, epoch)]
+
+
 def test_collate_pads_and_masks_narrations(
     corpus_dir: Path, tmp_path: Path, text_encoder: Tokenizer
 ) -> None:
@@ -378,9 +418,10 @@ def test_corpus_clips_share_one_probe_and_decode_as_if_probed(
             info=probe(ds.items[i].path),
         )
         assert direct.video is not None and direct.audio is not None
-        assert np.array_equal(cached.video, direct.video)
+        assert np.array_equal(cached.video.read(), direct.video)
         pcm = np.round(np.clip(direct.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-        assert np.array_equal(cached.audio, pcm)
+        assert cached.audio is not None
+        assert np.array_equal(cached.audio.read(), pcm)
 
 
 def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip(
