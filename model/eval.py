@@ -65,11 +65,20 @@ DIRECTIONS = (
     ("audio", "video"),
     ("image", "video"),
 )
-# Linear-probe labels (attributes of the clip's one object): what each modality shows.
+# Linear-probe labels: what each modality shows. All but `background` are attributes of
+# the clip's one object; the background is seen (its pattern) and heard (its ambience).
 PROBES = {
-    "video": ("shape", "colour", "motion"),
-    "audio": ("shape", "motion", "size"),
+    "video": ("shape", "colour", "motion", "background"),
+    "audio": ("shape", "motion", "size", "background"),
 }
+
+
+def probe_label(row: dict[str, Any], label: str) -> str:
+    """A single-object clip's value of a probe label, from its manifest attributes."""
+    attributes = row["attributes"]
+    if label == "background":
+        return str(attributes["background"])
+    return str(attributes["objects"][0][label])
 
 
 class EvalError(ModelError):
@@ -395,8 +404,8 @@ def linear_probes(
             len(single),
         )
         for label in labels:
-            train_y = np.array([r["attributes"]["objects"][0][label] for r in train.rows])
-            test_y = np.array([test.rows[i]["attributes"]["objects"][0][label] for i in single])
+            train_y = np.array([probe_label(r, label) for r in train.rows])
+            test_y = np.array([probe_label(test.rows[i], label) for i in single])
             out[f"{modality}/{label}"] = linear_probe(train_x, train_y, test_x, test_y)
     return out
 

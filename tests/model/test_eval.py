@@ -11,7 +11,14 @@ import pytest
 from train_fixtures import run, train_command
 
 from model.config import load_config
-from model.eval import EvalError, average_windows, markdown_report, prepare_corpus_eval
+from model.eval import (
+    PROBES,
+    EvalError,
+    average_windows,
+    markdown_report,
+    prepare_corpus_eval,
+    probe_label,
+)
 from model.metrics import MetricsError, linear_probe, ranks_of_positives, retrieval_metrics
 
 
@@ -45,6 +52,14 @@ def test_recall_and_median_rank_of_known_rankings() -> None:
     assert some["queries"] == 3 and some["candidates"] == 20 and some["R@1"] == 1.0
     with pytest.raises(MetricsError):
         retrieval_metrics(candidates, candidates[:, :4])
+
+
+def test_probes_read_the_objects_attributes_and_the_clips_background() -> None:
+    row = {"attributes": {"background": "wavy", "objects": [{"shape": "star", "size": "big"}]}}
+    assert probe_label(row, "background") == "wavy"
+    assert probe_label(row, "shape") == "star"
+    # The background is both seen and heard, so both backbones are probed for it.
+    assert all("background" in labels for labels in PROBES.values())
 
 
 def test_linear_probe_reads_separable_classes_and_not_random_labels() -> None:
