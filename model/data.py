@@ -152,8 +152,10 @@ class _NpyRows:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
+            elif version == (2, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # np.save writes 3.0 only for non-ASCII field names: never here
+                raise DatasetError(f"{path}: .npy version {version} is not one the cache writes")
             if fortran or dtype.hasobject or not shape:
                 raise DatasetError(f"{path}: not an array the decode cache writes; delete it")
             return cls(path, f.tell(), tuple(shape), dtype)
