@@ -42,6 +42,7 @@ from model import distributed
 from model.checkpoint import load as load_checkpoint
 from model.checkpoint import save as save_checkpoint
 from model.config import ConfigError, ModelConfig, load_config
+from model.cpu_allocator import keep_freed_memory
 from model.data import ClipDataset, CorpusDataset, DatasetError, FolderDataset, collate_batch
 from model.deflation import calibrate_image_bn
 from model.errors import ModelError
@@ -385,6 +386,8 @@ def train(
     the state is saved and the run returns with `stopped=True`.
     """
     ctx = distributed.setup(options.device)
+    if ctx.device.type == "cpu":
+        keep_freed_memory()  # steps reuse their activations' pages (model/cpu_allocator.py)
     try:
         return _train(ctx, options, datasets, on_progress, should_stop)
     finally:
