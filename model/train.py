@@ -409,7 +409,7 @@ def _train(
     state_path = out / STATE_FILE
     show = options.progress and ctx.is_main
 
-    done = _finished_run(out, steps)
+    done = _finished_run(out, steps, cfg)
     if done is not None:
         if ctx.is_main:
             print(f"{out} already holds the finished run ({steps} steps); nothing to do")
@@ -589,18 +589,47 @@ def _train(
     return TrainResult(out, steps, metrics, stopped=False)
 
 
-def _finished_run(out: Path, steps: int) -> dict[str, Any] | None:
-    """The metrics of a finished run of `steps` steps in `out`, else None."""
+# Train settings that change how a run is watched, not the model it makes.
+_BOOKKEEPING = {"train.steps", "train.eval_every", "train.save_every", "train.num_workers"}
+
+
+def _finished_run(out: Path, steps: int, cfg: ModelConfig) -> dict[str, Any] | None:
+    """The metrics of a finished run of `steps` steps with `cfg` in `out`, else None."""
     metrics_path = out / "metrics.json"
     if (out / STATE_FILE).exists() or not metrics_path.is_file():
         return None
     metrics = json.loads(metrics_path.read_text())
-    if metrics.get("train", {}).get("steps") == steps:
-        return metrics
-    raise TrainError(
-        f"{out} already holds a model trained for {metrics.get('train', {}).get('steps')} "
-        f"steps; choose another --out (or --init {out} to fine-tune it)"
+    if metrics.get("train", {}).get("steps") != steps:
+        raise TrainError(
+            f"{out} already holds a model trained for {metrics.get('train', {}).get('steps')} "
+            f"steps; choose another --out (or --init {out} to fine-tune it)"
+        )
+    saved_path = out / "config.json"
+    saved = _flatten(json.loads(saved_path.read_text())) if saved_path.is_file() else {}
+    wanted = _flatten(cfg.to_dict())
+    differ = sorted(
+        key
+        for key in (saved.keys() | wanted.keys()) - _BOOKKEEPING
+        if key != "notes" and saved.get(key) != wanted.get(key)
     )
+    if differ:
+        shown = ", ".join(f"{k} {saved.get(k)!r} there, {wanted.get(k)!r} now" for k in differ[:4])
+        raise TrainError(
+            f"{out} already holds a model trained with other settings ({shown}); "
+            "choose another --out"
+        )
+    return metrics
+
+
+def _flatten(sections: dict[str, Any]) -> dict[str, Any]:
+    """{"train": {"lr": 2e-3}} -> {"train.lr": 2e-3}; top-level values keep their name."""
+    flat: dict[str, Any] = {}
+    for name, value in sections.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}.{key}": item for key, item in value.items()})
+        else:
+            flat[name] = value
+    return flat
 
 
 def _calibration_frames(dataset: ClipDataset, seed: int) -> torch.Tensor:

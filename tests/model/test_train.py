@@ -4,6 +4,7 @@ fine-tuning with a growing vocabulary."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import signal
@@ -114,6 +115,22 @@ def test_refuses_to_continue_a_different_run(small_corpus: Path, tmp_path: Path)
     )
     with pytest.raises(TrainError, match=r"different run.*seed"):
         train(options)
+
+
+def test_a_finished_run_is_reused_only_with_the_settings_it_was_trained_with(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = apply_overrides(load_config("tiny"), {"train.batch_size": 256})
+    (out / "config.json").write_text(cfg.to_json())
+    (out / "metrics.json").write_text(json.dumps({"train": {"steps": 5}}))
+    same = {"train.batch_size": 256, "train.eval_every": 7}  # how often it validates: no matter
+    assert train(TrainOptions(data=tmp_path, out=out, steps=5, overrides=same)).steps == 5
+    with pytest.raises(TrainError, match=r"other settings \(train.batch_size 256 there, 32 now"):
+        train(TrainOptions(data=tmp_path, out=out, steps=5))
+    with pytest.raises(TrainError, match="trained for 5 steps"):
+        train(TrainOptions(data=tmp_path, out=out, steps=6, overrides=same))
 
 
 # -- data parallel -------------------------------------------------------------------------
