@@ -8,7 +8,9 @@ filled first, as the trainer does) and reads its per-step timings: data = waitin
 the next batch (from the loader processes, or made in the main process when the trainer
 loads in-process), compute = forward + backward + Adam. Beside it, in the same run: the
 trainer with one loader process when its default is in-process (the setting it replaced),
-and the same model on an in-memory batch (the compute-only ceiling).
+the same model on an in-memory batch (the compute-only ceiling), and that ceiling with
+glibc's default malloc, measured first, before the trainer keeps freed memory for the
+rest of the process (`model.cpu_allocator`; it cannot be undone in-process).
 Target: data loading never the bottleneck, ≤ 20% of the step time (median).
 """
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from model import MMVLoss, build_model, load_config  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.corpus import make_corpus  # noqa: E402
+from model.cpu_allocator import keep_freed_memory  # noqa: E402
 from model.data import CorpusDataset  # noqa: E402
 from model.distributed import DistContext  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402
@@ -168,13 +171,16 @@ def main() -> int:
     a = p.parse_args()
     steps = a.steps or (12 if a.quick else 40)
     torch.set_num_threads(os.cpu_count() or 1)  # as `make model` trains: every core
+    workers = a.workers
+    if workers is None:
+        cfg = load_config(a.config)
+        workers = default_loader_workers(cfg.train.num_workers, a.device, 1)
+    before = "compute only, glibc's own malloc"  # measured before keep_freed_memory()
     if a.synthetic:
-        rows = {"compute only (random inputs)": synthetic(steps, a.batch, a.config, a.device)}
+        rows = {before: synthetic(steps, a.batch, a.config, a.device)}
+        keep_freed_memory()
+        rows["compute only (random inputs)"] = synthetic(steps, a.batch, a.config, a.device)
     else:
-        workers = a.workers
-        if workers is None:
-            cfg = load_config(a.config)
-            workers = default_loader_workers(cfg.train.num_workers, a.device, 1)
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
             data = a.data
             if data is None:
@@ -182,7 +188,9 @@ def main() -> int:
                 n = 48 if a.quick else 96
                 print(f"generating a {n}-clip corpus ...", flush=True)
                 make_corpus(data, n, seed=3, progress=False, n_audio=0, n_stills=0)
-            rows = {
+            compute_steps = max(5, steps // 2)
+            rows = {before: compute_only(data, compute_steps, a.batch, a.config, a.device)}
+            rows |= {
                 "trainer (loader + compute)": trainer_timings(
                     data, Path(tmp) / "run", steps, a.batch, workers, a.config, a.device
                 ),
@@ -193,15 +201,17 @@ def main() -> int:
                 )
             rows |= {
                 "compute only (batch in memory)": compute_only(
-                    data, max(5, steps // 2), a.batch, a.config, a.device
+                    data, compute_steps, a.batch, a.config, a.device
                 ),
             }
     gpu = f" ({torch.cuda.get_device_name()}, bf16 autocast)" if a.device == "cuda" else ""
     print(
         f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {a.device}{gpu}; "
-        f"config {a.config}, batch {a.batch}, trainer loads with "
-        f"{f'{workers} process(es)' if workers else 'the main process'}, medians over steps"
+        f"config {a.config}, batch {a.batch}"
+        + ("" if a.synthetic else ", trainer loads with ")
+        + ("" if a.synthetic else f"{workers} process(es)" if workers else "the main process")
+        + ", medians over steps"
     )
     print(f"| {'run':32} | clips/s | step s | data s | compute s | data share |")
     print(f"|{'-' * 34}|---------|--------|--------|-----------|------------|")
@@ -210,13 +220,17 @@ def main() -> int:
             f"| {name:32} | {r['clips_per_s']:7.1f} | {r['step_s']:6.3f} | {r['data_s']:6.3f} "
             f"| {r['compute_s']:9.3f} | {r['data_share']:10.1%} |"
         )
+    kept = rows["compute only (random inputs)" if a.synthetic else "compute only (batch in memory)"]
+    print(
+        "\ncompute throughput, freed memory kept / glibc's own malloc: "
+        f"{kept['clips_per_s'] / rows[before]['clips_per_s']:.2f}"
+        + ("" if keep_freed_memory() else " (not glibc: nothing was changed)")
+    )
     if a.synthetic:
-        print("\nsynthetic: no loader, so no target is judged")
+        print("synthetic: no loader, so no target is judged")
         return 0
     real, ceiling = rows["trainer (loader + compute)"], rows["compute only (batch in memory)"]
-    print(
-        f"\ntrainer / compute-only throughput: {real['clips_per_s'] / ceiling['clips_per_s']:.2f}"
-    )
+    print(f"trainer / compute-only throughput: {real['clips_per_s'] / ceiling['clips_per_s']:.2f}")
     if "trainer, 1 loader process" in rows:
         one = rows["trainer, 1 loader process"]
         ratio = real["clips_per_s"] / one["clips_per_s"]
