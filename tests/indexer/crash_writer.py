@@ -59,6 +59,12 @@ class SqliteSource:
         self.db.commit()
 
 
+def say(line: str) -> None:
+    """One write per line, so a kill cuts at most the line being written."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def unit(rng: np.random.Generator) -> np.ndarray:
     vector = rng.standard_normal(DIM).astype(np.float32)
     return vector / np.linalg.norm(vector)
@@ -75,7 +81,7 @@ def main(db: str, directory: str, seed: int) -> None:
     policy = IndexPolicy(compact_max=64)
     index_set = IndexSet.open(Path(directory), "v1", LAYOUT, {"vat": DIM}, source, policy)
     next_id = source.next_id()
-    print("READY", flush=True)
+    say("READY")
     step = 0
     while True:
         step += 1
@@ -83,15 +89,15 @@ def main(db: str, directory: str, seed: int) -> None:
             vector = unit(rng)
             source.put(next_id, vector)
             index_set.add("vat", "audio", [next_id], vector[None, :])
-            print("ACK", next_id, flush=True)
+            say(f"ACK {next_id}")
             next_id += 1
         else:
             live = source.ids("vat", "audio")
             victim = int(rng.choice(live))
-            print("TRY", victim, flush=True)
+            say(f"TRY {victim}")
             source.delete(victim)
             index_set.remove([victim])
-            print("DEL", victim, flush=True)
+            say(f"DEL {victim}")
         if step % 4 == 0:
             index_set.save()
 
