@@ -605,7 +605,12 @@ def _finished_run(out: Path, steps: int, cfg: ModelConfig) -> dict[str, Any] | N
             f"steps; choose another --out (or --init {out} to fine-tune it)"
         )
     saved_path = out / "config.json"
-    saved = _flatten(json.loads(saved_path.read_text())) if saved_path.is_file() else {}
+    if not saved_path.is_file():
+        raise TrainError(
+            f"{out} has a metrics.json but no config.json: it is not a finished run this "
+            "trainer wrote; choose another --out"
+        )
+    saved = _flatten(json.loads(saved_path.read_text()))
     wanted = _flatten(cfg.to_dict())
     differ = sorted(
         key

@@ -131,6 +131,9 @@ def test_a_finished_run_is_reused_only_with_the_settings_it_was_trained_with(
         train(TrainOptions(data=tmp_path, out=out, steps=5))
     with pytest.raises(TrainError, match="trained for 5 steps"):
         train(TrainOptions(data=tmp_path, out=out, steps=6, overrides=same))
+    (out / "config.json").unlink()
+    with pytest.raises(TrainError, match=r"no config\.json"):
+        train(TrainOptions(data=tmp_path, out=out, steps=5, overrides=same))
 
 
 # -- data parallel -------------------------------------------------------------------------
