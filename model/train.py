@@ -362,8 +362,8 @@ def load_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("version") != STATE_VERSION:
         raise TrainError(f"{path} was written by another trainer version; delete it to restart")
-    if state["fingerprint"] != fingerprint:
-        differ = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
+    differ = settings_differences(state["fingerprint"], fingerprint)
+    if differ:
         raise TrainError(
             f"{path.parent} holds a different run (it differs in {', '.join(differ)}): use "
             "another --out, or delete it to start over"
@@ -589,8 +589,10 @@ def _train(
     return TrainResult(out, steps, metrics, stopped=False)
 
 
-# Train settings that change how a run is watched, not the model it makes.
-_BOOKKEEPING = {"train.steps", "train.eval_every", "train.save_every", "train.num_workers"}
+# Settings that change how a finished run was watched or described, not the model it made.
+_BOOKKEEPING = frozenset(
+    {"train.steps", "train.eval_every", "train.save_every", "train.num_workers", "notes"}
+)
 
 
 def _finished_run(out: Path, steps: int, cfg: ModelConfig) -> dict[str, Any] | None:
@@ -610,15 +612,13 @@ def _finished_run(out: Path, steps: int, cfg: ModelConfig) -> dict[str, Any] | N
             f"{out} has a metrics.json but no config.json: it is not a finished run this "
             "trainer wrote; choose another --out"
         )
-    saved = _flatten(json.loads(saved_path.read_text()))
-    wanted = _flatten(cfg.to_dict())
-    differ = sorted(
-        key
-        for key in (saved.keys() | wanted.keys()) - _BOOKKEEPING
-        if key != "notes" and saved.get(key) != wanted.get(key)
-    )
+    saved, wanted = json.loads(saved_path.read_text()), cfg.to_dict()
+    differ = settings_differences(saved, wanted, ignore=_BOOKKEEPING)
     if differ:
-        shown = ", ".join(f"{k} {saved.get(k)!r} there, {wanted.get(k)!r} now" for k in differ[:4])
+        flat_saved, flat_wanted = _flatten(saved), _flatten(wanted)
+        shown = ", ".join(
+            f"{k} {flat_saved.get(k)!r} there, {flat_wanted.get(k)!r} now" for k in differ[:4]
+        )
         raise TrainError(
             f"{out} already holds a model trained with other settings ({shown}); "
             "choose another --out"
@@ -626,14 +626,23 @@ def _finished_run(out: Path, steps: int, cfg: ModelConfig) -> dict[str, Any] | N
     return metrics
 
 
-def _flatten(sections: dict[str, Any]) -> dict[str, Any]:
-    """{"train": {"lr": 2e-3}} -> {"train.lr": 2e-3}; top-level values keep their name."""
+def settings_differences(
+    saved: dict[str, Any], wanted: dict[str, Any], ignore: frozenset[str] = frozenset()
+) -> list[str]:
+    """Dotted names of the settings that differ, nested sections flattened
+    (["config.train.batch_size"]), leaving out those in `ignore`."""
+    a, b = _flatten(saved), _flatten(wanted)
+    return sorted(k for k in a.keys() | b.keys() if k not in ignore and a.get(k) != b.get(k))
+
+
+def _flatten(sections: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 2e-3}} -> {"train.lr": 2e-3}, at any depth."""
     flat: dict[str, Any] = {}
     for name, value in sections.items():
         if isinstance(value, dict):
-            flat.update({f"{name}.{key}": item for key, item in value.items()})
+            flat.update(_flatten(value, f"{prefix}{name}."))
         else:
-            flat[name] = value
+            flat[f"{prefix}{name}"] = value
     return flat
 
 
