@@ -10,7 +10,9 @@ loads in-process), compute = forward + backward + Adam. Beside it, in the same r
 trainer with one loader process when its default is in-process (the setting it replaced),
 the same model on an in-memory batch (the compute-only ceiling), and that ceiling with
 glibc's default malloc, measured first, before the trainer keeps freed memory for the
-rest of the process (`model.cpu_allocator`; it cannot be undone in-process).
+rest of the process (`model.cpu_allocator`; it cannot be undone in-process). Every row
+computes as the trainer does (`train.precision`: bf16 autocast on CUDA and on CPUs with
+native bf16); where that is bf16, compute only in float32 is measured beside it.
 Target: data loading never the bottleneck, ≤ 20% of the step time (median).
 """
 
@@ -36,6 +38,7 @@ from model.corpus import make_corpus  # noqa: E402
 from model.cpu_allocator import keep_freed_memory  # noqa: E402
 from model.data import CorpusDataset  # noqa: E402
 from model.distributed import DistContext  # noqa: E402
+from model.precision import PRECISION_NAMES, autocast_for, training_dtype  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402
 from model.train import (  # noqa: E402
     FORWARD_INPUTS,
@@ -82,7 +85,9 @@ def trainer_timings(
     }
 
 
-def compute_only(data: Path, steps: int, batch: int, config: str, device: str) -> dict[str, float]:
+def compute_only(
+    data: Path, steps: int, batch: int, config: str, device: str, dtype: torch.dtype
+) -> dict[str, float]:
     """The same model and loss on one batch held in memory (on the device): no loader."""
     cfg = load_config(config)
     dataset = CorpusDataset(data, cfg, "train", show_progress=False)
@@ -95,10 +100,12 @@ def compute_only(data: Path, steps: int, batch: int, config: str, device: str) -
     samples = [dataset[(i % len(dataset), 0)] for i in range(batch)]
     b = collate_batch(samples, model.tokenizer, cfg.loss.num_positives)
     inputs = {k: b[k].to(dev) for k in FORWARD_INPUTS}
-    return time_steps(model, cfg, inputs, steps, batch, dev)
+    return time_steps(model, cfg, inputs, steps, batch, dev, dtype)
 
 
-def synthetic(steps: int, batch: int, config: str, device: str) -> dict[str, float]:
+def synthetic(
+    steps: int, batch: int, config: str, device: str, dtype: torch.dtype
+) -> dict[str, float]:
     """Compute only on random inputs of the config's shapes: for configs whose decode
     cache is too big to make here (the paper's 32 frames of 200² at 48 kHz)."""
     cfg = load_config(config)
@@ -117,7 +124,7 @@ def synthetic(steps: int, batch: int, config: str, device: str) -> dict[str, flo
         "has_text": torch.ones(batch, dtype=torch.bool, device=dev),
         "has_audio": torch.ones(batch, dtype=torch.bool, device=dev),
     }
-    return time_steps(model, cfg, inputs, steps, batch, dev)
+    return time_steps(model, cfg, inputs, steps, batch, dev, dtype)
 
 
 def time_steps(
@@ -127,15 +134,17 @@ def time_steps(
     steps: int,
     batch: int,
     dev: torch.device,
+    dtype: torch.dtype,
 ) -> dict[str, float]:
-    """Median time of forward + backward + Adam (bf16 autocast on CUDA) after 2 warm-ups."""
+    """Median time of forward + backward + Adam (autocast in `dtype`) after 2 warm-ups."""
     criterion = MMVLoss(cfg.loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     on_cuda = dev.type == "cuda"
+    autocast = autocast_for(dtype, dev)
     times = []
     for i in range(steps):
         t = time.perf_counter()
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=on_cuda):
+        with autocast():
             loss, _ = criterion(model(**inputs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,15 +180,20 @@ def main() -> int:
     a = p.parse_args()
     steps = a.steps or (12 if a.quick else 40)
     torch.set_num_threads(os.cpu_count() or 1)  # as `make model` trains: every core
+    cfg = load_config(a.config)
     workers = a.workers
     if workers is None:
-        cfg = load_config(a.config)
         workers = default_loader_workers(cfg.train.num_workers, a.device, 1)
+    # As the trainer computes (train.precision); float32 beside it when that is bf16.
+    dtype = training_dtype(cfg.train.precision, torch.device(a.device))
     before = "compute only, glibc's own malloc"  # measured before keep_freed_memory()
+    f32 = "compute only, float32"
     if a.synthetic:
-        rows = {before: synthetic(steps, a.batch, a.config, a.device)}
+        rows = {before: synthetic(steps, a.batch, a.config, a.device, dtype)}
         keep_freed_memory()
-        rows["compute only (random inputs)"] = synthetic(steps, a.batch, a.config, a.device)
+        rows["compute only (random inputs)"] = synthetic(steps, a.batch, a.config, a.device, dtype)
+        if dtype != torch.float32:
+            rows[f32] = synthetic(steps, a.batch, a.config, a.device, torch.float32)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
             data = a.data
@@ -189,7 +203,7 @@ def main() -> int:
                 print(f"generating a {n}-clip corpus ...", flush=True)
                 make_corpus(data, n, seed=3, progress=False, n_audio=0, n_stills=0)
             compute_steps = max(5, steps // 2)
-            rows = {before: compute_only(data, compute_steps, a.batch, a.config, a.device)}
+            rows = {before: compute_only(data, compute_steps, a.batch, a.config, a.device, dtype)}
             rows |= {
                 "trainer (loader + compute)": trainer_timings(
                     data, Path(tmp) / "run", steps, a.batch, workers, a.config, a.device
@@ -201,13 +215,18 @@ def main() -> int:
                 )
             rows |= {
                 "compute only (batch in memory)": compute_only(
-                    data, compute_steps, a.batch, a.config, a.device
+                    data, compute_steps, a.batch, a.config, a.device, dtype
                 ),
             }
-    gpu = f" ({torch.cuda.get_device_name()}, bf16 autocast)" if a.device == "cuda" else ""
+            if dtype != torch.float32:
+                rows[f32] = compute_only(
+                    data, compute_steps, a.batch, a.config, a.device, torch.float32
+                )
+    gpu = f" ({torch.cuda.get_device_name()})" if a.device == "cuda" else ""
     print(
         f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {a.device}{gpu}; "
+        f"{torch.get_num_threads()} threads, device {a.device}{gpu}, "
+        f"computing in {PRECISION_NAMES[dtype]} (train.precision {cfg.train.precision}); "
         f"config {a.config}, batch {a.batch}"
         + ("" if a.synthetic else ", trainer loads with ")
         + ("" if a.synthetic else f"{workers} process(es)" if workers else "the main process")
@@ -227,6 +246,11 @@ def main() -> int:
         f"{kept['clips_per_s'] / rows[before]['clips_per_s']:.2f}"
         + ("" if changed else " (not glibc: nothing was changed)")
     )
+    if f32 in rows:
+        print(
+            f"compute throughput, {PRECISION_NAMES[dtype]} / float32: "
+            f"{kept['clips_per_s'] / rows[f32]['clips_per_s']:.2f}"
+        )
     if a.synthetic:
         print("synthetic: no loader, so no target is judged")
         return 0

@@ -88,6 +88,9 @@ class TrainConfig:
     num_workers: int = 1
     eval_every: int = 500
     save_every: int = 100
+    # "auto": bf16 autocast on CUDA and on CPUs with native bf16, else float32
+    # (model/precision.py); "bf16" or "float32" force one.
+    precision: str = "auto"
 
 
 @dataclass

@@ -19,7 +19,6 @@ with the same weights as an uninterrupted one. OUT ends up a model checkpoint
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -51,6 +50,7 @@ from model.factory import build_model
 from model.losses import MMVLoss
 from model.media import VideoAugment
 from model.mmv import MMV
+from model.precision import PRECISION_NAMES, autocast_for, training_dtype
 from model.schedule import lr_at
 from model.tokenizer import Tokenizer
 from model.training_log import TrainingLog
@@ -453,11 +453,8 @@ def _train(
     else:
         net = model
     criterion = MMVLoss(cfg.loss)
-    autocast = (
-        partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
-        if ctx.device.type == "cuda"
-        else contextlib.nullcontext
-    )
+    compute_dtype = training_dtype(cfg.train.precision, ctx.device)
+    autocast = autocast_for(compute_dtype, ctx.device)
 
     fill_decode_cache(train_data, ctx, show)
     if val_data is not None:
@@ -482,7 +479,8 @@ def _train(
         print(
             f"training {cfg.name} ({cfg.heads.space}) on {len(train_data)} clips, "
             f"steps {start}->{steps}, global batch {global_batch} over {ctx.world_size} "
-            f"process(es) on {ctx.device}, vocabulary {len(model.tokenizer)}"
+            f"process(es) on {ctx.device} in {PRECISION_NAMES[compute_dtype]}, "
+            f"vocabulary {len(model.tokenizer)}"
         )
 
     # the loop
@@ -558,6 +556,7 @@ def _train(
             "batch_size": global_batch,
             "world_size": ctx.world_size,
             "device": str(ctx.device),
+            "precision": PRECISION_NAMES[compute_dtype],
             "final_loss": history.final_loss(),
             "clips_per_s": history.median("clips_per_s"),
             "step_s": history.median("step_s"),
