@@ -223,8 +223,10 @@ def _decode_region(decoder: Decoder, pcm: np.ndarray, offset_s: float) -> list[W
     decoder.start_utt()
     decoder.process_raw(pcm.tobytes(), no_search=False, full_utt=True)
     decoder.end_utt()
-    words = []
-    for seg in decoder.seg():
+    words: list[Word] = []
+    # seg() is None, not empty, when the search ends with no hypothesis at all (a pure
+    # tone can do that): such a region holds no words.
+    for seg in decoder.seg() or ():
         if seg.word in _NOT_WORDS or seg.word.startswith("["):  # silence, [NOISE]
             continue
         words.append(

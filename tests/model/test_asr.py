@@ -226,6 +226,21 @@ def test_silence_and_empty_audio_give_an_empty_transcript(recognizer: SpeechReco
         assert transcript.segments == [] and not transcript and transcript.source == "asr"
 
 
+def test_tones_without_speech_give_an_empty_transcript(recognizer: SpeechRecognizer) -> None:
+    """Pure tones with a tremolo: the decoder finds no hypothesis at all for some of them
+    (its word segmentation is None, not empty); each must come back as no words."""
+    t = np.arange(4 * 16000) / 16000
+    for frequency, tremolo in ((400, 13), (600, 13), (1200, 13), (2800, 9), (2800, 13)):
+        tone = (
+            0.6
+            * np.sin(2 * np.pi * frequency * t)
+            * (0.75 + 0.25 * np.sin(2 * np.pi * tremolo * t))
+        )
+        transcript = recognizer.transcribe(tone.astype(np.float32), 16000)
+        assert transcript.source == "asr", (frequency, tremolo)
+        assert all(s.text for s in transcript.segments), (frequency, tremolo)
+
+
 def test_rejects_what_is_not_a_mono_float_waveform(recognizer: SpeechRecognizer) -> None:
     with pytest.raises(WaveformError, match="mono"):
         recognizer.transcribe(np.zeros((2, 100), np.float32), 16000)
