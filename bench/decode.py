@@ -1,9 +1,9 @@
 """Decoding speed: a 10 s 640×360 h264 clip with sound → the tiny config's inputs.
 
-The clip is embedded the way the service embeds an upload: probe, then uniformly
+The clip is embedded the way the service embeds an upload: ffprobe, then uniformly
 spaced windows covering the file (5 windows of 8 frames at 4 fps, 64×64, plus 5 × 2 s
 of 16 kHz mono audio). Measured beside, in the same run:
-- the same without the probe (the service already has it from sniffing the upload);
+- the same without ffprobe (the service already has it from sniffing the upload);
 - variants of our decoder (2 decoder threads; no frame skipping; keeping the
   deblocking filter; seeking per window) and how far their pixels are from ours;
 - a naive baseline: decode every frame at full size and the audio at its own rate
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import model.media.decode as media_decode
 from model.config import load_config
-from model.media import MediaInfo, Windows, load_windows, probe
+from model.media import MediaInfo, Windows, load_windows, read_media_info
 
 CLIP_SECONDS = 10.0
 GOAL_S = CLIP_SECONDS / 30  # 30× real time
@@ -162,7 +162,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "clip_640x360_10s.mp4")
-        info = probe(clip)
+        info = read_media_info(clip)
         n = 5  # default_window_count(10 s, 2 s windows)
         expected = load_windows(clip, cfg, n, info)
         assert expected.video is not None and expected.video.shape == (5, 8, 64, 64, 3)
@@ -194,20 +194,20 @@ def main() -> None:
             return run
 
         def service_path() -> object:
-            return load_windows(clip, cfg, n, probe(clip))
+            return load_windows(clip, cfg, n, read_media_info(clip))
 
         def naive() -> object:
             return naive_full_decode(clip, info, n)
 
         cases: list[tuple[str, Callable[[], object]]] = [
-            ("ours: probe + 5 windows (service path)", service_path),
-            ("ours: 5 windows, probe known", variant()),
+            ("ours: ffprobe + 5 windows (service path)", service_path),
+            ("ours: 5 windows, media info known", variant()),
             ("  variant: 2 decoder threads", variant(threads=2)),
             ("  variant: no frame skipping", variant(noref=NEVER)),
             ("  variant: keep deblocking", variant(deblock=NEVER)),
             ("  variant: neither skip", variant(noref=NEVER, deblock=NEVER)),
             ("  variant: seek per window", variant(strategy="seek")),
-            ("probe alone", lambda: probe(clip)),
+            ("ffprobe alone", lambda: read_media_info(clip)),
             ("baseline: naive full decode + numpy", naive),
         ]
         rows = measure(cases, runs, warmup)
@@ -251,7 +251,7 @@ def main() -> None:
     print(f"\nthroughput, a stream of clips, {cores} in flight ({cores} cores):")
     print(f"{'what':44s} {'s/clip':>9s} {'CPU s':>7s} {'× real time':>12s} {'vs naive':>9s}")
     for name, (per_clip, cpu) in (
-        ("ours: probe + 5 windows (service path)", ours_2c),
+        ("ours: ffprobe + 5 windows (service path)", ours_2c),
         ("baseline: naive full decode + numpy", naive_2c),
     ):
         print(

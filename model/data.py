@@ -53,7 +53,7 @@ from model.media import (
     decode_full,
     pad_audio,
     pad_frames,
-    probe,
+    read_media_info,
 )
 from model.transcripts import Transcript, TranscriptError, read_transcript
 
@@ -327,7 +327,7 @@ class ClipDataset(Dataset[dict[str, Any]]):
 
     def _info(self, index: int) -> MediaInfo:
         if index not in self._infos:
-            self._infos[index] = probe(self.items[index].path, self.limits)
+            self._infos[index] = read_media_info(self.items[index].path, self.limits)
         return self._infos[index]
 
     # -- decode cache -----------------------------------------------------------------
@@ -458,7 +458,7 @@ class CorpusClipInfo:
     clip asked about is probed and checked against them, and every other clip gets its
     facts with its own duration (from the manifest) and size. ffprobe's start-up alone
     (~0.1 s: Debian's loads ~100 libraries) costs as much as decoding a clip, so this
-    halves the time to fill the decode cache. A probe that disagrees with the declared
+    halves the time to fill the decode cache. Media info that disagrees with the declared
     settings, a duration the manifest lacks, or caller-set limits send every clip to its
     own probe. Safe to share between threads (a race only probes one clip more)."""
 
@@ -470,10 +470,10 @@ class CorpusClipInfo:
         self, path: Path, duration_s: float | None, limits: MediaLimits | None = None
     ) -> MediaInfo:
         if self.declared is None or duration_s is None or limits is not None:
-            return probe(path, limits)
+            return read_media_info(path, limits)
         template = self.template
         if template is None:
-            info = probe(path)
+            info = read_media_info(path)
             if _matches_declared(info, self.declared, duration_s):
                 self.template = info
             elif self.declared is not None:
@@ -660,8 +660,8 @@ def _cached_probe(path: Path, digest: str, cache: Path, limits: MediaLimits | No
         try:
             return MediaInfo.from_dict(json.loads(cached.read_text()))
         except (ValueError, TypeError):
-            pass  # written by another version: probe again
-    info = probe(path, limits)
+            pass  # written by another version: read it again
+    info = read_media_info(path, limits)
     _write_atomic(cached, json.dumps(info.to_dict()))
     return info
 

@@ -1,7 +1,7 @@
 """Ingestion: an upload becomes a durable, indexed item.
 
     receive (streamed to DATA_DIR/tmp, hashed) -> same bytes stored before? answer 200
-    -> probe (ffprobe: the real type, caps) -> store the media, content-addressed, and
+    -> ffprobe (the real type, caps) -> store the media, content-addressed, and
     the item row (status processing) -> decode -> ASR when there is sound and no
     transcript -> embed every (space, modality) the item has -> store embeddings and
     flip to ready in one transaction -> add to the indexes -> answer 201.
@@ -25,7 +25,7 @@ from typing import Any
 
 from indexer import IndexRegistry
 from model.errors import ModelError
-from model.media import MediaError, MediaInfo, MediaLimits, probe
+from model.media import MediaError, MediaInfo, MediaLimits, read_media_info
 from model.transcripts import Transcript, TranscriptError, parse_transcript
 from service import errors
 from service.embedder import Embedder
@@ -145,10 +145,10 @@ class Ingestor:
     def _stage(self, stage: str, seconds: float) -> None:
         self.metrics.ingest_stage.labels(stage).observe(seconds)
 
-    async def probe(self, path: Path) -> MediaInfo:
+    async def read_media_info(self, path: Path) -> MediaInfo:
         t = time.perf_counter()
         try:
-            info = await self._run(probe, path, self.limits)
+            info = await self._run(read_media_info, path, self.limits)
         except MediaError as exc:
             raise api_error(exc) from None
         self._stage("probe", time.perf_counter() - t)

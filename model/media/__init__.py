@@ -1,8 +1,8 @@
-"""Media decoding with the system ffmpeg: probe, decode video/audio/images to model
-inputs, windows over long files. Every ffmpeg process runs with a timeout and an
-output cap; bad input raises a typed MediaError (see errors.py for the codes).
+"""Media decoding with the system ffmpeg: what a file is (ffprobe), its video, audio and
+images decoded to model inputs, windows over long files. Every ffmpeg process runs
+with a timeout and an output cap; bad input raises a typed MediaError (see errors.py for the codes).
 
-    info = probe(path)                      # what the file really is
+    info = read_media_info(path)            # what the file really is
     inputs = decode_for_model(path, config) # float tensors for the model
 """
 
@@ -37,7 +37,7 @@ from model.media.inputs import (
     to_model_image,
     to_model_video,
 )
-from model.media.probe import MediaInfo, MediaKind, probe
+from model.media.media_info import MediaInfo, MediaKind, read_media_info
 from model.media.windows import Windows, default_window_count, load_windows, window_starts
 
 __all__ = [
@@ -70,7 +70,7 @@ __all__ = [
     "load_windows",
     "pad_audio",
     "pad_frames",
-    "probe",
+    "read_media_info",
     "to_model_audio",
     "to_model_image",
     "to_model_video",

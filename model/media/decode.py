@@ -28,7 +28,7 @@ from model.media.errors import (
     NoUsableStream,
     UnreadableMedia,
 )
-from model.media.probe import MediaInfo, probe
+from model.media.media_info import MediaInfo, read_media_info
 from model.media.process import OutputSpec, ffmpeg_binary, input_url, output_target, run
 
 # Skip non-reference frames when the source has at least this many frames per
@@ -73,7 +73,7 @@ def decode_video(
     An image gives a static clip (the picture repeated); a clip shorter than asked
     repeats its last frame.
     """
-    info = info or probe(path, limits)
+    info = info or read_media_info(path, limits)
     side = augment.decode_side(size) if augment is not None else size
     if info.kind == "image":
         picture = decode_image(path, size=side, limits=limits, info=info)
@@ -109,7 +109,7 @@ def decode_audio(
     """Mono float32 [S] at `sample_rate`. With `duration_s`, exactly
     round(duration_s × sample_rate) samples (zero-padded past the end); without it,
     the whole file from `start_s`."""
-    info = info or probe(path, limits)
+    info = info or read_media_info(path, limits)
     _require(info, audio=True, path=path)
     if duration_s is not None:
         samples = round(duration_s * sample_rate)
@@ -136,7 +136,7 @@ def decode_image(
 ) -> np.ndarray:
     """One picture: uint8 [size, size, 3] (short side resized, centre crop). From a
     video, the frame at `start_s`."""
-    info = info or probe(path, limits)
+    info = info or read_media_info(path, limits)
     if info.kind == "audio":
         raise NoUsableStream(f"'{Path(path).name}' is audio: it has no picture")
     clip = _decode(
@@ -165,7 +165,7 @@ def decode_clip(
     one ffmpeg process: video uint8 [frames, size, size, 3] (None without a picture
     stream), audio float32 [round(span × sample_rate)] (None without sound or when
     `sample_rate` is None). Short clips are padded: last frame repeated, silence."""
-    info = info or probe(path, limits)
+    info = info or read_media_info(path, limits)
     _require(info, video=True, path=path, allow_audio_only=sample_rate is not None)
     span = frames / fps
     samples = round(span * sample_rate) if sample_rate and info.has_audio else None
@@ -200,7 +200,7 @@ def decode_full(
     (None to skip sound). Sizes are unknown up front, so outputs are capped by the
     probed duration and the limits."""
     limits = limits or DEFAULT_LIMITS
-    info = info or probe(path, limits)
+    info = info or read_media_info(path, limits)
     want_video = fps is not None and size is not None and info.has_video
     want_audio = sample_rate is not None and info.has_audio
     if not want_video and not want_audio:

@@ -12,7 +12,7 @@ import torch
 from model.config import ModelConfig
 from model.media.decode import decode_image
 from model.media.errors import MediaLimits
-from model.media.probe import MediaInfo, probe
+from model.media.media_info import MediaInfo, read_media_info
 from model.media.windows import load_windows
 
 
@@ -55,7 +55,7 @@ def decode_for_model(
     """Probe (unless `info` is given) and decode `path` for a model with `config`:
     an image → `image`; a video → `video` windows (+ `audio` when it has sound);
     an audio file → `audio` windows."""
-    info = info or probe(path, limits)
+    info = info or read_media_info(path, limits)
     if info.kind == "image":
         picture = decode_image(path, size=config.video.crop_size, limits=limits, info=info)
         return ModelInputs(

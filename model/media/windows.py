@@ -29,7 +29,7 @@ from model.media.decode import (
     pad_frames,
 )
 from model.media.errors import MediaLimits
-from model.media.probe import MediaInfo, probe
+from model.media.media_info import MediaInfo, read_media_info
 
 # One pass is cheaper than seeking while the windows cover at least a third of the
 # file: each seek costs a process start (≈ 65 ms here) plus decoding from the
@@ -89,7 +89,7 @@ def load_windows(
     held, silence after the sound ends); an image gives one static clip.
     `parallel`: seek-decodes run at once (default: min(2, CPUs)). `strategy`: "auto"
     picks one pass or seeking by cost; "single"/"seek" force one (tests, benchmarks)."""
-    info = info or probe(path, limits)
+    info = info or read_media_info(path, limits)
     v = config.video
     sample_rate = config.audio.sample_rate
     clip_s = config.clip_seconds

@@ -113,10 +113,10 @@ def test_layout_rows_and_corpus_info(corpus: Path) -> None:
 
 
 def test_media_files_are_real_h264_aac_wav_png(corpus: Path) -> None:
-    from model.media import probe
+    from model.media import read_media_info
 
     for row in read_manifest(corpus):
-        info = probe(corpus / row["path"])
+        info = read_media_info(corpus / row["path"])
         if row["kind"] == "clip":
             assert (info.video_codec, info.audio_codec) == ("h264", "aac")
             assert (info.width, info.height) == (render.VIDEO_SIZE, render.VIDEO_SIZE)

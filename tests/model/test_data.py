@@ -395,17 +395,19 @@ def test_corpus_clips_share_one_probe_and_decode_as_if_probed(
     """The corpus's clips all come from one encoder: one ffprobe per process, the rest
     take its facts with their own duration, and decode exactly as with their own probe."""
     import model.data as data_module
-    from model.media import decode_full, probe
+    from model.media import decode_full, read_media_info
 
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module, "probe", lambda path, limits=None: calls.append(path) or probe(path, limits)
+        data_module,
+        "read_media_info",
+        lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )
     ds = CorpusDataset(small_corpus, TINY, "val", cache_dir=tmp_path)
     infos = [ds._info(i) for i in range(len(ds))]
     assert len(ds) >= 5 and len(calls) == 1
     for item, info in zip(ds.items, infos, strict=True):
-        probed = probe(item.path)
+        probed = read_media_info(item.path)
         assert replace(info, duration_s=None) == replace(probed, duration_s=None)
         assert info.duration_s == pytest.approx(probed.duration_s, abs=0.05)
     for i in range(3):
@@ -415,7 +417,7 @@ def test_corpus_clips_share_one_probe_and_decode_as_if_probed(
             fps=TINY.video.fps,
             size=ds.decode_side,
             sample_rate=TINY.audio.sample_rate,
-            info=probe(ds.items[i].path),
+            info=read_media_info(ds.items[i].path),
         )
         assert direct.video is not None and direct.audio is not None
         assert np.array_equal(cached.video.read(), direct.video)
@@ -428,7 +430,7 @@ def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip
     small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import model.data as data_module
-    from model.media import probe
+    from model.media import read_media_info
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -439,12 +441,14 @@ def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip
     (corpus / "corpus.json").write_text(json.dumps(info))
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module, "probe", lambda path, limits=None: calls.append(path) or probe(path, limits)
+        data_module,
+        "read_media_info",
+        lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )
     ds = CorpusDataset(corpus, TINY, "val", cache_dir=tmp_path / "cache")
     infos = [ds._info(i) for i in range(len(ds))]
     assert len(calls) == len(ds)
-    assert infos == [probe(item.path) for item in ds.items]
+    assert infos == [read_media_info(item.path) for item in ds.items]
 
 
 def test_training_reads_a_manifest_with_only_the_training_fields(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def test_eval_windows_with_one_probe_equal_a_probe_per_file(
     from model.config import load_config
     from model.corpus import read_manifest
     from model.eval import load_eval_set
-    from model.media import load_windows, probe
+    from model.media import load_windows, read_media_info
 
     corpus = tmp_path / "corpus"  # a copy whose eval cache starts empty
     corpus.mkdir()
@@ -141,12 +141,14 @@ def test_eval_windows_with_one_probe_equal_a_probe_per_file(
     rows = read_manifest(corpus, kind="clip", split="val")
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module, "probe", lambda path, limits=None: calls.append(path) or probe(path, limits)
+        data_module,
+        "read_media_info",
+        lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )
     got = load_eval_set(corpus, cfg, rows, "val", n_windows=2, progress=False)
     assert 1 <= len(calls) <= 4 < len(rows)  # one per decoding thread at most
     for i, row in enumerate(rows):
-        want = load_windows(corpus / row["path"], cfg, 2, probe(corpus / row["path"]))
+        want = load_windows(corpus / row["path"], cfg, 2, read_media_info(corpus / row["path"]))
         assert got.video is not None and got.audio is not None
         assert np.array_equal(got.video[got.owner == i], want.video)
         assert np.array_equal(got.audio[got.owner == i], want.audio)

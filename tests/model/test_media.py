@@ -28,7 +28,7 @@ from model.media import (
     decode_image,
     decode_video,
     load_windows,
-    probe,
+    read_media_info,
     to_model_image,
     to_model_video,
     window_starts,
@@ -64,7 +64,7 @@ GOOD = {
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_probe_finds_the_real_type(media_files: dict[str, Path], name: str) -> None:
     kind, has_audio, duration, size = GOOD[name]
-    info = probe(media_files[name])
+    info = read_media_info(media_files[name])
     assert info.kind == kind
     assert info.has_audio == has_audio
     assert info.has_video == (kind == "video")
@@ -121,7 +121,7 @@ def test_every_format_decodes_to_model_inputs(media_files: dict[str, Path], name
 
 
 def test_image_is_short_side_resized_and_centre_cropped(media_files: dict[str, Path]) -> None:
-    info = probe(media_files["png"])
+    info = read_media_info(media_files["png"])
     full = decode_image(media_files["png"], size=80, info=info)  # 120×80, centre 80×80
     wide = decode_image(media_files["png"], size=160, info=info)  # ×2, centre 160×160
     small = decode_image(media_files["png"], size=40, info=info)  # ×0.5
@@ -207,7 +207,7 @@ def test_short_files_give_one_padded_window(media_files: dict[str, Path]) -> Non
 
 def test_truncated_file_with_intact_header_still_decodes(media_files: dict[str, Path]) -> None:
     path = media_files["truncated_faststart"]
-    info = probe(path)  # the header promises 3 s; half the data is there
+    info = read_media_info(path)  # the header promises 3 s; half the data is there
     assert info.duration_s == pytest.approx(3.0, abs=0.1)
     windows = load_windows(path, TINY, 2, info)
     assert windows.video is not None and windows.video.shape == (2, 8, 64, 64, 3)
@@ -217,7 +217,7 @@ def test_truncated_file_with_intact_header_still_decodes(media_files: dict[str, 
 def test_augmentation_is_random_but_reproducible(media_files: dict[str, Path]) -> None:
     path = media_files["mp4"]
     aug = VideoAugment()
-    kwargs = {"fps": 4, "frames": 4, "size": 48, "info": probe(path)}
+    kwargs = {"fps": 4, "frames": 4, "size": 48, "info": read_media_info(path)}
     a = decode_video(path, **kwargs, augment=aug, rng=np.random.default_rng(7))
     b = decode_video(path, **kwargs, augment=aug, rng=np.random.default_rng(7))
     c = decode_video(path, **kwargs, augment=aug, rng=np.random.default_rng(8))
@@ -295,10 +295,10 @@ def test_fused_augmentation_matches_the_step_by_step_reference() -> None:
 
 
 def test_rotation_and_pixel_aspect_are_respected(media_files: dict[str, Path]) -> None:
-    rotated = probe(media_files["rotated"])  # stored 160×90, displayed turned by 90°
+    rotated = read_media_info(media_files["rotated"])  # stored 160×90, displayed turned by 90°
     assert (rotated.width, rotated.height) == (90, 160)
     assert decode_image(media_files["rotated"], size=32).shape == (32, 32, 3)
-    wide = probe(media_files["anamorphic"])  # 80×90 stored, pixels twice as wide
+    wide = read_media_info(media_files["anamorphic"])  # 80×90 stored, pixels twice as wide
     assert wide.pixel_aspect == pytest.approx(2.0)
     assert scaled_size(wide, 90) == (160, 90)
     assert decode_video(media_files["anamorphic"], fps=4, frames=2, size=40).shape == (2, 40, 40, 3)
@@ -350,12 +350,12 @@ def test_bad_input_gives_its_typed_error(media_files: dict[str, Path], name: str
 
 def test_missing_file_is_unreadable(tmp_path: Path) -> None:
     with pytest.raises(UnreadableMedia, match="no such file"):
-        probe(tmp_path / "gone.mp4")
+        read_media_info(tmp_path / "gone.mp4")
 
 
 def test_limits_too_long_and_too_many_pixels(media_files: dict[str, Path]) -> None:
     with pytest.raises(MediaTooLong) as caught:
-        probe(media_files["mp4"], MediaLimits(max_duration_s=2.0))
+        read_media_info(media_files["mp4"], MediaLimits(max_duration_s=2.0))
     assert caught.value.code == "too_long" and "limit is 2 s" in str(caught.value)
     with pytest.raises(MediaTooLong):
         decode_for_model(media_files["wav"], TINY, limits=MediaLimits(max_duration_s=1.0))
@@ -384,7 +384,7 @@ def test_output_cap_stops_the_decoder(media_files: dict[str, Path]) -> None:
 
 def test_decoder_timeout_kills_ffmpeg(media_files: dict[str, Path]) -> None:
     path = media_files["long_mp4"]
-    info = probe(path)
+    info = read_media_info(path)
     started = time.monotonic()
     with pytest.raises(DecodeTimeout) as caught:
         load_windows(path, TINY, 3, info, limits=MediaLimits(timeout_s=0.05), strategy="single")
@@ -399,7 +399,7 @@ def test_a_file_that_never_ends_times_out(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     started = time.monotonic()
     with pytest.raises(DecodeTimeout):
-        probe(fifo, MediaLimits(timeout_s=1.0))
+        read_media_info(fifo, MediaLimits(timeout_s=1.0))
     assert time.monotonic() - started < 4
     assert not _ffmpeg_children()
 

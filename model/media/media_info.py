@@ -78,7 +78,7 @@ _SIZE_ONLY = MediaInfo(
 )  # fmt: skip
 
 
-def probe(path: str | Path, limits: MediaLimits | None = None) -> MediaInfo:
+def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> MediaInfo:
     """Probe `path` with ffprobe and check it against `limits`.
 
     Raises UnreadableMedia (not media, corrupt, missing), NoUsableStream (no video,
