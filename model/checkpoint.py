@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from model.atomic_files import atomic_path, write_atomic
 from model.config import ConfigError, ModelConfig
 from model.errors import ModelError
 from model.factory import build_model
@@ -42,19 +41,6 @@ class CheckpointError(ModelError):
     """A checkpoint directory this code cannot load."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(model: MMV, directory: str | Path, metrics: dict[str, Any] | None = None) -> Path:
     """Write the four files (each via temp file + fsync + rename); returns the directory."""
     out = Path(directory)
@@ -64,26 +50,15 @@ def save(model: MMV, directory: str | Path, metrics: dict[str, Any] | None = Non
             f"config format_version {model.config.format_version} is not {FORMAT_VERSION}"
         )
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS}.")
-    os.close(fd)
-    try:
+    with atomic_path(out / WEIGHTS) as tmp:
         save_file(
             state,
-            tmp,
+            str(tmp),
             metadata={"format_version": str(FORMAT_VERSION), "space": model.config.heads.space},
         )
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out / WEIGHTS)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _write_atomic(out / CONFIG, model.config.to_json().encode())
-    _write_atomic(
-        out / VOCAB,
-        (json.dumps(model.tokenizer.to_dict(), ensure_ascii=False) + "\n").encode(),
-    )
-    _write_atomic(out / METRICS, (json.dumps(metrics or {}, indent=2) + "\n").encode())
+    write_atomic(out / CONFIG, model.config.to_json())
+    write_atomic(out / VOCAB, json.dumps(model.tokenizer.to_dict(), ensure_ascii=False) + "\n")
+    write_atomic(out / METRICS, json.dumps(metrics or {}, indent=2) + "\n")
     return out
 
 

@@ -25,8 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from model.atomic_files import publish_dir, write_atomic
 from model.config import ModelConfig
 from model.corpus.errors import ManifestError
 from model.corpus.manifest import TRAINING_FIELDS, iter_manifest, read_corpus_info
@@ -128,7 +127,7 @@ class _HashMemo:
 
     def save(self) -> None:
         if self.changed:
-            _write_atomic(self.path, json.dumps(self.entries))
+            write_atomic(self.path, json.dumps(self.entries), durable=False)
             self.changed = False
 
 
@@ -365,11 +364,8 @@ class ClipDataset(Dataset[dict[str, Any]]):
             info=info,
         )
         self.decode_count += 1
-        # Write into a temporary folder, then rename: a worker that dies half-way, or
-        # two workers decoding the same file, never leave a half-written entry.
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
-        try:
+
+        def write(tmp: Path) -> None:
             np.save(tmp / "video.npy", clip.video)
             if clip.audio is not None:
                 pcm = np.round(np.clip(clip.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
@@ -383,13 +379,10 @@ class ClipDataset(Dataset[dict[str, Any]]):
                 "sample_rate": self.config.audio.sample_rate,
             }
             (tmp / "meta.json").write_text(json.dumps(meta))
-            try:
-                os.replace(tmp, folder)
-            except OSError:
-                if not (folder / "meta.json").is_file():  # not a lost race: a real error
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        # Built aside, then renamed: a worker that dies half-way, or two workers decoding
+        # the same file, never leave a half-written entry.
+        publish_dir(folder, write)
 
 
 class CorpusDataset(ClipDataset):
@@ -631,7 +624,7 @@ class FolderDataset(ClipDataset):
             waveform = decode_audio(path, sample_rate=sample_rate, limits=limits, info=info)
             transcript = asr(waveform, sample_rate)
             self.asr_count += 1
-            _write_atomic(cached, transcript.to_vtt())
+            write_atomic(cached, transcript.to_vtt(), durable=False)
         transcript.source = "asr"
         return transcript if transcript else None
 
@@ -662,16 +655,8 @@ def _cached_probe(path: Path, digest: str, cache: Path, limits: MediaLimits | No
         except (ValueError, TypeError):
             pass  # written by another version: read it again
     info = read_media_info(path, limits)
-    _write_atomic(cached, json.dumps(info.to_dict()))
+    write_atomic(cached, json.dumps(info.to_dict()), durable=False)
     return info
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _quiet(show_progress: bool | None) -> bool | None:

@@ -28,9 +28,7 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -43,6 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.atomic_files import publish_dir, write_atomic
 from model.checkpoint import load as load_checkpoint
 from model.checkpoint import read_metrics
 from model.config import ModelConfig
@@ -177,21 +176,16 @@ def _decode_eval_set(
                 disable=not progress,
             )
         )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         owner = np.concatenate([np.full(len(w), i) for i, w in enumerate(windows)])
         np.save(tmp / "owner.npy", owner)
         if all(w.video is not None for w in windows):
             np.save(tmp / "video.npy", np.concatenate([w.video for w in windows]))
         if all(w.audio is not None for w in windows):
             np.save(tmp / "audio.npy", np.concatenate([w.audio for w in windows]))
-        os.replace(tmp, folder)
-    except OSError:
-        if not (folder / "owner.npy").is_file():  # not a lost race with another process
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    publish_dir(folder, write)
 
 
 @dataclass
@@ -623,10 +617,7 @@ def record_in_metrics(checkpoint: Path, corpus: Path, report: dict[str, Any], na
     }
     if "untrained" in report:
         metrics[name]["untrained_retrieval"] = report["untrained"]["retrieval"]
-    path = checkpoint / "metrics.json"
-    tmp = path.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(checkpoint / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from model import distributed
+from model.atomic_files import atomic_path
 from model.checkpoint import load as load_checkpoint
 from model.checkpoint import save as save_checkpoint
 from model.config import ConfigError, ModelConfig, load_config
@@ -351,11 +352,8 @@ def save_state(
         "extra": extra,
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from model.atomic_files import atomic_path, write_atomic
 
 STEP_FIELDS = ("step", "lr", "loss", "nce_va", "mil_nce_vt", "clips_per_s", "data_s", "step_s")
 
@@ -66,18 +66,11 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> Non
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(row.get(k)) for k in fields})
-    _write_atomic(path, buffer.getvalue().encode())
+    write_atomic(path, buffer.getvalue())
 
 
 def _fmt(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def smooth(values: list[float], window: int) -> list[float]:
@@ -137,7 +130,6 @@ def plot_curves(history: TrainingLog, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

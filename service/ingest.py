@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer import IndexRegistry
+from model.atomic_files import move_durably
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo, MediaLimits, read_media_info
 from model.transcripts import Transcript, TranscriptError, parse_transcript
@@ -175,7 +175,7 @@ class Ingestor:
                 return existing, 200
             if existing is not None:  # a failed earlier try: start over
                 await self._run(self.delete, existing)
-            info = await self.probe(upload.path)
+            info = await self.read_media_info(upload.path)
             transcript = self._parse_transcript(transcript_text, info.duration_s)
             new = NewItem(
                 kind=info.kind,
@@ -221,15 +221,7 @@ class Ingestor:
 
     def _store_media(self, tmp: Path, content_hash: str) -> None:
         """Move the upload to media/<hash> durably (fsync file, rename, fsync folder)."""
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        target = self.media_path(content_hash)
-        os.replace(tmp, target)
-        fd = os.open(self.media_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        move_durably(tmp, self.media_path(content_hash))
 
     def spawn(self, row: ItemRow, info: MediaInfo | None = None, asr: bool = True) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -274,7 +266,7 @@ class Ingestor:
         assert row.content_hash is not None
         path = self.media_path(row.content_hash)
         if info is None:
-            info = await self.probe(path)
+            info = await self.read_media_info(path)
         want_asr = (
             asr
             and self.settings.asr
@@ -368,7 +360,7 @@ class Ingestor:
         """Embed an uploaded example that is not stored: (its kind, space -> vector)."""
         embedder, _ = self._require_model()
         assert upload.path is not None
-        info = await self.probe(upload.path)
+        info = await self.read_media_info(upload.path)
         job = MediaJob(
             path=str(upload.path),
             info=info,

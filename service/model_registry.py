@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
+from model.atomic_files import publish_dir
 from service.embedder import ModelHandle
 from service.storage import ModelRow, Storage, now_rfc3339
 
@@ -60,10 +60,9 @@ def register_starting_model(source: Path, models_dir: Path, storage: Storage) ->
     version = f"{_safe_name(source.resolve().name)}-{checkpoint_hash(source)[:10]}"
     target = models_dir / version
     if not target.is_dir():
-        staging = models_dir / f".{version}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
-        os.replace(staging, target)
+        publish_dir(
+            target, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True), durable=True
+        )
     existing = storage.get_model(version)
     if existing is None:
         storage.add_model(

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from model.atomic_files import atomic_path, write_atomic
 from model.corpus.errors import ToolError
 
 AUDIO_BITRATE = "96k"
@@ -106,23 +107,18 @@ def write_mp4s(clips: list[ClipMedia], fps: int, sample_rate: int, file_rate: in
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit mono PCM WAV."""
-    partial = _partial(path)
-    with wave.open(str(partial), "wb") as out:
+    with atomic_path(path, durable=False) as partial, wave.open(str(partial), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(sample_rate)
         out.writeframes(_to_pcm16(audio))
-    os.replace(partial, path)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """uint8 RGB [H, W, 3] as PNG."""
-    partial = _partial(path)
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(partial, format="PNG")
-    os.replace(partial, path)
+    with atomic_path(path, durable=False) as partial:
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(partial, format="PNG")
 
 
 def write_text(path: Path, text: str) -> None:
-    partial = _partial(path)
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    write_atomic(path, text, durable=False)
