@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from model.checkpoint import read_metrics
 from model.config import ModelConfig
 from model.corpus import read_corpus_info, read_manifest
 from model.data import ClipDataset, CorpusClipInfo
+from model.embedding import embed_texts, embed_windows, in_batches
 from model.errors import ModelError
 from model.factory import build_model
 from model.media import MediaError, load_windows
@@ -238,52 +239,18 @@ def prepare_corpus_eval(
 
 
 # -- embeddings ----------------------------------------------------------------------------
-def _batched(
-    fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], x: np.ndarray, batch_size: int
-) -> dict[str, np.ndarray]:
-    parts: dict[str, list[np.ndarray]] = {}
-    for i in range(0, len(x), batch_size):
-        # A copy: x may be a read-only memory map, which torch will not wrap.
-        out = fn(torch.from_numpy(np.array(x[i : i + batch_size])))
-        for space, z in out.items():
-            parts.setdefault(space, []).append(z.float().cpu().numpy())
-    return {space: np.concatenate(p) for space, p in parts.items()}
-
-
 def _features(model: MMV, modality: str, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return _batched(lambda t: {"h": model.backbone_features(modality, t)}, x, batch_size)["h"]
-
-
-def average_windows(z: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-    """Per-item mean of window embeddings, L2-normalised again (the paper's averaging)."""
-    total = np.zeros((n, z.shape[1]), dtype=np.float64)
-    np.add.at(total, owner, z)
-    return (total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)).astype(
-        np.float32
-    )
+    return in_batches(lambda t: {"h": model.backbone_features(modality, t)}, x, batch_size)["h"]
 
 
 def embed_eval_set(
     model: MMV, data: EvalSet, modality: str, batch_size: int = 64
 ) -> dict[str, np.ndarray]:
     """{space: [N, D]} per item, windows averaged."""
-    if modality == "video":
-        assert data.video is not None
-        z = _batched(model.embed_video, data.video, batch_size)
-    elif modality == "audio":
-        assert data.audio is not None
-        z = _batched(model.embed_audio, data.audio, batch_size)
-    else:
+    x = data.video if modality == "video" else data.audio if modality == "audio" else None
+    if x is None:
         raise EvalError(f"no windows for modality '{modality}'")
-    return {s: average_windows(v, data.owner, len(data)) for s, v in z.items()}
-
-
-def embed_texts(model: MMV, texts: Sequence[str], batch_size: int = 512) -> dict[str, np.ndarray]:
-    parts: dict[str, list[np.ndarray]] = {}
-    for i in range(0, len(texts), batch_size):
-        for space, z in model.embed_text(list(texts[i : i + batch_size])).items():
-            parts.setdefault(space, []).append(z.float().cpu().numpy())
-    return {space: np.concatenate(p) for space, p in parts.items()}
+    return embed_windows(model, modality, x, data.owner, len(data), batch_size)
 
 
 def retrieval(
@@ -329,7 +296,7 @@ def evaluate(
     stages.update()
     emb["audio"] = embed_eval_set(model, clips, "audio", batch_size)
     stages.update()
-    emb["image"] = _batched(model.embed_image, clips.middle_frames(), batch_size)
+    emb["image"] = in_batches(model.embed_image, clips.middle_frames(), batch_size)
     emb["text"] = embed_texts(model, [r["description"] for r in rows])
     result: dict[str, Any] = {
         "candidates": len(rows),
@@ -430,8 +397,8 @@ def validate(
     video = torch.stack([s["video"] for s in samples]).numpy()
     audio = torch.stack([s["audio"] for s in samples]).numpy()
     emb = {
-        "video": _batched(model.embed_video, video, batch_size),
-        "audio": _batched(model.embed_audio, audio, batch_size),
+        "video": in_batches(model.embed_video, video, batch_size),
+        "audio": in_batches(model.embed_audio, audio, batch_size),
     }
     texts = [item.transcript.text if item.transcript else "" for item in dataset.items[:n]]
     narrated = np.array([i for i, t in enumerate(texts) if t])

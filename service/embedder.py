@@ -2,8 +2,8 @@
 
 Every method here is synchronous and CPU-heavy; callers run them in a thread pool
 (torch releases the GIL inside its kernels, so pool threads really run in parallel).
-Long media arrive as N windows; their embeddings are averaged per space and
-re-normalised, so an item has one vector per (space, modality).
+Long media arrive as N windows; `model.embedding` averages their embeddings per space
+(the evaluation's way), so an item has one vector per (space, modality).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 
 from model import MMV, load_model
 from model.config import ModelConfig
-from model.media import to_model_audio, to_model_image, to_model_video
+from model.embedding import embed_media
+from model.media import Windows
 from model.spaces import space_for, spaces_of
 
 
@@ -24,18 +25,6 @@ from model.spaces import space_for, spaces_of
 class ModelHandle:
     version: str
     path: Path
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def _pooled(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """[N, D] per space -> the mean of the N windows, L2-normalised, float32 [D]."""
-    return {
-        space: _normalise(t.detach().float().cpu().numpy().mean(axis=0)) for space, t in out.items()
-    }
 
 
 def pick_device(wanted: str) -> torch.device:
@@ -90,17 +79,6 @@ class Embedder:
         out = self.model.embed_text(texts)
         return {space: t.float().cpu().numpy() for space, t in out.items()}
 
-    @torch.inference_mode()
-    def embed_video_windows(self, windows: np.ndarray) -> dict[str, np.ndarray]:
-        """uint8 [N, T, H, W, 3] -> space -> float32 [D] (windows averaged)."""
-        return _pooled(self.model.embed_video(to_model_video(windows).to(self.device)))
-
-    @torch.inference_mode()
-    def embed_audio_windows(self, windows: np.ndarray) -> dict[str, np.ndarray]:
-        """float32 [N, S] waveform windows -> space -> float32 [D] (windows averaged)."""
-        return _pooled(self.model.embed_audio(to_model_audio(windows).to(self.device)))
-
-    @torch.inference_mode()
-    def embed_image(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """uint8 [H, W, 3] -> space -> float32 [D]."""
-        return _pooled(self.model.embed_image(to_model_image(image[None]).to(self.device)))
+    def embed_media(self, windows: Windows, modality: str) -> dict[str, np.ndarray]:
+        """One modality of a decoded file -> space -> float32 [D] (windows averaged)."""
+        return embed_media(self.model, windows, modality)

@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from model.asr.errors import ASRError
-from model.media import MediaInfo, MediaLimits, decode_audio, load_windows
+from model.asr.recognizer import SAMPLE_RATE as ASR_SAMPLE_RATE
+from model.media import MediaInfo, MediaLimits, load_windows
 from model.transcripts import Transcript
 from service.storage import Embedding
 
@@ -126,18 +127,22 @@ def process_media(job: MediaJob) -> MediaResult:
     wanted = job.modalities or _modalities(info)
 
     t = time.perf_counter()
-    windows = load_windows(job.path, embedder.config, job.n_windows, info, limits=job.limits)
+    want_speech = job.want_asr and info.has_audio
+    windows = load_windows(
+        job.path,
+        embedder.config,
+        job.n_windows,
+        info,
+        limits=job.limits,
+        speech_rate=ASR_SAMPLE_RATE if want_speech else None,
+    )
     timings["decode"] = time.perf_counter() - t
 
     transcript = None
-    if job.want_asr and info.has_audio:
-        t = time.perf_counter()
-        rate = 16000
-        waveform = decode_audio(job.path, sample_rate=rate, info=info, limits=job.limits)
-        timings["decode"] += time.perf_counter() - t
+    if want_speech and windows.speech is not None:
         t = time.perf_counter()
         try:
-            transcript = _recognizer(job.model_dir).transcribe(waveform, rate)
+            transcript = _recognizer(job.model_dir).transcribe(windows.speech, ASR_SAMPLE_RATE)
         except ASRError as exc:  # the item is still searchable by picture and sound
             log.warning("speech recognition failed for %s: %s", Path(job.path).name, exc)
         timings["asr"] = time.perf_counter() - t
@@ -145,17 +150,7 @@ def process_media(job: MediaJob) -> MediaResult:
     t = time.perf_counter()
     embeddings: list[Embedding] = []
     for modality in wanted:
-        if modality == "image":
-            assert windows.video is not None
-            out = embedder.embed_image(windows.video[0, 0])
-        elif modality == "video":
-            assert windows.video is not None
-            out = embedder.embed_video_windows(windows.video)
-        elif modality == "audio":
-            assert windows.audio is not None
-            out = embedder.embed_audio_windows(windows.audio)
-        else:
-            raise ValueError(f"media cannot have modality {modality!r}")
+        out = embedder.embed_media(windows, modality)
         embeddings += [Embedding(space, modality, vec) for space, vec in out.items()]
     timings["embed"] = time.perf_counter() - t
     return MediaResult(embeddings, transcript, timings)

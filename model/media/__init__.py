@@ -3,7 +3,7 @@ images decoded to model inputs, windows over long files. Every ffmpeg process ru
 with a timeout and an output cap; bad input raises a typed MediaError (see errors.py for the codes).
 
     info = read_media_info(path)            # what the file really is
-    inputs = decode_for_model(path, config) # float tensors for the model
+    windows = load_windows(path, config)    # the model's windows over the file
 """
 
 from model.media.augment import VideoAugment, augment_clip, centre_clip
@@ -30,13 +30,6 @@ from model.media.errors import (
     UnreadableMedia,
     UnsupportedFormat,
 )
-from model.media.inputs import (
-    ModelInputs,
-    decode_for_model,
-    to_model_audio,
-    to_model_image,
-    to_model_video,
-)
 from model.media.media_info import MediaInfo, MediaKind, read_media_info
 from model.media.windows import Windows, default_window_count, load_windows, window_starts
 
@@ -50,7 +43,6 @@ __all__ = [
     "MediaKind",
     "MediaLimits",
     "MediaTooLong",
-    "ModelInputs",
     "NoUsableStream",
     "OutputTooLarge",
     "TooManyPixels",
@@ -62,7 +54,6 @@ __all__ = [
     "centre_clip",
     "decode_audio",
     "decode_clip",
-    "decode_for_model",
     "decode_full",
     "decode_image",
     "decode_video",
@@ -71,8 +62,5 @@ __all__ = [
     "pad_audio",
     "pad_frames",
     "read_media_info",
-    "to_model_audio",
-    "to_model_image",
-    "to_model_video",
     "window_starts",
 ]

@@ -6,6 +6,10 @@ it) is decoded once at the model's frame rate and size and the windows are slice
 out; a long file is read by seeking to each window (`-ss` before `-i`), a few
 processes at a time, so an hour of video costs N short decodes rather than an hour
 of decoding.
+
+Speech recognition wants the whole sound track at its own rate (16 kHz mono): asked
+for with `speech_rate`, it comes from the same decode when the file is read in one
+pass at that rate, and from one more ffmpeg process otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from model.config import ModelConfig
 from model.media.decode import (
     Clip,
+    decode_audio,
     decode_clip,
     decode_full,
     decode_image,
@@ -42,12 +47,15 @@ MAX_WINDOWS = 10  # the paper averages 10 windows (UCF101/HMDB51 protocol)
 @dataclass
 class Windows:
     """N windows of one file. video uint8 [N, T, H, W, 3] (None without pictures),
-    audio float32 [N, S] (None without sound), starts_s float [N]."""
+    audio float32 [N, S] (None without sound), starts_s float [N]; speech float32 [L]:
+    the whole sound track at the asked speech rate (None unless asked and there is
+    sound)."""
 
     video: np.ndarray | None
     audio: np.ndarray | None
     starts_s: np.ndarray
     info: MediaInfo
+    speech: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.starts_s)
@@ -82,13 +90,15 @@ def load_windows(
     limits: MediaLimits | None = None,
     parallel: int | None = None,
     strategy: Literal["auto", "single", "seek"] = "auto",
+    speech_rate: int | None = None,
 ) -> Windows:
     """Decode `n_windows` (default: enough to cover the file, ≤ 10) uniformly spaced
     windows of `config.clip_seconds` at the model's fps, frame count, crop size and
     sample rate. A file shorter than one window gives one window, padded (last frame
     held, silence after the sound ends); an image gives one static clip.
     `parallel`: seek-decodes run at once (default: min(2, CPUs)). `strategy`: "auto"
-    picks one pass or seeking by cost; "single"/"seek" force one (tests, benchmarks)."""
+    picks one pass or seeking by cost; "single"/"seek" force one (tests, benchmarks).
+    `speech_rate`: also return the whole sound track at this rate (`Windows.speech`)."""
     info = info or read_media_info(path, limits)
     v = config.video
     sample_rate = config.audio.sample_rate
@@ -118,7 +128,11 @@ def load_windows(
             limits=limits,
             info=info,
         )
-        return _slice_windows(clip, starts, config, info)
+        windows = _slice_windows(clip, starts, config, info)
+        if speech_rate is not None and info.has_audio and speech_rate == sample_rate:
+            windows.speech = clip.audio  # the track this pass decoded is the one wanted
+            return windows
+        return _with_speech(windows, path, speech_rate, limits)
     workers = parallel or min(2, os.cpu_count() or 1)
 
     def one(start: float) -> Clip:
@@ -140,7 +154,18 @@ def load_windows(
         clips = [one(s) for s in starts]
     video = np.stack([c.video for c in clips]) if info.has_video else None
     audio = np.stack([c.audio for c in clips]) if info.has_audio else None
-    return Windows(video=video, audio=audio, starts_s=starts, info=info)
+    windows = Windows(video=video, audio=audio, starts_s=starts, info=info)
+    return _with_speech(windows, path, speech_rate, limits)
+
+
+def _with_speech(
+    windows: Windows, path: str | Path, speech_rate: int | None, limits: MediaLimits | None
+) -> Windows:
+    if speech_rate is not None and windows.info.has_audio:
+        windows.speech = decode_audio(
+            path, sample_rate=speech_rate, limits=limits, info=windows.info
+        )
+    return windows
 
 
 def _slice_windows(clip: Clip, starts: np.ndarray, config: ModelConfig, info: MediaInfo) -> Windows:

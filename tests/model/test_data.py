@@ -24,7 +24,7 @@ from model.data import (
     make_loader,
     read_manifest,
 )
-from model.media import decode_for_model
+from model.media import load_windows
 from model.tokenizer import Tokenizer
 from model.transcripts import Segment, Transcript
 
@@ -376,7 +376,7 @@ def test_generated_media_decode_by_kind(generated_corpus: Path) -> None:
     seen = set()
     for row in read_manifest(generated_corpus):
         path = generated_corpus / row["path"]
-        inputs = decode_for_model(path, TINY)
+        inputs = load_windows(path, TINY)
         assert inputs.info.kind == kinds[row["kind"]]
         if row["kind"] == "clip":
             assert inputs.video is not None and inputs.audio is not None
@@ -384,7 +384,7 @@ def test_generated_media_decode_by_kind(generated_corpus: Path) -> None:
         elif row["kind"] == "audio":
             assert inputs.audio is not None and inputs.video is None
         else:
-            assert inputs.image is not None
+            assert inputs.video is not None and inputs.audio is None
         seen.add(row["kind"])
     assert seen == set(kinds)
 

@@ -11,10 +11,10 @@ import pytest
 from train_fixtures import run, train_command
 
 from model.config import load_config
+from model.embedding import average_windows
 from model.eval import (
     PROBES,
     EvalError,
-    average_windows,
     markdown_report,
     prepare_corpus_eval,
     probe_label,
