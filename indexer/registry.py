@@ -6,6 +6,11 @@ it is built (and saved) it is caught up with the source — once freely, once mo
 adds and removes wait — and swapped in by one reference assignment. Searches that began
 on the old set finish on it; its memory is freed when the last of them lets go.
 
+A caller that must swap something else at the same instant (the service swaps the model
+that embeds queries) passes ``swap=False``: the built set then waits as the next set
+(state ``ready``; adds and removes reach it) until the caller calls ``swap(version)``
+inside its own critical section, or ``discard_next()``.
+
 Memory for two versions: while the next version builds, both live in memory. The next
 set gets ``min(per-version budget, swap budget - active set's bytes)``, so the two
 together stay within ``swap_budget_bytes`` (default twice the per-version budget); a
@@ -35,7 +40,7 @@ LOG = logging.getLogger("indexer")
 @dataclass
 class RebuildStatus:
     to_version: str
-    state: str  # building | catching_up | done | failed
+    state: str  # building | catching_up | ready (waits for swap()) | done | failed
     done: int  # vectors indexed so far
     total: int  # vectors to index
     started_at: float
@@ -133,12 +138,20 @@ class IndexRegistry:
         layout: Layout,
         dims: Mapping[str, int],
         source: VectorSource | LoadVectors,
+        *,
+        swap: bool = True,
     ) -> RebuildStatus:
-        """Build `version`'s indexes in the background, then swap them in."""
+        """Build `version`'s indexes in the background, then swap them in (or, with
+        swap=False, keep them ready for `swap(version)`)."""
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 running = self._status.to_version if self._status else "?"
                 raise RebuildError(f"a rebuild to {running} is already running; wait for it")
+            if self._next is not None:
+                raise RebuildError(
+                    f"version {self._next.version!r} is built and waits to be swapped in: "
+                    "swap it or discard it first"
+                )
             if self._active is not None and self._active.version == version:
                 raise RebuildError(f"version {version!r} is already active")
             if not isinstance(source, VectorSource):
@@ -152,7 +165,7 @@ class IndexRegistry:
             )
             self._thread = threading.Thread(
                 target=self._rebuild,
-                args=(version, layout, dims, source, budget),
+                args=(version, layout, dims, source, budget, swap),
                 name=f"index-rebuild-{version}",
                 daemon=True,
             )
@@ -166,6 +179,7 @@ class IndexRegistry:
         dims: Mapping[str, int],
         source: VectorSource,
         budget: int,
+        swap: bool,
     ) -> None:
         status = self._status
         assert status is not None
@@ -192,26 +206,56 @@ class IndexRegistry:
             built.reconcile()  # most of what changed during the build, without blocking
             with self._lock:
                 self._next = built
-                built.reconcile()  # the rest, while adds and removes wait
-                previous, self._active, self._next = self._active, built, None
-            status.state = "done"  # from here the new set serves, whatever the save does
-            try:
-                built.save()
-            except Exception as exc:  # the next upkeep save writes it; open rebuilds if not
-                status.error = f"active, but saving it failed: {type(exc).__name__}: {exc}"
-                LOG.exception("index set %s is active but could not be saved", version)
-            LOG.info(
-                "index set %s is now active (was %s)",
-                version,
-                previous.version if previous else None,
-            )
+                if not swap:
+                    status.state = "ready"  # adds and removes reach it until swap()
+                    return
+            self.swap(version)
         except Exception as exc:  # reported through rebuild_status(); the old set serves on
             status.state, status.error = "failed", f"{type(exc).__name__}: {exc}"
             LOG.exception("rebuild of index set %s failed", version)
         finally:
+            if status.state != "ready":
+                status.finished_at = time.time()
+                with self._lock:
+                    self._next = None
+
+    def swap(self, version: str) -> IndexSet:
+        """Make the built next set of `version` the active one: a last catch-up with the
+        source while adds and removes wait, then one reference assignment; then save it.
+        RebuildError when no built set of that version waits."""
+        status = self._status
+        with self._lock:
+            built = self._next
+            if built is None or built.version != version:
+                waiting = built.version if built is not None else "none"
+                raise RebuildError(
+                    f"no built index set of version {version!r} waits to be swapped in "
+                    f"(waiting: {waiting})"
+                )
+            built.reconcile()  # the rest, while adds and removes wait
+            previous, self._active, self._next = self._active, built, None
+        if status is not None and status.to_version == version:
+            status.state = "done"  # from here the new set serves, whatever the save does
             status.finished_at = time.time()
-            with self._lock:
-                self._next = None
+        try:
+            built.save()
+        except Exception as exc:  # the next upkeep save writes it; open rebuilds if not
+            if status is not None:
+                status.error = f"active, but saving it failed: {type(exc).__name__}: {exc}"
+            LOG.exception("index set %s is active but could not be saved", version)
+        LOG.info(
+            "index set %s is now active (was %s)", version, previous.version if previous else None
+        )
+        return built
+
+    def discard_next(self) -> None:
+        """Drop a built set that waits to be swapped in (a switch that was called off)."""
+        with self._lock:
+            dropped, self._next = self._next, None
+        status = self._status
+        if dropped is not None and status is not None and status.state == "ready":
+            status.state, status.error = "failed", "discarded before it was swapped in"
+            status.finished_at = time.time()
 
     def rebuild_status(self) -> dict[str, Any] | None:
         """{"to_version", "state", "done", "total", ...} of the last rebuild, or None."""

@@ -160,3 +160,63 @@ def test_a_save_that_fails_after_the_swap_leaves_the_new_version_active_and_says
     assert "saving it failed" in str(status["error"]) and "No space left" in str(status["error"])
     assert registry.version == "v2"  # it serves: adds go to it, not to the old set
     assert registry.search("vat", "audio", sphere.sample(2, seed=39), 3).ids.shape == (2, 3)
+
+
+def test_a_rebuild_can_wait_built_for_the_caller_to_swap_it_in(
+    tmp_path: Path, sphere: ClusteredSphere
+) -> None:
+    """The service swaps the query model and the indexes at one instant: the built set
+    waits (adds and removes reach it) until swap() is called."""
+    ids = np.arange(400, dtype=np.int64)
+    v1, v2 = ArraySource(), ArraySource()
+    v1.put("vat", "audio", ids, sphere.sample(400, seed=40))
+    v2_vectors = sphere.sample(400, seed=41)
+    v2.put("vat", "audio", ids, v2_vectors)
+    registry = IndexRegistry(tmp_path)
+    registry.open("v1", LAYOUT, DIMS, v1)
+    registry.start_rebuild("v2", LAYOUT, DIMS, v2, swap=False)
+    assert registry.wait_rebuild(30)
+    assert registry.rebuild_status()["state"] == "ready"  # type: ignore[index]
+    assert registry.version == "v1"
+    assert registry.memory()["next_bytes"] > 0
+    with pytest.raises(RebuildError, match="waits to be swapped in"):
+        registry.start_rebuild("v3", LAYOUT, DIMS, v2)
+
+    added = sphere.sample(1, seed=42)
+    v2.put("vat", "audio", np.array([9000]), added)
+    assert registry.add("v2", "vat", "audio", np.array([9000]), added) is True
+    v2.put("vat", "audio", np.array([9001]), sphere.sample(1, seed=43))  # only in the source
+    v1.delete(ids[:2])
+    v2.delete(ids[:2])
+    registry.remove(ids[:2])
+    with pytest.raises(RebuildError, match="no built index set of version 'v3'"):
+        registry.swap("v3")
+
+    swapped = registry.swap("v2")
+    assert registry.version == "v2" and registry.active is swapped
+    assert registry.rebuild_status()["state"] == "done"  # type: ignore[index]
+    assert registry.active.count("vat", "audio") == 400 - 2 + 2  # the last catch-up ran
+    assert registry.search("vat", "audio", added, 1).ids[0, 0] == 9000
+    assert not np.isin(registry.search("vat", "audio", v2_vectors[:2], 10).ids, ids[:2]).any()
+    assert (tmp_path / "v2" / "manifest.json").is_file()  # saved once it serves
+    with pytest.raises(RebuildError, match="no built index set"):
+        registry.swap("v2")
+
+
+def test_a_waiting_set_can_be_discarded_and_the_old_one_serves_on(
+    tmp_path: Path, sphere: ClusteredSphere
+) -> None:
+    ids = np.arange(300, dtype=np.int64)
+    v1, v2 = ArraySource(), ArraySource()
+    v1.put("vat", "audio", ids, sphere.sample(300, seed=44))
+    v2.put("vat", "audio", ids, sphere.sample(300, seed=45))
+    registry = IndexRegistry(tmp_path)
+    registry.open("v1", LAYOUT, DIMS, v1)
+    registry.start_rebuild("v2", LAYOUT, DIMS, v2, swap=False)
+    assert registry.wait_rebuild(30)
+    registry.discard_next()
+    status = registry.rebuild_status()
+    assert status is not None and status["state"] == "failed" and "discarded" in status["error"]
+    assert registry.version == "v1" and registry.memory()["next_bytes"] == 0
+    registry.start_rebuild("v2", LAYOUT, DIMS, v2)  # a later switch starts afresh
+    assert registry.wait_rebuild(30) and registry.version == "v2"
