@@ -46,7 +46,8 @@ from model.checkpoint import load as load_checkpoint
 from model.checkpoint import read_metrics
 from model.config import ModelConfig
 from model.corpus import read_corpus_info, read_manifest
-from model.data import ClipDataset, CorpusClipInfo
+from model.corpus.clip_info import CorpusClipInfo
+from model.data import ClipDataset
 from model.embedding import embed_texts, embed_windows, in_batches
 from model.errors import ModelError
 from model.factory import build_model

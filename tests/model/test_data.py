@@ -394,12 +394,12 @@ def test_corpus_clips_share_one_probe_and_decode_as_if_probed(
 ) -> None:
     """The corpus's clips all come from one encoder: one ffprobe per process, the rest
     take its facts with their own duration, and decode exactly as with their own probe."""
-    import model.data as data_module
+    import model.corpus.clip_info as clip_info_module
     from model.media import decode_full, read_media_info
 
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module,
+        clip_info_module,
         "read_media_info",
         lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )
@@ -429,7 +429,7 @@ def test_corpus_clips_share_one_probe_and_decode_as_if_probed(
 def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip(
     small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.data as data_module
+    import model.corpus.clip_info as clip_info_module
     from model.media import read_media_info
 
     corpus = tmp_path / "corpus"
@@ -441,7 +441,7 @@ def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip
     (corpus / "corpus.json").write_text(json.dumps(info))
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module,
+        clip_info_module,
         "read_media_info",
         lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )

@@ -126,7 +126,7 @@ def test_eval_windows_with_one_probe_equal_a_probe_per_file(
 ) -> None:
     import shutil
 
-    import model.data as data_module
+    import model.corpus.clip_info as clip_info_module
     from model.config import load_config
     from model.corpus import read_manifest
     from model.eval import load_eval_set
@@ -141,7 +141,7 @@ def test_eval_windows_with_one_probe_equal_a_probe_per_file(
     rows = read_manifest(corpus, kind="clip", split="val")
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module,
+        clip_info_module,
         "read_media_info",
         lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )
