@@ -47,7 +47,6 @@ from model.checkpoint import read_metrics
 from model.config import ModelConfig
 from model.corpus import read_corpus_info, read_manifest
 from model.corpus.clip_info import CorpusClipInfo
-from model.data import ClipDataset
 from model.embedding import embed_texts, embed_windows, in_batches
 from model.errors import ModelError
 from model.factory import build_model
@@ -55,6 +54,7 @@ from model.media import MediaError, load_windows
 from model.metrics import chance_recall, linear_probe, retrieval_metrics
 from model.mmv import MMV
 from model.spaces import space_for
+from model.training.clip_dataset import ClipDataset
 
 EVAL_CACHE_VERSION = 1
 DEFAULT_CANDIDATES = 1000
