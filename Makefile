@@ -90,8 +90,8 @@ model: system-deps venv $(CORPUS)/manifest.jsonl $(CHECK_CORPUS)/manifest.jsonl
 	OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m model.training --config tiny --data $(CORPUS) --out $(MODEL_RUN) \
 		--steps $(MODEL_STEPS) --set train.batch_size=$(MODEL_BATCH) --set train.eval_every=250 \
 		--set train.save_every=50
-	$(PY) -m model.eval $(MODEL_RUN) --data $(CORPUS) --record test
-	$(PY) -m model.eval $(MODEL_RUN) --data $(CHECK_CORPUS) --split all --candidates 100 \
+	$(PY) -m model.evaluation $(MODEL_RUN) --data $(CORPUS) --record test
+	$(PY) -m model.evaluation $(MODEL_RUN) --data $(CHECK_CORPUS) --split all --candidates 100 \
 		--probe-train 0 --no-baseline --record check --json $(MODEL_RUN)-check/eval.json
 	# The speech recogniser's language model, built from the train split's transcripts;
 	# the service transcribes uploads without a transcript with it. WER on the test split.

@@ -1,6 +1,6 @@
 """What decoding needs to know of a generated corpus's clips, for one ffprobe per process.
 
-Training (CorpusDataset) and evaluation (model/eval.py) both decode a
+Training (CorpusDataset) and evaluation (model.evaluation.eval_sets) both decode a
 corpus's clips; this spares them an ffprobe per clip.
 """
 

@@ -28,7 +28,8 @@ from typing import Any
 from model.checkpoint import load as load_checkpoint
 from model.config import load_config
 from model.errors import ModelError
-from model.eval import DEFAULT_CANDIDATES, PROBE_TRAIN_CLIPS, evaluate, prepare_corpus_eval
+from model.evaluation.eval_sets import DEFAULT_CANDIDATES, PROBE_TRAIN_CLIPS, prepare_corpus_eval
+from model.evaluation.evaluate import evaluate
 from model.training.ablation_report import figure, markdown, plot_ablation, summarise, update_doc
 from model.training.options import TrainOptions, apply_overrides
 from model.training.train import train

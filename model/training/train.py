@@ -33,7 +33,7 @@ from model.checkpoint import load as load_checkpoint
 from model.checkpoint import save as save_checkpoint
 from model.config import ModelConfig
 from model.deflation import calibrate_image_bn
-from model.eval import validate
+from model.evaluation.evaluate import validate
 from model.factory import build_model
 from model.losses import MMVLoss
 from model.media import VideoAugment
