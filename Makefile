@@ -87,11 +87,11 @@ $(CHECK_CORPUS)/manifest.jsonl:
 	$(PY) -m model.corpus make --out $(CHECK_CORPUS) --n 100 --seed 5 --audio 10 --stills 0
 
 model: system-deps venv $(CORPUS)/manifest.jsonl $(CHECK_CORPUS)/manifest.jsonl
-	OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m model.train --config tiny --data $(CORPUS) --out $(MODEL_RUN) \
+	OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m model.training --config tiny --data $(CORPUS) --out $(MODEL_RUN) \
 		--steps $(MODEL_STEPS) --set train.batch_size=$(MODEL_BATCH) --set train.eval_every=250 \
 		--set train.save_every=50
-	$(PY) -m model.eval $(MODEL_RUN) --data $(CORPUS) --record test
-	$(PY) -m model.eval $(MODEL_RUN) --data $(CHECK_CORPUS) --split all --candidates 100 \
+	$(PY) -m model.evaluation $(MODEL_RUN) --data $(CORPUS) --record test
+	$(PY) -m model.evaluation $(MODEL_RUN) --data $(CHECK_CORPUS) --split all --candidates 100 \
 		--probe-train 0 --no-baseline --record check --json $(MODEL_RUN)-check/eval.json
 	# The speech recogniser's language model, built from the train split's transcripts;
 	# the service transcribes uploads without a transcript with it. WER on the test split.
@@ -103,12 +103,12 @@ model: system-deps venv $(CORPUS)/manifest.jsonl $(CHECK_CORPUS)/manifest.jsonl
 	@du -sh models/default
 
 ablation: system-deps venv $(CORPUS)/manifest.jsonl
-	OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m model.ablation --data $(CORPUS) --out $(ABLATION_OUT) \
+	OMP_NUM_THREADS=$(TRAIN_THREADS) $(PY) -m model.training.ablation --data $(CORPUS) --out $(ABLATION_OUT) \
 		--steps $(ABLATION_STEPS) --doc docs/ablation.md
 
 # The table from the runs finished so far (a long ablation run in pieces).
 ablation-table: venv
-	$(PY) -m model.ablation --data $(CORPUS) --out $(ABLATION_OUT) --steps $(ABLATION_STEPS) \
+	$(PY) -m model.training.ablation --data $(CORPUS) --out $(ABLATION_OUT) --steps $(ABLATION_STEPS) \
 		--doc docs/ablation.md --table-only
 
 clean:

@@ -3,14 +3,14 @@
     python bench/train.py [--quick] [--data CORPUS] [--steps N] [--batch B]
                           [--config tiny] [--device cuda] [--workers W] [--synthetic]
 
-Runs the real trainer (`model.train.train`) on a small generated corpus (decode cache
+Runs the real trainer (`model.training.train.train`) on a small generated corpus (decode cache
 filled first, as the trainer does) and reads its per-step timings: data = waiting for
 the next batch (from the loader processes, or made in the main process when the trainer
 loads in-process), compute = forward + backward + Adam. Beside it, in the same run: the
 trainer with one loader process when its default is in-process (the setting it replaced),
 the same model on an in-memory batch (the compute-only ceiling), and that ceiling with
 glibc's default malloc, measured first, before the trainer keeps freed memory for the
-rest of the process (`model.cpu_allocator`; it cannot be undone in-process). Every row
+rest of the process (`model.training.cpu_allocator`; it cannot be undone in-process). Every row
 computes as the trainer does (`train.precision`: bf16 autocast on CUDA and on CPUs with
 native bf16); where that is bf16, compute only in float32 is measured beside it.
 Target: data loading never the bottleneck, ≤ 20% of the step time (median).
@@ -35,19 +35,15 @@ sys.path.insert(0, str(REPO))
 from model import MMVLoss, build_model, load_config  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.corpus import make_corpus  # noqa: E402
-from model.cpu_allocator import keep_freed_memory  # noqa: E402
-from model.data import CorpusDataset  # noqa: E402
-from model.distributed import DistContext  # noqa: E402
-from model.precision import PRECISION_NAMES, autocast_for, training_dtype  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402
-from model.train import (  # noqa: E402
-    FORWARD_INPUTS,
-    TrainOptions,
-    default_loader_workers,
-    fill_decode_cache,
-    train,
-    training_texts,
-)
+from model.training.batches import collate_batch  # noqa: E402
+from model.training.corpus_dataset import CorpusDataset  # noqa: E402
+from model.training.cpu_allocator import keep_freed_memory  # noqa: E402
+from model.training.distributed import DistContext  # noqa: E402
+from model.training.loader import default_loader_workers, fill_decode_cache  # noqa: E402
+from model.training.options import TrainOptions  # noqa: E402
+from model.training.precision import PRECISION_NAMES, autocast_for, training_dtype  # noqa: E402
+from model.training.train import FORWARD_INPUTS, train, training_texts  # noqa: E402
 
 DATA_SHARE_GOAL = 0.20
 
@@ -95,8 +91,6 @@ def compute_only(
     model = build_model(cfg, Tokenizer.build(training_texts(dataset), cfg.text.vocab_size))
     dev = torch.device(device)
     model.train().to(dev)
-    from model.data import collate_batch
-
     samples = [dataset[(i % len(dataset), 0)] for i in range(batch)]
     b = collate_batch(samples, model.tokenizer, cfg.loss.num_positives)
     inputs = {k: b[k].to(dev) for k in FORWARD_INPUTS}

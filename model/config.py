@@ -89,7 +89,7 @@ class TrainConfig:
     eval_every: int = 500
     save_every: int = 100
     # "auto": bf16 autocast on CUDA and on CPUs with native bf16, else float32
-    # (model/precision.py); "bf16" or "float32" force one.
+    # (model/training/precision.py); "bf16" or "float32" force one.
     precision: str = "auto"
 
 

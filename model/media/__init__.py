@@ -4,6 +4,7 @@ with a timeout and an output cap; bad input raises a typed MediaError (see error
 
     info = read_media_info(path)            # what the file really is
     windows = load_windows(path, config)    # the model's windows over the file
+    windows = cached_windows(cache_dir, path, config)  # the same, decoded once (decode_cache.py)
 """
 
 from model.media.augment import VideoAugment, augment_clip, centre_clip
@@ -17,6 +18,7 @@ from model.media.decode import (
     pad_audio,
     pad_frames,
 )
+from model.media.decode_cache import DecodeCache, DecodeCacheError, cached_windows
 from model.media.errors import (
     DEFAULT_LIMITS,
     DecodeTimeout,
@@ -36,6 +38,8 @@ from model.media.windows import Windows, default_window_count, load_windows, win
 __all__ = [
     "DEFAULT_LIMITS",
     "Clip",
+    "DecodeCache",
+    "DecodeCacheError",
     "DecodeTimeout",
     "FFmpegMissing",
     "MediaError",
@@ -51,6 +55,7 @@ __all__ = [
     "VideoAugment",
     "Windows",
     "augment_clip",
+    "cached_windows",
     "centre_clip",
     "decode_audio",
     "decode_clip",

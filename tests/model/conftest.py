@@ -32,7 +32,7 @@ def fac_model(tokenizer: Tokenizer) -> MMV:
     return m
 
 
-# Media files for test_media / test_data (made once per session by ffmpeg).
+# Media files for test_media / test_datasets / test_decode_cache (made once per session by ffmpeg).
 from media_fixtures import media_files, narrated_clips  # noqa: E402, F401
 
 # A small generated corpus for the trainer / evaluation / default-model tests.

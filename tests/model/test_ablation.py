@@ -10,16 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from model.ablation import (
-    claims,
-    doc_markers,
-    main,
-    markdown,
-    run_ablation,
-    summarise,
-    update_doc,
-)
 from model.errors import ModelError
+from model.training.ablation import main, run_ablation
+from model.training.ablation_report import claims, doc_markers, markdown, summarise, update_doc
 
 
 def test_a_finished_run_of_another_budget_is_refused_before_any_work(tmp_path: Path) -> None:

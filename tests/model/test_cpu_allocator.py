@@ -21,7 +21,7 @@ PROBE = f"""
 import resource, sys
 import torch
 if sys.argv[1] == "keep":
-    from model.cpu_allocator import keep_freed_memory
+    from model.training.cpu_allocator import keep_freed_memory
     assert keep_freed_memory() and keep_freed_memory()
 
 def cycle():

@@ -2,7 +2,7 @@
 produces the retrieval figures recorded when it was made: a stale checkpoint (code
 that embeds differently, a changed config or vocabulary format) fails here.
 
-`make model` records the figures with `python -m model.eval ... --record-check` on a
+`make model` records the figures with `python -m model.evaluation ... --record check` on a
 small corpus whose recipe (generator version, seed, counts) is stored beside them; this
 test makes the same corpus and measures again.
 """
@@ -16,7 +16,8 @@ from train_fixtures import REPO, corpus_folder
 
 from model import load_model
 from model.corpus import GENERATOR_VERSION
-from model.eval import evaluate, prepare_corpus_eval
+from model.evaluation.eval_sets import prepare_corpus_eval
+from model.evaluation.evaluate import evaluate
 
 DEFAULT = REPO / "models" / "default"
 MAX_BYTES = 25 * 1024 * 1024

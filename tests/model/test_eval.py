@@ -12,14 +12,12 @@ from train_fixtures import run, train_command
 
 from model.config import load_config
 from model.embedding import average_windows
-from model.eval import (
-    PROBES,
-    EvalError,
-    markdown_report,
-    prepare_corpus_eval,
-    probe_label,
-)
-from model.metrics import MetricsError, linear_probe, ranks_of_positives, retrieval_metrics
+from model.evaluation.errors import EvalError, MetricsError
+from model.evaluation.eval_sets import prepare_corpus_eval
+from model.evaluation.evaluate import PROBES, probe_label
+from model.evaluation.linear_probe import linear_probe
+from model.evaluation.reports import markdown_report
+from model.evaluation.retrieval_metrics import ranks_of_positives, retrieval_metrics
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -88,7 +86,7 @@ def test_window_embeddings_are_averaged_per_clip_and_renormalised() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # ~1.5 min on 2 idle cores; leave room for a busy machine
 def test_train_then_eval_beats_the_untrained_model(small_corpus: Path, tmp_path: Path) -> None:
-    """A short run on the small corpus, evaluated with `python -m model.eval` on its
+    """A short run on the small corpus, evaluated with `python -m model.evaluation` on its
     held-out test clips against the same architecture untrained."""
     ckpt = tmp_path / "model"
     run(
@@ -97,7 +95,14 @@ def test_train_then_eval_beats_the_untrained_model(small_corpus: Path, tmp_path:
         )
     )
     report_path = tmp_path / "report" / "eval.json"
-    eval_command = [sys.executable, "-m", "model.eval", str(ckpt), "--data", str(small_corpus)]
+    eval_command = [
+        sys.executable,
+        "-m",
+        "model.evaluation",
+        str(ckpt),
+        "--data",
+        str(small_corpus),
+    ]
     done = run([*eval_command, "--json", str(report_path), "--candidates", "10", "--no-progress"])
     assert "Zero-shot retrieval" in done.stdout
     for suffix in (".json", ".md", ".png"):
@@ -126,10 +131,10 @@ def test_eval_windows_with_one_probe_equal_a_probe_per_file(
 ) -> None:
     import shutil
 
-    import model.data as data_module
+    import model.corpus.clip_info as clip_info_module
     from model.config import load_config
     from model.corpus import read_manifest
-    from model.eval import load_eval_set
+    from model.evaluation.eval_sets import load_eval_set
     from model.media import load_windows, read_media_info
 
     corpus = tmp_path / "corpus"  # a copy whose eval cache starts empty
@@ -141,7 +146,7 @@ def test_eval_windows_with_one_probe_equal_a_probe_per_file(
     rows = read_manifest(corpus, kind="clip", split="val")
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module,
+        clip_info_module,
         "read_media_info",
         lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )

@@ -11,7 +11,7 @@ import torch
 from train_fixtures import run, train_command
 
 from model.config import ConfigError
-from model.precision import autocast_for, cpu_has_native_bf16, training_dtype
+from model.training.precision import autocast_for, cpu_has_native_bf16, training_dtype
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

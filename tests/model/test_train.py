@@ -20,21 +20,14 @@ from safetensors.numpy import load_file
 from train_fixtures import FAST, REPO, run, train_command
 
 from model import build_model, load_config, load_model, save_model
-from model.schedule import lr_at, warmup_steps_for
 from model.tokenizer import Tokenizer
-from model.train import (
-    STATE_FILE,
-    StepBatchSampler,
-    TrainError,
-    TrainOptions,
-    apply_overrides,
-    default_loader_workers,
-    parse_overrides,
-    run_fingerprint,
-    save_state,
-    train,
-)
-from model.training_log import TrainingLog
+from model.training.errors import TrainError
+from model.training.history import TrainingHistory
+from model.training.loader import StepBatchSampler, default_loader_workers
+from model.training.options import TrainOptions, apply_overrides, parse_overrides
+from model.training.resume import STATE_FILE, run_fingerprint, save_state
+from model.training.schedule import lr_at, warmup_steps_for
+from model.training.train import train
 
 
 def loss_rows(out: Path) -> list[dict[str, float]]:
@@ -111,7 +104,13 @@ def test_refuses_to_continue_a_different_run(small_corpus: Path, tmp_path: Path)
     model = build_model(cfg, Tokenizer(["ball"]))
     other = run_fingerprint(cfg, TrainOptions(data=small_corpus, out=out, seed=1), 5, 1)
     save_state(
-        out / STATE_FILE, model, torch.optim.Adam(model.parameters()), 2, other, TrainingLog(), {}
+        out / STATE_FILE,
+        model,
+        torch.optim.Adam(model.parameters()),
+        2,
+        other,
+        TrainingHistory(),
+        {},
     )
     with pytest.raises(TrainError, match=r"different run.*seed"):
         train(options)
@@ -167,7 +166,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
         "--nproc_per_node",
         "2",
         "-m",
-        "model.train",
+        "model.training",
     ]
     run(torchrun + train_command(small_corpus, ddp, steps, overrides=float32)[3:])
 

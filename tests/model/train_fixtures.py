@@ -48,11 +48,11 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train_command(
     data: Path, out: Path, steps: int, *extra: str, overrides: list[str] | None = None
 ) -> list[str]:
-    """`python -m model.train` with the fast settings (no progress bar, no image BN)."""
+    """`python -m model.training` with the fast settings (no progress bar, no image BN)."""
     cmd = [
         sys.executable,
         "-m",
-        "model.train",
+        "model.training",
         "--data",
         str(data),
         "--out",

@@ -1,6 +1,6 @@
 """Data-parallel set-up for training: torchrun environment, process group, cross-rank BN.
 
-`python -m model.train` runs as one process, or as N under `torchrun --nproc_per_node N`
+`python -m model.training` runs as one process, or as N under `torchrun --nproc_per_node N`
 (gloo on CPU, NCCL on GPU). Batch norm must see the *global* batch, as the paper's
 cross-replica BN does: on CUDA that is torch's SyncBatchNorm; torch's SyncBatchNorm
 refuses CPU tensors, so on CPU the BN layers become `CrossRankBatchNorm`, which

@@ -1,4 +1,5 @@
-"""model.data: corpus and folder datasets, the decode cache, batches and loaders."""
+"""model.training: clip, corpus and folder datasets, their decode cache, batches and the
+trainer's loader."""
 
 from __future__ import annotations
 
@@ -12,20 +13,15 @@ import pytest
 import torch
 
 from model.config import load_config
-from model.data import (
-    ClipDataset,
-    ClipItem,
-    CorpusDataset,
-    DatasetError,
-    EpochSampler,
-    FolderDataset,
-    collate_batch,
-    content_hash,
-    make_loader,
-    read_manifest,
-)
 from model.media import load_windows
+from model.media.decode_cache import content_hash
 from model.tokenizer import Tokenizer
+from model.training.batches import collate_batch
+from model.training.clip_dataset import ClipDataset, ClipItem
+from model.training.corpus_dataset import CorpusDataset, read_training_manifest
+from model.training.errors import DatasetError
+from model.training.folder_dataset import FolderDataset
+from model.training.loader import StepBatchSampler, step_loader
 from model.transcripts import Segment, Transcript
 
 TINY = load_config("tiny")
@@ -79,7 +75,7 @@ def text_encoder(narrated_clips: list[tuple[Path, Transcript]]) -> Tokenizer:
 
 
 def test_manifest_rows_keep_only_training_fields(corpus_dir: Path) -> None:
-    rows = read_manifest(corpus_dir)
+    rows = read_training_manifest(corpus_dir)
     assert len(rows) == 7
     assert all(set(r) == {"id", "kind", "split", "path", "transcript", "duration_s"} for r in rows)
 
@@ -207,15 +203,22 @@ def test_collate_pads_and_masks_narrations(
     assert batch["ids"] == [s["id"] for s in samples]
 
 
-def test_epoch_sampler_shards_and_reshuffles() -> None:
-    sampler = EpochSampler(10, seed=5)
-    first, second = list(sampler), list(sampler)
+def test_step_sampler_shards_and_reshuffles() -> None:
+    # 10 clips in batches of 2: 5 steps an epoch.
+    steps = list(StepBatchSampler(10, 2, seed=5, start=0, steps=10))
+    first = [key for keys in steps[:5] for key in keys]
+    second = [key for keys in steps[5:] for key in keys]
     assert sorted(i for i, _ in first) == list(range(10))
     assert {e for _, e in first} == {0} and {e for _, e in second} == {1}
     assert [i for i, _ in first] != [i for i, _ in second]
-    ranks = [list(EpochSampler(10, seed=5, rank=r, world_size=3)) for r in range(3)]
-    assert all(len(r) == 4 for r in ranks)
-    assert {i for r in ranks for i, _ in r} == set(range(10))
+    # 3 ranks share a global batch of 6: each its own third, together the whole batch.
+    whole = list(StepBatchSampler(12, 6, seed=5, start=0, steps=2))
+    ranks = [list(StepBatchSampler(12, 6, 5, 0, 2, rank=r, world_size=3)) for r in range(3)]
+    for step, keys in enumerate(whole):
+        shares = [set(rank[step]) for rank in ranks]
+        assert all(len(share) == 2 for share in shares)
+        assert not (shares[0] & shares[1] or shares[0] & shares[2] or shares[1] & shares[2])
+        assert set().union(*shares) == set(keys)
 
 
 def test_loader_is_the_same_for_any_worker_count(
@@ -226,14 +229,16 @@ def test_loader_is_the_same_for_any_worker_count(
     shutil.copytree(corpus_dir, root)
     ds = CorpusDataset(root, TINY, "train", seed=1, cache_dir=tmp_path / "cache")
 
-    def epochs(loader: torch.utils.data.DataLoader, n: int) -> list[list[dict]]:
-        return [list(loader) for _ in range(n)]
+    def epochs(workers: int, start: int, stop: int) -> list[list[dict]]:
+        """Epochs [start, stop) of 2 steps of 2 clips, as the trainer loads them."""
+        sampler = StepBatchSampler(len(ds), 2, seed=9, start=2 * start, steps=2 * stop)
+        batches = list(step_loader(ds, sampler, text_encoder, K, workers))
+        return [batches[i : i + 2] for i in range(0, len(batches), 2)]
 
-    serial = epochs(make_loader(ds, 2, 0, seed=9, tokenizer=text_encoder), 2)
-    workers = make_loader(ds, 2, 2, seed=9, tokenizer=text_encoder)
-    first = list(workers)
+    serial = epochs(0, 0, 2)
+    first = epochs(2, 0, 1)
     shutil.rmtree(root / "clips")  # epoch 2 must come from the decode cache alone
-    parallel = [first, list(workers)]
+    parallel = first + epochs(2, 1, 2)
     for epoch in range(2):
         assert len(serial[epoch]) == len(parallel[epoch]) == 2
         for x, y in zip(serial[epoch], parallel[epoch], strict=True):
@@ -358,7 +363,7 @@ def generated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_generated_corpus_loads(
     generated_corpus: Path, tmp_path: Path, text_encoder: Tokenizer
 ) -> None:
-    rows = read_manifest(generated_corpus)
+    rows = read_training_manifest(generated_corpus)
     train_clips = [r for r in rows if r["kind"] == "clip" and r["split"] == "train"]
     ds = CorpusDataset(generated_corpus, TINY, "train", cache_dir=tmp_path)
     assert len(ds) == len(train_clips) > 0
@@ -374,7 +379,7 @@ def test_generated_corpus_loads(
 def test_generated_media_decode_by_kind(generated_corpus: Path) -> None:
     kinds = {"clip": "video", "audio": "audio", "still": "image"}
     seen = set()
-    for row in read_manifest(generated_corpus):
+    for row in read_training_manifest(generated_corpus):
         path = generated_corpus / row["path"]
         inputs = load_windows(path, TINY)
         assert inputs.info.kind == kinds[row["kind"]]
@@ -394,12 +399,12 @@ def test_corpus_clips_share_one_probe_and_decode_as_if_probed(
 ) -> None:
     """The corpus's clips all come from one encoder: one ffprobe per process, the rest
     take its facts with their own duration, and decode exactly as with their own probe."""
-    import model.data as data_module
+    import model.corpus.clip_info as clip_info_module
     from model.media import decode_full, read_media_info
 
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module,
+        clip_info_module,
         "read_media_info",
         lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )
@@ -429,7 +434,7 @@ def test_corpus_clips_share_one_probe_and_decode_as_if_probed(
 def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip(
     small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.data as data_module
+    import model.corpus.clip_info as clip_info_module
     from model.media import read_media_info
 
     corpus = tmp_path / "corpus"
@@ -441,7 +446,7 @@ def test_corpus_that_does_not_match_its_declared_encoding_is_probed_clip_by_clip
     (corpus / "corpus.json").write_text(json.dumps(info))
     calls: list[Path] = []
     monkeypatch.setattr(
-        data_module,
+        clip_info_module,
         "read_media_info",
         lambda path, limits=None: calls.append(path) or read_media_info(path, limits),
     )
@@ -457,8 +462,8 @@ def test_training_reads_a_manifest_with_only_the_training_fields(tmp_path: Path)
         json.dumps({**row, "transcript": None, "duration_s": 2.0}) + "\n\n" + json.dumps(row)
     )
     with pytest.raises(DatasetError, match="line 3 lacks fields"):
-        read_manifest(tmp_path)
+        read_training_manifest(tmp_path)
     (tmp_path / "manifest.jsonl").write_text(
         json.dumps({**row, "transcript": None, "duration_s": 2.0, "extra": 1}) + "\n"
     )
-    assert read_manifest(tmp_path) == [{**row, "transcript": None, "duration_s": 2.0}]
+    assert read_training_manifest(tmp_path) == [{**row, "transcript": None, "duration_s": 2.0}]

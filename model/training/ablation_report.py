@@ -1,67 +1,17 @@
-"""The paper's ablation on our corpus: shared vs disjoint vs FAC, and three modalities vs two.
-
-    python -m model.ablation --data CORPUS --out DIR [--steps N] [--seeds 0 1 2]
-                             [--variants fac shared ...] [--doc docs/ablation.md]
-
-Every variant trains the tiny config from scratch with the same budget (steps, batch,
-schedule, data) for each seed, then is evaluated like `python -m model.eval` on the
-corpus test split (decoded once, shared by every run). Runs already finished in DIR are
-not trained again, so an interrupted ablation continues where it stopped. Results:
-DIR/ablation.json (every run), DIR/ablation.md (mean ± std per variant) and, with
---doc, the doc's section for this budget (steps) is replaced by the new one; sections
-of other budgets stay. --table-only trains nothing and makes the table from the runs
-already finished in DIR, so a budget too long for one sitting can be reported in pieces.
+"""The ablation's results as a reader sees them: per-variant mean ± std over seeds, the
+paper's claims judged against the seeds' spread, the table and figure, and the doc
+section of one budget (docs/ablation.md).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import shutil
 import statistics
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.checkpoint import load as load_checkpoint
-from model.config import load_config
-from model.errors import ModelError
-from model.eval import DEFAULT_CANDIDATES, PROBE_TRAIN_CLIPS, evaluate, prepare_corpus_eval
-from model.train import TrainOptions, apply_overrides, train
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    overrides: dict[str, Any]
-    description: str
-
-
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("fac", {"heads.space": "fac"}, "fine and coarse spaces, video + audio + text"),
-        Variant("shared", {"heads.space": "shared"}, "one shared space, video + audio + text"),
-        Variant(
-            "disjoint", {"heads.space": "disjoint"}, "two disjoint spaces, video + audio + text"
-        ),
-        Variant(
-            "fac-va",
-            {"heads.space": "fac", "loss.lambda_vt": 0.0},
-            "FAC heads, video + audio only (λ_vt = 0)",
-        ),
-        Variant(
-            "fac-vt",
-            {"heads.space": "fac", "loss.lambda_va": 0.0},
-            "FAC heads, video + text only (λ_va = 0)",
-        ),
-    )
-}
 # The figures the tables show: (label, path into an evaluation result).
 COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("text→video R@10", ("retrieval", "text->video", "R@10")),
@@ -81,7 +31,7 @@ DOC_MARK = "<!-- ablation-results:"
 def doc_markers(steps: int) -> tuple[str, str]:
     """The markers around one budget's results in the doc."""
     return (
-        f"{DOC_MARK}begin steps={steps} (written by python -m model.ablation) -->",
+        f"{DOC_MARK}begin steps={steps} (written by python -m model.training.ablation) -->",
         f"{DOC_MARK}end steps={steps} -->",
     )
 
@@ -331,147 +281,3 @@ def update_doc(doc: Path, table: str, steps: int) -> None:
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     doc.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
-
-
-def _trained_steps(run_dir: Path) -> int | None:
-    """The steps a finished run was trained for (its metrics.json), None if unknown."""
-    try:
-        return int(json.loads((run_dir / "metrics.json").read_text())["train"]["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def run_ablation(
-    data: Path,
-    out: Path,
-    steps: int,
-    seeds: list[int],
-    variants: list[str],
-    config: str = "tiny",
-    candidates: int = DEFAULT_CANDIDATES,
-    probe_train: int = PROBE_TRAIN_CLIPS,
-    overrides: dict[str, Any] | None = None,
-    progress: bool = True,
-    table_only: bool = False,
-) -> dict[str, Any]:
-    """Train and evaluate every variant × seed not finished in `out`, then summarise.
-    With `table_only`, train nothing: summarise the runs already finished."""
-    out.mkdir(parents=True, exist_ok=True)
-    # Finished runs are reused: refuse, before any work, ones trained for another budget.
-    for name in variants:
-        for seed in seeds:
-            run_dir = out / f"{name}-seed{seed}"
-            trained = _trained_steps(run_dir)
-            if (run_dir / "eval.json").is_file() and trained != steps:
-                raise ModelError(
-                    f"{run_dir} holds a run of {trained} steps, not {steps}: results of "
-                    "different budgets cannot share a table; choose another --out"
-                )
-    cfg = apply_overrides(load_config(config), overrides or {})
-    prepared = (
-        None
-        if table_only
-        else prepare_corpus_eval(data, cfg, "test", candidates, probe_train, progress)
-    )
-    runs: list[dict[str, Any]] = []
-    for name in variants:
-        variant = VARIANTS[name]
-        for seed in seeds:
-            run_dir = out / f"{name}-seed{seed}"
-            report = run_dir / "eval.json"
-            if report.is_file():
-                result = json.loads(report.read_text())
-            elif prepared is None:
-                continue
-            else:
-                started = time.perf_counter()
-                train(
-                    TrainOptions(
-                        data=data,
-                        out=run_dir,
-                        config=config,
-                        steps=steps,
-                        seed=seed,
-                        overrides={**(overrides or {}), **variant.overrides},
-                        progress=progress,
-                    )
-                )
-                minutes = (time.perf_counter() - started) / 60
-                result = evaluate(load_checkpoint(run_dir), prepared, progress=progress)
-                result["train_minutes"] = round(minutes, 2)
-                report.write_text(json.dumps(result, indent=2) + "\n")
-            runs.append({"variant": name, "seed": seed, "result": result})
-            print(
-                f"{name} seed {seed}: text->video R@10 "
-                f"{figure(result, ('retrieval', 'text->video', 'R@10'))}, video->audio R@10 "
-                f"{figure(result, ('retrieval', 'video->audio', 'R@10'))}"
-            )
-    if not runs:
-        raise ModelError(f"no finished runs of {variants} × seeds {seeds} in {out}")
-    budget = {
-        "steps": steps,
-        "batch_size": cfg.train.batch_size,
-        "config": config,
-        "seeds": sorted({run["seed"] for run in runs}),
-        "candidates": int(runs[0]["result"]["candidates"]),
-        "corpus": str(data),
-    }
-    summary = summarise(runs, variants)
-    results = {
-        "budget": budget,
-        "variants": {n: VARIANTS[n].description for n in variants},
-        "summary": summary,
-        "runs": runs,
-    }
-    (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "ablation.md").write_text(markdown(summary, budget, "ablation.png"))
-    plot_ablation(summary, budget, out / "ablation.png")
-    return results
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.ablation", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, type=Path, help="corpus folder")
-    p.add_argument("--out", required=True, type=Path, help="folder for the runs and results")
-    p.add_argument("--steps", type=int, default=600, help="training steps per run (default 600)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--config", default="tiny")
-    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
-    p.add_argument("--probe-train", type=int, default=PROBE_TRAIN_CLIPS)
-    p.add_argument("--doc", type=Path, default=None, help="markdown file whose results to replace")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--table-only",
-        action="store_true",
-        help="train nothing; make the table from the runs already finished in --out",
-    )
-    a = p.parse_args(argv)
-    try:
-        results = run_ablation(
-            a.data,
-            a.out,
-            a.steps,
-            a.seeds,
-            a.variants,
-            a.config,
-            a.candidates,
-            a.probe_train,
-            progress=not a.no_progress,
-            table_only=a.table_only,
-        )
-    except (ModelError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(markdown(results["summary"], results["budget"]))
-    if a.doc is not None:
-        image = Path("img") / f"ablation-{a.steps}.png"  # beside the doc's other figures
-        (a.doc.parent / image).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(a.out / "ablation.png", a.doc.parent / image)
-        update_doc(a.doc, markdown(results["summary"], results["budget"], str(image)), a.steps)
-        print(f"updated {a.doc} and {a.doc.parent / image}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

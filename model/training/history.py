@@ -18,7 +18,9 @@ from model.atomic_files import atomic_path, write_atomic
 STEP_FIELDS = ("step", "lr", "loss", "nce_va", "mil_nce_vt", "clips_per_s", "data_s", "step_s")
 
 
-class TrainingLog:
+class TrainingHistory:
+    """The rows of one run in order: steps and validations (saved in the resume state)."""
+
     def __init__(self, rows: list[dict[str, Any]] | None = None) -> None:
         self.rows: list[dict[str, Any]] = list(rows or [])
 
@@ -84,7 +86,7 @@ def smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_curves(history: TrainingLog, path: Path) -> None:
+def plot_curves(history: TrainingHistory, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

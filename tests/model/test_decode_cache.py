@@ -1,0 +1,77 @@
+"""The decode cache's "windows" entries: exactly load_windows' output, decoded once per
+content, and decoded again when an entry is found damaged. ("full" entries, the
+training kind, are tested through the datasets in test_datasets.py.)"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.config import load_config
+from model.media import Windows, load_windows
+from model.media.decode_cache import DecodeCache, DecodeCacheError, cached_windows, content_hash
+
+TINY = load_config("tiny")
+
+
+def assert_same_windows(got: Windows, want: Windows) -> None:
+    for name in ("video", "audio", "starts_s"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert got.info == want.info
+
+
+@pytest.mark.parametrize("kind", ["mp4", "wav", "png"])
+def test_a_windows_entry_is_exactly_what_load_windows_returns(
+    media_files: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
+    path = media_files[kind]
+    cache = DecodeCache(tmp_path)
+    first = cache.cached_windows(path, TINY).load()
+    again = cache.cached_windows(path, TINY).load()
+    assert cache.decodes == 1  # the second read came from the entry
+    want = load_windows(path, TINY)
+    assert_same_windows(first, want)
+    assert_same_windows(again, want)
+
+
+def test_entries_are_keyed_by_content_and_decode_parameters(
+    media_files: dict[str, Path], tmp_path: Path
+) -> None:
+    copy = tmp_path / "renamed.mp4"
+    shutil.copy(media_files["mp4"], copy)
+    cache = DecodeCache(tmp_path / "cache")
+    cache.cached_windows(media_files["mp4"], TINY, 2)
+    cache.cached_windows(copy, TINY, 2)  # same bytes, another name: the same entry
+    assert cache.decodes == 1
+    cache.cached_windows(copy, TINY, 3)  # another window count: another entry
+    assert cache.decodes == 2
+    digest = content_hash(copy)
+    assert cache.windows_entry(digest, TINY, 2) != cache.windows_entry(digest, TINY, 3)
+    # The one-call form, with the content hash the caller already knows.
+    windows = cached_windows(tmp_path / "cache", copy, TINY, 3, content_hash=digest)
+    assert_same_windows(windows, load_windows(copy, TINY, 3))
+
+
+def test_a_damaged_windows_entry_is_decoded_again(
+    media_files: dict[str, Path], tmp_path: Path
+) -> None:
+    path = media_files["mp4"]
+    cache = DecodeCache(tmp_path)
+    cache.cached_windows(path, TINY, 2)
+    entry = cache.windows_entry(content_hash(path), TINY, 2)
+    audio = entry / "audio.npy"
+    audio.write_bytes(audio.read_bytes()[:1000])  # cut short: a disk that filled up
+    windows = cache.cached_windows(path, TINY, 2).load()
+    assert cache.decodes == 2
+    assert_same_windows(windows, load_windows(path, TINY, 2))
+
+
+def test_a_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DecodeCacheError, match="cannot read"):
+        DecodeCache(tmp_path).cached_windows(tmp_path / "gone.mp4", TINY)
