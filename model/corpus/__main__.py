@@ -1,4 +1,5 @@
-"""Command line: `python -m model.corpus make|sheet ...` (see docs/corpus.md)."""
+"""Command line: `python -m model.corpus make|sheet|unseen ...` (see docs/corpus.md;
+`unseen`: see model/corpus/unseen/__init__.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     sheet.add_argument("--corpus", required=True, help="a generated corpus folder")
     sheet.add_argument("--out", required=True, help="folder for the PNGs (e.g. docs/img)")
     sheet.add_argument("--clips", type=int, default=6, help="clips on the contact sheet")
+
+    unseen = commands.add_parser(
+        "unseen", help="generate the unseen world (uploads, held-out tests, world.json)"
+    )
+    unseen.add_argument("--out", required=True, help="output folder")
+    unseen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    unseen.add_argument("--combinations", type=int, default=48, help="things, 1 to 48 (default 48)")
+    unseen.add_argument("--uploads", type=int, default=4, help="upload clips per thing (default 4)")
+    unseen.add_argument("--tests", type=int, default=1, help="held-out clips per thing (default 1)")
+    unseen.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: all cores)"
+    )
+    unseen.add_argument("--force", action="store_true", help="replace a world already there")
     return parser
 
 
@@ -60,6 +74,22 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{summary.seconds:.1f} s with {summary.workers} workers: "
                 f"{summary.clips_per_s:.2f} clips/s"
+            )
+        elif args.command == "unseen":
+            from model.corpus.unseen import make_unseen_world
+
+            world = make_unseen_world(
+                args.out,
+                seed=args.seed,
+                combinations=args.combinations,
+                uploads_per_combination=args.uploads,
+                tests_per_combination=args.tests,
+                workers=args.workers,
+                overwrite=args.force,
+            )
+            print(
+                f"wrote {len(world.uploads)} uploads and {len(world.tests)} held-out clips of "
+                f"{len(world.combinations)} things to {world.root} in {world.seconds:.1f} s"
             )
         else:
             from model.corpus.sheet import write_sheets
