@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -130,7 +130,10 @@ class _Receiver:
             self.result.sha256 = self._hash.hexdigest()
         elif self._name is not None:
             try:
-                self.result.fields[self._name] = self._field_buf.decode("utf-8")
+                # utf-8-sig: a leading byte-order mark (editors write one at the start of
+                # UTF-8 files, and `curl -F field=<file` sends it) marks the encoding and
+                # is not text: kept, an empty transcript file was a one-character one.
+                self.result.fields[self._name] = self._field_buf.decode("utf-8-sig")
             except UnicodeDecodeError:
                 raise InvalidRequest(f"the form field '{self._name}' is not UTF-8 text") from None
 
@@ -183,7 +186,7 @@ async def receive_upload(
         if pending:
             parser.write(b"".join(pending))  # the tail, under a block: not worth a hop
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:  # a malformed body, or a boundary the parser refuses
         receiver.abort()
         raise InvalidRequest(f"the multipart body is malformed: {exc}") from None
     except ClientDisconnect:

@@ -163,6 +163,18 @@ def test_transcripts_uploaded_as_text_or_webvtt_and_from_speech_recognition(
     assert_error(r, 422, "invalid_request")
 
 
+def test_an_empty_transcript_file_with_a_byte_order_mark_is_no_transcript(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    """An editor's "empty" UTF-8 file is a BOM: it was stored as a one-character
+    transcript and so turned speech recognition off."""
+    spoken = make_speech(tmp_path / "bom.wav", "the green drum rolls")
+    r = upload(client, spoken, transcript="\ufeff")
+    assert r.status_code == 201, r.text
+    assert r.json()["transcript_source"] == "asr", r.json()
+    assert client.delete(f"/v1/items/{r.json()['id']}").status_code == 204
+
+
 def tremolo_tone(path: Path, frequency: int, tremolo: int, seconds: float = 4.0) -> Path:
     """A 16 kHz mono wav of a pure tone whose loudness wobbles at `tremolo` Hz."""
     rate = 16000
