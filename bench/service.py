@@ -70,14 +70,14 @@ def naive_app(data_dir: Path, model_dir: Path) -> Any:
 
     storage = Storage(data_dir / "db.sqlite")
     model = load_model(model_dir).eval()
-    version = storage.active_model().version  # type: ignore[union-attr]
+    version = storage.models.active().version  # type: ignore[union-attr]
     option = model.config.heads.space
     flat: dict[str, Any] = {}
     for target in ("audio",):
         space = space_for(option, "text", target)
-        seqs = storage.embedding_seqs(version, space, target)
+        seqs = storage.embeddings.seqs(version, space, target)
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(model.embedding_dims[space]))
-        index.add_with_ids(storage.embeddings_for(version, space, target, seqs), seqs)
+        index.add_with_ids(storage.embeddings.vectors(version, space, target, seqs), seqs)
         flat[target] = (space, index)
     app = FastAPI()
 
@@ -91,7 +91,7 @@ def naive_app(data_dir: Path, model_dir: Path) -> Any:
         space, index = flat[target]
         vector = model.embed_text([q])[space].numpy()
         scores, seqs = index.search(vector, k)
-        rows = storage.items_by_seq(seqs[0].tolist())
+        rows = storage.items.by_seqs(seqs[0].tolist())
         results = [
             {"item": item_payload(rows[s]), "score": float(sc)}
             for s, sc in zip(seqs[0].tolist(), scores[0].tolist(), strict=True)
@@ -207,7 +207,7 @@ def fill_database(data_dir: Path, model_dir: Path, base: dict[str, np.ndarray], 
                 metadata={"source": "bench"},
             )
             rows.append((new, [Embedding(s, "audio", vectors[s][j]) for s in base]))
-        storage.create_ready_items(rows, handle.version)
+        storage.items.create_ready(rows, handle.version)
     storage.close()
     return time.perf_counter() - started
 

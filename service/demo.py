@@ -74,11 +74,11 @@ async def ensure_demo_corpus(runtime: Runtime) -> None:
     if n <= 0 or runtime.embedder is None:
         return
     storage = runtime.storage
-    if storage.get_state(DONE_KEY):
+    if storage.state.get(DONE_KEY):
         return
     folder = settings.cache_dir / FOLDER
     if not (folder / "manifest.jsonl").is_file():
-        if storage.count_items() > 0:
+        if storage.items.count() > 0:
             return  # the user's own data: never mix a demo into it
         from model.corpus import make_corpus
 
@@ -121,5 +121,5 @@ async def ensure_demo_corpus(runtime: Runtime) -> None:
         bar.close()
     if failures:
         log.warning("%d demo items could not be indexed: %s", len(failures), failures[:3])
-    storage.set_state(DONE_KEY, "1")
+    storage.state.set(DONE_KEY, "1")
     log.info("demo corpus indexed: %d items", len(rows) - len(failures))

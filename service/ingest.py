@@ -170,7 +170,7 @@ class Ingestor:
         assert upload.path is not None
         self.metrics.uploads_in_flight.inc()
         try:
-            existing = await self._run(self.storage.get_item_by_hash, upload.sha256)
+            existing = await self._run(self.storage.items.get_by_hash, upload.sha256)
             if existing is not None and existing.status != "failed":
                 return existing, 200
             if existing is not None:  # a failed earlier try: start over
@@ -217,7 +217,7 @@ class Ingestor:
         assert new.content_hash is not None
         with self.media_lock:
             self._store_media(tmp, new.content_hash)
-            return self.storage.create_item(new)
+            return self.storage.items.create(new)
 
     def _store_media(self, tmp: Path, content_hash: str) -> None:
         """Move the upload to media/<hash> durably (fsync file, rename, fsync folder)."""
@@ -246,8 +246,8 @@ class Ingestor:
                 await self._run(self.delete, row)
                 raise err from None
             log.warning("item %s failed: %s", row.id, err.message)
-            await self._run(self.storage.mark_failed, row.seq, err.message)
-            return await self._run(self.storage.get_item_by_seq, row.seq) or row
+            await self._run(self.storage.items.mark_failed, row.seq, err.message)
+            return await self._run(self.storage.items.get_by_seq, row.seq) or row
         except Exception as exc:  # a bug: never leave the item `processing` forever
             log.exception("processing item %s failed unexpectedly", row.id)
             self.metrics.ingested.labels(row.kind, "failed").inc()
@@ -255,8 +255,8 @@ class Ingestor:
                 await self._run(self.delete, row)
                 raise
             message = f"processing failed on the server ({type(exc).__name__}); see its log"
-            await self._run(self.storage.mark_failed, row.seq, message)
-            return await self._run(self.storage.get_item_by_seq, row.seq) or row
+            await self._run(self.storage.items.mark_failed, row.seq, message)
+            return await self._run(self.storage.items.get_by_seq, row.seq) or row
         finally:
             self._in_flight -= 1
             self._stage("total", time.perf_counter() - started)
@@ -293,7 +293,7 @@ class Ingestor:
             vtt = result.transcript.to_vtt()
         t = time.perf_counter()
         stored = await self._run(
-            lambda: self.storage.mark_ready(
+            lambda: self.storage.items.mark_ready(
                 row.seq,
                 embedder.version,
                 result.embeddings,
@@ -308,7 +308,7 @@ class Ingestor:
         if stored:
             await self._run(self._index_add, indexes, embedder.version, row.seq, result.embeddings)
             self.metrics.ingested.labels(row.kind, "ready").inc()
-        fresh = await self._run(self.storage.get_item_by_seq, row.seq)
+        fresh = await self._run(self.storage.items.get_by_seq, row.seq)
         if fresh is None:
             raise errors.NotFound(f"item {row.id!r} was deleted while it was processed")
         return fresh
@@ -326,7 +326,7 @@ class Ingestor:
     ) -> None:
         t = time.perf_counter()
         with self.index_lock:
-            if self.storage.get_item_by_seq(seq) is None:  # deleted meanwhile
+            if self.storage.items.get_by_seq(seq) is None:  # deleted meanwhile
                 return
             for e in embeddings:
                 indexes.add(version, e.space, e.modality, [seq], e.vector[None, :])
@@ -349,7 +349,7 @@ class Ingestor:
         new = NewItem(kind="text", modalities=["text"], status="ready", text=text,
                       metadata=metadata)  # fmt: skip
         t = time.perf_counter()
-        row = await self._run(self.storage.create_item, new, embedder.version, embeddings)
+        row = await self._run(self.storage.items.create, new, embedder.version, embeddings)
         self._stage("store", time.perf_counter() - t)
         await self._run(self._index_add, indexes, embedder.version, row.seq, embeddings)
         self.metrics.ingested.labels("text", "ready").inc()
@@ -383,17 +383,17 @@ class Ingestor:
         with self.index_lock:
             # The database first (the indexer's contract): a search that runs between
             # the two steps may still find the seq, but the join drops rows that are gone.
-            deleted = self.storage.delete_item(row.seq)
+            deleted = self.storage.items.delete(row.seq)
             if indexes is not None:
                 indexes.remove([row.seq])
         if deleted is not None and deleted.content_hash:
             with self.media_lock:
-                if not self.storage.hash_in_use(deleted.content_hash):
+                if not self.storage.items.hash_in_use(deleted.content_hash):
                     self.media_path(deleted.content_hash).unlink(missing_ok=True)
 
     def resume_pending(self) -> int:
         """Start processing items left `processing` by an earlier run."""
-        rows = self.storage.items_with_status("processing")
+        rows = self.storage.items.with_status("processing")
         for row in rows:
             self.spawn(row)
         return len(rows)

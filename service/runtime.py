@@ -201,7 +201,7 @@ class Runtime:
         return self.ingestor.media_path(content_hash)
 
     def delete_item(self, item_id: str) -> ItemRow:
-        row = self.storage.get_item(item_id)
+        row = self.storage.items.get(item_id)
         if row is None:
             raise errors.NotFound(f"no item {item_id!r}")
         self.ingestor.delete(row)
@@ -230,5 +230,5 @@ class Runtime:
 
     def refresh_gauges(self) -> None:
         self.metrics.items.clear()
-        for status, count in self.storage.count_by_status().items():
+        for status, count in self.storage.items.count_by_status().items():
             self.metrics.items.labels(status).set(count)

@@ -1,4 +1,4 @@
-"""Pydantic schemas at the API boundary (docs/api.md); storage rows live in storage.py."""
+"""Pydantic schemas at the API boundary (docs/api.md); storage rows live in storage/rows.py."""
 
 from __future__ import annotations
 

@@ -303,7 +303,7 @@ class Searcher:
             if answers[i] is not None:
                 continue
             if q.filter:
-                allowed = self.storage.seqs_matching(q.filter)
+                allowed = self.storage.items.seqs_matching(q.filter)
                 found[i] = self._search_one(q, allowed)
             else:
                 assert q.space is not None
@@ -318,7 +318,7 @@ class Searcher:
 
         t2 = time.perf_counter()
         wanted = {int(s) for f in found if f is not None for s in f[1] if s >= 0}
-        items = self.storage.items_by_seq(wanted)
+        items = self.storage.items.by_seqs(wanted)
         payloads = {seq: self._item_json(seq, row) for seq, row in items.items()}
         for i, q in enumerate(batch):
             hit = found[i]
@@ -338,7 +338,7 @@ class Searcher:
 
     def _resolve_item(self, q: Query) -> None:
         assert q.item_id is not None
-        row = self.storage.get_item(q.item_id)
+        row = self.storage.items.get(q.item_id)
         if row is None:
             raise NotFound(f"no item {q.item_id!r}")
         if row.status != "ready":
@@ -347,7 +347,7 @@ class Searcher:
                 {"status": row.status},
             )
         q.space = self._space(row.kind, q.target)
-        vector = self.storage.get_embedding(row.seq, self.embedder.version, q.space, row.kind)
+        vector = self.storage.embeddings.get(row.seq, self.embedder.version, q.space, row.kind)
         if vector is None:
             raise Conflict(f"item {q.item_id!r} has no {row.kind} embedding in space {q.space!r}")
         q.vector = vector

@@ -143,7 +143,7 @@ async def create_text_item(body: TextItemIn, runtime: RuntimeDep, _: WriteAccess
 
 @router.get("/{item_id}", response_model=Item)
 def get_item(item_id: str, _: ReadAccess, storage: StorageDep) -> JSONResponse:
-    row = storage.get_item(item_id)
+    row = storage.items.get(item_id)
     if row is None:
         raise NotFound(f"no item {item_id!r}")
     return JSONResponse(item_payload(row))
@@ -158,7 +158,7 @@ def list_items(
     cursor: str | None = None,
 ) -> JSONResponse:
     before = decode_cursor(cursor) if cursor else None
-    rows = storage.list_items(kind, limit + 1, before)
+    rows = storage.items.page(kind, limit + 1, before)
     page, more = rows[:limit], len(rows) > limit
     return JSONResponse(
         {
@@ -184,7 +184,7 @@ def delete_item(item_id: str, runtime: RuntimeDep, _: WriteAccess) -> Response:
     },
 )
 def get_media(item_id: str, request: Request, runtime: RuntimeDep, _: ReadAccess) -> FileResponse:
-    row = runtime.storage.get_item(item_id)
+    row = runtime.storage.items.get(item_id)
     if row is None:
         raise NotFound(f"no item {item_id!r}")
     if row.content_hash is None:
