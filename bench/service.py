@@ -183,13 +183,13 @@ def synthetic(base: np.ndarray, count: int, rng: np.random.Generator) -> np.ndar
 
 def fill_database(data_dir: Path, model_dir: Path, base: dict[str, np.ndarray], n: int) -> float:
     """Register the model and insert n audio items (synthetic vectors around the base)."""
-    from service.model_registry import active_model
+    from service.model_versions import active_model_version
     from service.storage import Embedding, NewItem, Storage
 
     started = time.perf_counter()
     data_dir.mkdir(parents=True, exist_ok=True)
     storage = Storage(data_dir / "db.sqlite")
-    handle = active_model(str(model_dir), data_dir / "models", storage)
+    handle = active_model_version(str(model_dir), data_dir / "models", storage)
     assert handle is not None
     rng = np.random.default_rng(0)
     batch = 5000

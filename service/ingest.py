@@ -30,7 +30,7 @@ from model.transcripts import Transcript, TranscriptError, parse_transcript
 from service import errors
 from service.embedder import Embedder
 from service.media_worker import MediaJob, MediaPool, WorkerCrashed, process_media, vector_of
-from service.metrics import Metrics
+from service.prometheus import Metrics
 from service.settings import Settings
 from service.storage import DuplicateContent, Embedding, ItemRow, NewItem, Storage
 from service.uploads import ReceivedUpload

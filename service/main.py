@@ -20,7 +20,7 @@ from service.demo import ensure_demo_corpus
 from service.errors import install_error_handlers
 from service.fast_path import TextSearchFastPath
 from service.logs import RequestContextMiddleware
-from service.metrics import Metrics
+from service.prometheus import Metrics
 from service.routes import items, models, ops, search, training
 from service.runtime import STATIC_DIR, Runtime
 from service.schemas import ErrorOut

@@ -26,10 +26,10 @@ from service.embedder import Embedder
 from service.indexes import open_indexes
 from service.ingest import Ingestor
 from service.media_worker import MediaPool
-from service.metrics import Metrics
-from service.model_registry import active_model
+from service.model_versions import active_model_version
+from service.prometheus import Metrics
 from service.schemas import Ready, Reindex
-from service.search import Searcher
+from service.searcher import Searcher
 from service.settings import Settings
 from service.storage import ItemRow, Storage
 from service.uploads import ReceivedUpload, receive_upload
@@ -83,7 +83,7 @@ class Runtime:
     # -- start-up ----------------------------------------------------------------------
     def load_model_and_indexes(self) -> None:
         """The slow, synchronous part of start-up (model load, index open)."""
-        handle = active_model(self.settings.model, self.settings.models_dir, self.storage)
+        handle = active_model_version(self.settings.model, self.settings.models_dir, self.storage)
         if handle is None:
             return
         embedder = Embedder.load(handle, self.settings.device)

@@ -19,7 +19,7 @@ from service.schemas import (
     SearchResults,
     TextQuery,
 )
-from service.search import results_json
+from service.searcher import results_json
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 JSON = "application/json"

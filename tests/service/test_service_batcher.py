@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from service.errors import NotFound, ServiceError
-from service.metrics import Metrics
-from service.search import Answer, Query, SearchBatcher
+from service.prometheus import Metrics
+from service.search_batcher import SearchBatcher
+from service.searcher import Answer, Query
 
 
 class Recorder:

@@ -24,7 +24,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 
 
-class ModelRegistryError(RuntimeError):
+class ModelVersionError(RuntimeError):
     """The starting model cannot be registered (a missing or broken checkpoint folder)."""
 
 
@@ -54,7 +54,7 @@ def _read_json(path: Path) -> dict:
 def register_starting_model(source: Path, models_dir: Path, storage: Storage) -> ModelRow:
     """Copy `source` into models_dir/<version>/ (atomically) and record it as active."""
     if not (source / CONFIG_FILE).is_file():
-        raise ModelRegistryError(
+        raise ModelVersionError(
             f"{source} is not a model checkpoint folder (it has no {CONFIG_FILE})"
         )
     version = f"{_safe_name(source.resolve().name)}-{checkpoint_hash(source)[:10]}"
@@ -81,7 +81,9 @@ def register_starting_model(source: Path, models_dir: Path, storage: Storage) ->
     return storage.models.get(version)  # type: ignore[return-value]
 
 
-def active_model(model_setting: str, models_dir: Path, storage: Storage) -> ModelHandle | None:
+def active_model_version(
+    model_setting: str, models_dir: Path, storage: Storage
+) -> ModelHandle | None:
     """The active version, registering MMV_MODEL first when the data directory has none.
 
     None when there is no registered model and MMV_MODEL does not exist: the service
