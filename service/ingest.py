@@ -123,7 +123,6 @@ class Ingestor:
         # so that the delete removes the file the new item was just given.
         self.media_lock = threading.Lock()
         self._background: set[asyncio.Task[Any]] = set()
-        self._in_flight = 0
 
     # -- helpers -------------------------------------------------------------------------
     def _require_model(self) -> tuple[Embedder, IndexRegistry]:
@@ -235,7 +234,6 @@ class Ingestor:
     ) -> ItemRow:
         """Decode, ASR, embed, store, index. With raise_errors (wait=true) a failure
         removes the item and raises the API error; otherwise the item is marked failed."""
-        self._in_flight += 1
         started = time.perf_counter()
         try:
             return await self._process(row, info, asr)
@@ -258,7 +256,6 @@ class Ingestor:
             await self._run(self.storage.items.mark_failed, row.seq, message)
             return await self._run(self.storage.items.get_by_seq, row.seq) or row
         finally:
-            self._in_flight -= 1
             self._stage("total", time.perf_counter() - started)
 
     async def _process(self, row: ItemRow, info: MediaInfo | None, asr: bool) -> ItemRow:
@@ -397,10 +394,6 @@ class Ingestor:
         for row in rows:
             self.spawn(row)
         return len(rows)
-
-    @property
-    def busy(self) -> int:
-        return self._in_flight
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for background processing to finish (graceful shutdown)."""

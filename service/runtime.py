@@ -78,7 +78,6 @@ class Runtime:
         )
         self.searcher: Searcher | None = None
         self._upkeep: asyncio.Task[None] | None = None
-        self.started_at = time.time()
 
     # -- start-up ----------------------------------------------------------------------
     def load_model_and_indexes(self) -> None:

@@ -32,8 +32,7 @@ class ReceivedUpload:
     path: Path | None  # temporary file in DATA_DIR/tmp; None when no file part was sent
     size: int = 0
     sha256: str = ""
-    filename: str | None = None
-    declared_type: str | None = None  # the client's claim: logged, never trusted
+    filename: str | None = None  # the client's name for it: text only, never a path
     fields: dict[str, str] = field(default_factory=dict)
 
     def discard(self) -> None:
@@ -100,7 +99,6 @@ class _Receiver:
             self.result.path = Path(tmp)
             if b"filename" in options:
                 self.result.filename = options[b"filename"].decode("utf-8", "replace")[:255]
-            self.result.declared_type = self._headers.get("content-type")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -149,7 +147,6 @@ async def receive_upload(
     tmp_dir: Path,
     max_file_bytes: int,
     max_field_bytes: int,
-    require_file: bool = True,
 ) -> ReceivedUpload:
     """Stream a multipart/form-data body to disk; the caller must `discard()` the result."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
@@ -199,7 +196,7 @@ async def receive_upload(
     if receiver._file is not None:  # the body ended inside the file part
         receiver.abort()
         raise InvalidRequest("the multipart body ended before the file part was complete")
-    if require_file and (result.path is None or result.size == 0):
+    if result.path is None or result.size == 0:
         result.discard()
         raise InvalidRequest(
             "the upload has no 'file' part (or it is empty)", {"field": FILE_FIELD}

@@ -1,4 +1,8 @@
-"""Model versions: list them; activate one (re-indexing lands with the training worker)."""
+"""Model versions: list them; activate one.
+
+Activating another version answers 501 (NotImplementedYet) until the training worker
+(next issue) brings re-indexing into new indexes and the switch.
+"""
 
 from __future__ import annotations
 

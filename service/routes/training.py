@@ -1,4 +1,5 @@
-"""Training jobs. Listing works; starting and cancelling land with the training worker."""
+"""Training jobs. Listing works; starting and cancelling answer 501 (NotImplementedYet)
+until the training worker (next issue) lands."""
 
 from __future__ import annotations
 
