@@ -16,15 +16,15 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm import tqdm
 
 from service.errors import ServiceError
+from service.ingest import Ingestor
+from service.settings import Settings
+from service.storage import Storage
 from service.uploads import ReceivedUpload
-
-if TYPE_CHECKING:
-    from service.runtime import Runtime
 
 log = logging.getLogger("service.demo")
 
@@ -46,15 +46,15 @@ def copy_to_upload(source: Path, tmp_dir: Path) -> ReceivedUpload:
 
 
 async def ingest_local_file(
-    runtime: Runtime,
+    ingestor: Ingestor,
     source: Path,
     transcript: str | None,
     metadata: dict[str, Any],
     asr: bool = True,
 ) -> None:
-    upload = await asyncio.to_thread(copy_to_upload, source, runtime.settings.tmp_dir)
+    upload = await asyncio.to_thread(copy_to_upload, source, ingestor.settings.tmp_dir)
     try:
-        await runtime.ingestor.ingest_upload(upload, transcript, metadata, True, asr=asr)
+        await ingestor.ingest_upload(upload, transcript, metadata, True, asr=asr)
     finally:
         upload.discard()
 
@@ -68,12 +68,10 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def ensure_demo_corpus(runtime: Runtime) -> None:
-    settings = runtime.settings
+async def ensure_demo_corpus(settings: Settings, storage: Storage, ingestor: Ingestor) -> None:
     n = settings.demo_clips
-    if n <= 0 or runtime.embedder is None:
+    if n <= 0 or not ingestor.model.loaded:
         return
-    storage = runtime.storage
     if storage.state.get(DONE_KEY):
         return
     folder = settings.cache_dir / FOLDER
@@ -105,7 +103,7 @@ async def ensure_demo_corpus(runtime: Runtime) -> None:
                 transcript = (folder / row["transcript"]).read_text(encoding="utf-8")
             try:
                 await ingest_local_file(
-                    runtime,
+                    ingestor,
                     folder / row["path"],
                     transcript,
                     _metadata(row),

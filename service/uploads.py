@@ -12,6 +12,8 @@ import asyncio
 import hashlib
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +23,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import InvalidRequest, TooLarge, UnsupportedMedia
+from service.settings import Settings
 
 PARSE_BLOCK_BYTES = 1024 * 1024
 
@@ -202,3 +205,16 @@ async def receive_upload(
             "the upload has no 'file' part (or it is empty)", {"field": FILE_FIELD}
         )
     return result
+
+
+@asynccontextmanager
+async def received_upload(request: Request, settings: Settings) -> AsyncIterator[ReceivedUpload]:
+    """The request's upload under the settings' caps; its temporary file is removed at
+    the end of the block unless ingestion has moved it into the media folder."""
+    upload = await receive_upload(
+        request, settings.tmp_dir, settings.max_upload_bytes, settings.max_transcript_kb * 1024
+    )
+    try:
+        yield upload
+    finally:
+        upload.discard()

@@ -32,7 +32,7 @@ class Recorder:
         return [
             NotFound(f"no {q.text}")
             if q.text == "missing"
-            else Answer([(json.dumps({"q": q.text}), 1.0)], "vat")
+            else Answer([(json.dumps({"q": q.text}), 1.0)], "vat", "v1")
             for q in batch
         ]
 
