@@ -445,6 +445,33 @@ def test_get_search_fast_path_answers_as_the_declared_route(
     assert 'method="GET",route="/v1/search",status="422"' in metrics
 
 
+def test_search_answers_have_the_schemas_fields(
+    client: httpx.Client, media: dict[str, Path], items: dict[str, dict[str, Any]]
+) -> None:
+    """Every search route writes its answer by hand (fast); it must be the schema's."""
+    from service.schemas import Item, SearchResult, SearchResults
+
+    answers = [
+        client.post("/v1/search", json={"query": {"text": "a red ball"}, "target": "video"}),
+        client.post("/v1/search", json={"query": {"item_id": items["clip"]["id"]},
+                                        "target": "audio", "filter": {"color": "blue"}}),
+        client.get("/v1/search", params={"q": "a red ball", "target": "text"}),
+        client.get("/v1/search", params={"q": "a red ball", "target": "text"},
+                   headers={"Origin": "http://127.0.0.1:9"}),  # the framework route
+        client.post("/v1/search/upload", data={"target": "image"},
+                    files={"file": ("p.png", media["picture"].read_bytes())}),
+    ]  # fmt: skip
+    for r in answers:
+        assert r.status_code == 200, r.text
+        SearchResults.model_validate_json(r.text)
+        body = r.json()
+        assert set(body) == set(SearchResults.model_fields)
+        assert body["results"], r.request.url
+        for result in body["results"]:
+            assert set(result) == set(SearchResult.model_fields)
+            assert set(result["item"]) == set(Item.model_fields)
+
+
 def test_k_is_bounded(client: httpx.Client) -> None:
     for k in (0, 1001):
         r = client.post("/v1/search", json={"query": {"text": "x"}, "target": "audio", "k": k})
