@@ -138,21 +138,18 @@ def base_audio_embeddings(model_dir: Path, tmp: Path, n: int) -> dict[str, np.nd
     """space -> [n, D]: the audio of n generated corpus clips, embedded by the model."""
     from model import load_model
     from model.corpus import make_corpus, read_manifest
+    from model.embedding import embed_media
     from model.media import load_windows
 
     corpus = tmp / "corpus"
     make_corpus(corpus, n, seed=7, workers=2, progress=False, n_audio=0, n_stills=0)
     model = load_model(model_dir).eval()
     out: dict[str, list[np.ndarray]] = {}
-    import torch
-
     for row in read_manifest(corpus, kind="clip"):
         windows = load_windows(corpus / row["path"], model.config, 4)
-        with torch.inference_mode():
-            emb = model.embed_audio(torch.from_numpy(windows.audio))
-        for space, t in emb.items():
-            v = t.float().numpy().mean(axis=0)
-            out.setdefault(space, []).append(v / np.linalg.norm(v))
+        # As the service embeds a file: its windows averaged, normalised again.
+        for space, vector in embed_media(model, windows, "audio").items():
+            out.setdefault(space, []).append(vector)
     return {space: np.stack(vs) for space, vs in out.items()}
 
 
