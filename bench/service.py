@@ -125,12 +125,10 @@ def make_model(tmp: Path) -> tuple[Path, str, bool]:
     default = REPO / "models" / "default"
     if (default / "config.json").is_file():
         return default, "models/default (trained)", True
-    from model import build_model, save_model
+    from e2e_server import make_random_model
 
-    out = tmp / "tiny-random"
-    model = build_model("tiny")
-    model.grow_vocabulary(["a", "dog", "barks", "while", "bell", "rings", "red", "ball", "drum"])
-    save_model(model, out)
+    words = ["a", "dog", "barks", "while", "bell", "rings", "red", "ball", "drum"]
+    out = make_random_model(tmp / "tiny-random", words)
     return out, "tiny, random init (models/default is not trained yet)", False
 
 
