@@ -70,14 +70,14 @@ def naive_app(data_dir: Path, model_dir: Path) -> Any:
 
     storage = Storage(data_dir / "db.sqlite")
     model = load_model(model_dir).eval()
-    version = storage.active_model().version  # type: ignore[union-attr]
+    version = storage.models.active().version  # type: ignore[union-attr]
     option = model.config.heads.space
     flat: dict[str, Any] = {}
     for target in ("audio",):
         space = space_for(option, "text", target)
-        seqs = storage.embedding_seqs(version, space, target)
+        seqs = storage.embeddings.seqs(version, space, target)
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(model.embedding_dims[space]))
-        index.add_with_ids(storage.embeddings_for(version, space, target, seqs), seqs)
+        index.add_with_ids(storage.embeddings.vectors(version, space, target, seqs), seqs)
         flat[target] = (space, index)
     app = FastAPI()
 
@@ -91,7 +91,7 @@ def naive_app(data_dir: Path, model_dir: Path) -> Any:
         space, index = flat[target]
         vector = model.embed_text([q])[space].numpy()
         scores, seqs = index.search(vector, k)
-        rows = storage.items_by_seq(seqs[0].tolist())
+        rows = storage.items.by_seqs(seqs[0].tolist())
         results = [
             {"item": item_payload(rows[s]), "score": float(sc)}
             for s, sc in zip(seqs[0].tolist(), scores[0].tolist(), strict=True)
@@ -125,12 +125,10 @@ def make_model(tmp: Path) -> tuple[Path, str, bool]:
     default = REPO / "models" / "default"
     if (default / "config.json").is_file():
         return default, "models/default (trained)", True
-    from model import build_model, save_model
+    from e2e_server import make_random_model
 
-    out = tmp / "tiny-random"
-    model = build_model("tiny")
-    model.grow_vocabulary(["a", "dog", "barks", "while", "bell", "rings", "red", "ball", "drum"])
-    save_model(model, out)
+    words = ["a", "dog", "barks", "while", "bell", "rings", "red", "ball", "drum"]
+    out = make_random_model(tmp / "tiny-random", words)
     return out, "tiny, random init (models/default is not trained yet)", False
 
 
@@ -138,21 +136,18 @@ def base_audio_embeddings(model_dir: Path, tmp: Path, n: int) -> dict[str, np.nd
     """space -> [n, D]: the audio of n generated corpus clips, embedded by the model."""
     from model import load_model
     from model.corpus import make_corpus, read_manifest
+    from model.embedding import embed_media
     from model.media import load_windows
 
     corpus = tmp / "corpus"
     make_corpus(corpus, n, seed=7, workers=2, progress=False, n_audio=0, n_stills=0)
     model = load_model(model_dir).eval()
     out: dict[str, list[np.ndarray]] = {}
-    import torch
-
     for row in read_manifest(corpus, kind="clip"):
         windows = load_windows(corpus / row["path"], model.config, 4)
-        with torch.inference_mode():
-            emb = model.embed_audio(torch.from_numpy(windows.audio))
-        for space, t in emb.items():
-            v = t.float().numpy().mean(axis=0)
-            out.setdefault(space, []).append(v / np.linalg.norm(v))
+        # As the service embeds a file: its windows averaged, normalised again.
+        for space, vector in embed_media(model, windows, "audio").items():
+            out.setdefault(space, []).append(vector)
     return {space: np.stack(vs) for space, vs in out.items()}
 
 
@@ -183,13 +178,13 @@ def synthetic(base: np.ndarray, count: int, rng: np.random.Generator) -> np.ndar
 
 def fill_database(data_dir: Path, model_dir: Path, base: dict[str, np.ndarray], n: int) -> float:
     """Register the model and insert n audio items (synthetic vectors around the base)."""
-    from service.model_registry import active_model
+    from service.model_versions import active_model_version
     from service.storage import Embedding, NewItem, Storage
 
     started = time.perf_counter()
     data_dir.mkdir(parents=True, exist_ok=True)
     storage = Storage(data_dir / "db.sqlite")
-    handle = active_model(str(model_dir), data_dir / "models", storage)
+    handle = active_model_version(str(model_dir), data_dir / "models", storage)
     assert handle is not None
     rng = np.random.default_rng(0)
     batch = 5000
@@ -207,7 +202,7 @@ def fill_database(data_dir: Path, model_dir: Path, base: dict[str, np.ndarray], 
                 metadata={"source": "bench"},
             )
             rows.append((new, [Embedding(s, "audio", vectors[s][j]) for s in base]))
-        storage.create_ready_items(rows, handle.version)
+        storage.items.create_ready(rows, handle.version)
     storage.close()
     return time.perf_counter() - started
 

@@ -16,15 +16,15 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm import tqdm
 
 from service.errors import ServiceError
+from service.ingest import Ingestor
+from service.settings import Settings
+from service.storage import Storage
 from service.uploads import ReceivedUpload
-
-if TYPE_CHECKING:
-    from service.runtime import Runtime
 
 log = logging.getLogger("service.demo")
 
@@ -46,15 +46,15 @@ def copy_to_upload(source: Path, tmp_dir: Path) -> ReceivedUpload:
 
 
 async def ingest_local_file(
-    runtime: Runtime,
+    ingestor: Ingestor,
     source: Path,
     transcript: str | None,
     metadata: dict[str, Any],
     asr: bool = True,
 ) -> None:
-    upload = await asyncio.to_thread(copy_to_upload, source, runtime.settings.tmp_dir)
+    upload = await asyncio.to_thread(copy_to_upload, source, ingestor.settings.tmp_dir)
     try:
-        await runtime.ingestor.ingest_upload(upload, transcript, metadata, True, asr=asr)
+        await ingestor.ingest_upload(upload, transcript, metadata, True, asr=asr)
     finally:
         upload.discard()
 
@@ -68,17 +68,15 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def ensure_demo_corpus(runtime: Runtime) -> None:
-    settings = runtime.settings
+async def ensure_demo_corpus(settings: Settings, storage: Storage, ingestor: Ingestor) -> None:
     n = settings.demo_clips
-    if n <= 0 or runtime.embedder is None:
+    if n <= 0 or not ingestor.model.loaded:
         return
-    storage = runtime.storage
-    if storage.get_state(DONE_KEY):
+    if storage.state.get(DONE_KEY):
         return
     folder = settings.cache_dir / FOLDER
     if not (folder / "manifest.jsonl").is_file():
-        if storage.count_items() > 0:
+        if storage.items.count() > 0:
             return  # the user's own data: never mix a demo into it
         from model.corpus import make_corpus
 
@@ -105,7 +103,7 @@ async def ensure_demo_corpus(runtime: Runtime) -> None:
                 transcript = (folder / row["transcript"]).read_text(encoding="utf-8")
             try:
                 await ingest_local_file(
-                    runtime,
+                    ingestor,
                     folder / row["path"],
                     transcript,
                     _metadata(row),
@@ -121,5 +119,5 @@ async def ensure_demo_corpus(runtime: Runtime) -> None:
         bar.close()
     if failures:
         log.warning("%d demo items could not be indexed: %s", len(failures), failures[:3])
-    storage.set_state(DONE_KEY, "1")
+    storage.state.set(DONE_KEY, "1")
     log.info("demo corpus indexed: %d items", len(rows) - len(failures))

@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the runtime, settings, storage and API-key auth with scopes."""
+"""FastAPI dependencies: what routes take from the running service, and API-key auth.
+
+The running service (service/runtime.py) is the app's `state.runtime`; this module is
+the one place that reaches into it, so a route names what it needs (`IngestorDep`,
+`SearcherDep`, `StorageDep`, ...) and nothing more.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.active_model import ActiveModel
 from service.errors import Forbidden, Unauthorized
+from service.example_search import ExampleEmbedder
+from service.ingest import Ingestor
+from service.media_files import MediaFiles
+from service.prometheus import Metrics
 from service.runtime import Runtime
+from service.searcher import Searcher
 from service.settings import Settings
 from service.storage import Storage
 
@@ -16,16 +27,40 @@ from service.storage import Storage
 # thread pool, a thread hop per request that costs more than the check itself.
 
 
-async def get_runtime(request: Request) -> Runtime:
+def _runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.runtime.settings
+    return _runtime(request).settings
 
 
 async def get_storage(request: Request) -> Storage:
-    return request.app.state.runtime.storage
+    return _runtime(request).storage
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return _runtime(request).metrics
+
+
+async def get_active_model(request: Request) -> ActiveModel:
+    return _runtime(request).model
+
+
+async def get_ingestor(request: Request) -> Ingestor:
+    return _runtime(request).ingestor
+
+
+async def get_searcher(request: Request) -> Searcher:
+    return _runtime(request).searcher
+
+
+async def get_example_embedder(request: Request) -> ExampleEmbedder:
+    return _runtime(request).examples
+
+
+async def get_media_files(request: Request) -> MediaFiles:
+    return _runtime(request).media_files
 
 
 def _scope_of(settings: Settings, presented: str) -> str | None:
@@ -53,20 +88,21 @@ def authorize(settings: Settings, authorization: str, need: str) -> None:
         raise Forbidden("this API key may only read; this route needs a key with write scope")
 
 
-def _authorize(request: Request, need: str) -> None:
-    authorize(request.app.state.runtime.settings, request.headers.get("authorization", ""), need)
-
-
 async def require_read(request: Request) -> None:
-    _authorize(request, "read")
+    authorize(_runtime(request).settings, request.headers.get("authorization", ""), "read")
 
 
 async def require_write(request: Request) -> None:
-    _authorize(request, "write")
+    authorize(_runtime(request).settings, request.headers.get("authorization", ""), "write")
 
 
 ReadAccess = Annotated[None, Depends(require_read)]
 WriteAccess = Annotated[None, Depends(require_write)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ActiveModelDep = Annotated[ActiveModel, Depends(get_active_model)]
+IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
+SearcherDep = Annotated[Searcher, Depends(get_searcher)]
+ExampleEmbedderDep = Annotated[ExampleEmbedder, Depends(get_example_embedder)]
+MediaFilesDep = Annotated[MediaFiles, Depends(get_media_files)]

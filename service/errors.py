@@ -86,11 +86,10 @@ class NoModel(ServiceError):
     status, code = 503, "no_model"
 
 
-class Unavailable(ServiceError):
-    status, code = 503, "unavailable"
-
-
 class NotImplementedYet(ServiceError):
+    """Training jobs and switching model versions, until the training worker (next
+    issue) implements them."""
+
     status, code = 501, "not_implemented"
 
 

@@ -4,7 +4,7 @@ Under load the service's event loop is its bottleneck: one thread parses every r
 and holds the GIL while it does. Going through FastAPI's stack (five middlewares, route
 matching, a Request object, dependency solving) cost about half of that thread's time
 per text search. This ASGI layer sits outside the stack and answers `GET /v1/search`
-itself, with the same function the declared route calls (`routes.search.text_search`),
+itself, with the same function the declared route calls (`text_search.text_search`),
 so checks, errors and results are the same; the route stays declared for the OpenAPI
 schema and answers whatever this layer passes on.
 
@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ServiceError, error_response, service_error_response
-from service.routes.search import text_search
+from service.text_search import text_search
 
 log = logging.getLogger("service.errors")
 
@@ -49,7 +49,8 @@ class TextSearchFastPath:
         # Query parameters as Starlette reads them (latin-1 bytes, UTF-8 escapes, last wins).
         params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         try:
-            body = await text_search(scope["app"].state.runtime, params, authorization)
+            runtime = scope["app"].state.runtime
+            body = await text_search(runtime.settings, runtime.searcher, params, authorization)
         except ServiceError as exc:
             await service_error_response(exc)(scope, receive, send)
             return

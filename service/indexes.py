@@ -26,11 +26,11 @@ class StorageSource:
         self.version = version
 
     def ids(self, space: str, modality: str) -> np.ndarray:
-        return self.storage.embedding_seqs(self.version, space, modality)
+        return self.storage.embeddings.seqs(self.version, space, modality)
 
     def vectors(self, space: str, modality: str, ids: np.ndarray) -> np.ndarray:
         try:
-            return self.storage.embeddings_for(self.version, space, modality, ids)
+            return self.storage.embeddings.vectors(self.version, space, modality, ids)
         except KeyError as exc:  # deleted between ids() and vectors()
             raise SourceError(str(exc.args[0])) from None
 

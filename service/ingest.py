@@ -18,80 +18,28 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 from indexer import IndexRegistry
-from model.atomic_files import move_durably
 from model.errors import ModelError
-from model.media import MediaError, MediaInfo, MediaLimits, read_media_info
+from model.media import MediaError, MediaInfo
 from model.transcripts import Transcript, TranscriptError, parse_transcript
 from service import errors
+from service.active_model import ActiveModel
+from service.content_types import content_type_of
 from service.embedder import Embedder
-from service.media_worker import MediaJob, MediaPool, WorkerCrashed, process_media, vector_of
-from service.metrics import Metrics
+from service.media_errors import as_api_error
+from service.media_files import MediaFiles
+from service.media_jobs import media_job, media_limits, read_info
+from service.media_worker import MediaPool, WorkerCrashed, process_media
+from service.prometheus import Metrics
 from service.settings import Settings
 from service.storage import DuplicateContent, Embedding, ItemRow, NewItem, Storage
 from service.uploads import ReceivedUpload
 
 log = logging.getLogger("service.ingest")
-
-# MediaError.code -> the API error class with that code.
-_MEDIA_ERRORS: dict[str, type[errors.ServiceError]] = {
-    "unreadable_media": errors.UnreadableMedia,
-    "unsupported_media": errors.UnsupportedMedia,
-    "too_long": errors.TooLong,
-    "too_large": errors.TooLarge,
-}
-
-# ffprobe container name (first of its aliases) -> content type, per item kind.
-_CONTENT_TYPES: dict[str, dict[str, str]] = {
-    "mov": {"video": "video/mp4", "audio": "audio/mp4"},
-    "matroska": {"video": "video/webm", "audio": "audio/webm"},
-    "ogg": {"video": "video/ogg", "audio": "audio/ogg"},
-    "avi": {"video": "video/x-msvideo"},
-    "mpegts": {"video": "video/mp2t"},
-    "mpeg": {"video": "video/mpeg", "audio": "audio/mpeg"},
-    "flv": {"video": "video/x-flv"},
-    "asf": {"video": "video/x-ms-asf", "audio": "audio/x-ms-wma"},
-    "wav": {"audio": "audio/wav"},
-    "mp3": {"audio": "audio/mpeg"},
-    "flac": {"audio": "audio/flac"},
-    "aac": {"audio": "audio/aac"},
-    "aiff": {"audio": "audio/aiff"},
-    "au": {"audio": "audio/basic"},
-    "png_pipe": {"image": "image/png"},
-    "apng": {"image": "image/apng"},
-    "jpeg_pipe": {"image": "image/jpeg"},
-    "webp_pipe": {"image": "image/webp"},
-    "gif": {"image": "image/gif"},
-    "bmp_pipe": {"image": "image/bmp"},
-    "tiff_pipe": {"image": "image/tiff"},
-}
-
-
-def content_type_of(info: MediaInfo) -> str:
-    container = info.container.split(",")[0]
-    by_kind = _CONTENT_TYPES.get(container, {})
-    return by_kind.get(info.kind, "application/octet-stream")
-
-
-def api_error(exc: MediaError) -> errors.ServiceError:
-    cls = _MEDIA_ERRORS.get(exc.code, errors.UnreadableMedia)
-    err = cls(exc.message, exc.detail or None)
-    err.code = exc.code  # keep specific codes such as decode_timeout
-    return err
-
-
-def as_api_error(exc: Exception) -> errors.ServiceError:
-    """What the client (or the failed item's `error`) is told about a processing failure."""
-    if isinstance(exc, errors.ServiceError):
-        return exc
-    if isinstance(exc, MediaError):
-        return api_error(exc)
-    # ModelError (input the model refuses) and WorkerCrashed: the file is the cause.
-    return errors.UnreadableMedia(str(exc))
 
 
 class Ingestor:
@@ -101,20 +49,18 @@ class Ingestor:
         storage: Storage,
         metrics: Metrics,
         pool: MediaPool,
-        text_executor: Any,
-        active: Callable[[], tuple[Embedder, IndexRegistry] | None],
-        media_dir: Path,
+        media: MediaFiles,
+        text_executor: Executor,
+        model: ActiveModel,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.metrics = metrics
         self.pool = pool
-        self.text_executor = text_executor  # the search thread: text embeds are tiny
-        self._active = active
-        self.media_dir = media_dir
-        self.limits = MediaLimits(
-            max_duration_s=settings.max_duration_s, max_pixels=settings.max_pixels
-        )
+        self.media = media
+        self.text_executor = text_executor  # the search threads: text embeds are tiny
+        self.model = model  # new items are embedded with it and join its indexes
+        self.limits = media_limits(settings)
         # Held while an item's index entries change, so a delete cannot interleave
         # with the add of the same item (the add would resurrect it in the index).
         self.index_lock = threading.Lock()
@@ -123,36 +69,18 @@ class Ingestor:
         # so that the delete removes the file the new item was just given.
         self.media_lock = threading.Lock()
         self._background: set[asyncio.Task[Any]] = set()
-        self._in_flight = 0
+
+    def require_model(self) -> tuple[Embedder, IndexRegistry]:
+        """The active model and its indexes; NoModel (503) before an upload is received,
+        rather than after, when there is none."""
+        return self.model.require("nothing can be embedded")
 
     # -- helpers -------------------------------------------------------------------------
-    def _require_model(self) -> tuple[Embedder, IndexRegistry]:
-        active = self._active()
-        if active is None:
-            raise errors.NoModel(
-                "no model is loaded, so nothing can be embedded: set MMV_MODEL to a "
-                "checkpoint folder and restart"
-            )
-        return active
-
-    def media_path(self, content_hash: str) -> Path:
-        # The hash is our own hex digest, never user text: safe as a file name.
-        return self.media_dir / content_hash
-
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
     def _stage(self, stage: str, seconds: float) -> None:
         self.metrics.ingest_stage.labels(stage).observe(seconds)
-
-    async def read_media_info(self, path: Path) -> MediaInfo:
-        t = time.perf_counter()
-        try:
-            info = await self._run(read_media_info, path, self.limits)
-        except MediaError as exc:
-            raise api_error(exc) from None
-        self._stage("probe", time.perf_counter() - t)
-        return info
 
     # -- uploads -------------------------------------------------------------------------
     async def ingest_upload(
@@ -166,16 +94,16 @@ class Ingestor:
         """(item, HTTP status): 200 stored before, 201 new, 202 accepted (wait=false).
 
         asr=False skips speech recognition (sound effects known to hold no speech)."""
-        self._require_model()
+        self.require_model()
         assert upload.path is not None
         self.metrics.uploads_in_flight.inc()
         try:
-            existing = await self._run(self.storage.get_item_by_hash, upload.sha256)
+            existing = await self._run(self.storage.items.get_by_hash, upload.sha256)
             if existing is not None and existing.status != "failed":
                 return existing, 200
             if existing is not None:  # a failed earlier try: start over
                 await self._run(self.delete, existing)
-            info = await self.read_media_info(upload.path)
+            info = await read_info(upload.path, self.limits, self.metrics)
             transcript = self._parse_transcript(transcript_text, info.duration_s)
             new = NewItem(
                 kind=info.kind,
@@ -216,12 +144,8 @@ class Ingestor:
         """The media file, then its row, with no delete of the same bytes in between."""
         assert new.content_hash is not None
         with self.media_lock:
-            self._store_media(tmp, new.content_hash)
-            return self.storage.create_item(new)
-
-    def _store_media(self, tmp: Path, content_hash: str) -> None:
-        """Move the upload to media/<hash> durably (fsync file, rename, fsync folder)."""
-        move_durably(tmp, self.media_path(content_hash))
+            self.media.store(tmp, new.content_hash)
+            return self.storage.items.create(new)
 
     def spawn(self, row: ItemRow, info: MediaInfo | None = None, asr: bool = True) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -235,7 +159,6 @@ class Ingestor:
     ) -> ItemRow:
         """Decode, ASR, embed, store, index. With raise_errors (wait=true) a failure
         removes the item and raises the API error; otherwise the item is marked failed."""
-        self._in_flight += 1
         started = time.perf_counter()
         try:
             return await self._process(row, info, asr)
@@ -246,8 +169,8 @@ class Ingestor:
                 await self._run(self.delete, row)
                 raise err from None
             log.warning("item %s failed: %s", row.id, err.message)
-            await self._run(self.storage.mark_failed, row.seq, err.message)
-            return await self._run(self.storage.get_item_by_seq, row.seq) or row
+            await self._run(self.storage.items.mark_failed, row.seq, err.message)
+            return await self._run(self.storage.items.get_by_seq, row.seq) or row
         except Exception as exc:  # a bug: never leave the item `processing` forever
             log.exception("processing item %s failed unexpectedly", row.id)
             self.metrics.ingested.labels(row.kind, "failed").inc()
@@ -255,18 +178,17 @@ class Ingestor:
                 await self._run(self.delete, row)
                 raise
             message = f"processing failed on the server ({type(exc).__name__}); see its log"
-            await self._run(self.storage.mark_failed, row.seq, message)
-            return await self._run(self.storage.get_item_by_seq, row.seq) or row
+            await self._run(self.storage.items.mark_failed, row.seq, message)
+            return await self._run(self.storage.items.get_by_seq, row.seq) or row
         finally:
-            self._in_flight -= 1
             self._stage("total", time.perf_counter() - started)
 
     async def _process(self, row: ItemRow, info: MediaInfo | None, asr: bool) -> ItemRow:
-        embedder, indexes = self._require_model()
+        embedder, indexes = self.require_model()
         assert row.content_hash is not None
-        path = self.media_path(row.content_hash)
+        path = self.media.path(row.content_hash)
         if info is None:
-            info = await self.read_media_info(path)
+            info = await read_info(path, self.limits, self.metrics)
         want_asr = (
             asr
             and self.settings.asr
@@ -274,26 +196,19 @@ class Ingestor:
             and not row.transcript
             and row.kind != "image"
         )
-        job = MediaJob(
-            path=str(path),
-            info=info,
-            model_dir=str(self._model_dir(embedder)),
-            version=embedder.version,
-            n_windows=self._windows(info),
-            limits=self.limits,
-            want_asr=want_asr,
-        )
+        job = media_job(path, info, embedder, self.settings, want_asr=want_asr)
         result = await self.pool.run(process_media, job)
         for stage, seconds in result.timings.items():
             self._stage(stage, seconds)
 
+        # Recognition that heard no words leaves the item without a transcript (null).
         transcript_text, source, vtt = row.transcript, row.transcript_source, None
         if want_asr and result.transcript:
             transcript_text, source = result.transcript.text, "asr"
             vtt = result.transcript.to_vtt()
         t = time.perf_counter()
         stored = await self._run(
-            lambda: self.storage.mark_ready(
+            lambda: self.storage.items.mark_ready(
                 row.seq,
                 embedder.version,
                 result.embeddings,
@@ -308,25 +223,17 @@ class Ingestor:
         if stored:
             await self._run(self._index_add, indexes, embedder.version, row.seq, result.embeddings)
             self.metrics.ingested.labels(row.kind, "ready").inc()
-        fresh = await self._run(self.storage.get_item_by_seq, row.seq)
+        fresh = await self._run(self.storage.items.get_by_seq, row.seq)
         if fresh is None:
             raise errors.NotFound(f"item {row.id!r} was deleted while it was processed")
         return fresh
-
-    def _model_dir(self, embedder: Embedder) -> Path:
-        return self.settings.models_dir / embedder.version
-
-    def _windows(self, info: MediaInfo) -> int | None:
-        if info.kind == "image":
-            return 1
-        return self.settings.embed_windows or None  # None: load_windows covers the file
 
     def _index_add(
         self, indexes: IndexRegistry, version: str, seq: int, embeddings: list[Embedding]
     ) -> None:
         t = time.perf_counter()
         with self.index_lock:
-            if self.storage.get_item_by_seq(seq) is None:  # deleted meanwhile
+            if self.storage.items.get_by_seq(seq) is None:  # deleted meanwhile
                 return
             for e in embeddings:
                 indexes.add(version, e.space, e.modality, [seq], e.vector[None, :])
@@ -335,7 +242,7 @@ class Ingestor:
     # -- text items ----------------------------------------------------------------------
     async def ingest_text(self, text: str, metadata: dict[str, Any]) -> ItemRow:
         """Embed, then store the row with its embeddings in one transaction, then index."""
-        embedder, indexes = self._require_model()
+        embedder, indexes = self.require_model()
         if len(text) > self.settings.max_text_chars:
             raise errors.TooLarge(
                 f"the text has {len(text)} characters; the limit is {self.settings.max_text_chars}",
@@ -349,58 +256,32 @@ class Ingestor:
         new = NewItem(kind="text", modalities=["text"], status="ready", text=text,
                       metadata=metadata)  # fmt: skip
         t = time.perf_counter()
-        row = await self._run(self.storage.create_item, new, embedder.version, embeddings)
+        row = await self._run(self.storage.items.create, new, embedder.version, embeddings)
         self._stage("store", time.perf_counter() - t)
         await self._run(self._index_add, indexes, embedder.version, row.seq, embeddings)
         self.metrics.ingested.labels("text", "ready").inc()
         return row
 
-    # -- query by example ------------------------------------------------------------------
-    async def embed_example(self, upload: ReceivedUpload) -> tuple[str, dict[str, Any]]:
-        """Embed an uploaded example that is not stored: (its kind, space -> vector)."""
-        embedder, _ = self._require_model()
-        assert upload.path is not None
-        info = await self.read_media_info(upload.path)
-        job = MediaJob(
-            path=str(upload.path),
-            info=info,
-            model_dir=str(self._model_dir(embedder)),
-            version=embedder.version,
-            n_windows=self._windows(info),
-            limits=self.limits,
-            modalities=(info.kind,),
-        )
-        try:
-            result = await self.pool.run(process_media, job)
-        except (MediaError, ModelError, WorkerCrashed) as exc:
-            raise as_api_error(exc) from None
-        return info.kind, vector_of(result, info.kind)
-
     # -- delete and lifecycle ----------------------------------------------------------------
     def delete(self, row: ItemRow) -> None:
         """Gone from storage and search at once, then the media file goes (sync)."""
-        _, indexes = self._active() or (None, None)
         with self.index_lock:
             # The database first (the indexer's contract): a search that runs between
             # the two steps may still find the seq, but the join drops rows that are gone.
-            deleted = self.storage.delete_item(row.seq)
-            if indexes is not None:
-                indexes.remove([row.seq])
+            deleted = self.storage.items.delete(row.seq)
+            if self.model.indexes is not None:
+                self.model.indexes.remove([row.seq])
         if deleted is not None and deleted.content_hash:
             with self.media_lock:
-                if not self.storage.hash_in_use(deleted.content_hash):
-                    self.media_path(deleted.content_hash).unlink(missing_ok=True)
+                if not self.storage.items.hash_in_use(deleted.content_hash):
+                    self.media.remove(deleted.content_hash)
 
     def resume_pending(self) -> int:
         """Start processing items left `processing` by an earlier run."""
-        rows = self.storage.items_with_status("processing")
+        rows = self.storage.items.with_status("processing")
         for row in rows:
             self.spawn(row)
         return len(rows)
-
-    @property
-    def busy(self) -> int:
-        return self._in_flight
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for background processing to finish (graceful shutdown)."""

@@ -16,13 +16,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.body_limit import JsonBodyLimit
-from service.demo import ensure_demo_corpus
 from service.errors import install_error_handlers
 from service.fast_path import TextSearchFastPath
 from service.logs import RequestContextMiddleware
-from service.metrics import Metrics
+from service.prometheus import Metrics
 from service.routes import items, models, ops, search, training
-from service.runtime import STATIC_DIR, Runtime
+from service.routes.ops import STATIC_DIR
+from service.runtime import Runtime
 from service.schemas import ErrorOut
 from service.settings import Settings
 
@@ -77,7 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime(settings, metrics)
         app.state.runtime = runtime
         await runtime.start()
-        await ensure_demo_corpus(runtime)
         # Everything loaded so far (model, libraries, indexes) lives as long as the
         # server: keep it out of the cyclic collector, whose full passes over it stalled
         # every request in flight for 60-130 ms under load (measured: search p99).

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from model.asr.errors import ASRError
 from model.asr.recognizer import SAMPLE_RATE as ASR_SAMPLE_RATE
 from model.media import MediaInfo, MediaLimits, load_windows
@@ -124,7 +122,7 @@ def process_media(job: MediaJob) -> MediaResult:
     timings: dict[str, float] = {}
     embedder = _embedder(job.model_dir, job.version)
     info = job.info
-    wanted = job.modalities or _modalities(info)
+    wanted = job.modalities or info.modalities
 
     t = time.perf_counter()
     want_speech = job.want_asr and info.has_audio
@@ -154,10 +152,6 @@ def process_media(job: MediaJob) -> MediaResult:
         embeddings += [Embedding(space, modality, vec) for space, vec in out.items()]
     timings["embed"] = time.perf_counter() - t
     return MediaResult(embeddings, transcript, timings)
-
-
-def _modalities(info: MediaInfo) -> tuple[str, ...]:
-    return tuple(info.modalities)
 
 
 # -- parent side --------------------------------------------------------------------------
@@ -213,8 +207,3 @@ class MediaPool:
             if child.is_alive():
                 child.kill()  # children ignore SIGTERM (see the module docstring)
                 child.join(5.0)
-
-
-def vector_of(result: MediaResult, modality: str) -> dict[str, np.ndarray]:
-    """space -> vector of one modality of a processed example."""
-    return {e.space: e.vector for e in result.embeddings if e.modality == modality}

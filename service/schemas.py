@@ -1,4 +1,4 @@
-"""Pydantic schemas at the API boundary (docs/api.md); storage rows live in storage.py."""
+"""Pydantic schemas at the API boundary (docs/api.md); storage rows live in storage/rows.py."""
 
 from __future__ import annotations
 
@@ -83,6 +83,9 @@ class SearchResult(BaseModel):
 
 
 class SearchResults(BaseModel):
+    """The search routes write this by hand, for speed (searcher.results_json);
+    tests/service/test_service_search_results.py holds the two to the same fields."""
+
     results: list[SearchResult]
     space: str
     model_version: str
@@ -159,7 +162,8 @@ class ErrorOut(BaseModel):
 
 
 def item_payload(row: ItemRow) -> dict[str, Any]:
-    """The API's Item for a storage row, as plain JSON data (hot path: no validation)."""
+    """The API's Item for a storage row, as plain JSON data (hot path: no validation;
+    tests check its keys are Item's fields)."""
     has_media = row.kind != "text"
     return {
         "id": row.id,

@@ -12,15 +12,18 @@ import asyncio
 import hashlib
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import InvalidRequest, TooLarge, UnsupportedMedia
+from service.settings import Settings
 
 PARSE_BLOCK_BYTES = 1024 * 1024
 
@@ -32,8 +35,7 @@ class ReceivedUpload:
     path: Path | None  # temporary file in DATA_DIR/tmp; None when no file part was sent
     size: int = 0
     sha256: str = ""
-    filename: str | None = None
-    declared_type: str | None = None  # the client's claim: logged, never trusted
+    filename: str | None = None  # the client's name for it: text only, never a path
     fields: dict[str, str] = field(default_factory=dict)
 
     def discard(self) -> None:
@@ -100,7 +102,6 @@ class _Receiver:
             self.result.path = Path(tmp)
             if b"filename" in options:
                 self.result.filename = options[b"filename"].decode("utf-8", "replace")[:255]
-            self.result.declared_type = self._headers.get("content-type")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -130,7 +131,10 @@ class _Receiver:
             self.result.sha256 = self._hash.hexdigest()
         elif self._name is not None:
             try:
-                self.result.fields[self._name] = self._field_buf.decode("utf-8")
+                # utf-8-sig: a leading byte-order mark (editors write one at the start of
+                # UTF-8 files, and `curl -F field=<file` sends it) marks the encoding and
+                # is not text: kept, an empty transcript file was a one-character one.
+                self.result.fields[self._name] = self._field_buf.decode("utf-8-sig")
             except UnicodeDecodeError:
                 raise InvalidRequest(f"the form field '{self._name}' is not UTF-8 text") from None
 
@@ -146,7 +150,6 @@ async def receive_upload(
     tmp_dir: Path,
     max_file_bytes: int,
     max_field_bytes: int,
-    require_file: bool = True,
 ) -> ReceivedUpload:
     """Stream a multipart/form-data body to disk; the caller must `discard()` the result."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
@@ -183,7 +186,7 @@ async def receive_upload(
         if pending:
             parser.write(b"".join(pending))  # the tail, under a block: not worth a hop
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:  # a malformed body, or a boundary the parser refuses
         receiver.abort()
         raise InvalidRequest(f"the multipart body is malformed: {exc}") from None
     except ClientDisconnect:
@@ -196,9 +199,22 @@ async def receive_upload(
     if receiver._file is not None:  # the body ended inside the file part
         receiver.abort()
         raise InvalidRequest("the multipart body ended before the file part was complete")
-    if require_file and (result.path is None or result.size == 0):
+    if result.path is None or result.size == 0:
         result.discard()
         raise InvalidRequest(
             "the upload has no 'file' part (or it is empty)", {"field": FILE_FIELD}
         )
     return result
+
+
+@asynccontextmanager
+async def received_upload(request: Request, settings: Settings) -> AsyncIterator[ReceivedUpload]:
+    """The request's upload under the settings' caps; its temporary file is removed at
+    the end of the block unless ingestion has moved it into the media folder."""
+    upload = await receive_upload(
+        request, settings.tmp_dir, settings.max_upload_bytes, settings.max_transcript_kb * 1024
+    )
+    try:
+        yield upload
+    finally:
+        upload.discard()

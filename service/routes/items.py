@@ -11,9 +11,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from service.deps import ReadAccess, RuntimeDep, StorageDep, WriteAccess
+from service.deps import (
+    IngestorDep,
+    MediaFilesDep,
+    ReadAccess,
+    SettingsDep,
+    StorageDep,
+    WriteAccess,
+)
 from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable
 from service.schemas import Item, ItemList, Kind, TextItemIn, item_payload
+from service.uploads import received_upload
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -115,35 +123,31 @@ def check_metadata(value: Any) -> dict[str, Any]:
 )
 async def upload_item(
     request: Request,
-    runtime: RuntimeDep,
     _: WriteAccess,
+    settings: SettingsDep,
+    ingestor: IngestorDep,
     wait: Annotated[bool, Query(description="false: answer 202 at once")] = True,
     asr: Annotated[
         bool, Query(description="false: no speech recognition (e.g. sound effects)")
     ] = True,
 ) -> JSONResponse:
-    runtime.require_model()
-    upload = await runtime.receive_upload(request)
-    try:
+    ingestor.require_model()  # before the upload is received, rather than after
+    async with received_upload(request, settings) as upload:
         metadata = parse_metadata(upload.fields.get("metadata"))
         transcript = upload.fields.get("transcript")
-        row, status = await runtime.ingestor.ingest_upload(
-            upload, transcript, metadata, wait, asr=asr
-        )
-    finally:
-        upload.discard()
+        row, status = await ingestor.ingest_upload(upload, transcript, metadata, wait, asr=asr)
     return JSONResponse(item_payload(row), status_code=status)
 
 
 @router.post("/text", status_code=201, response_model=Item, responses=_ERRORS)
-async def create_text_item(body: TextItemIn, runtime: RuntimeDep, _: WriteAccess) -> JSONResponse:
-    row = await runtime.ingestor.ingest_text(body.text, body.metadata)
+async def create_text_item(body: TextItemIn, _: WriteAccess, ingestor: IngestorDep) -> JSONResponse:
+    row = await ingestor.ingest_text(body.text, body.metadata)
     return JSONResponse(item_payload(row), status_code=201)
 
 
 @router.get("/{item_id}", response_model=Item)
 def get_item(item_id: str, _: ReadAccess, storage: StorageDep) -> JSONResponse:
-    row = storage.get_item(item_id)
+    row = storage.items.get(item_id)
     if row is None:
         raise NotFound(f"no item {item_id!r}")
     return JSONResponse(item_payload(row))
@@ -158,7 +162,7 @@ def list_items(
     cursor: str | None = None,
 ) -> JSONResponse:
     before = decode_cursor(cursor) if cursor else None
-    rows = storage.list_items(kind, limit + 1, before)
+    rows = storage.items.page(kind, limit + 1, before)
     page, more = rows[:limit], len(rows) > limit
     return JSONResponse(
         {
@@ -169,8 +173,13 @@ def list_items(
 
 
 @router.delete("/{item_id}", status_code=204, response_class=Response)
-def delete_item(item_id: str, runtime: RuntimeDep, _: WriteAccess) -> Response:
-    runtime.delete_item(item_id)
+def delete_item(
+    item_id: str, _: WriteAccess, storage: StorageDep, ingestor: IngestorDep
+) -> Response:
+    row = storage.items.get(item_id)
+    if row is None:
+        raise NotFound(f"no item {item_id!r}")
+    ingestor.delete(row)
     return Response(status_code=204)
 
 
@@ -183,13 +192,15 @@ def delete_item(item_id: str, runtime: RuntimeDep, _: WriteAccess) -> Response:
         416: {"description": "range_not_satisfiable"},
     },
 )
-def get_media(item_id: str, request: Request, runtime: RuntimeDep, _: ReadAccess) -> FileResponse:
-    row = runtime.storage.get_item(item_id)
+def get_media(
+    item_id: str, request: Request, _: ReadAccess, storage: StorageDep, media: MediaFilesDep
+) -> FileResponse:
+    row = storage.items.get(item_id)
     if row is None:
         raise NotFound(f"no item {item_id!r}")
     if row.content_hash is None:
         raise NotFound(f"item {item_id!r} is a text item: it has no media")
-    path = runtime.media_path(row.content_hash)
+    path = media.path(row.content_hash)
     if not path.is_file():
         raise NotFound(f"the media of item {item_id!r} is missing from the data directory")
     size = path.stat().st_size

@@ -1,4 +1,8 @@
-"""Model versions: list them; activate one (re-indexing lands with the training worker)."""
+"""Model versions: list them; activate one.
+
+Activating another version answers 501 (NotImplementedYet) until the training worker
+(next issue) brings re-indexing into new indexes and the switch.
+"""
 
 from __future__ import annotations
 
@@ -25,14 +29,14 @@ def model_view(row: ModelRow) -> ModelInfo:
 
 @router.get("", response_model=ModelList)
 def list_models(_: ReadAccess, storage: StorageDep) -> ModelList:
-    return ModelList(models=[model_view(m) for m in storage.list_models()])
+    return ModelList(models=[model_view(m) for m in storage.models.all()])
 
 
 @router.post("/{version}/activate", response_model=ModelInfo)
 def activate_model(version: str, _: WriteAccess, storage: StorageDep) -> ModelInfo:
-    row = storage.get_model(version)
+    row = storage.models.get(version)
     if row is None:
-        known = ", ".join(m.version for m in storage.list_models()) or "none"
+        known = ", ".join(m.version for m in storage.models.all()) or "none"
         raise NotFound(f"no model version {version!r} (registered: {known})")
     if row.active:
         return model_view(row)  # already serving: nothing to re-index

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from service.deps import ReadAccess, RuntimeDep
+from service.active_model import ActiveModel
+from service.deps import ActiveModelDep, MetricsDep, ReadAccess, StorageDep
 from service.errors import NotFound, error_body
-from service.schemas import Health, Ready
+from service.schemas import Health, Ready, Reindex
 
 router = APIRouter(tags=["operations"])
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # the web page's files
 
 
 @router.get("/healthz", response_model=Health)
@@ -22,25 +27,40 @@ async def healthz() -> JSONResponse:
     response_model=Ready,
     responses={503: {"model": Ready, "description": "no model loaded or indexes not serving"}},
 )
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    body = runtime.readiness().model_dump()
-    problem = runtime.not_ready_reason()
-    if problem is None:
+async def readyz(model: ActiveModelDep) -> JSONResponse:
+    body = readiness(model).model_dump()
+    if model.loaded:
         return JSONResponse(body)
     # The contract's readiness fields plus the error shape every status >= 400 carries.
-    body.update(error_body("not_ready", problem))
+    body.update(error_body("not_ready", "no model is loaded (see the server log)"))
     return JSONResponse(body, status_code=503)
 
 
+def readiness(model: ActiveModel) -> Ready:
+    embedder, indexes = model.embedder, model.indexes
+    status = indexes.rebuild_status() if indexes else None
+    reindex = None
+    if status and status.get("state") in ("building", "catching_up"):
+        reindex = Reindex(
+            to_version=status["to_version"], done=status["done"], total=status["total"]
+        )
+    return Ready(
+        model_version=embedder.version if embedder else None,
+        device=embedder.device_kind if embedder else "cpu",  # type: ignore[arg-type]
+        indexes=indexes.active.counts() if indexes else {},
+        reindex=reindex,
+    )
+
+
 @router.get("/metrics", response_class=Response)
-def metrics(runtime: RuntimeDep, _: ReadAccess) -> Response:
-    runtime.refresh_gauges()
-    return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+def metrics(_: ReadAccess, metrics: MetricsDep, storage: StorageDep) -> Response:
+    metrics.set_item_counts(storage.items.count_by_status())
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/", include_in_schema=False)
-async def web_page(runtime: RuntimeDep) -> FileResponse:
-    page = runtime.static_dir / "index.html"
+async def web_page() -> FileResponse:
+    page = STATIC_DIR / "index.html"
     if not page.is_file():
         raise NotFound("the web page is not installed (service/static/index.html is missing)")
     return FileResponse(page, media_type="text/html; charset=utf-8")

@@ -1,4 +1,5 @@
-"""Training jobs. Listing works; starting and cancelling land with the training worker."""
+"""Training jobs. Listing works; starting and cancelling answer 501 (NotImplementedYet)
+until the training worker (next issue) lands."""
 
 from __future__ import annotations
 
@@ -37,12 +38,12 @@ async def start_job(body: TrainingJobIn, _: WriteAccess) -> Job:
 
 @router.get("/jobs", response_model=JobList)
 def list_jobs(_: ReadAccess, storage: StorageDep) -> JobList:
-    return JobList(jobs=[job_view(j) for j in storage.list_jobs()])
+    return JobList(jobs=[job_view(j) for j in storage.jobs.all()])
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: str, _: ReadAccess, storage: StorageDep) -> Job:
-    row = storage.get_job(job_id)
+    row = storage.jobs.get(job_id)
     if row is None:
         raise NotFound(f"no training job {job_id!r}")
     return job_view(row)
@@ -50,6 +51,6 @@ def get_job(job_id: str, _: ReadAccess, storage: StorageDep) -> Job:
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job)
 def cancel_job(job_id: str, _: WriteAccess, storage: StorageDep) -> Job:
-    if storage.get_job(job_id) is None:
+    if storage.jobs.get(job_id) is None:
         raise NotFound(f"no training job {job_id!r}")
     raise NotImplementedYet(_NOT_YET)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from e2e_server import (
     make_clip,
     make_noise,
     make_picture,
+    make_random_model,
     make_speech,
     make_tone,
     make_undecodable,
@@ -28,15 +30,17 @@ VOCABULARY = (
 
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised tiny checkpoint: enough for exact-match behaviour."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from model import build_model, save_model
+    """A randomly initialised tiny checkpoint: enough for exact-match behaviour.
 
-    out = tmp_path_factory.mktemp("model") / "tiny-random"
-    model = build_model("tiny")
-    # A fresh model knows no words (every text would embed alike): give it some.
-    model.grow_vocabulary(VOCABULARY.split())
-    save_model(model, out)
+    It carries the default model's speech-recognition language model, as every
+    checkpoint `make model` writes does: how pocketsphinx decodes (and fails on
+    sounds without speech) depends on it, so uploads are recognised as in production."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from model.asr.language_model import DICT_FILE, LM_FILE
+
+    out = make_random_model(tmp_path_factory.mktemp("model") / "tiny-random", VOCABULARY.split())
+    for name in (LM_FILE, DICT_FILE):
+        shutil.copyfile(REPO / "models" / "default" / name, out / name)
     return out
 
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +122,16 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert isinstance(body["error"]["message"], str) and len(body["error"]["message"]) > 10
     assert set(body["error"]) <= {"code", "message", "detail"}
     return body["error"]
+
+
+def make_random_model(out: Path, words: Iterable[str]) -> Path:
+    """A randomly initialised tiny checkpoint that knows `words` (a fresh model knows
+    none, so every text would embed alike): enough for exact-match behaviour."""
+    from model import build_model, save_model
+
+    model = build_model("tiny")
+    model.grow_vocabulary(list(words))
+    return save_model(model, out)
 
 
 # -- media made by ffmpeg and espeak-ng --------------------------------------------------

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import httpx
 from browser import chromium_page, drop_file, open_page
-from e2e_server import REPO, make_clip, make_noise, make_picture, running_server
+from e2e_server import (
+    REPO,
+    make_clip,
+    make_noise,
+    make_picture,
+    make_random_model,
+    running_server,
+)
 from tqdm import tqdm
 
 # (lavfi picture source, tone Hz, transcript, metadata) for each clip; the first is the
@@ -38,15 +45,6 @@ CLIPS = [
 QUERY = "a ball bounces while a drum rolls"
 TRAINED = REPO / "models" / "default"
 Upload = tuple[Path, str, dict[str, str]]  # file, transcript, metadata
-
-
-def random_model(work: Path) -> Path:
-    """A random tiny model that knows the clips' words."""
-    from model import build_model, save_model
-
-    model = build_model("tiny")
-    model.grow_vocabulary(" ".join(c[2] for c in CLIPS).split())
-    return save_model(model, work / "model")
 
 
 def make_collection(work: Path) -> list[Upload]:
@@ -109,7 +107,11 @@ def main() -> None:
             query_text = args.query or first_description
         else:
             files, query_text = make_collection(work), args.query or QUERY
-        model_dir = TRAINED if trained else random_model(work)
+        model_dir = (
+            TRAINED
+            if trained
+            else make_random_model(work / "model", " ".join(c[2] for c in CLIPS).split())
+        )
         print(f"model: {model_dir}" + ("" if trained else " (random: query by example)"))
         with running_server(work / "data", model_dir, work / "server.log") as server:
             items = upload(server.url, files)

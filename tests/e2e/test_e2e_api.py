@@ -11,11 +11,13 @@ import asyncio
 import json
 import re
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from e2e_server import SPEECH_TEXT, Server, assert_error, make_clip, make_speech
 
@@ -159,6 +161,53 @@ def test_transcripts_uploaded_as_text_or_webvtt_and_from_speech_recognition(
     bad = make_speech(tmp_path / "d.wav", "one two")
     r = upload(client, bad, transcript="WEBVTT\n\n00:05.000 --> 00:01.000\nbackwards\n")
     assert_error(r, 422, "invalid_request")
+
+
+def test_an_empty_transcript_file_with_a_byte_order_mark_is_no_transcript(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    """An editor's "empty" UTF-8 file is a BOM: it was stored as a one-character
+    transcript and so turned speech recognition off."""
+    spoken = make_speech(tmp_path / "bom.wav", "the green drum rolls")
+    r = upload(client, spoken, transcript="\ufeff")
+    assert r.status_code == 201, r.text
+    assert r.json()["transcript_source"] == "asr", r.json()
+    assert client.delete(f"/v1/items/{r.json()['id']}").status_code == 204
+
+
+def tremolo_tone(path: Path, frequency: int, tremolo: int, seconds: float = 4.0) -> Path:
+    """A 16 kHz mono wav of a pure tone whose loudness wobbles at `tremolo` Hz."""
+    rate = 16000
+    t = np.arange(int(seconds * rate)) / rate
+    wave_ = (
+        0.6 * np.sin(2 * np.pi * frequency * t) * (0.75 + 0.25 * np.sin(2 * np.pi * tremolo * t))
+    )
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((wave_ * 32767).astype("<i2").tobytes())
+    return path
+
+
+def test_sounds_without_speech_ingest_with_no_transcript(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    """A user's tone with a tremolo answered 500: speech recognition (with the model's own
+    language model) found no hypothesis at all and pocketsphinx's word list was None.
+    Sounds without speech are items like any other: no transcript, searchable."""
+    for frequency, tremolo in ((400, 13), (600, 13), (1200, 13), (2800, 9), (2800, 13)):
+        path = tremolo_tone(tmp_path / f"tone-{frequency}-{tremolo}.wav", frequency, tremolo)
+        r = upload(client, path)  # no transcript, has sound: speech recognition runs
+        assert r.status_code == 201, (frequency, tremolo, r.text)
+        item = r.json()
+        assert (item["kind"], item["status"], item["modalities"]) == ("audio", "ready", ["audio"])
+        assert (item["transcript"], item["transcript_source"]) == (None, None), item
+        found = result_ids(search(client, {"text": "tone"}, "audio", k=1000))
+        assert item["id"] in found, (frequency, tremolo)
+        assert search(client, {"item_id": item["id"]}, "video")["space"] == "va"
+        # Later tests count the module's audio items: leave none of these behind.
+        assert client.delete(f"/v1/items/{item['id']}").status_code == 204
 
 
 def test_wait_false_answers_202_and_the_status_tells_the_outcome(
@@ -394,6 +443,33 @@ def test_get_search_fast_path_answers_as_the_declared_route(
         in metrics
     )
     assert 'method="GET",route="/v1/search",status="422"' in metrics
+
+
+def test_search_answers_have_the_schemas_fields(
+    client: httpx.Client, media: dict[str, Path], items: dict[str, dict[str, Any]]
+) -> None:
+    """Every search route writes its answer by hand (fast); it must be the schema's."""
+    from service.schemas import Item, SearchResult, SearchResults
+
+    answers = [
+        client.post("/v1/search", json={"query": {"text": "a red ball"}, "target": "video"}),
+        client.post("/v1/search", json={"query": {"item_id": items["clip"]["id"]},
+                                        "target": "audio", "filter": {"color": "blue"}}),
+        client.get("/v1/search", params={"q": "a red ball", "target": "text"}),
+        client.get("/v1/search", params={"q": "a red ball", "target": "text"},
+                   headers={"Origin": "http://127.0.0.1:9"}),  # the framework route
+        client.post("/v1/search/upload", data={"target": "image"},
+                    files={"file": ("p.png", media["picture"].read_bytes())}),
+    ]  # fmt: skip
+    for r in answers:
+        assert r.status_code == 200, r.text
+        SearchResults.model_validate_json(r.text)
+        body = r.json()
+        assert set(body) == set(SearchResults.model_fields)
+        assert body["results"], r.request.url
+        for result in body["results"]:
+            assert set(result) == set(SearchResult.model_fields)
+            assert set(result["item"]) == set(Item.model_fields)
 
 
 def test_k_is_bounded(client: httpx.Client) -> None:

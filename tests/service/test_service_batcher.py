@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from service.errors import NotFound, ServiceError
-from service.metrics import Metrics
-from service.search import Answer, Query, SearchBatcher
+from service.prometheus import Metrics
+from service.search_batcher import SearchBatcher
+from service.searcher import Answer, Query
 
 
 class Recorder:
@@ -31,7 +32,7 @@ class Recorder:
         return [
             NotFound(f"no {q.text}")
             if q.text == "missing"
-            else Answer([(json.dumps({"q": q.text}), 1.0)], "vat")
+            else Answer([(json.dumps({"q": q.text}), 1.0)], "vat", "v1")
             for q in batch
         ]
 

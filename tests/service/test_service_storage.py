@@ -1,4 +1,5 @@
-"""The SQLite store: items, metadata filters, embeddings, pagination, models, durability."""
+"""The SQLite store: items, metadata filters, embeddings, pagination, models, durability,
+transactions."""
 
 from __future__ import annotations
 
@@ -24,6 +25,23 @@ def unit(d: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def embedding_counts(storage: Storage, version: str) -> dict[tuple[str, str], int]:
+    rows = storage.db.connection().execute(
+        "SELECT space, modality, COUNT(*) FROM embeddings WHERE version = ? GROUP BY 1, 2",
+        (version,),
+    )
+    return {(space, modality): n for space, modality, n in rows}
+
+
+def transcript_vtt(storage: Storage, seq: int) -> str | None:
+    row = (
+        storage.db.connection()
+        .execute("SELECT transcript_vtt FROM items WHERE seq = ?", (seq,))
+        .fetchone()
+    )
+    return row[0] if row else None
+
+
 def video(content_hash: str, **meta: object) -> NewItem:
     return NewItem(kind="video", modalities=["video", "audio"], content_hash=content_hash,
                    metadata=dict(meta))  # fmt: skip
@@ -40,101 +58,100 @@ def test_wal_mode_and_schema_version(storage: Storage, tmp_path: Path) -> None:
 
 
 def test_create_get_and_same_content_is_one_item(storage: Storage) -> None:
-    row = storage.create_item(video("h1", color="red"))
+    row = storage.items.create(video("h1", color="red"))
     assert row.status == "processing" and row.metadata == {"color": "red"}
-    assert storage.get_item(row.id) == row == storage.get_item_by_hash("h1")
+    assert storage.items.get(row.id) == row == storage.items.get_by_hash("h1")
     with pytest.raises(DuplicateContent) as dup:
-        storage.create_item(video("h1", color="blue"))
+        storage.items.create(video("h1", color="blue"))
     assert dup.value.existing.id == row.id
-    assert storage.count_items() == 1
+    assert storage.items.count() == 1
 
 
 def test_ready_stores_embeddings_atomically_and_not_after_delete(storage: Storage) -> None:
-    row = storage.create_item(video("h1"))
+    row = storage.items.create(video("h1"))
     emb = [Embedding("va", "video", unit(8, 1)), Embedding("va", "audio", unit(8, 2))]
-    assert storage.mark_ready(row.seq, "v1", emb, ["video", "audio"], "hi", "asr", 3.0, "WEBVTT")
-    got = storage.get_item(row.id)
-    assert (got.status, got.transcript, got.transcript_source) == ("ready", "hi", "asr")
-    assert storage.transcript_vtt(row.seq) == "WEBVTT"
-    np.testing.assert_array_equal(
-        storage.get_embedding(row.seq, "v1", "va", "audio"), emb[1].vector
+    assert storage.items.mark_ready(
+        row.seq, "v1", emb, ["video", "audio"], "hi", "asr", 3.0, "WEBVTT"
     )
-    assert storage.embedding_counts("v1") == {("va", "video"): 1, ("va", "audio"): 1}
+    got = storage.items.get(row.id)
+    assert (got.status, got.transcript, got.transcript_source) == ("ready", "hi", "asr")
+    assert transcript_vtt(storage, row.seq) == "WEBVTT"
+    np.testing.assert_array_equal(
+        storage.embeddings.get(row.seq, "v1", "va", "audio"), emb[1].vector
+    )
+    assert embedding_counts(storage, "v1") == {("va", "video"): 1, ("va", "audio"): 1}
 
-    other = storage.create_item(video("h2"))
-    storage.delete_item(other.seq)
-    assert not storage.mark_ready(other.seq, "v1", emb, ["video"], None, None, None)
-    assert storage.embedding_counts("v1") == {("va", "video"): 1, ("va", "audio"): 1}
+    other = storage.items.create(video("h2"))
+    storage.items.delete(other.seq)
+    assert not storage.items.mark_ready(other.seq, "v1", emb, ["video"], None, None, None)
+    assert embedding_counts(storage, "v1") == {("va", "video"): 1, ("va", "audio"): 1}
 
 
 def test_delete_removes_item_metadata_and_embeddings(storage: Storage) -> None:
-    row = storage.create_item(video("h1", tag="x"))
-    storage.mark_ready(row.seq, "v1", [Embedding("va", "video", unit(8, 1))], ["video"],
+    row = storage.items.create(video("h1", tag="x"))
+    storage.items.mark_ready(row.seq, "v1", [Embedding("va", "video", unit(8, 1))], ["video"],
                        None, None, None)  # fmt: skip
-    deleted = storage.delete_item(row.seq)
+    deleted = storage.items.delete(row.seq)
     assert deleted is not None and deleted.id == row.id
-    assert storage.get_item(row.id) is None
-    assert storage.embedding_counts("v1") == {}
-    assert len(storage.seqs_matching({"tag": "x"})) == 0
-    assert not storage.hash_in_use("h1")
-    assert storage.delete_item(row.seq) is None
+    assert storage.items.get(row.id) is None
+    assert embedding_counts(storage, "v1") == {}
+    assert len(storage.items.seqs_matching({"tag": "x"})) == 0
+    assert not storage.items.hash_in_use("h1")
+    assert storage.items.delete(row.seq) is None
 
 
 def test_seqs_are_never_reused(storage: Storage) -> None:
-    first = storage.create_item(video("h1"))
-    storage.delete_item(first.seq)
-    second = storage.create_item(video("h1"))
+    first = storage.items.create(video("h1"))
+    storage.items.delete(first.seq)
+    second = storage.items.create(video("h1"))
     assert second.seq > first.seq  # a FAISS id never comes back as another item
 
 
 def test_metadata_filter_is_exact_and_typed(storage: Storage) -> None:
-    a = storage.create_item(video("a", color="red", n=1))
-    b = storage.create_item(video("b", color="red", n="1"))
-    c = storage.create_item(video("c", color="blue", n=1, flag=True))
-    assert storage.seqs_matching({"color": "red"}).tolist() == [a.seq, b.seq]
-    assert storage.seqs_matching({"color": "red", "n": 1}).tolist() == [a.seq]
-    assert storage.seqs_matching({"n": "1"}).tolist() == [b.seq]
-    assert storage.seqs_matching({"flag": True}).tolist() == [c.seq]
-    assert storage.seqs_matching({"flag": 1}).tolist() == []
-    assert storage.seqs_matching({"missing": None}).tolist() == []
+    a = storage.items.create(video("a", color="red", n=1))
+    b = storage.items.create(video("b", color="red", n="1"))
+    c = storage.items.create(video("c", color="blue", n=1, flag=True))
+    assert storage.items.seqs_matching({"color": "red"}).tolist() == [a.seq, b.seq]
+    assert storage.items.seqs_matching({"color": "red", "n": 1}).tolist() == [a.seq]
+    assert storage.items.seqs_matching({"n": "1"}).tolist() == [b.seq]
+    assert storage.items.seqs_matching({"flag": True}).tolist() == [c.seq]
+    assert storage.items.seqs_matching({"flag": 1}).tolist() == []
+    assert storage.items.seqs_matching({"missing": None}).tolist() == []
 
 
 def test_list_is_newest_first_and_pages_stay_stable_under_inserts(storage: Storage) -> None:
-    rows = [storage.create_item(video(f"h{i}")) for i in range(7)]
-    text = storage.create_item(NewItem(kind="text", modalities=["text"], text="hello"))
-    page1 = storage.list_items(None, 3, None)
+    rows = [storage.items.create(video(f"h{i}")) for i in range(7)]
+    text = storage.items.create(NewItem(kind="text", modalities=["text"], text="hello"))
+    page1 = storage.items.page(None, 3, None)
     assert [r.seq for r in page1] == [text.seq, rows[6].seq, rows[5].seq]
-    storage.create_item(video("new"))  # arrives between pages: must not shift page 2
-    page2 = storage.list_items(None, 3, page1[-1].seq)
+    storage.items.create(video("new"))  # arrives between pages: must not shift page 2
+    page2 = storage.items.page(None, 3, page1[-1].seq)
     assert [r.seq for r in page2] == [rows[4].seq, rows[3].seq, rows[2].seq]
-    assert [r.kind for r in storage.list_items("text", 10, None)] == ["text"]
+    assert [r.kind for r in storage.items.page("text", 10, None)] == ["text"]
 
 
-def test_embeddings_read_back_in_any_order_and_in_chunks(storage: Storage) -> None:
+def test_embeddings_read_back_in_any_order(storage: Storage) -> None:
     seqs, vectors = [], []
     for i in range(25):
-        row = storage.create_item(video(f"h{i}"))
+        row = storage.items.create(video(f"h{i}"))
         vectors.append(unit(16, i))
         seqs.append(row.seq)
-        storage.mark_ready(row.seq, "v1", [Embedding("vat", "video", vectors[-1])], ["video"],
+        storage.items.mark_ready(row.seq, "v1", [Embedding("vat", "video", vectors[-1])], ["video"],
                            None, None, None)  # fmt: skip
-    assert sorted(storage.embedding_seqs("v1", "vat", "video").tolist()) == seqs
+    assert sorted(storage.embeddings.seqs("v1", "vat", "video").tolist()) == seqs
     wanted = np.array([seqs[5], seqs[0], seqs[24]])
-    got = storage.embeddings_for("v1", "vat", "video", wanted)
+    got = storage.embeddings.vectors("v1", "vat", "video", wanted)
     np.testing.assert_array_equal(got, np.stack([vectors[5], vectors[0], vectors[24]]))
     with pytest.raises(KeyError):
-        storage.embeddings_for("v1", "vat", "video", np.array([10_000]))
-    chunks = list(storage.iter_embeddings("v1", "vat", "video", batch=10))
-    assert [len(s) for s, _ in chunks] == [10, 10, 5]
-    np.testing.assert_array_equal(np.concatenate([v for _, v in chunks]), np.stack(vectors))
+        storage.embeddings.vectors("v1", "vat", "video", np.array([10_000]))
 
 
 def test_models_one_active_at_a_time(storage: Storage) -> None:
-    storage.add_model(ModelRow("a", "2026-01-01T00:00:00Z", {"name": "tiny"}, {}, None, True))
-    storage.add_model(ModelRow("b", "2026-01-02T00:00:00Z", {"name": "tiny"}, {"r": 1}, "a", True))
-    assert storage.active_model().version == "b"
-    storage.set_active_model("a")
-    assert [(m.version, m.active) for m in storage.list_models()] == [("b", False), ("a", True)]
+    storage.models.add(ModelRow("a", "2026-01-01T00:00:00Z", {"name": "tiny"}, {}, None, True))
+    storage.models.add(ModelRow("b", "2026-01-02T00:00:00Z", {"name": "tiny"}, {"r": 1}, "a", True))
+    assert storage.models.active().version == "b"
+    storage.models.activate("a")
+    assert [(m.version, m.active) for m in storage.models.all()] == [("b", False), ("a", True)]
 
 
 def test_threads_each_get_a_connection_and_writes_serialise(storage: Storage) -> None:
@@ -143,7 +160,7 @@ def test_threads_each_get_a_connection_and_writes_serialise(storage: Storage) ->
     def writer(offset: int) -> None:
         try:
             for i in range(20):
-                storage.create_item(video(f"t{offset}-{i}"))
+                storage.items.create(video(f"t{offset}-{i}"))
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
@@ -152,4 +169,15 @@ def test_threads_each_get_a_connection_and_writes_serialise(storage: Storage) ->
         t.start()
     for t in threads:
         t.join()
-    assert errors == [] and storage.count_items() == 80
+    assert errors == [] and storage.items.count() == 80
+
+
+def test_a_failed_commit_rolls_back_and_the_connection_stays_usable(storage: Storage) -> None:
+    # A deferred foreign key is checked at COMMIT: the commit itself fails. SQLite then
+    # keeps the transaction open; left so, the thread's next BEGIN would fail forever.
+    with pytest.raises(sqlite3.IntegrityError), storage.db.transaction() as conn:
+        conn.execute("PRAGMA defer_foreign_keys=ON")
+        conn.execute("INSERT INTO item_metadata (item_seq, key, value) VALUES (999, 'k', '1')")
+    assert not storage.db.connection().in_transaction
+    assert storage.items.seqs_matching({"k": 1}).tolist() == []  # rolled back
+    assert storage.items.create(video("after")).status == "processing"

@@ -139,3 +139,36 @@ def test_bad_bodies_are_4xx(client: TestClient, kwargs: dict, status: int, code:
     r = client.post("/up", **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
+
+
+def test_a_boundary_the_parser_refuses_is_422_not_500(client: TestClient, tmp_dir: Path) -> None:
+    # python-multipart refuses boundaries over 256 bytes (RFC 2046 allows 70) with its
+    # base FormParserError, not the MultipartParseError of a malformed body.
+    boundary = "b" * 300
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc\r\n'
+    r = client.post(
+        "/up",
+        content=(body + f"--{boundary}--\r\n").encode(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+    assert list(tmp_dir.iterdir()) == []
+
+
+def test_a_text_field_starting_with_a_byte_order_mark_is_read_without_it(
+    client: TestClient,
+) -> None:
+    # `curl -F transcript=<notes.vtt` sends the file's bytes, BOM included (editors write
+    # one at the start of UTF-8 files): it marks the encoding and is not text. Kept, an
+    # otherwise empty transcript file was a transcript of one invisible character.
+    r = client.post(
+        "/up",
+        files={
+            "file": ("a", b"abc"),
+            "transcript": (None, b"\xef\xbb\xbf"),
+            "metadata": (None, b'\xef\xbb\xbf{"a": 1}'),
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["fields"] == {"transcript": "", "metadata": '{"a": 1}'}

@@ -24,7 +24,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 
 
-class ModelRegistryError(RuntimeError):
+class ModelVersionError(RuntimeError):
     """The starting model cannot be registered (a missing or broken checkpoint folder)."""
 
 
@@ -54,7 +54,7 @@ def _read_json(path: Path) -> dict:
 def register_starting_model(source: Path, models_dir: Path, storage: Storage) -> ModelRow:
     """Copy `source` into models_dir/<version>/ (atomically) and record it as active."""
     if not (source / CONFIG_FILE).is_file():
-        raise ModelRegistryError(
+        raise ModelVersionError(
             f"{source} is not a model checkpoint folder (it has no {CONFIG_FILE})"
         )
     version = f"{_safe_name(source.resolve().name)}-{checkpoint_hash(source)[:10]}"
@@ -63,9 +63,9 @@ def register_starting_model(source: Path, models_dir: Path, storage: Storage) ->
         publish_dir(
             target, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True), durable=True
         )
-    existing = storage.get_model(version)
+    existing = storage.models.get(version)
     if existing is None:
-        storage.add_model(
+        storage.models.add(
             ModelRow(
                 version=version,
                 created_at=now_rfc3339(),
@@ -76,18 +76,20 @@ def register_starting_model(source: Path, models_dir: Path, storage: Storage) ->
             )
         )
     else:
-        storage.set_active_model(version)
+        storage.models.activate(version)
     log.info("registered model %s from %s", version, source)
-    return storage.get_model(version)  # type: ignore[return-value]
+    return storage.models.get(version)  # type: ignore[return-value]
 
 
-def active_model(model_setting: str, models_dir: Path, storage: Storage) -> ModelHandle | None:
+def active_model_version(
+    model_setting: str, models_dir: Path, storage: Storage
+) -> ModelHandle | None:
     """The active version, registering MMV_MODEL first when the data directory has none.
 
     None when there is no registered model and MMV_MODEL does not exist: the service
     then serves without a model (readyz 503, `no_model` errors) and says so in its log.
     """
-    row = storage.active_model()
+    row = storage.models.active()
     if row is not None and (models_dir / row.version).is_dir():
         return ModelHandle(row.version, models_dir / row.version)
     source = Path(model_setting)

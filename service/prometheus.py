@@ -97,5 +97,11 @@ class Metrics:
         if version:
             self.model_info.labels(version=version).set(1)
 
+    def set_item_counts(self, by_status: dict[str, int]) -> None:
+        """mmv_items{status}: read from the database at each scrape."""
+        self.items.clear()
+        for status, count in by_status.items():
+            self.items.labels(status).set(count)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

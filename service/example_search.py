@@ -1,0 +1,42 @@
+"""Search by example (POST /v1/search/upload): an uploaded file that is not stored,
+embedded by a media worker with the active model, becomes the query's vector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model.errors import ModelError
+from model.media import MediaError
+from service.active_model import ActiveModel
+from service.media_errors import as_api_error
+from service.media_jobs import media_job, media_limits, read_info
+from service.media_worker import MediaPool, WorkerCrashed, process_media
+from service.prometheus import Metrics
+from service.searcher import NOTHING_TO_SEARCH_WITH
+from service.settings import Settings
+
+
+class ExampleEmbedder:
+    def __init__(
+        self, settings: Settings, model: ActiveModel, pool: MediaPool, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.pool = pool
+        self.metrics = metrics
+        self.limits = media_limits(settings)
+
+    async def embed(self, path: Path) -> tuple[str, dict[str, np.ndarray]]:
+        """(the example's kind, space -> its vector in that space), from its own
+        modality only (a video's pictures, not its sound). API errors for files that
+        cannot be used, as for uploads."""
+        embedder, _ = self.model.require(NOTHING_TO_SEARCH_WITH)
+        info = await read_info(path, self.limits, self.metrics)
+        job = media_job(path, info, embedder, self.settings, modalities=(info.kind,))
+        try:
+            result = await self.pool.run(process_media, job)
+        except (MediaError, ModelError, WorkerCrashed) as exc:
+            raise as_api_error(exc) from None
+        return info.kind, {e.space: e.vector for e in result.embeddings if e.modality == info.kind}

@@ -1,0 +1,31 @@
+"""What a client (or a failed item's `error`) is told when a media file cannot be used."""
+
+from __future__ import annotations
+
+from model.media import MediaError
+from service import errors
+
+# MediaError.code -> the API error class with that code.
+_MEDIA_ERRORS: dict[str, type[errors.ServiceError]] = {
+    "unreadable_media": errors.UnreadableMedia,
+    "unsupported_media": errors.UnsupportedMedia,
+    "too_long": errors.TooLong,
+    "too_large": errors.TooLarge,
+}
+
+
+def api_error(exc: MediaError) -> errors.ServiceError:
+    cls = _MEDIA_ERRORS.get(exc.code, errors.UnreadableMedia)
+    err = cls(exc.message, exc.detail or None)
+    err.code = exc.code  # keep specific codes such as decode_timeout
+    return err
+
+
+def as_api_error(exc: Exception) -> errors.ServiceError:
+    """The API error for a processing failure: a MediaError keeps its code; anything
+    else (ModelError: input the model refuses; WorkerCrashed) is the file's fault."""
+    if isinstance(exc, errors.ServiceError):
+        return exc
+    if isinstance(exc, MediaError):
+        return api_error(exc)
+    return errors.UnreadableMedia(str(exc))

@@ -1,0 +1,65 @@
+"""The embedded store: SQLite in WAL mode, one module per table.
+
+    database.py     connections, transactions, the schema and its version
+    items.py        items and their metadata (filters), the ready-row cache
+    embeddings.py   vectors per (model version, space, modality, item): the truth
+                    FAISS indexes are derived from
+    models.py       model versions, one active
+    jobs.py         training jobs
+    state.py        a few named values kept between runs
+    rows.py         the rows these read and write; errors.py what they raise
+
+The rest of the service holds one `Storage` and reaches the tables through it
+(`storage.items.get(...)`); no SQL lives outside this package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.storage.database import SCHEMA_VERSION, Database
+from service.storage.embeddings import Embeddings
+from service.storage.errors import DuplicateContent, StorageError
+from service.storage.items import READY_CACHE_ITEMS, Items
+from service.storage.jobs import Jobs
+from service.storage.models import Models
+from service.storage.rows import Embedding, ItemRow, JobRow, ModelRow, NewItem, now_rfc3339
+from service.storage.state import State
+
+SCHEMA_VERSION_KEY = "schema_version"
+
+__all__ = [
+    "READY_CACHE_ITEMS",
+    "DuplicateContent",
+    "Embedding",
+    "ItemRow",
+    "JobRow",
+    "ModelRow",
+    "NewItem",
+    "Storage",
+    "StorageError",
+    "now_rfc3339",
+]
+
+
+class Storage:
+    """One database and its tables; opening it creates the schema or checks its version
+    (StorageError when the file is not a database or has another schema version)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = Database(path)
+        self.items = Items(self.db)
+        self.embeddings = Embeddings(self.db)
+        self.models = Models(self.db)
+        self.jobs = Jobs(self.db)
+        self.state = State(self.db)
+        found = self.state.get(SCHEMA_VERSION_KEY)
+        if found is None:
+            self.state.set(SCHEMA_VERSION_KEY, str(SCHEMA_VERSION))
+        elif int(found) != SCHEMA_VERSION:
+            raise StorageError(
+                f"{path} has schema version {found}; this service reads {SCHEMA_VERSION}"
+            )
+
+    def close(self) -> None:
+        self.db.close()

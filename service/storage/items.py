@@ -1,0 +1,267 @@
+"""The items table and its metadata: create, read, list, status changes, delete, filters.
+
+Item ids are opaque strings for clients; `seq` (an AUTOINCREMENT integer that is never
+reused) is the id FAISS stores and the key of cursor pagination. Ready rows are cached
+for search's join: they change only by being deleted, which drops them from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from service.storage.database import Database
+from service.storage.embeddings import SQLITE_MAX_PARAMS, insert_embeddings
+from service.storage.errors import DuplicateContent
+from service.storage.rows import Embedding, ItemRow, NewItem, now_rfc3339
+
+READY_CACHE_ITEMS = 50_000  # item rows kept in memory for joining search results
+
+_COLUMNS = (
+    "seq, id, kind, status, content_hash, media_type, size_bytes, duration_s, width, height, "
+    "modalities, transcript, transcript_source, text, metadata, error, created_at"
+)
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _meta_value(value: Any) -> str:
+    """Canonical text of a metadata value, so filters compare exactly (1 != "1" != true)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _insert_metadata(conn: sqlite3.Connection, seq: int, metadata: dict[str, Any]) -> None:
+    conn.executemany(
+        "INSERT INTO item_metadata (item_seq, key, value) VALUES (?,?,?)",
+        [(seq, k, _meta_value(v)) for k, v in metadata.items()],
+    )
+
+
+class Items:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._ready_rows: OrderedDict[int, ItemRow] = OrderedDict()  # LRU, see by_seqs
+        self._cache_lock = threading.Lock()
+
+    # -- writes ------------------------------------------------------------------------
+    def create(
+        self,
+        new: NewItem,
+        version: str | None = None,
+        embeddings: Sequence[Embedding] = (),
+    ) -> ItemRow:
+        """Insert a new item (with its embeddings for `version`, in the same transaction);
+        DuplicateContent when its content hash is already stored."""
+        try:
+            with self._db.transaction() as conn:
+                cur = conn.execute(
+                    "INSERT INTO items (id, kind, status, content_hash, media_type, size_bytes,"
+                    " duration_s, width, height, modalities, transcript, transcript_source,"
+                    " transcript_vtt, text, metadata, created_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        new_id(), new.kind, new.status, new.content_hash, new.media_type,
+                        new.size_bytes, new.duration_s, new.width, new.height,
+                        json.dumps(new.modalities), new.transcript, new.transcript_source,
+                        new.transcript_vtt, new.text, json.dumps(new.metadata, sort_keys=True),
+                        now_rfc3339(),
+                    ),
+                )  # fmt: skip
+                seq = int(cur.lastrowid or 0)
+                _insert_metadata(conn, seq, new.metadata)
+                if embeddings:
+                    assert version is not None
+                    insert_embeddings(conn, version, [(seq, e) for e in embeddings])
+        except sqlite3.IntegrityError:
+            existing = self.get_by_hash(new.content_hash) if new.content_hash else None
+            if existing is None:
+                raise
+            raise DuplicateContent(existing) from None
+        row = self.get_by_seq(seq)
+        assert row is not None
+        return row
+
+    def create_ready(
+        self, items: Sequence[tuple[NewItem, Sequence[Embedding]]], version: str
+    ) -> list[int]:
+        """Bulk insert of ready items with their embeddings, one transaction (imports,
+        benchmarks); returns their seqs. No duplicate check beyond the unique hash."""
+        created = now_rfc3339()
+        seqs: list[int] = []
+        with self._db.transaction() as conn:
+            for new, embeddings in items:
+                cur = conn.execute(
+                    "INSERT INTO items (id, kind, status, content_hash, media_type, size_bytes,"
+                    " duration_s, width, height, modalities, transcript, transcript_source,"
+                    " text, metadata, created_at) VALUES (?,?,'ready',?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        new_id(), new.kind, new.content_hash, new.media_type, new.size_bytes,
+                        new.duration_s, new.width, new.height, json.dumps(new.modalities),
+                        new.transcript, new.transcript_source, new.text,
+                        json.dumps(new.metadata, sort_keys=True), created,
+                    ),
+                )  # fmt: skip
+                seq = int(cur.lastrowid or 0)
+                seqs.append(seq)
+                _insert_metadata(conn, seq, new.metadata)
+                insert_embeddings(conn, version, [(seq, e) for e in embeddings])
+        return seqs
+
+    def mark_ready(
+        self,
+        seq: int,
+        version: str,
+        embeddings: Sequence[Embedding],
+        modalities: list[str],
+        transcript: str | None,
+        transcript_source: str | None,
+        duration_s: float | None,
+        transcript_vtt: str | None = None,
+    ) -> bool:
+        """Store embeddings and flip the item to ready in one transaction.
+
+        False when the item was deleted meanwhile (nothing is stored then).
+        """
+        with self._db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE items SET status = 'ready', error = NULL, modalities = ?,"
+                " transcript = ?, transcript_source = ?, duration_s = ?,"
+                " transcript_vtt = COALESCE(?, transcript_vtt) WHERE seq = ?",
+                (
+                    json.dumps(modalities), transcript, transcript_source, duration_s,
+                    transcript_vtt, seq,
+                ),
+            )  # fmt: skip
+            if cur.rowcount == 0:
+                return False
+            insert_embeddings(conn, version, [(seq, e) for e in embeddings])
+        self._forget(seq)
+        return True
+
+    def mark_failed(self, seq: int, error: str) -> bool:
+        with self._db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE items SET status = 'failed', error = ? WHERE seq = ?", (error, seq)
+            )
+        self._forget(seq)
+        return cur.rowcount > 0
+
+    def delete(self, seq: int) -> ItemRow | None:
+        """Delete the item, its metadata and all its embeddings; returns what was deleted."""
+        with self._db.transaction() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM embeddings WHERE item_seq = ?", (seq,))
+            conn.execute("DELETE FROM item_metadata WHERE item_seq = ?", (seq,))
+            conn.execute("DELETE FROM items WHERE seq = ?", (seq,))
+        self._forget(seq)
+        return ItemRow.from_row(row)
+
+    # -- reads -------------------------------------------------------------------------
+    def _one(self, where: str, value: object) -> ItemRow | None:
+        sql = f"SELECT {_COLUMNS} FROM items WHERE {where} = ?"
+        row = self._db.connection().execute(sql, (value,)).fetchone()
+        return ItemRow.from_row(row) if row else None
+
+    def get(self, item_id: str) -> ItemRow | None:
+        return self._one("id", item_id)
+
+    def get_by_seq(self, seq: int) -> ItemRow | None:
+        return self._one("seq", seq)
+
+    def get_by_hash(self, content_hash: str) -> ItemRow | None:
+        return self._one("content_hash", content_hash)
+
+    def hash_in_use(self, content_hash: str) -> bool:
+        row = (
+            self._db.connection()
+            .execute("SELECT 1 FROM items WHERE content_hash = ?", (content_hash,))
+            .fetchone()
+        )
+        return row is not None
+
+    def by_seqs(self, seqs: Iterable[int]) -> dict[int, ItemRow]:
+        """The items among `seqs` that still exist (deleted ones are simply absent).
+
+        Search joins its results here: ready items are cached (they change only by being
+        deleted, which drops them from the cache), so a hot item costs no SQL."""
+        wanted = {int(s) for s in seqs}
+        out: dict[int, ItemRow] = {}
+        with self._cache_lock:
+            for seq in wanted:
+                row = self._ready_rows.get(seq)
+                if row is not None:
+                    out[seq] = row
+                    self._ready_rows.move_to_end(seq)
+        missing = sorted(wanted - out.keys())
+        conn = self._db.connection()
+        fetched: list[ItemRow] = []
+        for start in range(0, len(missing), SQLITE_MAX_PARAMS):
+            chunk = missing[start : start + SQLITE_MAX_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT {_COLUMNS} FROM items WHERE seq IN ({marks})", chunk):
+                fetched.append(ItemRow.from_row(row))
+        with self._cache_lock:
+            for row in fetched:
+                out[row.seq] = row
+                if row.status == "ready":
+                    self._ready_rows[row.seq] = row
+            while len(self._ready_rows) > READY_CACHE_ITEMS:
+                self._ready_rows.popitem(last=False)
+        return out
+
+    def _forget(self, seq: int) -> None:
+        with self._cache_lock:
+            self._ready_rows.pop(seq, None)
+
+    def page(self, kind: str | None, limit: int, before_seq: int | None) -> list[ItemRow]:
+        """Up to `limit` items, newest first; `before_seq` continues a listing (stable
+        under inserts)."""
+        where, args = [], []
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if before_seq is not None:
+            where.append("seq < ?")
+            args.append(before_seq)
+        sql = f"SELECT {_COLUMNS} FROM items"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        return [ItemRow.from_row(r) for r in self._db.connection().execute(sql, args)]
+
+    def with_status(self, status: str) -> list[ItemRow]:
+        rows = self._db.connection().execute(
+            f"SELECT {_COLUMNS} FROM items WHERE status = ? ORDER BY seq", (status,)
+        )
+        return [ItemRow.from_row(r) for r in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self._db.connection().execute("SELECT status, COUNT(*) FROM items GROUP BY status")
+        return {status: int(n) for status, n in rows}
+
+    def count(self) -> int:
+        return int(self._db.connection().execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def seqs_matching(self, filters: dict[str, Any]) -> np.ndarray:
+        """Seqs of items whose metadata has every key with exactly that value (int64, sorted)."""
+        if not filters:
+            raise ValueError("seqs_matching needs at least one key")
+        parts, args = [], []
+        for key, value in filters.items():
+            parts.append("SELECT item_seq FROM item_metadata WHERE key = ? AND value = ?")
+            args.extend([key, _meta_value(value)])
+        sql = " INTERSECT ".join(parts) + " ORDER BY 1"
+        rows = self._db.connection().execute(sql, args).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

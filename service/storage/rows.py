@@ -1,0 +1,96 @@
+"""What storage reads and writes: plain rows, separate from the API's schemas
+(service/schemas.py turns them into answers)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+
+def now_rfc3339() -> str:
+    """The time stamp every row is created with (UTC, whole seconds)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ItemRow:
+    seq: int  # the id FAISS stores and the key of cursor pagination (never reused)
+    id: str  # opaque, for clients
+    kind: str
+    status: str
+    content_hash: str | None
+    media_type: str | None
+    size_bytes: int | None
+    duration_s: float | None
+    width: int | None
+    height: int | None
+    modalities: list[str]
+    transcript: str | None
+    transcript_source: str | None
+    text: str | None
+    metadata: dict[str, Any]
+    error: str | None
+    created_at: str
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ItemRow:
+        values = list(row)
+        values[10] = json.loads(values[10])
+        values[14] = json.loads(values[14])
+        return cls(*values)
+
+
+@dataclass
+class NewItem:
+    """What ingestion knows about an item before it is processed."""
+
+    kind: str
+    modalities: list[str]
+    status: str = "processing"
+    content_hash: str | None = None
+    media_type: str | None = None
+    size_bytes: int | None = None
+    duration_s: float | None = None
+    width: int | None = None
+    height: int | None = None
+    transcript: str | None = None
+    transcript_source: str | None = None
+    transcript_vtt: str | None = None  # timed segments, for training (not in the API)
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Embedding:
+    space: str
+    modality: str
+    vector: np.ndarray  # float32 [D], L2-normalised
+
+
+@dataclass
+class ModelRow:
+    version: str
+    created_at: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    parent: str | None
+    active: bool
+
+
+@dataclass
+class JobRow:
+    id: str
+    status: str
+    created_at: str
+    updated_at: str
+    request: dict[str, Any]
+    progress: dict[str, Any]
+    metrics: dict[str, Any]
+    model_version: str | None
+    activated: bool
+    error: str | None
