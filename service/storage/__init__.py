@@ -17,19 +17,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.storage.database import SCHEMA_VERSION, Database
+from service.storage.database import Database
 from service.storage.embeddings import Embeddings
 from service.storage.errors import DuplicateContent, StorageError
 from service.storage.items import READY_CACHE_ITEMS, Items
 from service.storage.jobs import Jobs
+from service.storage.migrations import SCHEMA_VERSION, migrate
 from service.storage.models import Models
 from service.storage.rows import Embedding, ItemRow, JobRow, ModelRow, NewItem, now_rfc3339
 from service.storage.state import State
 
-SCHEMA_VERSION_KEY = "schema_version"
-
 __all__ = [
     "READY_CACHE_ITEMS",
+    "SCHEMA_VERSION",
     "DuplicateContent",
     "Embedding",
     "ItemRow",
@@ -43,8 +43,8 @@ __all__ = [
 
 
 class Storage:
-    """One database and its tables; opening it creates the schema or checks its version
-    (StorageError when the file is not a database or has another schema version)."""
+    """One database and its tables; opening it creates the schema or migrates an older
+    one (StorageError when the file is not a database or has a newer schema version)."""
 
     def __init__(self, path: Path) -> None:
         self.db = Database(path)
@@ -53,13 +53,7 @@ class Storage:
         self.models = Models(self.db)
         self.jobs = Jobs(self.db)
         self.state = State(self.db)
-        found = self.state.get(SCHEMA_VERSION_KEY)
-        if found is None:
-            self.state.set(SCHEMA_VERSION_KEY, str(SCHEMA_VERSION))
-        elif int(found) != SCHEMA_VERSION:
-            raise StorageError(
-                f"{path} has schema version {found}; this service reads {SCHEMA_VERSION}"
-            )
+        self.migrated_from = migrate(self.db)
 
     def close(self) -> None:
         self.db.close()

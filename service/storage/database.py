@@ -16,8 +16,7 @@ from pathlib import Path
 
 from service.storage.errors import StorageError
 
-SCHEMA_VERSION = 1  # kept in the state table; Storage refuses a database of another
-
+# The version-1 tables; later versions are steps in migrations.py.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,16 +1,29 @@
 """The models table: the model versions in the data directory, one of them active.
 
-The training worker (next issue) adds versions here and switches the active one after
-re-indexing; that switch stays behind this class (not SQL in callers), because a later
-issue puts PostgreSQL behind the same storage layer.
+Switching versions is two facts kept here: `target()` is the version the service was
+asked to serve (by `POST /v1/models/{v}/activate` or a training job's auto-activation,
+from any process), and the row with `active` is the version that serves. The API
+process re-embeds and re-indexes for the target, then `complete_switch` makes it active
+and clears the target in one transaction, so after a crash at any moment exactly one
+whole version is active. Kept behind this class (no SQL in callers): a later issue puts
+PostgreSQL behind the same storage layer.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from service.storage.database import Database
 from service.storage.rows import ModelRow
+
+TARGET_KEY = "target_version"
+_COLUMNS = "version, created_at, config, metrics, parent, active, job_id"
+
+
+def _model(r: Sequence[Any]) -> ModelRow:
+    return ModelRow(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], bool(r[5]), r[6])
 
 
 class Models:
@@ -23,31 +36,101 @@ class Models:
             if row.active:
                 conn.execute("UPDATE models SET active = 0")
             conn.execute(
-                "INSERT INTO models (version, created_at, config, metrics, parent, active)"
-                " VALUES (?,?,?,?,?,?)",
+                f"INSERT INTO models ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
                 (
                     row.version, row.created_at, json.dumps(row.config), json.dumps(row.metrics),
-                    row.parent, int(row.active),
+                    row.parent, int(row.active), row.job_id,
                 ),
             )  # fmt: skip
 
     def all(self) -> list[ModelRow]:
         """Newest first."""
         rows = self._db.connection().execute(
-            "SELECT version, created_at, config, metrics, parent, active FROM models"
-            " ORDER BY created_at DESC, version"
+            f"SELECT {_COLUMNS} FROM models ORDER BY created_at DESC, rowid DESC"
         )
-        return [
-            ModelRow(v, c, json.loads(cfg), json.loads(m), p, bool(a))
-            for v, c, cfg, m, p, a in rows
-        ]
+        return [_model(r) for r in rows]
 
     def get(self, version: str) -> ModelRow | None:
-        return next((m for m in self.all() if m.version == version), None)
+        row = (
+            self._db.connection()
+            .execute(f"SELECT {_COLUMNS} FROM models WHERE version = ?", (version,))
+            .fetchone()
+        )
+        return _model(row) if row else None
 
     def active(self) -> ModelRow | None:
-        return next((m for m in self.all() if m.active), None)
+        row = (
+            self._db.connection()
+            .execute(f"SELECT {_COLUMNS} FROM models WHERE active = 1")
+            .fetchone()
+        )
+        return _model(row) if row else None
 
     def activate(self, version: str) -> None:
+        """Make `version` active at once (the starting model; no re-indexing involved)."""
         with self._db.transaction() as conn:
             conn.execute("UPDATE models SET active = (version = ?)", (version,))
+            conn.execute("DELETE FROM state WHERE key = ?", (TARGET_KEY,))
+
+    # -- switching ---------------------------------------------------------------------
+    def target(self) -> str | None:
+        """The version the service was asked to switch to, while it is not active yet."""
+        row = (
+            self._db.connection()
+            .execute("SELECT value FROM state WHERE key = ?", (TARGET_KEY,))
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def request_switch(self, version: str) -> None:
+        """Ask the service to serve `version` (it re-indexes first); asking for the active
+        version calls off a switch in progress. KeyError when no such version exists."""
+        with self._db.transaction() as conn:
+            found = conn.execute(
+                "SELECT active FROM models WHERE version = ?", (version,)
+            ).fetchone()
+            if found is None:
+                raise KeyError(version)
+            if found[0]:
+                conn.execute("DELETE FROM state WHERE key = ?", (TARGET_KEY,))
+            else:
+                conn.execute(
+                    "INSERT INTO state (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (TARGET_KEY, version),
+                )
+
+    def complete_switch(self, version: str) -> bool:
+        """Make `version` the active one and clear the target, in one transaction; False
+        (nothing changed) when it is no longer the target (the switch was called off or
+        redirected meanwhile)."""
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT value FROM state WHERE key = ?", (TARGET_KEY,)).fetchone()
+            if row is None or row[0] != version:
+                return False
+            conn.execute("UPDATE models SET active = (version = ?)", (version,))
+            conn.execute("DELETE FROM state WHERE key = ?", (TARGET_KEY,))
+        return True
+
+    def set_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE models SET metrics = ? WHERE version = ?", (json.dumps(metrics), version)
+            )
+
+    def delete(self, version: str) -> int:
+        """Remove an inactive version that is not being switched to, with all its
+        embeddings, in one transaction; returns how many embeddings went. KeyError: no
+        such version; ValueError: it is active or the switch target."""
+        with self._db.transaction() as conn:
+            found = conn.execute(
+                "SELECT active FROM models WHERE version = ?", (version,)
+            ).fetchone()
+            if found is None:
+                raise KeyError(version)
+            target = conn.execute("SELECT value FROM state WHERE key = ?", (TARGET_KEY,)).fetchone()
+            if found[0] or (target is not None and target[0] == version):
+                raise ValueError(version)
+            cur = conn.execute("DELETE FROM embeddings WHERE version = ?", (version,))
+            conn.execute("DELETE FROM models WHERE version = ?", (version,))
+        return int(cur.rowcount)

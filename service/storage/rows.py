@@ -80,6 +80,10 @@ class ModelRow:
     metrics: dict[str, Any]
     parent: str | None
     active: bool
+    job_id: str | None = None  # the training job that made it (None: registered from disk)
+
+
+JOB_FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
@@ -94,3 +98,13 @@ class JobRow:
     model_version: str | None
     activated: bool
     error: str | None
+    started_at: str | None = None
+    finished_at: str | None = None
+    cancel_requested: bool = False
+    attempts: int = 0  # claims so far (a job whose worker died is claimed again)
+    lease_owner: str | None = None  # the worker running it
+    data: dict[str, Any] = field(default_factory=dict)  # its training set, described
+
+    @property
+    def finished(self) -> bool:
+        return self.status in JOB_FINISHED

@@ -1,0 +1,71 @@
+"""Schema migrations: each step takes the database from one schema version to the next.
+
+The tables of version 1 are created by database.py; every later version is a step here,
+applied in order at start-up inside one transaction each, so a database of any earlier
+version is brought up to date keeping every row, and a crash mid-way leaves it at the
+last whole step. A database newer than this code is refused (StorageError), never
+downgraded.
+"""
+
+from __future__ import annotations
+
+from service.storage.database import Database
+from service.storage.errors import StorageError
+
+SCHEMA_VERSION_KEY = "schema_version"
+
+# version reached -> the statements that reach it from the one before
+STEPS: dict[int, tuple[str, ...]] = {
+    # The training worker: jobs claimed with a lease renewed by heartbeat, cancelled by
+    # request, retried a bounded number of times; a model version remembers the job that
+    # made it; the version the service should switch to is a state value.
+    2: (
+        "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE jobs ADD COLUMN lease_expires REAL",
+        "ALTER TABLE jobs ADD COLUMN started_at TEXT",
+        "ALTER TABLE jobs ADD COLUMN finished_at TEXT",
+        "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN data TEXT NOT NULL DEFAULT '{}'",
+        "CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at)",
+        "ALTER TABLE models ADD COLUMN job_id TEXT",
+    ),
+}
+SCHEMA_VERSION = max(STEPS)
+
+
+def _version(db: Database) -> int | None:
+    row = (
+        db.connection()
+        .execute("SELECT value FROM state WHERE key = ?", (SCHEMA_VERSION_KEY,))
+        .fetchone()
+    )
+    return int(row[0]) if row else None
+
+
+def migrate(db: Database) -> int:
+    """Bring the database to SCHEMA_VERSION; returns the version it was at."""
+    found = _version(db)
+    if found is None:  # a new file: database.py just created the version-1 tables
+        found = 1
+    if found > SCHEMA_VERSION:
+        raise StorageError(
+            f"{db.path} has schema version {found}, newer than this service's "
+            f"{SCHEMA_VERSION}: run the newer service, or restore a backup"
+        )
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        with db.transaction() as conn:
+            for statement in STEPS[version]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (SCHEMA_VERSION_KEY, str(version)),
+            )
+    if _version(db) is None:  # a new file already at the last version
+        with db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?)",
+                (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)),
+            )
+    return found
