@@ -1,35 +1,68 @@
 """The model version the service embeds and searches with, and its open indexes.
 
 One object, shared by ingestion, search and search by example, so that which model is
-active is one fact in one place: a switch of version (the training worker, next issue)
-is one `use()`. Empty when no model could be loaded: the service then serves, answers
-`no_model` (503) where a model is needed, and says why in /readyz.
+active is one fact in one place. What it holds is a `Serving` snapshot — the embedder,
+the index registry and that version's index set — replaced whole by `use()` when the
+service switches versions (service/version_switch.py). A search batch reads the
+snapshot once and embeds and searches with it to the end, so no answer mixes versions.
+Empty when no model could be loaded: the service then serves, answers `no_model` (503)
+where a model is needed, and says why in /readyz.
 """
 
 from __future__ import annotations
 
-from indexer import IndexRegistry
+from dataclasses import dataclass
+
+from indexer import IndexRegistry, IndexSet
 from service.embedder import Embedder
 from service.errors import NoModel
 
 
+@dataclass(frozen=True)
+class Serving:
+    embedder: Embedder
+    indexes: IndexRegistry  # adds and removes go here (to this and a version being built)
+    index_set: IndexSet  # what searches of this version read
+
+    @property
+    def version(self) -> str:
+        return self.embedder.version
+
+
 class ActiveModel:
     def __init__(self) -> None:
-        self.embedder: Embedder | None = None
-        self.indexes: IndexRegistry | None = None
+        self._serving: Serving | None = None
 
     def use(self, embedder: Embedder, indexes: IndexRegistry) -> None:
-        self.embedder, self.indexes = embedder, indexes
+        """Serve `embedder`'s version from the registry's active set (one assignment)."""
+        if indexes.version != embedder.version:
+            raise ValueError(
+                f"indexes of {indexes.version} cannot serve model version {embedder.version}"
+            )
+        self._serving = Serving(embedder, indexes, indexes.active)
+
+    @property
+    def serving(self) -> Serving | None:
+        return self._serving
+
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._serving.embedder if self._serving else None
+
+    @property
+    def indexes(self) -> IndexRegistry | None:
+        return self._serving.indexes if self._serving else None
 
     @property
     def loaded(self) -> bool:
-        return self.embedder is not None and self.indexes is not None
+        return self._serving is not None
 
-    def require(self, so_that: str) -> tuple[Embedder, IndexRegistry]:
-        """(embedder, indexes), or NoModel saying what cannot be done without them."""
-        if self.embedder is None or self.indexes is None:
+    def require(self, so_that: str) -> Serving:
+        """The serving snapshot, or NoModel saying what cannot be done without one."""
+        serving = self._serving
+        if serving is None:
             raise NoModel(
                 f"no model is loaded, so {so_that}: set MMV_MODEL to a checkpoint folder "
                 "and restart"
             )
-        return self.embedder, self.indexes
+        return serving

@@ -22,6 +22,7 @@ from service.runtime import Runtime
 from service.searcher import Searcher
 from service.settings import Settings
 from service.storage import Storage
+from service.version_switch import VersionSwitch
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in its
 # thread pool, a thread hop per request that costs more than the check itself.
@@ -61,6 +62,10 @@ async def get_example_embedder(request: Request) -> ExampleEmbedder:
 
 async def get_media_files(request: Request) -> MediaFiles:
     return _runtime(request).media_files
+
+
+async def get_version_switch(request: Request) -> VersionSwitch:
+    return _runtime(request).switch
 
 
 def _scope_of(settings: Settings, presented: str) -> str | None:
@@ -106,3 +111,4 @@ IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 ExampleEmbedderDep = Annotated[ExampleEmbedder, Depends(get_example_embedder)]
 MediaFilesDep = Annotated[MediaFiles, Depends(get_media_files)]
+VersionSwitchDep = Annotated[VersionSwitch, Depends(get_version_switch)]

@@ -86,13 +86,6 @@ class NoModel(ServiceError):
     status, code = 503, "no_model"
 
 
-class NotImplementedYet(ServiceError):
-    """Training jobs and switching model versions, until the training worker (next
-    issue) implements them."""
-
-    status, code = 501, "not_implemented"
-
-
 def error_body(code: str, message: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if detail:

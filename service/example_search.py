@@ -3,6 +3,7 @@ embedded by a media worker with the active model, becomes the query's vector."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,13 @@ from service.searcher import NOTHING_TO_SEARCH_WITH
 from service.settings import Settings
 
 
+@dataclass(frozen=True)
+class Example:
+    kind: str
+    vectors: dict[str, np.ndarray]  # space -> vector
+    version: str  # the model version that embedded it
+
+
 class ExampleEmbedder:
     def __init__(
         self, settings: Settings, model: ActiveModel, pool: MediaPool, metrics: Metrics
@@ -28,15 +36,16 @@ class ExampleEmbedder:
         self.metrics = metrics
         self.limits = media_limits(settings)
 
-    async def embed(self, path: Path) -> tuple[str, dict[str, np.ndarray]]:
-        """(the example's kind, space -> its vector in that space), from its own
-        modality only (a video's pictures, not its sound). API errors for files that
-        cannot be used, as for uploads."""
-        embedder, _ = self.model.require(NOTHING_TO_SEARCH_WITH)
+    async def embed(self, path: Path) -> Example:
+        """The example's kind and its vector in each space, from its own modality only
+        (a video's pictures, not its sound), with the version that embedded it. API
+        errors for files that cannot be used, as for uploads."""
+        embedder = self.model.require(NOTHING_TO_SEARCH_WITH).embedder
         info = await read_info(path, self.limits, self.metrics)
         job = media_job(path, info, embedder, self.settings, modalities=(info.kind,))
         try:
             result = await self.pool.run(process_media, job)
         except (MediaError, ModelError, WorkerCrashed) as exc:
             raise as_api_error(exc) from None
-        return info.kind, {e.space: e.vector for e in result.embeddings if e.modality == info.kind}
+        vectors = {e.space: e.vector for e in result.embeddings if e.modality == info.kind}
+        return Example(info.kind, vectors, embedder.version)

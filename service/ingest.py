@@ -22,14 +22,12 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-from indexer import IndexRegistry
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo
 from model.transcripts import Transcript, TranscriptError, parse_transcript
 from service import errors
-from service.active_model import ActiveModel
+from service.active_model import ActiveModel, Serving
 from service.content_types import content_type_of
-from service.embedder import Embedder
 from service.media_errors import as_api_error
 from service.media_files import MediaFiles
 from service.media_jobs import media_job, media_limits, read_info
@@ -40,6 +38,8 @@ from service.storage import DuplicateContent, Embedding, ItemRow, NewItem, Stora
 from service.uploads import ReceivedUpload
 
 log = logging.getLogger("service.ingest")
+
+SWITCH_RETRIES = 3  # embeddings made just before a switch of versions are made again
 
 
 class Ingestor:
@@ -70,7 +70,7 @@ class Ingestor:
         self.media_lock = threading.Lock()
         self._background: set[asyncio.Task[Any]] = set()
 
-    def require_model(self) -> tuple[Embedder, IndexRegistry]:
+    def require_model(self) -> Serving:
         """The active model and its indexes; NoModel (503) before an upload is received,
         rather than after, when there is none."""
         return self.model.require("nothing can be embedded")
@@ -184,7 +184,6 @@ class Ingestor:
             self._stage("total", time.perf_counter() - started)
 
     async def _process(self, row: ItemRow, info: MediaInfo | None, asr: bool) -> ItemRow:
-        embedder, indexes = self.require_model()
         assert row.content_hash is not None
         path = self.media.path(row.content_hash)
         if info is None:
@@ -196,71 +195,113 @@ class Ingestor:
             and not row.transcript
             and row.kind != "image"
         )
-        job = media_job(path, info, embedder, self.settings, want_asr=want_asr)
-        result = await self.pool.run(process_media, job)
-        for stage, seconds in result.timings.items():
-            self._stage(stage, seconds)
-
         # Recognition that heard no words leaves the item without a transcript (null).
         transcript_text, source, vtt = row.transcript, row.transcript_source, None
-        if want_asr and result.transcript:
-            transcript_text, source = result.transcript.text, "asr"
-            vtt = result.transcript.to_vtt()
-        t = time.perf_counter()
-        stored = await self._run(
-            lambda: self.storage.items.mark_ready(
-                row.seq,
-                embedder.version,
-                result.embeddings,
-                list(info.modalities),
-                transcript_text,
-                source,
-                info.duration_s,
-                vtt,
+        for _ in range(SWITCH_RETRIES):
+            serving = self.require_model()
+            job = media_job(path, info, serving.embedder, self.settings, want_asr=want_asr)
+            job.cache_dir = str(self.settings.cache_dir)
+            job.content_hash = row.content_hash
+            result = await self.pool.run(process_media, job)
+            for stage, seconds in result.timings.items():
+                self._stage(stage, seconds)
+            if want_asr and result.transcript:
+                transcript_text, source = result.transcript.text, "asr"
+                vtt = result.transcript.to_vtt()
+            want_asr = False  # heard once is enough, whatever happens next
+            t = time.perf_counter()
+            stored = await asyncio.to_thread(
+                self._store_ready, serving, row.seq, result.embeddings, list(info.modalities),
+                transcript_text, source, info.duration_s, vtt,
+            )  # fmt: skip
+            self._stage("store", time.perf_counter() - t)
+            if stored is not None:
+                break
+            # The service switched model versions while this item was embedded: embed
+            # it again with the version that serves now, so it is found under it.
+        else:
+            raise errors.ServiceError(
+                "the model version kept changing while this item was processed"
             )
-        )
-        self._stage("store", time.perf_counter() - t)
         if stored:
-            await self._run(self._index_add, indexes, embedder.version, row.seq, result.embeddings)
             self.metrics.ingested.labels(row.kind, "ready").inc()
         fresh = await self._run(self.storage.items.get_by_seq, row.seq)
         if fresh is None:
             raise errors.NotFound(f"item {row.id!r} was deleted while it was processed")
         return fresh
 
-    def _index_add(
-        self, indexes: IndexRegistry, version: str, seq: int, embeddings: list[Embedding]
-    ) -> None:
-        t = time.perf_counter()
+    def _store_ready(
+        self,
+        serving: Serving,
+        seq: int,
+        embeddings: list[Embedding],
+        modalities: list[str],
+        transcript: str | None,
+        source: str | None,
+        duration_s: float | None,
+        vtt: str | None,
+    ) -> bool | None:
+        """Store the embeddings and flip the item to ready, then index it — unless the
+        serving version is no longer the one that embedded it (None: embed again). Under
+        the index lock, which a switch of versions holds while it swaps: an item is
+        stored under the version that serves when it is. False: deleted meanwhile."""
         with self.index_lock:
-            if self.storage.items.get_by_seq(seq) is None:  # deleted meanwhile
-                return
-            for e in embeddings:
-                indexes.add(version, e.space, e.modality, [seq], e.vector[None, :])
+            if self.model.serving is not serving:
+                return None
+            stored = self.storage.items.mark_ready(
+                seq, serving.version, embeddings, modalities, transcript, source, duration_s, vtt
+            )
+            if stored:
+                self._index_add(serving, seq, embeddings)
+            return stored
+
+    def _index_add(self, serving: Serving, seq: int, embeddings: list[Embedding]) -> None:
+        """Under the index lock: a delete cannot interleave (it would be resurrected)."""
+        t = time.perf_counter()
+        if self.storage.items.get_by_seq(seq) is None:  # deleted meanwhile
+            return
+        for e in embeddings:
+            serving.indexes.add(serving.version, e.space, e.modality, [seq], e.vector[None, :])
         self._stage("index", time.perf_counter() - t)
 
     # -- text items ----------------------------------------------------------------------
     async def ingest_text(self, text: str, metadata: dict[str, Any]) -> ItemRow:
         """Embed, then store the row with its embeddings in one transaction, then index."""
-        embedder, indexes = self.require_model()
         if len(text) > self.settings.max_text_chars:
             raise errors.TooLarge(
                 f"the text has {len(text)} characters; the limit is {self.settings.max_text_chars}",
                 {"max_chars": self.settings.max_text_chars},
             )
         loop = asyncio.get_running_loop()
-        t = time.perf_counter()
-        by_space = await loop.run_in_executor(self.text_executor, embedder.embed_texts, [text])
-        self._stage("embed", time.perf_counter() - t)
-        embeddings = [Embedding(space, "text", vec[0]) for space, vec in by_space.items()]
         new = NewItem(kind="text", modalities=["text"], status="ready", text=text,
                       metadata=metadata)  # fmt: skip
-        t = time.perf_counter()
-        row = await self._run(self.storage.items.create, new, embedder.version, embeddings)
-        self._stage("store", time.perf_counter() - t)
-        await self._run(self._index_add, indexes, embedder.version, row.seq, embeddings)
-        self.metrics.ingested.labels("text", "ready").inc()
-        return row
+        for _ in range(SWITCH_RETRIES):
+            serving = self.require_model()
+            t = time.perf_counter()
+            by_space = await loop.run_in_executor(
+                self.text_executor, serving.embedder.embed_texts, [text]
+            )
+            self._stage("embed", time.perf_counter() - t)
+            embeddings = [Embedding(space, "text", vec[0]) for space, vec in by_space.items()]
+            t = time.perf_counter()
+            row = await self._run(self._create_ready, serving, new, embeddings)
+            self._stage("store", time.perf_counter() - t)
+            if row is not None:
+                self.metrics.ingested.labels("text", "ready").inc()
+                return row
+        raise errors.ServiceError("the model version kept changing while this text was stored")
+
+    def _create_ready(
+        self, serving: Serving, new: NewItem, embeddings: list[Embedding]
+    ) -> ItemRow | None:
+        """Store a text item with its embeddings and index it, unless the serving version
+        changed since they were made (None)."""
+        with self.index_lock:
+            if self.model.serving is not serving:
+                return None
+            row = self.storage.items.create(new, serving.version, embeddings)
+            self._index_add(serving, row.seq, embeddings)
+            return row
 
     # -- delete and lifecycle ----------------------------------------------------------------
     def delete(self, row: ItemRow) -> None:

@@ -22,15 +22,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from model.asr.errors import ASRError
 from model.asr.recognizer import SAMPLE_RATE as ASR_SAMPLE_RATE
-from model.media import MediaInfo, MediaLimits, load_windows
+from model.embedding import embed_windows, media_windows
+from model.errors import ModelError
+from model.media import MediaError, MediaInfo, MediaLimits, Windows, load_windows
+from model.media.decode_cache import DecodeCache, DecodeCacheError
 from model.transcripts import Transcript
 from service.storage import Embedding
 
@@ -56,6 +61,37 @@ class MediaJob:
     limits: MediaLimits
     want_asr: bool = False
     modalities: tuple[str, ...] = ()  # which modalities to embed (default: all it has)
+    # A stored item's windows are kept in the decode cache (DATA_DIR/cache), so that
+    # re-indexing to another model version and training read them without ffmpeg.
+    cache_dir: str | None = None
+    content_hash: str | None = None
+
+
+@dataclass
+class StoredItem:
+    """A stored item to embed again with another model version (re-indexing)."""
+
+    seq: int
+    path: str
+    content_hash: str
+    modalities: tuple[str, ...]  # video, audio, image: what to embed
+    n_windows: int | None  # as ingestion decoded it (the cache entry's key)
+
+
+@dataclass
+class ReembedJob:
+    items: list[StoredItem]
+    model_dir: str
+    version: str
+    cache_dir: str
+    limits: MediaLimits
+
+
+@dataclass
+class ReembedResult:
+    embeddings: dict[int, list[Embedding]]  # seq -> its embeddings
+    failed: dict[int, str]  # seq -> why it could not be embedded
+    decoded: int  # items that were not in the cache and had to be decoded
 
 
 @dataclass
@@ -89,10 +125,13 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _embedder(model_dir: str, version: str) -> Any:
+    """The model of `version`, loaded once. Two are kept: while the service switches
+    versions, uploads use the serving one and re-indexing the next."""
     from service.embedder import Embedder, ModelHandle
 
     if version not in _embedders:
-        _embedders.clear()  # one model per child: an old version is not needed again
+        while len(_embedders) >= 2:
+            _embedders.pop(next(iter(_embedders)))  # the least recently loaded
         _embedders[version] = Embedder.load(ModelHandle(version, Path(model_dir)), "cpu")
     return _embedders[version]
 
@@ -126,14 +165,27 @@ def process_media(job: MediaJob) -> MediaResult:
 
     t = time.perf_counter()
     want_speech = job.want_asr and info.has_audio
-    windows = load_windows(
-        job.path,
-        embedder.config,
-        job.n_windows,
-        info,
-        limits=job.limits,
-        speech_rate=ASR_SAMPLE_RATE if want_speech else None,
-    )
+    cache = DecodeCache(job.cache_dir) if job.cache_dir and job.content_hash else None
+    windows = None
+    if cache is not None and not want_speech:  # embedding again (a switch of versions)
+        windows = _cached(cache, job.content_hash, embedder.config, job.n_windows)  # type: ignore[arg-type]
+    if windows is None:
+        windows = load_windows(
+            job.path,
+            embedder.config,
+            job.n_windows,
+            info,
+            limits=job.limits,
+            speech_rate=ASR_SAMPLE_RATE if want_speech else None,
+        )
+        if cache is not None:
+            cache.store_windows(
+                job.content_hash,
+                embedder.config,
+                job.n_windows,
+                windows,
+                Path(job.path).name,  # type: ignore[arg-type]
+            )
     timings["decode"] = time.perf_counter() - t
 
     transcript = None
@@ -152,6 +204,50 @@ def process_media(job: MediaJob) -> MediaResult:
         embeddings += [Embedding(space, modality, vec) for space, vec in out.items()]
     timings["embed"] = time.perf_counter() - t
     return MediaResult(embeddings, transcript, timings)
+
+
+def _cached(cache: DecodeCache, digest: str, config: Any, n_windows: int | None) -> Windows | None:
+    """The windows of a file decoded before, or None (not cached, or found damaged)."""
+    if not cache.has(cache.windows_entry(digest, config, n_windows)):
+        return None
+    try:
+        return cache.cached_windows(Path(digest), config, n_windows, digest=digest).load()
+    except (DecodeCacheError, MediaError, OSError):
+        return None
+
+
+def embed_stored(job: ReembedJob) -> ReembedResult:
+    """Embed stored items with `job.version`, their windows read from the decode cache
+    (decoded from their media, and kept, where missing). The windows of all the items
+    go through the model together, per modality, in batches."""
+    embedder = _embedder(job.model_dir, job.version)
+    cache = DecodeCache(job.cache_dir)
+    config = embedder.config
+    failed: dict[int, str] = {}
+    windows: dict[int, Windows] = {}
+    decoded = 0
+    for item in job.items:
+        try:
+            decoded += not cache.has(cache.windows_entry(item.content_hash, config, item.n_windows))
+            windows[item.seq] = cache.cached_windows(
+                Path(item.path), config, item.n_windows, limits=job.limits,
+                digest=item.content_hash,
+            ).load()  # fmt: skip
+        except (MediaError, ModelError, DecodeCacheError, OSError) as exc:
+            failed[item.seq] = str(exc)
+    out: dict[int, list[Embedding]] = {seq: [] for seq in windows}
+    for modality in ("video", "audio", "image"):
+        members = [i for i in job.items if i.seq in windows and modality in i.modalities]
+        if not members:
+            continue
+        arrays = [media_windows(windows[i.seq], modality) for i in members]
+        owner = np.concatenate([np.full(len(a), n) for n, a in enumerate(arrays)])
+        vectors = embed_windows(
+            embedder.model, modality, np.concatenate(arrays), owner, len(members)
+        )
+        for n, item in enumerate(members):
+            out[item.seq] += [Embedding(s, modality, v[n]) for s, v in vectors.items()]
+    return ReembedResult(out, failed, decoded)
 
 
 # -- parent side --------------------------------------------------------------------------
@@ -175,21 +271,45 @@ class MediaPool:
         for _ in range(self.workers):
             self._executor.submit(warm_up, str(model_dir), version, with_asr)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    def _running(self) -> ProcessPoolExecutor:
         if self._executor is None:
             raise WorkerCrashed("the media pool is not running")
-        executor = self._executor
+        return self._executor
+
+    def _restart(self, broken: ProcessPoolExecutor) -> WorkerCrashed:
+        log.error("a media worker process died; restarting the pool")
+        if self._executor is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.start()
+        return WorkerCrashed(
+            "processing this file made a worker process die (too big to decode in "
+            "memory, or a crash in a decoder)"
+        )
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        executor = self._running()
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except BrokenProcessPool:
-            log.error("a media worker process died; restarting the pool")
-            if self._executor is executor:
-                executor.shutdown(wait=False, cancel_futures=True)
-                self.start()
-            raise WorkerCrashed(
-                "processing this file made a worker process die (too big to decode in "
-                "memory, or a crash in a decoder)"
-            ) from None
+            raise self._restart(executor) from None
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """For threads other than the event loop's (re-indexing): a future to wait on;
+        `result()` raises WorkerCrashed when a child died (the pool restarts)."""
+        executor = self._running()
+        inner = executor.submit(fn, *args)
+        outer: Future[T] = Future()
+
+        def done(future: Future[T]) -> None:
+            try:
+                outer.set_result(future.result())
+            except BrokenProcessPool:
+                outer.set_exception(self._restart(executor))
+            except BaseException as exc:  # the function's own error, passed on as it is
+                outer.set_exception(exc)
+
+        inner.add_done_callback(done)
+        return outer
 
     def shutdown(self, grace_s: float = 5.0) -> None:
         """Stop the children. Called after uploads in flight are finished, so what may

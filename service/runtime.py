@@ -5,6 +5,9 @@ Start: data directory -> storage -> model (registered from MMV_MODEL at first st
 processes -> search batcher -> items left `processing` resume -> demo corpus when
 the data directory is empty and MMV_DEMO_CLIPS > 0.
 
+Then, in the background: index upkeep every minute, and the watch for a model version
+to switch to (service/version_switch.py).
+
 Stop (after uvicorn has finished the in-flight requests): background processing is
 drained, the batcher stops, indexes are saved, workers and storage close.
 
@@ -32,6 +35,7 @@ from service.prometheus import Metrics
 from service.searcher import Searcher
 from service.settings import Settings
 from service.storage import Storage
+from service.version_switch import VersionSwitch
 
 log = logging.getLogger("service.runtime")
 
@@ -75,7 +79,11 @@ class Runtime:
         )
         self.searcher = Searcher(self.storage, self.model, metrics, self.search_executor, settings)
         self.examples = ExampleEmbedder(settings, self.model, self.media_pool, metrics)
+        self.switch = VersionSwitch(
+            settings, self.storage, self.model, self.ingestor, self.media_pool, metrics
+        )
         self._upkeep: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     # -- start-up ----------------------------------------------------------------------
     def load_model_and_indexes(self) -> None:
@@ -120,7 +128,9 @@ class Runtime:
             resumed = await asyncio.to_thread(self.ingestor.resume_pending)
             if resumed:
                 log.info("resuming %d items left processing by the last run", resumed)
-        self._upkeep = asyncio.get_running_loop().create_task(self._upkeep_loop())
+        loop = asyncio.get_running_loop()
+        self._upkeep = loop.create_task(self._upkeep_loop())
+        self._watch = loop.create_task(self.switch.watch())
         await ensure_demo_corpus(self.settings, self.storage, self.ingestor)
 
     async def _upkeep_loop(self) -> None:
@@ -132,7 +142,11 @@ class Runtime:
                 log.exception("index upkeep failed; retrying in %.0f s", UPKEEP_EVERY_S)
 
     def upkeep(self) -> None:
-        """Rebuild indexes that outgrew their type (logged by the indexer), save changes."""
+        """Rebuild indexes that outgrew their type (logged by the indexer), save changes;
+        put the jobs of workers that died back in the queue (with no worker running,
+        nothing else would)."""
+        for job in self.storage.jobs.expire_leases():
+            log.warning("training job %s: %s", job.id, job.error)
         if self.model.indexes is not None:
             self.model.indexes.maintain()
             self.model.indexes.save()
@@ -140,8 +154,9 @@ class Runtime:
     # -- shutdown ----------------------------------------------------------------------
     async def stop(self) -> None:
         await self.ingestor.drain(self.settings.shutdown_timeout_s)
-        if self._upkeep is not None:
-            self._upkeep.cancel()
+        for task in (self._upkeep, self._watch):
+            if task is not None:
+                task.cancel()
         await self.searcher.batcher.stop()
         if self.model.indexes is not None:
             try:

@@ -104,6 +104,13 @@ class JobProgress(BaseModel):
     steps: int | None = None
     loss: float | None = None
     eta_s: float | None = None
+    clips_per_s: float | None = None
+    stage: str | None = Field(
+        None, description="preparing | training | evaluating | saving | activating"
+    )
+    history: list[list[float]] = Field(
+        default_factory=list, description="the loss curve so far: [step, loss] pairs"
+    )
 
 
 class Job(BaseModel):
@@ -115,10 +122,27 @@ class Job(BaseModel):
     model_version: str | None
     activated: bool
     error: str | None
+    request: dict[str, Any] = Field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="the clips it trains on, its held-out slice, recipe"
+    )
 
 
 class JobList(BaseModel):
     jobs: list[Job]
+
+
+class Reindex(BaseModel):
+    to_version: str
+    done: int
+    total: int
+    stage: str | None = Field(
+        None, description="loading | embedding | indexing | catching_up | swapping"
+    )
 
 
 class ModelInfo(BaseModel):
@@ -128,6 +152,9 @@ class ModelInfo(BaseModel):
     config: dict[str, Any]
     metrics: dict[str, Any]
     parent: str | None
+    state: Literal["active", "activating", "inactive"] = "inactive"
+    job_id: str | None = Field(None, description="the training job that made it")
+    reindex: Reindex | None = None
 
 
 class ModelList(BaseModel):
@@ -136,12 +163,6 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
-
-
-class Reindex(BaseModel):
-    to_version: str
-    done: int
-    total: int
 
 
 class Ready(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer import IndexRegistry
+from indexer import IndexSet
 from service.active_model import ActiveModel
 from service.embedder import Embedder
 from service.errors import (
@@ -41,6 +41,13 @@ from service.storage import READY_CACHE_ITEMS, ItemRow, Storage
 NOTHING_TO_SEARCH_WITH = "there is nothing to search with"
 
 
+class VersionChanged(ServiceError):
+    """The service switched model versions between embedding an example and searching
+    with it; the caller embeds it again with the new version."""
+
+    status, code = 503, "version_changed"
+
+
 @dataclass
 class Query:
     """One search, resolved as far as it can be without touching storage or the model."""
@@ -54,6 +61,7 @@ class Query:
     filter: dict[str, Any] | None = None
     exclude_seq: int | None = None
     kind: str = "text"  # text | item | vector | example: for metrics
+    version: str | None = None  # the model version that embedded `vector` (an example)
     future: asyncio.Future[Any] | None = field(default=None, repr=False)
     enqueued: float = 0.0
 
@@ -113,8 +121,7 @@ class Searcher:
 
     def require_model(self) -> Embedder:
         """The active model's embedder; NoModel when there is none."""
-        embedder, _ = self.model.require(NOTHING_TO_SEARCH_WITH)
-        return embedder
+        return self.model.require(NOTHING_TO_SEARCH_WITH).embedder
 
     def _item_json(self, seq: int, row: ItemRow) -> str:
         """An item's JSON, cached for ready items: they only change by being deleted, and
@@ -173,10 +180,11 @@ class Searcher:
         embeddings: dict[str, np.ndarray],
         target: str,
         k: int,
+        version: str,
     ) -> Query:
-        """An uploaded example (not stored), already embedded: space -> vector."""
+        """An uploaded example (not stored), already embedded by `version`: space -> vector."""
         space = _space(self.require_model(), kind, target)
-        return Query(target, k, space, vector=embeddings[space], kind="example")
+        return Query(target, k, space, vector=embeddings[space], kind="example", version=version)
 
     async def search(self, query: Query) -> Answer:
         self.metrics.child(self.metrics.searches, query.kind, query.target).inc()
@@ -184,11 +192,17 @@ class Searcher:
 
     # -- one batch (search thread) ----------------------------------------------------
     def run_batch(self, batch: list[Query]) -> list[Answer | ServiceError]:
-        # One model for the whole batch, even if the active version changes meanwhile.
-        embedder, indexes = self.model.require(NOTHING_TO_SEARCH_WITH)
+        # One model version for the whole batch, its embedder and its index set, even if
+        # the service switches versions meanwhile: no answer mixes two.
+        serving = self.model.require(NOTHING_TO_SEARCH_WITH)
+        embedder, indexes = serving.embedder, serving.index_set
         answers: list[Answer | ServiceError | None] = [None] * len(batch)
         for i, q in enumerate(batch):
-            if q.item_id is not None:
+            if q.version is not None and q.version != serving.version:
+                answers[i] = VersionChanged(
+                    f"the example was embedded by {q.version}; {serving.version} serves now"
+                )
+            elif q.item_id is not None:
                 try:
                     self._resolve_item(q, embedder)
                 except ServiceError as exc:
@@ -275,9 +289,7 @@ def _space(embedder: Embedder, query_modality: str, target: str) -> str:
     return space
 
 
-def _search_one(
-    indexes: IndexRegistry, q: Query, allowed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _search_one(indexes: IndexSet, q: Query, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A filtered search: only `allowed` seqs (minus the query item) can be found."""
     assert q.space is not None and q.vector is not None
     if q.exclude_seq is not None:

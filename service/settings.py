@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     index_memory_mb: int = Field(2048, ge=64)  # CPU memory for one version's indexes
 
+    # The training worker (`python -m service.worker`) and switching model versions.
+    train_nproc: int = Field(1, ge=1, le=256)  # > 1: training runs under torchrun (DDP)
+    retrain_after_items: int = Field(0, ge=0)  # 0: off; N: queue a job after N new sounds
+    job_lease_s: float = Field(30.0, ge=1.0)  # a worker silent this long is taken as dead
+    worker_poll_s: float = Field(2.0, gt=0)  # how often an idle worker looks for a job
+    switch_poll_s: float = Field(1.0, gt=0)  # how often the API looks for a version to use
+
     # Operations.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
@@ -128,6 +135,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
 
     @property
     def tmp_dir(self) -> Path:

@@ -277,6 +277,21 @@ class DecodeCache:
         publish_dir(entry, lambda tmp: _write_windows(tmp, windows, path.name))
         return _open_windows(entry)
 
+    def store_windows(
+        self,
+        digest: str,
+        config: ModelConfig,
+        n_windows: int | None,
+        windows: Windows,
+        source: str = "",
+    ) -> Path:
+        """Keep windows decoded elsewhere (the service decodes an upload once, for its
+        embedding and its speech recognition) as the entry `cached_windows` would make."""
+        entry = self.windows_entry(digest, config, n_windows)
+        if not self.has(entry):
+            publish_dir(entry, lambda tmp: _write_windows(tmp, windows, source))
+        return entry
+
 
 def cached_windows(
     cache_dir: str | Path,

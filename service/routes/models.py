@@ -1,22 +1,42 @@
-"""Model versions: list them; activate one.
-
-Activating another version answers 501 (NotImplementedYet) until the training worker
-(next issue) brings re-indexing into new indexes and the switch.
-"""
+"""Model versions: list them, activate one (the service re-indexes, then switches), and
+delete an inactive one with its embeddings, indexes and files."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import shutil
+from typing import Any
 
-from service.deps import ReadAccess, StorageDep, WriteAccess
-from service.errors import NotFound, NotImplementedYet
-from service.schemas import ModelInfo, ModelList
+from fastapi import APIRouter, Response
+
+from service.deps import (
+    ReadAccess,
+    SettingsDep,
+    StorageDep,
+    VersionSwitchDep,
+    WriteAccess,
+)
+from service.errors import Conflict, NotFound
+from service.schemas import ModelInfo, ModelList, Reindex
 from service.storage import ModelRow
+from service.version_switch import VersionSwitch
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong API key"},
+    403: {"description": "the key lacks write scope"},
+    404: {"description": "not_found: no such version"},
+}
 
-def model_view(row: ModelRow) -> ModelInfo:
+
+def model_view(row: ModelRow, target: str | None, switch: VersionSwitch) -> ModelInfo:
+    state = "active" if row.active else "activating" if row.version == target else "inactive"
+    status = switch.status
+    reindex = None
+    if state == "activating" and status is not None and status.to_version == row.version:
+        reindex = Reindex(
+            to_version=row.version, done=status.done, total=status.total, stage=status.stage
+        )
     return ModelInfo(
         version=row.version,
         active=row.active,
@@ -24,23 +44,65 @@ def model_view(row: ModelRow) -> ModelInfo:
         config=row.config,
         metrics=row.metrics,
         parent=row.parent,
+        state=state,  # type: ignore[arg-type]
+        job_id=row.job_id,
+        reindex=reindex,
     )
 
 
-@router.get("", response_model=ModelList)
-def list_models(_: ReadAccess, storage: StorageDep) -> ModelList:
-    return ModelList(models=[model_view(m) for m in storage.models.all()])
-
-
-@router.post("/{version}/activate", response_model=ModelInfo)
-def activate_model(version: str, _: WriteAccess, storage: StorageDep) -> ModelInfo:
+def _known(storage: StorageDep, version: str) -> ModelRow:
     row = storage.models.get(version)
     if row is None:
         known = ", ".join(m.version for m in storage.models.all()) or "none"
         raise NotFound(f"no model version {version!r} (registered: {known})")
-    if row.active:
-        return model_view(row)  # already serving: nothing to re-index
-    raise NotImplementedYet(
-        "switching to another model version (re-embedding every item into new indexes) "
-        "is not available in this version of the service: it lands with the training worker"
-    )
+    return row
+
+
+@router.get("", response_model=ModelList)
+def list_models(_: ReadAccess, storage: StorageDep, switch: VersionSwitchDep) -> ModelList:
+    target = storage.models.target()
+    return ModelList(models=[model_view(m, target, switch) for m in storage.models.all()])
+
+
+@router.post("/{version}/activate", response_model=ModelInfo, responses=_RESPONSES)
+def activate_model(
+    version: str, _: WriteAccess, storage: StorageDep, switch: VersionSwitchDep
+) -> ModelInfo:
+    """Switch the service to this version: its embeddings and indexes are built in the
+    background while the active version keeps answering, then it takes over (`state`
+    is `activating` meanwhile; /readyz shows the progress). Activating the active
+    version calls off a switch in progress; any older version can be rolled back to."""
+    row = _known(storage, version)
+    storage.models.request_switch(version)
+    switch.check()  # start now rather than at the next poll
+    return model_view(row, storage.models.target(), switch)
+
+
+@router.delete(
+    "/{version}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        **_RESPONSES,
+        409: {"description": "conflict: the version serves or is being activated"},
+    },
+)
+def delete_model(
+    version: str, _: WriteAccess, storage: StorageDep, settings: SettingsDep
+) -> Response:
+    """Remove an inactive version: its embeddings (one transaction), then its indexes and
+    files."""
+    _known(storage, version)
+    try:
+        storage.models.delete(version)
+    except KeyError:
+        raise NotFound(f"no model version {version!r}") from None
+    except ValueError:
+        raise Conflict(
+            f"model version {version!r} serves or is being switched to: activate another "
+            "version first",
+            {"version": version},
+        ) from None
+    for folder in (settings.indexes_dir / version, settings.models_dir / version):
+        shutil.rmtree(folder, ignore_errors=True)
+    return Response(status_code=204)

@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service.active_model import ActiveModel
-from service.deps import ActiveModelDep, MetricsDep, ReadAccess, StorageDep
+from service.deps import ActiveModelDep, MetricsDep, ReadAccess, StorageDep, VersionSwitchDep
 from service.errors import NotFound, error_body
 from service.schemas import Health, Ready, Reindex
+from service.version_switch import VersionSwitch
 
 router = APIRouter(tags=["operations"])
 
@@ -27,8 +28,8 @@ async def healthz() -> JSONResponse:
     response_model=Ready,
     responses={503: {"model": Ready, "description": "no model loaded or indexes not serving"}},
 )
-async def readyz(model: ActiveModelDep) -> JSONResponse:
-    body = readiness(model).model_dump()
+async def readyz(model: ActiveModelDep, switch: VersionSwitchDep) -> JSONResponse:
+    body = readiness(model, switch).model_dump()
     if model.loaded:
         return JSONResponse(body)
     # The contract's readiness fields plus the error shape every status >= 400 carries.
@@ -36,18 +37,23 @@ async def readyz(model: ActiveModelDep) -> JSONResponse:
     return JSONResponse(body, status_code=503)
 
 
-def readiness(model: ActiveModel) -> Ready:
+def readiness(model: ActiveModel, switch: VersionSwitch) -> Ready:
+    """What serves, and a switch to another version while one runs: items embedded
+    again out of those to embed, then (stage `indexing`) the new indexes' progress."""
+    serving = model.serving
     embedder, indexes = model.embedder, model.indexes
-    status = indexes.rebuild_status() if indexes else None
+    status = switch.status
     reindex = None
-    if status and status.get("state") in ("building", "catching_up"):
-        reindex = Reindex(
-            to_version=status["to_version"], done=status["done"], total=status["total"]
-        )
+    if status is not None and status.running and serving is not None:
+        done, total = status.done, status.total
+        built = indexes.rebuild_status() if indexes else None
+        if status.stage == "indexing" and built and built.get("to_version") == status.to_version:
+            done, total = int(built["done"]), int(built["total"])
+        reindex = Reindex(to_version=status.to_version, done=done, total=total, stage=status.stage)
     return Ready(
         model_version=embedder.version if embedder else None,
         device=embedder.device_kind if embedder else "cpu",  # type: ignore[arg-type]
-        indexes=indexes.active.counts() if indexes else {},
+        indexes=serving.index_set.counts() if serving else {},
         reindex=reindex,
     )
 

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from service.deps import ExampleEmbedderDep, ReadAccess, SearcherDep, SettingsDep
 from service.errors import InvalidRequest
 from service.schemas import MODALITY_NAMES, ItemQuery, SearchRequest, SearchResults, TextQuery
-from service.searcher import results_json
+from service.searcher import VersionChanged, results_json
 from service.text_search import form_int, text_search
 from service.uploads import received_upload
 
@@ -100,6 +100,15 @@ async def search_by_example(
             )
         k = form_int(upload.fields.get("k"), default=10, low=1, high=1000, name="k")
         assert upload.path is not None
-        kind, embeddings = await examples.embed(upload.path)
-    answer = await searcher.search(searcher.example_query(kind, embeddings, target, k))
+        for attempt in range(3):
+            example = await examples.embed(upload.path)
+            query = searcher.example_query(
+                example.kind, example.vectors, target, k, example.version
+            )
+            try:
+                answer = await searcher.search(query)
+                break
+            except VersionChanged:  # a switch of model versions came between: again
+                if attempt == 2:
+                    raise
     return Response(results_json(answer, started), media_type=JSON)

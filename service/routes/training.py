@@ -1,21 +1,22 @@
-"""Training jobs. Listing works; starting and cancelling answer 501 (NotImplementedYet)
-until the training worker (next issue) lands."""
+"""Training jobs: queue one, follow it, cancel it. `python -m service.worker` runs them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
-from service.deps import ReadAccess, StorageDep, WriteAccess
-from service.errors import NotFound, NotImplementedYet
+from service.deps import ActiveModelDep, ReadAccess, StorageDep, WriteAccess
+from service.errors import Conflict, NoModel, NotFound
 from service.schemas import Job, JobList, JobProgress, TrainingJobIn
 from service.storage import JobRow
 
 router = APIRouter(prefix="/v1/training", tags=["training"])
 
-_NOT_YET = (
-    "training from the stored items is not available in this version of the service: "
-    "the training worker is not installed yet (train offline with `python -m model.train`)"
-)
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong API key"},
+    403: {"description": "the key lacks write scope"},
+}
 
 
 def job_view(row: JobRow) -> Job:
@@ -28,12 +29,33 @@ def job_view(row: JobRow) -> Job:
         model_version=row.model_version,
         activated=row.activated,
         error=row.error,
+        request={k: v for k, v in row.request.items() if k != "queued_after_seq"},
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        cancel_requested=row.cancel_requested,
+        attempts=row.attempts,
+        data=row.data,
     )
 
 
-@router.post("/jobs", status_code=202, response_model=Job)
-async def start_job(body: TrainingJobIn, _: WriteAccess) -> Job:
-    raise NotImplementedYet(_NOT_YET)
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=Job,
+    responses={**_RESPONSES, 503: {"description": "no_model: nothing to start from"}},
+)
+def start_job(
+    body: TrainingJobIn, _: WriteAccess, storage: StorageDep, model: ActiveModelDep
+) -> Job:
+    """Queue a training job; a worker (`python -m service.worker`) claims it."""
+    if not model.loaded:
+        raise NoModel(
+            "no model is loaded, so there is nothing to train from or compare with: set "
+            "MMV_MODEL to a checkpoint folder and restart"
+        )
+    request = body.model_dump()
+    request["queued_after_seq"] = storage.items.last_seq()  # for automatic retraining
+    return job_view(storage.jobs.create(request))
 
 
 @router.get("/jobs", response_model=JobList)
@@ -49,8 +71,22 @@ def get_job(job_id: str, _: ReadAccess, storage: StorageDep) -> Job:
     return job_view(row)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=Job)
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=Job,
+    responses={**_RESPONSES, 409: {"description": "conflict: the job has already ended"}},
+)
 def cancel_job(job_id: str, _: WriteAccess, storage: StorageDep) -> Job:
-    if storage.jobs.get(job_id) is None:
+    """A queued job is cancelled at once; a running one stops at its next step (then
+    `cancelled`, its half-made run removed); `cancel_requested` says it was asked."""
+    before = storage.jobs.get(job_id)
+    if before is None:
         raise NotFound(f"no training job {job_id!r}")
-    raise NotImplementedYet(_NOT_YET)
+    if before.finished:
+        raise Conflict(
+            f"training job {job_id!r} has already {before.status}: there is nothing to cancel",
+            {"status": before.status},
+        )
+    row = storage.jobs.request_cancel(job_id)
+    assert row is not None
+    return job_view(row)

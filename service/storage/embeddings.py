@@ -38,6 +38,18 @@ class Embeddings:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    def add_for_stored(self, version: str, rows: Sequence[tuple[int, Embedding]]) -> int:
+        """Another version's vectors for items already stored (re-indexing), in one
+        transaction; items deleted meanwhile are skipped, not brought back. Returns how
+        many vectors were written."""
+        with self._db.transaction() as conn:
+            cur = conn.executemany(
+                "INSERT OR REPLACE INTO embeddings (version, space, modality, item_seq, vector)"
+                " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM items WHERE seq = ?)",
+                [(version, e.space, e.modality, seq, _blob(e.vector), seq) for seq, e in rows],
+            )
+        return int(cur.rowcount)
+
     def get(self, seq: int, version: str, space: str, modality: str) -> np.ndarray | None:
         row = (
             self._db.connection()

@@ -20,7 +20,7 @@ import numpy as np
 from service.storage.database import Database
 from service.storage.embeddings import SQLITE_MAX_PARAMS, insert_embeddings
 from service.storage.errors import DuplicateContent
-from service.storage.rows import Embedding, ItemRow, NewItem, now_rfc3339
+from service.storage.rows import Embedding, ItemRow, NewItem, TrainingClip, now_rfc3339
 
 READY_CACHE_ITEMS = 50_000  # item rows kept in memory for joining search results
 
@@ -253,6 +253,58 @@ class Items:
 
     def count(self) -> int:
         return int(self._db.connection().execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    # -- what training and switching versions read ---------------------------------------
+    def training_clips(self) -> list[TrainingClip]:
+        """Ready media items with pictures and sound, oldest first, with their timed
+        transcripts (uploaded or from speech recognition): the training worker's data."""
+        rows = self._db.connection().execute(
+            "SELECT seq, id, content_hash, duration_s, transcript, transcript_vtt FROM items"
+            " WHERE status = 'ready' AND content_hash IS NOT NULL"
+            " AND modalities LIKE '%\"video\"%' AND modalities LIKE '%\"audio\"%'"
+            " ORDER BY seq"
+        )
+        return [TrainingClip(*r) for r in rows]
+
+    def count_with_sound_after(self, seq: int) -> int:
+        """Ready items with sound whose seq is above `seq` (new since a training job)."""
+        row = (
+            self._db.connection()
+            .execute(
+                "SELECT COUNT(*) FROM items WHERE seq > ? AND status = 'ready'"
+                " AND modalities LIKE '%\"audio\"%'",
+                (seq,),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def last_seq(self) -> int:
+        row = self._db.connection().execute("SELECT COALESCE(MAX(seq), 0) FROM items").fetchone()
+        return int(row[0])
+
+    def lacking_embeddings(self, version: str, limit: int, after_seq: int = 0) -> list[ItemRow]:
+        """Ready items with no embedding of `version` yet (seq order, from after_seq):
+        what a switch to that version still has to embed."""
+        rows = self._db.connection().execute(
+            f"SELECT {_COLUMNS} FROM items WHERE status = 'ready' AND seq > ?"
+            " AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.item_seq = items.seq"
+            " AND e.version = ?) ORDER BY seq LIMIT ?",
+            (after_seq, version, limit),
+        )
+        return [ItemRow.from_row(r) for r in rows]
+
+    def count_lacking_embeddings(self, version: str) -> int:
+        row = (
+            self._db.connection()
+            .execute(
+                "SELECT COUNT(*) FROM items WHERE status = 'ready' AND NOT EXISTS"
+                " (SELECT 1 FROM embeddings e WHERE e.item_seq = items.seq AND e.version = ?)",
+                (version,),
+            )
+            .fetchone()
+        )
+        return int(row[0])
 
     def seqs_matching(self, filters: dict[str, Any]) -> np.ndarray:
         """Seqs of items whose metadata has every key with exactly that value (int64, sorted)."""

@@ -194,6 +194,18 @@ class Jobs:
             )
         return cur.rowcount > 0
 
+    def release(self, job_id: str, owner: str, reason: str) -> bool:
+        """Give a running job back to the queue (its worker is stopping); the claim does
+        not count as an attempt."""
+        with self._db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = 'queued', error = ?, lease_owner = NULL,"
+                " lease_expires = NULL, attempts = MAX(0, attempts - 1), updated_at = ?"
+                " WHERE id = ? AND lease_owner = ? AND status = 'running'",
+                (reason, now_rfc3339(), job_id, owner),
+            )
+        return cur.rowcount > 0
+
     def finish(self, job_id: str, owner: str, status: str, error: str | None = None) -> bool:
         """End a job `owner` runs: succeeded, failed or cancelled."""
         if status not in JOB_FINISHED:

@@ -45,6 +45,18 @@ class ItemRow:
         return cls(*values)
 
 
+@dataclass(frozen=True)
+class TrainingClip:
+    """A stored item the training worker can learn from (pictures and sound)."""
+
+    seq: int
+    id: str
+    content_hash: str
+    duration_s: float | None
+    transcript: str | None
+    transcript_vtt: str | None  # timed segments: uploaded WebVTT/SRT or speech recognition
+
+
 @dataclass
 class NewItem:
     """What ingestion knows about an item before it is processed."""

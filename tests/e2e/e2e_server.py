@@ -114,6 +114,55 @@ def running_server(
         server.stop()
 
 
+@dataclass
+class Worker:
+    """A real `python -m service.worker` on the same data directory as a server."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                raise ServerFailed(
+                    f"the worker did not stop within {timeout_s:.0f} s:\n{self.log()[-3000:]}"
+                ) from None
+        return int(self.process.returncode)
+
+
+def start_worker(data_dir: Path, model_dir: Path, log_path: Path, **settings: str) -> Worker:
+    """Start `python -m service.worker` with the server's settings (no port needed)."""
+    env = server_env(data_dir, model_dir, 0, **settings)
+    env.pop("OMP_NUM_THREADS")  # training uses the cores (the worker sets it per run)
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.worker"], cwd=REPO, env=env, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    return Worker(process, log_path)
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, every_s: float = 0.25) -> Any:
+    """Poll `predicate()` until it returns something true; AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {value!r})")
+        time.sleep(every_s)
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()

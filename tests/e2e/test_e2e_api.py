@@ -638,17 +638,32 @@ def test_every_error_has_the_contract_shape(client: httpx.Client, media: dict[st
 
 
 def test_training_and_model_routes(client: httpx.Client) -> None:
-    assert_error(client.post("/v1/training/jobs", json={}), 501, "not_implemented")
     assert client.get("/v1/training/jobs").json() == {"jobs": []}
+    # No worker runs beside this server: a job waits in the queue until cancelled.
+    queued = client.post("/v1/training/jobs", json={})
+    assert queued.status_code == 202, queued.text
+    job = queued.json()
+    assert job["status"] == "queued" and job["progress"]["step"] == 0
+    assert job["request"] == {"init": "active", "steps": None, "activate": "auto"}
+    assert RFC3339.match(job["created_at"]) and job["model_version"] is None
+    assert client.get(f"/v1/training/jobs/{job['id']}").json()["status"] == "queued"
+    assert [j["id"] for j in client.get("/v1/training/jobs").json()["jobs"]] == [job["id"]]
+    cancelled = client.post(f"/v1/training/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert_error(client.post(f"/v1/training/jobs/{job['id']}/cancel"), 409, "conflict")
+    for bad in ({"init": "nope"}, {"steps": 0}, {"activate": "maybe"}, {"extra": 1}):
+        assert_error(client.post("/v1/training/jobs", json=bad), 422, "invalid_request")
     assert_error(client.get("/v1/training/jobs/nope"), 404, "not_found")
     assert_error(client.post("/v1/training/jobs/nope/cancel"), 404, "not_found")
     models = client.get("/v1/models").json()["models"]
-    assert len(models) == 1 and models[0]["active"] is True
+    assert len(models) == 1 and models[0]["active"] is True and models[0]["state"] == "active"
     assert models[0]["config"]["name"] == "tiny" and models[0]["parent"] is None
     assert RFC3339.match(models[0]["created_at"])
     again = client.post(f"/v1/models/{models[0]['version']}/activate")
     assert again.status_code == 200 and again.json()["version"] == models[0]["version"]
     assert_error(client.post("/v1/models/nope/activate"), 404, "not_found")
+    assert_error(client.delete(f"/v1/models/{models[0]['version']}"), 409, "conflict")
+    assert_error(client.delete("/v1/models/nope"), 404, "not_found")
 
 
 # -- operations ------------------------------------------------------------------------
@@ -689,7 +704,8 @@ def test_operations_endpoints(client: httpx.Client, items: dict[str, dict[str, A
         ("/v1/search/upload", "post"), ("/v1/training/jobs", "post"),
         ("/v1/training/jobs", "get"), ("/v1/training/jobs/{job_id}", "get"),
         ("/v1/training/jobs/{job_id}/cancel", "post"), ("/v1/models", "get"),
-        ("/v1/models/{version}/activate", "post"), ("/healthz", "get"), ("/readyz", "get"),
+        ("/v1/models/{version}/activate", "post"), ("/v1/models/{version}", "delete"),
+        ("/healthz", "get"), ("/readyz", "get"),
         ("/metrics", "get"),
     ]:  # fmt: skip
         assert method in spec["paths"][path], (path, method)

@@ -1,0 +1,293 @@
+"""Switching the service to another model version while it keeps answering.
+
+The database says which version should serve (`storage.models.target()`: set by
+`POST /v1/models/{v}/activate` or by a training job's auto-activation, from any
+process); this process notices within MMV_SWITCH_POLL_S and, in a background thread:
+
+1. loads the new model;
+2. embeds every ready item that has no vector of the new version yet, with the media
+   worker processes, its windows read from the decode cache (DATA_DIR/cache; decoded
+   from the media file where missing), texts with the new text tower here; the vectors
+   go to the database (the truth) as they come;
+3. builds the new version's indexes from the database beside the serving ones;
+4. catches up: items uploaded meanwhile were embedded by the serving version, so they
+   are embedded again, until few are left;
+5. swaps, holding the ingestion index lock (uploads wait a moment; searches never do):
+   the last few items are embedded, the database makes the new version active in one
+   transaction, the indexes catch up with the database one last time and take the
+   place of the old ones, and the new model starts embedding queries — one assignment
+   of the serving snapshot (service/active_model.py).
+
+Searches answer from the old version until the swap and from the new one after it;
+each search batch reads one snapshot, so no answer mixes the two. An upload embedded
+by the old version that finishes after the swap is embedded again (service/ingest.py).
+The active version changes only in that one transaction, so a process killed at any
+moment restarts serving one whole version, and goes on with the switch from the
+vectors already stored. A version's vectors stay after a switch away from it: rolling
+back embeds only what came since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from indexer import RebuildError
+from service.active_model import ActiveModel
+from service.embedder import Embedder, ModelHandle
+from service.indexes import StorageSource, layout_of
+from service.ingest import Ingestor
+from service.media_jobs import media_limits
+from service.media_worker import MediaPool, ReembedJob, ReembedResult, StoredItem, embed_stored
+from service.prometheus import Metrics
+from service.settings import Settings
+from service.storage import Embedding, ItemRow, Storage
+
+log = logging.getLogger("service.switch")
+
+CHUNK = 32  # items a media worker embeds in one task
+IN_FLIGHT = 4  # tasks queued at once (two per worker keeps both busy)
+TEXT_CHUNK = 256
+SWAP_WHEN_LEFT = 64  # catch up until at most this many items remain, then swap
+RETRY_AFTER_S = 30.0  # a failed switch is tried again after this long
+
+
+class SwitchCalledOff(Exception):
+    """The target changed (another version asked for, or the active one again)."""
+
+
+@dataclass
+class SwitchStatus:
+    to_version: str
+    stage: (
+        str  # loading | embedding | indexing | catching_up | swapping | done | failed | called_off
+    )
+    done: int = 0  # items embedded with the new version in this switch
+    total: int = 0  # items that had to be
+    failed_items: int = 0
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.stage not in ("done", "failed", "called_off")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VersionSwitch:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        model: ActiveModel,
+        ingestor: Ingestor,
+        pool: MediaPool,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.model = model
+        self.ingestor = ingestor
+        self.pool = pool
+        self.metrics = metrics
+        self.status: SwitchStatus | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._failed_at: dict[str, float] = {}
+
+    # -- noticing a target -------------------------------------------------------------
+    async def watch(self) -> None:
+        """Poll the database for a version to switch to (the API's background task)."""
+        while True:
+            await asyncio.sleep(self.settings.switch_poll_s)
+            try:
+                await asyncio.to_thread(self.check)
+            except Exception:  # never let a database hiccup end the watch
+                log.exception("checking for a model version to switch to failed")
+
+    def check(self) -> None:
+        """Start a switch when the database asks for a version that does not serve."""
+        serving = self.model.serving
+        if serving is None:
+            return
+        target = self.storage.models.target()
+        if target is None or target == serving.version:
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            if time.time() - self._failed_at.get(target, 0.0) < RETRY_AFTER_S:
+                return
+            self.status = SwitchStatus(target, "loading")
+            self._thread = threading.Thread(
+                target=self._run, args=(self.status,), name=f"switch-{target}", daemon=True
+            )
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
+    # -- the switch --------------------------------------------------------------------
+    def _run(self, status: SwitchStatus) -> None:
+        version = status.to_version
+        started = time.perf_counter()
+        try:
+            self._switch(status)
+        except SwitchCalledOff:
+            status.stage = "called_off"
+            log.info("switch to %s called off: another version was asked for", version)
+        except Exception as exc:  # reported on /readyz and retried later; the old one serves
+            status.stage, status.error = "failed", f"{type(exc).__name__}: {exc}"
+            self._failed_at[version] = time.time()
+            log.exception("switch to model version %s failed", version)
+        finally:
+            status.finished_at = time.time()
+            indexes = self.model.indexes
+            if status.stage != "done" and indexes is not None:
+                indexes.discard_next()
+        if status.stage == "done":
+            log.info(
+                "switched to model version %s in %.1f s: %d items embedded again, %d failed",
+                version, time.perf_counter() - started, status.done, status.failed_items,
+            )  # fmt: skip
+
+    def _still_wanted(self, version: str) -> None:
+        if self.storage.models.target() != version:
+            raise SwitchCalledOff()
+
+    def _switch(self, status: SwitchStatus) -> None:
+        version = status.to_version
+        registry = self.model.indexes
+        assert registry is not None
+        embedder = Embedder.load(
+            ModelHandle(version, self.settings.models_dir / version), self.settings.device
+        )
+        self._still_wanted(version)
+
+        status.stage = "embedding"
+        status.total = self.storage.items.count_lacking_embeddings(version)
+        failed: dict[int, str] = {}
+        self._embed_lacking(embedder, status, failed)
+        self._still_wanted(version)
+
+        status.stage = "indexing"
+        registry.wait_rebuild()
+        registry.discard_next()  # a set left built by a switch that was called off
+        dims = {space: embedder.dim(space) for space in embedder.model.spaces}
+        registry.start_rebuild(
+            version, layout_of(embedder.indexed_pairs()), dims,
+            StorageSource(self.storage, version), swap=False,
+        )  # fmt: skip
+        registry.wait_rebuild()
+        built = registry.rebuild_status() or {}
+        if built.get("state") != "ready":
+            raise RebuildError(f"building the indexes failed: {built.get('error')}")
+
+        status.stage = "catching_up"
+        for _ in range(5):  # uploads keep coming: each pass leaves fewer behind
+            self._still_wanted(version)
+            left = self.storage.items.count_lacking_embeddings(version) - len(failed)
+            if left <= SWAP_WHEN_LEFT:
+                break
+            status.total += left
+            self._embed_lacking(embedder, status, failed)
+
+        status.stage = "swapping"
+        with self.ingestor.index_lock:  # uploads wait here; searches do not
+            status.total += self.storage.items.count_lacking_embeddings(version) - len(failed)
+            self._embed_lacking(embedder, status, failed)
+            if not self.storage.models.complete_switch(version):
+                raise SwitchCalledOff()
+            registry.swap(version)  # the last catch-up with the database, then swapped
+            self.model.use(embedder, registry)
+        self.metrics.set_model(version)
+        status.stage = "done"
+        for seq, why in failed.items():
+            self.storage.items.mark_failed(
+                seq, f"could not be embedded with model version {version}: {why}"
+            )
+
+    # -- embedding what the new version lacks ------------------------------------------
+    def _lacking(self, version: str, skip: dict[int, str]) -> Iterator[list[ItemRow]]:
+        after = 0
+        while True:
+            rows = self.storage.items.lacking_embeddings(version, CHUNK * IN_FLIGHT, after)
+            if not rows:
+                return
+            after = rows[-1].seq
+            yield [r for r in rows if r.seq not in skip]
+
+    def _embed_lacking(
+        self, embedder: Embedder, status: SwitchStatus, failed: dict[int, str]
+    ) -> None:
+        """One pass over the ready items without a vector of the new version."""
+        version = embedder.version
+        pending: list[Future[ReembedResult]] = []
+        for rows in self._lacking(version, failed):
+            texts = [r for r in rows if r.kind == "text"]
+            media = [r for r in rows if r.kind != "text" and r.content_hash]
+            for start in range(0, len(media), CHUNK):
+                while len(pending) >= IN_FLIGHT:
+                    self._store(version, pending.pop(0).result(), status, failed)
+                pending.append(
+                    self.pool.submit(
+                        embed_stored, self._job(embedder, media[start : start + CHUNK])
+                    )
+                )
+            for start in range(0, len(texts), TEXT_CHUNK):
+                self._embed_texts(embedder, texts[start : start + TEXT_CHUNK], status)
+        for future in pending:
+            self._store(version, future.result(), status, failed)
+
+    def _job(self, embedder: Embedder, rows: list[ItemRow]) -> ReembedJob:
+        windows = self.settings.embed_windows or None
+        items = [
+            StoredItem(
+                seq=r.seq,
+                path=str(self.settings.media_dir / r.content_hash),  # type: ignore[operator]
+                content_hash=r.content_hash,  # type: ignore[arg-type]
+                modalities=tuple(m for m in r.modalities if m in ("video", "audio", "image")),
+                n_windows=1 if r.kind == "image" else windows,  # as ingestion decoded it
+            )
+            for r in rows
+        ]
+        return ReembedJob(
+            items=items,
+            model_dir=str(self.settings.models_dir / embedder.version),
+            version=embedder.version,
+            cache_dir=str(self.settings.cache_dir),
+            limits=media_limits(self.settings),
+        )
+
+    def _store(
+        self, version: str, result: ReembedResult, status: SwitchStatus, failed: dict[int, str]
+    ) -> None:
+        rows = [(seq, e) for seq, vectors in result.embeddings.items() for e in vectors]
+        if rows:
+            self.storage.embeddings.add_for_stored(version, rows)
+        status.done += len(result.embeddings)
+        for seq, why in result.failed.items():
+            log.warning("item seq %d cannot be embedded with %s: %s", seq, version, why)
+            failed[seq] = why
+        status.failed_items = len(failed)
+
+    def _embed_texts(self, embedder: Embedder, rows: list[ItemRow], status: SwitchStatus) -> None:
+        vectors = embedder.embed_texts([r.text or "" for r in rows])
+        self.storage.embeddings.add_for_stored(
+            embedder.version,
+            [(r.seq, Embedding(space, "text", v[n])) for space, v in vectors.items()
+             for n, r in enumerate(rows)],
+        )  # fmt: skip
+        status.done += len(rows)

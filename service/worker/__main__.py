@@ -1,0 +1,55 @@
+"""`python -m service.worker`: the training worker, with the API's MMV_* settings.
+
+Runs beside the API on the same data directory (and model package): it claims queued
+training jobs one at a time, trains, evaluates and publishes new model versions, and
+asks the API to switch to them (docs/service.md, "The training worker").
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # before torch loads
+
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from service.settings import Settings, SettingsError
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except (SettingsError, ValidationError) as exc:
+        print(f"mmv-search worker cannot start: {exc}", file=sys.stderr)
+        return 2
+
+    from service.logs import setup_logging
+    from service.storage import Storage, StorageError
+    from service.worker.loop import Worker
+
+    setup_logging(settings.log_level, settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = Storage(settings.db_path)
+    except StorageError as exc:
+        print(f"mmv-search worker cannot start: {exc}", file=sys.stderr)
+        return 2
+    worker = Worker(settings, storage)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        worker.run()
+    finally:
+        storage.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""One training job from claim to end: prepare, train, evaluate, publish, activate.
+
+    preparing   the training set from the stored clips (fixed at the first claim:
+                a job taken up again after its worker died trains on the same clips
+                and continues from the run's last saved state), the recipe
+    training    `python -m service.worker.train_run` (torchrun with MMV_TRAIN_NPROC > 1)
+    evaluating  the active model and the new one on the held-out slice
+    saving      the new version's folder (with its speech language model) and its row
+    activating  `activate: auto` and not worse: the API is asked to switch to it
+
+Whatever happens, the job ends succeeded, failed (with the reason) or cancelled, and
+its run folder (DATA_DIR/runs/<job id>) is removed, unless the worker itself is
+stopping: then the job goes back to the queue and the folder stays for the next claim.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from model import load_model
+from model.config import load_config
+from model.media import MediaLimits
+from service.settings import Settings
+from service.storage import JobRow, Storage
+from service.worker.evaluation import evaluate_on_slice, not_worse
+from service.worker.recipe import choose_recipe
+from service.worker.train_process import RunState, TrainProcess, wait_or_stop
+from service.worker.training_set import TrainingDataError, TrainingSet, build_training_set
+from service.worker.versions import publish_version
+
+log = logging.getLogger("service.worker")
+
+
+class JobFailed(Exception):
+    """The job cannot go on; the message is what the job records as its error."""
+
+
+class JobStopped(Exception):
+    """The job was stopped (cancelled, lost its lease, or the worker is stopping)."""
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | failed | cancelled | released (back to the queue) | lost
+    error: str | None = None
+
+
+PROGRESS_EVERY_S = 2.0  # how fresh a running job's progress is (the web page polls it)
+
+
+class Heartbeat:
+    """Renews the job's lease and writes its progress every PROGRESS_EVERY_S (or every
+    third of the lease, if shorter); notices a cancel request and a lost lease."""
+
+    def __init__(self, storage: Storage, job: JobRow, owner: str, lease_s: float) -> None:
+        self.storage, self.job, self.owner, self.lease_s = storage, job, owner, lease_s
+        self.progress: dict[str, Any] = dict(job.progress)
+        self.cancel_requested = job.cancel_requested
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def set(self, **fields: Any) -> None:
+        self.progress = {**self.progress, **fields}
+
+    def beat(self) -> None:
+        try:
+            row = self.storage.jobs.heartbeat(self.job.id, self.owner, self.lease_s, self.progress)
+        except Exception:  # a busy database: the next beat tries again, well within the lease
+            log.exception("heartbeat of job %s failed", self.job.id)
+            return
+        if row is None:
+            self.lost = True
+        elif row.cancel_requested:
+            self.cancel_requested = True
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(0.2, min(PROGRESS_EVERY_S, self.lease_s / 3))):
+            self.beat()
+
+
+class JobRun:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        job: JobRow,
+        owner: str,
+        stopping: threading.Event,
+    ) -> None:
+        self.settings, self.storage, self.job, self.owner = settings, storage, job, owner
+        self.stopping = stopping
+        self.run_dir = settings.runs_dir / job.id
+        self.limits = MediaLimits(max_duration_s=settings.max_duration_s)
+
+    # -- the job ---------------------------------------------------------------------
+    def execute(self) -> Outcome:
+        with Heartbeat(self.storage, self.job, self.owner, self.settings.job_lease_s) as beat:
+            try:
+                outcome = self._execute(beat)
+            except JobStopped:
+                outcome = self._stopped(beat)
+            except JobFailed as exc:
+                outcome = Outcome("failed", str(exc))
+            except Exception as exc:  # a bug: the job says so instead of hanging
+                log.exception("job %s failed unexpectedly", self.job.id)
+                outcome = Outcome("failed", f"the worker failed: {type(exc).__name__}: {exc}")
+            beat.beat()  # the last progress before the job ends
+        if outcome.status != "released":
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        return outcome
+
+    def _stopped(self, beat: Heartbeat) -> Outcome:
+        if beat.lost:
+            return Outcome("lost")
+        if beat.cancel_requested:
+            return Outcome("cancelled", "cancelled while it ran")
+        return Outcome("released", "the worker stopped; the job waits for the next one")
+
+    def _check(self, beat: Heartbeat) -> None:
+        if beat.lost or beat.cancel_requested or self.stopping.is_set():
+            raise JobStopped()
+
+    def _execute(self, beat: Heartbeat) -> Outcome:
+        request = self.job.request
+        init = request.get("init", "active")
+        beat.set(stage="preparing", step=0)
+        active = self.storage.models.active()
+        if active is None:
+            raise JobFailed("there is no active model to start from or to compare with")
+        active_dir = self.settings.models_dir / active.version
+        training_set = self._training_set()
+        config = load_config(active_dir / "config.json")
+        recipe = choose_recipe(config, len(training_set.train), init, request.get("steps"))
+        self.storage.jobs.record(
+            self.job.id, self.owner,
+            data={**training_set.describe(), "recipe": recipe.describe(), "parent": active.version},
+        )  # fmt: skip
+        beat.set(steps=recipe.steps)
+        self._check(beat)
+
+        run = {
+            "config": str(active_dir / "config.json"),
+            "init": str(active_dir) if init == "active" else None,
+            "steps": recipe.steps,
+            "seed": int(request.get("seed", 0)),
+            "overrides": recipe.overrides(),
+            "device": None if self.settings.device == "auto" else self.settings.device,
+            "cache_dir": str(self.settings.cache_dir),
+            "max_duration_s": self.settings.max_duration_s,
+            "worker_pid": os.getpid(),
+        }
+        (self.run_dir / "run.json").write_text(json.dumps(run, indent=2))
+        self._train(beat)
+
+        beat.set(stage="evaluating")
+        self._check(beat)
+        new_model = load_model(self.run_dir / "model")
+        before = evaluate_on_slice(
+            load_model(active_dir), training_set.val, self.settings.cache_dir,
+            self.settings.embed_windows or None, self.limits,
+        )  # fmt: skip
+        after = evaluate_on_slice(
+            new_model, training_set.val, self.settings.cache_dir,
+            self.settings.embed_windows or None, self.limits,
+        )  # fmt: skip
+        activate, why = not_worse(before, after)
+        metrics = {"before": before, "after": after, "compared_with": active.version}
+        self.storage.jobs.record(self.job.id, self.owner, metrics=metrics)
+
+        beat.set(stage="saving")
+        self._check(beat)
+        texts = [t.text for c in training_set.train + training_set.val if (t := c.transcript())]
+        row = publish_version(
+            self.run_dir / "model", self.settings.models_dir, self.storage,
+            parent=active.version, job_id=self.job.id, texts=texts,
+            evaluation={"before": before, "after": after, "decision": why},
+        )  # fmt: skip
+        self.storage.jobs.record(self.job.id, self.owner, model_version=row.version)
+        log.info("job %s made version %s: %s", self.job.id, row.version, why)
+
+        if request.get("activate", "auto") != "auto":
+            return Outcome("succeeded")
+        if not activate:
+            return Outcome("succeeded", why)
+        beat.set(stage="activating")
+        self.storage.models.request_switch(row.version)
+        self.storage.jobs.record(self.job.id, self.owner, activated=True)
+        return Outcome("succeeded")
+
+    def _training_set(self) -> TrainingSet:
+        """The clips this job trains on: fixed at its first claim (kept in its run folder)."""
+        spec = self.run_dir / "spec.json"
+        if spec.is_file():
+            return TrainingSet.read(spec)
+        try:
+            training_set = build_training_set(self.storage, self.settings.media_dir)
+        except TrainingDataError as exc:
+            raise JobFailed(str(exc)) from None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        training_set.write(spec)
+        return training_set
+
+    def _train(self, beat: Heartbeat) -> None:
+        def on_event(state: RunState) -> None:
+            beat.set(**state.progress, history=state.curve)
+
+        beat.set(stage="training")
+        process = TrainProcess(self.run_dir, self.settings.train_nproc, on_event)
+        started = time.monotonic()
+        code = wait_or_stop(
+            process, lambda: beat.lost or beat.cancel_requested or self.stopping.is_set()
+        )
+        log.info("job %s: training ended with status %s after %.0f s", self.job.id, code,
+                 time.monotonic() - started)  # fmt: skip
+        if code == 0 and (self.run_dir / "model" / "weights.safetensors").is_file():
+            return
+        if process.stopped_early or beat.lost or beat.cancel_requested or self.stopping.is_set():
+            raise JobStopped()
+        raise JobFailed(f"training failed: {process.failure()}")

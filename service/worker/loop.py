@@ -1,0 +1,111 @@
+"""The worker's loop: look after the queue, claim a job, run it, repeat.
+
+Each round: jobs whose worker died are queued again or failed (`expire_leases`), a
+retraining job is queued when MMV_RETRAIN_AFTER_ITEMS new items with sound have come
+since the last job, and then the oldest queued job is claimed and run (service/worker/
+job.py). `stop()` (SIGTERM, SIGINT) ends the loop: a running job stops at its next step
+and goes back to the queue, to continue from its saved state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+
+from service.settings import Settings
+from service.storage import JobRow, Storage
+from service.worker.job import JobRun
+from service.worker.versions import remove_unlisted_versions
+
+log = logging.getLogger("service.worker")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def auto_job_request(storage: Storage, after_items: int) -> dict | None:
+    """The request of a retraining job to queue now, or None (see the module docstring)."""
+    if after_items <= 0 or storage.jobs.unfinished():
+        return None
+    latest = storage.jobs.latest()
+    since = int(latest.request.get("queued_after_seq", 0)) if latest else 0
+    new = storage.items.count_with_sound_after(since)
+    if new < after_items:
+        return None
+    return {
+        "init": "active",
+        "steps": None,
+        "activate": "auto",
+        "trigger": f"{new} new items with sound since the last job (MMV_RETRAIN_AFTER_ITEMS="
+        f"{after_items})",
+        "queued_after_seq": storage.items.last_seq(),
+    }
+
+
+class Worker:
+    def __init__(self, settings: Settings, storage: Storage, name: str | None = None) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.name = name or worker_name()
+        self.stopping = threading.Event()
+        self.current: JobRow | None = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def tidy(self) -> None:
+        """Run folders of jobs that ended, and version folders no row names."""
+        runs = self.settings.runs_dir
+        runs.mkdir(parents=True, exist_ok=True)
+        for folder in runs.iterdir():
+            job = self.storage.jobs.get(folder.name)
+            if job is None or job.finished:
+                shutil.rmtree(folder, ignore_errors=True)
+        for version in remove_unlisted_versions(self.settings.models_dir, self.storage):
+            log.warning("removed the folder of version %s: no database row names it", version)
+
+    def look_after_queue(self) -> None:
+        for job in self.storage.jobs.expire_leases():
+            log.warning("job %s: %s", job.id, job.error)
+        request = auto_job_request(self.storage, self.settings.retrain_after_items)
+        if request is not None:
+            job = self.storage.jobs.create(request)
+            log.info("queued retraining job %s: %s", job.id, request["trigger"])
+
+    def run_once(self) -> bool:
+        """Look after the queue, then run one job if one waits; True when one ran."""
+        self.look_after_queue()
+        job = self.storage.jobs.claim(self.name, self.settings.job_lease_s)
+        if job is None:
+            return False
+        self.current = job
+        log.info("job %s claimed (attempt %d): %s", job.id, job.attempts, job.request)
+        try:
+            outcome = JobRun(self.settings, self.storage, job, self.name, self.stopping).execute()
+        finally:
+            self.current = None
+        if outcome.status == "released":
+            self.storage.jobs.release(job.id, self.name, outcome.error or "released")
+        elif outcome.status != "lost":
+            self.storage.jobs.finish(job.id, self.name, outcome.status, outcome.error)
+        log.info(
+            "job %s %s%s", job.id, outcome.status, f": {outcome.error}" if outcome.error else ""
+        )
+        return True
+
+    def run(self) -> None:
+        log.info("worker %s: waiting for training jobs in %s", self.name, self.settings.data_dir)
+        self.tidy()
+        while not self.stopping.is_set():
+            try:
+                ran = self.run_once()
+            except Exception:  # a database hiccup must not end the worker
+                log.exception("worker round failed; trying again")
+                ran = False
+            if not ran:
+                self.stopping.wait(self.settings.worker_poll_s)
+        log.info("worker %s stopped", self.name)

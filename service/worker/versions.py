@@ -1,0 +1,130 @@
+"""A finished run becomes a model version: its folder under DATA_DIR/models/, with the
+speech recogniser's language model rebuilt for it, recorded in the database.
+
+The folder holds what the trainer wrote (weights.safetensors, config.json, vocab.json,
+metrics.json with the job's evaluation added, loss.csv/png, val.csv) and asr.lm,
+asr.dict and asr-texts.txt: the language model is built from the texts the new version
+trained on plus the texts its parent's was built from (its asr-texts.txt), so speech
+recognition follows the users' words and keeps the old ones. A parent without that
+file (a model made before it existed) lends its language model's words instead, as
+vocabulary. The folder is built aside and renamed in; the database row comes last, so
+a crash leaves at most an unlisted folder (removed at the next start), never a listed
+version without its files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from model.asr.errors import ASRError
+from model.asr.language_model import LanguageModel, build_language_model
+from model.atomic_files import publish_dir
+from service.model_versions import checkpoint_hash
+from service.storage import ModelRow, Storage, now_rfc3339
+
+log = logging.getLogger("service.worker")
+
+RUN_FILES = (
+    "weights.safetensors", "config.json", "vocab.json", "metrics.json", "loss.csv",
+    "loss.png", "val.csv",
+)  # fmt: skip
+ASR_TEXTS = "asr-texts.txt"
+UNLISTED_GRACE_S = 3600.0
+MAX_ASR_TEXTS = 200_000  # newest first: the language model stays quick to build
+
+
+def version_name(checkpoint: Path) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"trained-{stamp}-{checkpoint_hash(checkpoint)[:8]}"
+
+
+def _parent_texts(parent_dir: Path) -> tuple[list[str], list[str]]:
+    """(texts, extra vocabulary) the parent's language model came from."""
+    texts_file = parent_dir / ASR_TEXTS
+    if texts_file.is_file():
+        return texts_file.read_text(encoding="utf-8").splitlines(), []
+    try:
+        return [], LanguageModel.load(parent_dir).words
+    except ASRError:
+        return [], []
+
+
+def write_language_model(folder: Path, texts: list[str], parent_dir: Path | None) -> dict[str, Any]:
+    old_texts, old_words = _parent_texts(parent_dir) if parent_dir else ([], [])
+    merged = [t for t in texts if t.strip()] + old_texts
+    merged = merged[:MAX_ASR_TEXTS]
+    model = build_language_model(merged, old_words)
+    model.save(folder)
+    (folder / ASR_TEXTS).write_text("\n".join(merged) + "\n", encoding="utf-8")
+    return {"texts": len(merged), "new_texts": len(texts), "words": len(model.words)}
+
+
+def publish_version(
+    run_model: Path,
+    models_dir: Path,
+    storage: Storage,
+    *,
+    parent: str | None,
+    job_id: str,
+    texts: list[str],
+    evaluation: dict[str, Any],
+) -> ModelRow:
+    """Copy the run's checkpoint into models/<version>/ with its language model and the
+    job's evaluation, then record the version (inactive)."""
+    version = version_name(run_model)
+    parent_dir = models_dir / parent if parent else None
+    asr: dict[str, Any] = {}
+
+    def build(tmp: Path) -> None:
+        for name in RUN_FILES:
+            if (run_model / name).is_file():
+                shutil.copy2(run_model / name, tmp / name)
+        try:
+            asr.update(write_language_model(tmp, texts, parent_dir))
+        except ASRError as exc:  # no words to build from: the recogniser's general model
+            log.warning("no speech language model for %s: %s", version, exc)
+            asr["error"] = str(exc)
+        metrics = json.loads((tmp / "metrics.json").read_text())
+        metrics["job"] = {"id": job_id, "parent": parent, **evaluation, "asr_lm": asr}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    publish_dir(models_dir / version, build, durable=True)
+    folder = models_dir / version
+    row = ModelRow(
+        version=version,
+        created_at=now_rfc3339(),
+        config=json.loads((folder / "config.json").read_text()),
+        metrics=json.loads((folder / "metrics.json").read_text()),
+        parent=parent,
+        active=False,
+        job_id=job_id,
+    )
+    storage.models.add(row)
+    return row
+
+
+def remove_unlisted_versions(
+    models_dir: Path, storage: Storage, older_than_s: float = UNLISTED_GRACE_S
+) -> list[str]:
+    """Folders under models/ that no database row names (a crash between publishing a
+    folder and recording it; a version deleted while its files were being removed).
+    Only folders older than `older_than_s`: a worker may be between the two steps now."""
+    listed = {m.version for m in storage.models.all()}
+    removed = []
+    now = time.time()
+    for folder in models_dir.iterdir() if models_dir.is_dir() else []:
+        if (
+            folder.is_dir()
+            and not folder.name.startswith(".")
+            and folder.name not in listed
+            and now - folder.stat().st_mtime > older_than_s
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed

@@ -1,0 +1,103 @@
+"""What a training job learns from: the stored clips, a held-out slice that never moves,
+and a recipe that fits the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import load_config
+from service.storage import Embedding, NewItem, Storage
+from service.worker.recipe import MAX_STEPS, MIN_STEPS, choose_recipe
+from service.worker.training_set import (
+    MIN_TRAIN,
+    MIN_VAL,
+    TrainingDataError,
+    TrainingSet,
+    bucket,
+    build_training_set,
+)
+
+VTT = "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\na teal crescent whistles\n"
+
+
+def add_items(storage: Storage, media: Path, n: int, start: int = 0) -> None:
+    vector = np.ones(4, np.float32) / 2
+    for i in range(start, start + n):
+        digest = f"{i:064x}"
+        (media / digest).write_bytes(b"clip")
+        row = storage.items.create(
+            NewItem(kind="video", modalities=["video", "audio"], content_hash=digest,
+                    transcript="a teal crescent whistles" if i % 2 else None,
+                    transcript_vtt=VTT if i % 2 else None, duration_s=4.0)
+        )  # fmt: skip
+        storage.items.mark_ready(row.seq, "v", [Embedding("va", "video", vector)],
+                                 ["video", "audio"], row.transcript, None, 4.0)  # fmt: skip
+    # Items the worker cannot learn from: a sound without pictures, a silent video.
+    for kind, modalities in (("audio", ["audio"]), ("video", ["video"])):
+        digest = f"{kind}{start}".ljust(64, "0")
+        (media / digest).write_bytes(b"x")
+        row = storage.items.create(NewItem(kind=kind, modalities=modalities, content_hash=digest))
+        storage.items.mark_ready(row.seq, "v", [], modalities, None, None, 1.0)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    s = Storage(tmp_path / "db.sqlite")
+    yield s
+    s.close()
+
+
+def test_clips_with_pictures_and_sound_split_once_and_for_all(
+    storage: Storage, tmp_path: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    add_items(storage, media, 200)
+    first = build_training_set(storage, media)
+    assert len(first.train) + len(first.val) == 200  # sounds and silent videos left out
+    assert all(bucket(c.id) < 10 for c in first.val) and 8 <= len(first.val) <= 35
+    narrated = [c for c in first.train + first.val if c.transcript() is not None]
+    assert len(narrated) == 100 and narrated[0].transcript().text == "a teal crescent whistles"  # type: ignore[union-attr]
+
+    add_items(storage, media, 300, start=1000)  # the collection grows
+    second = build_training_set(storage, media)
+    old_val = {c.id for c in first.val}
+    assert old_val <= {c.id for c in second.val}, "a held-out clip stays held out"
+    assert not old_val & {c.id for c in second.train}
+    assert second.describe()["val_ids"] == [c.id for c in second.val]
+
+    spec = tmp_path / "spec.json"
+    second.write(spec)
+    assert TrainingSet.read(spec) == second
+
+
+def test_a_small_collection_is_refused_with_what_is_missing(
+    storage: Storage, tmp_path: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    add_items(storage, media, MIN_TRAIN + MIN_VAL - 1)
+    with pytest.raises(TrainingDataError, match="at least 20 stored clips with pictures and sound"):
+        build_training_set(storage, media)
+    add_items(storage, media, 1, start=500)
+    small = build_training_set(storage, media)
+    assert len(small.val) == MIN_VAL and len(small.train) == MIN_TRAIN
+
+
+def test_the_recipe_fits_the_data() -> None:
+    config = load_config("tiny").replace(train={"batch_size": 256})
+    tiny = choose_recipe(config, 40, "active", None)
+    assert tiny.batch_size == 16 and tiny.steps == 250 and tiny.lr < config.train.lr  # 100 epochs
+    assert (
+        choose_recipe(config.replace(train={"batch_size": 8}), 4, "active", None).steps == MIN_STEPS
+    )
+    world = choose_recipe(config, 170, "active", None)
+    assert world.batch_size == 64 and world.steps == 266  # 100 epochs of 170 clips
+    big = choose_recipe(config, 100_000, "scratch", None)
+    assert big.batch_size == 256 and big.steps == MAX_STEPS and big.lr == config.train.lr
+    asked = choose_recipe(config, 170, "active", 7)
+    assert asked.steps == 7 and "asked" in asked.steps_rule
+    assert asked.overrides()["train.batch_size"] == 64
