@@ -8,8 +8,9 @@ sound are left out: both losses pair video with something.
 The validation slice is a fixed share of the clips chosen by a hash of each item's id,
 so an item is in it for every job, never trained on by one job and validated on by the
 next: `bucket(id) < VAL_PERCENT`. A small collection whose hash share falls short of
-MIN_VAL clips borrows the lowest-bucket clips up to MIN_VAL; at most MAX_VAL clips are
-held out. The slice is recorded on the job (`data.val_ids`).
+MIN_VAL clips borrows the lowest-bucket clips up to MIN_VAL, one whose share would leave
+fewer than MIN_TRAIN to train on holds out fewer (never below MIN_VAL); at most MAX_VAL
+clips are held out. The slice is recorded on the job (`data.val_ids`).
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def build_training_set(storage: Storage, media_dir: Path) -> TrainingSet:
     held = [c for c in ranked if bucket(c.id) < VAL_PERCENT]
     if len(held) < MIN_VAL:
         held = ranked[:MIN_VAL]
-    held = held[:MAX_VAL]
+    # A small collection whose hash share leaves too few to train on holds fewer out.
+    held = held[: max(MIN_VAL, min(MAX_VAL, len(clips) - MIN_TRAIN))]
     val_ids = {c.id for c in held}
     train = [c for c in clips if c.id not in val_ids]
     if len(train) < MIN_TRAIN:
