@@ -223,7 +223,7 @@ def _training_running(job_id: str) -> bool:
 def test_an_api_killed_mid_switch_serves_one_whole_version_and_finishes_it(
     tmp_path: Path, world_server: tuple[Server, UploadedWorld], trained_model: Path
 ) -> None:
-    server, uploaded = world_server
+    server, _ = world_server
     client = httpx.Client(base_url=server.url, timeout=60)
     old = serving(client)
     worker = start_worker(server.data_dir, Path("unused"), tmp_path / "w.log")
@@ -275,3 +275,23 @@ def test_an_api_killed_mid_switch_serves_one_whole_version_and_finishes_it(
         time.sleep(0.2)
     finally:
         restarted.stop()
+
+
+@pytest.mark.slow
+def test_with_several_processes_the_job_trains_under_torchrun(
+    tmp_path: Path, world_server: tuple[Server, UploadedWorld]
+) -> None:
+    """MMV_TRAIN_NPROC=2: two ranks (gloo on this CPU) share each global batch."""
+    server, _ = world_server
+    client = httpx.Client(base_url=server.url, timeout=60)
+    worker = start_worker(server.data_dir, Path("unused"), tmp_path / "w.log",
+                          MMV_TRAIN_NPROC="2", MMV_WORKER_POLL_S="0.3")  # fmt: skip
+    try:
+        made = client.post("/v1/training/jobs", json={"steps": 4, "activate": "manual"}).json()
+        job = wait_until(lambda: job_done(client, made["id"]), JOB_TIMEOUT_S, "the DDP job")
+    finally:
+        worker.stop()
+    assert job["status"] == "succeeded", (job, worker.log()[-3000:])
+    models = {m["version"]: m for m in client.get("/v1/models").json()["models"]}
+    trained = models[job["model_version"]]["metrics"]["train"]
+    assert trained["world_size"] == 2 and trained["steps"] == 4
