@@ -47,7 +47,10 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# The API and, beside it, the training worker (stopped with the API: Ctrl-C stops both).
 run: system-deps venv
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
+	$(PY) -m service.worker & worker=$$!; \
 	MMV_DEMO_CLIPS=$${MMV_DEMO_CLIPS:-60} $(PY) -m service
 
 bench: bench-deps venv

@@ -134,6 +134,10 @@ class Job(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[Job]
+    workers: list[str] = Field(
+        default_factory=list,
+        description="training workers seen in the last 30 s; none: queued jobs wait for one",
+    )
 
 
 class Reindex(BaseModel):

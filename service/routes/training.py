@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.deps import ActiveModelDep, ReadAccess, StorageDep, WriteAccess
+from service.deps import ActiveModelDep, ReadAccess, SettingsDep, StorageDep, WriteAccess
 from service.errors import Conflict, NoModel, NotFound
 from service.schemas import Job, JobList, JobProgress, TrainingJobIn
 from service.storage import JobRow
@@ -59,8 +59,11 @@ def start_job(
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(_: ReadAccess, storage: StorageDep) -> JobList:
-    return JobList(jobs=[job_view(j) for j in storage.jobs.all()])
+def list_jobs(_: ReadAccess, storage: StorageDep, settings: SettingsDep) -> JobList:
+    """Newest first, and the workers seen lately: with none, queued jobs wait until one
+    starts (`python -m service.worker`)."""
+    alive = storage.jobs.live_workers(within_s=max(30.0, 5 * settings.worker_poll_s))
+    return JobList(jobs=[job_view(j) for j in storage.jobs.all()], workers=alive)
 
 
 @router.get("/jobs/{job_id}", response_model=Job)

@@ -25,6 +25,7 @@ from service.storage.database import Database
 from service.storage.rows import JOB_FINISHED, JobRow, now_rfc3339
 
 MAX_ATTEMPTS = 2  # claims of one job before a dying worker fails it for good
+WORKER_KEY = "worker:"  # state keys: the last time each worker was seen
 
 _COLUMNS = (
     "id, status, created_at, updated_at, request, progress, metrics, model_version, activated,"
@@ -139,6 +140,29 @@ class Jobs:
                     (status, error, stamp, stamp if status != "queued" else None, job.id),
                 )
         return [j for j in (self.get(r.id) for r in rows) if j is not None]
+
+    # -- workers -----------------------------------------------------------------------
+    def worker_seen(self, name: str) -> None:
+        """A worker says it is alive (every round of its loop)."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (WORKER_KEY + name, repr(time.time())),
+            )
+            # Workers gone for a day are forgotten.
+            conn.execute(
+                "DELETE FROM state WHERE key LIKE ? AND CAST(value AS REAL) < ?",
+                (WORKER_KEY + "%", time.time() - 86400),
+            )
+
+    def live_workers(self, within_s: float) -> list[str]:
+        """Workers seen in the last `within_s` seconds."""
+        rows = self._db.connection().execute(
+            "SELECT key FROM state WHERE key LIKE ? AND CAST(value AS REAL) >= ? ORDER BY key",
+            (WORKER_KEY + "%", time.time() - within_s),
+        )
+        return [key[len(WORKER_KEY) :] for (key,) in rows]
 
     # -- the worker's side -------------------------------------------------------------
     def claim(self, owner: str, lease_s: float) -> JobRow | None:

@@ -1,10 +1,11 @@
 """Schema migrations: each step takes the database from one schema version to the next.
 
 The tables of version 1 are created by database.py; every later version is a step here,
-applied in order at start-up inside one transaction each, so a database of any earlier
-version is brought up to date keeping every row, and a crash mid-way leaves it at the
-last whole step. A database newer than this code is refused (StorageError), never
-downgraded.
+applied in order at start-up in one write transaction, so a database of any earlier
+version is brought up to date keeping every row, a crash mid-way leaves it as it was,
+and two processes starting together (the API and the worker) migrate it once: the
+second waits for the first's transaction and then finds nothing to do. A database
+newer than this code is refused (StorageError), never downgraded.
 """
 
 from __future__ import annotations
@@ -34,38 +35,24 @@ STEPS: dict[int, tuple[str, ...]] = {
 SCHEMA_VERSION = max(STEPS)
 
 
-def _version(db: Database) -> int | None:
-    row = (
-        db.connection()
-        .execute("SELECT value FROM state WHERE key = ?", (SCHEMA_VERSION_KEY,))
-        .fetchone()
-    )
-    return int(row[0]) if row else None
-
-
 def migrate(db: Database) -> int:
     """Bring the database to SCHEMA_VERSION; returns the version it was at."""
-    found = _version(db)
-    if found is None:  # a new file: database.py just created the version-1 tables
-        found = 1
-    if found > SCHEMA_VERSION:
-        raise StorageError(
-            f"{db.path} has schema version {found}, newer than this service's "
-            f"{SCHEMA_VERSION}: run the newer service, or restore a backup"
-        )
-    for version in range(found + 1, SCHEMA_VERSION + 1):
-        with db.transaction() as conn:
+    with db.transaction() as conn:
+        row = conn.execute(
+            "SELECT value FROM state WHERE key = ?", (SCHEMA_VERSION_KEY,)
+        ).fetchone()
+        found = int(row[0]) if row else 1  # none: database.py just made version 1
+        if found > SCHEMA_VERSION:
+            raise StorageError(
+                f"{db.path} has schema version {found}, newer than this service's "
+                f"{SCHEMA_VERSION}: run the newer service, or restore a backup"
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
             for statement in STEPS[version]:
                 conn.execute(statement)
-            conn.execute(
-                "INSERT INTO state (key, value) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (SCHEMA_VERSION_KEY, str(version)),
-            )
-    if _version(db) is None:  # a new file already at the last version
-        with db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO state (key, value) VALUES (?, ?)",
-                (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)),
-            )
+        conn.execute(
+            "INSERT INTO state (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)),
+        )
     return found

@@ -69,6 +69,7 @@ class Worker:
             log.warning("removed the folder of version %s: no database row names it", version)
 
     def look_after_queue(self) -> None:
+        self.storage.jobs.worker_seen(self.name)
         for job in self.storage.jobs.expire_leases():
             log.warning("job %s: %s", job.id, job.error)
         request = auto_job_request(self.storage, self.settings.retrain_after_items)

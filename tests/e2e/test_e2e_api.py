@@ -638,7 +638,7 @@ def test_every_error_has_the_contract_shape(client: httpx.Client, media: dict[st
 
 
 def test_training_and_model_routes(client: httpx.Client) -> None:
-    assert client.get("/v1/training/jobs").json() == {"jobs": []}
+    assert client.get("/v1/training/jobs").json() == {"jobs": [], "workers": []}
     # No worker runs beside this server: a job waits in the queue until cancelled.
     queued = client.post("/v1/training/jobs", json={})
     assert queued.status_code == 202, queued.text

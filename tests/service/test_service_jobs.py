@@ -3,6 +3,7 @@ and the migration from the schema before them."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from pathlib import Path
 
@@ -54,6 +55,21 @@ def test_a_version_1_database_is_migrated_keeping_every_row(tmp_path: Path) -> N
     assert active is not None and active.version == "v1" and active.job_id is None
     storage.close()
     assert Storage(path).migrated_from == SCHEMA_VERSION  # nothing left to do
+
+
+def _open(path: str) -> int:
+    storage = Storage(Path(path))
+    version = int(storage.state.get("schema_version") or 0)
+    storage.close()
+    return version
+
+
+def test_processes_opening_a_new_database_together_migrate_it_once(tmp_path: Path) -> None:
+    """The API and the worker start at the same moment on an empty data directory."""
+    path = str(tmp_path / "db.sqlite")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        versions = pool.map(_open, [path] * 8)
+    assert versions == [SCHEMA_VERSION] * 8
 
 
 def test_a_newer_database_is_refused(tmp_path: Path) -> None:

@@ -54,6 +54,13 @@ def test_a_job_is_queued_after_n_new_items_with_sound(storage: Storage, tmp_path
     assert len(storage.jobs.all()) == 2  # 4 new: not yet
 
 
+def test_workers_are_seen_while_they_run(storage: Storage, tmp_path: Path) -> None:
+    assert storage.jobs.live_workers(30) == []
+    Worker(Settings(data_dir=tmp_path), storage, "host:1").look_after_queue()
+    assert storage.jobs.live_workers(30) == ["host:1"]
+    assert storage.jobs.live_workers(-1) == []  # seen, but not within the last second
+
+
 def test_off_by_default(storage: Storage, tmp_path: Path) -> None:
     add_sounds(storage, 50)
     Worker(Settings(data_dir=tmp_path), storage, "w").look_after_queue()
