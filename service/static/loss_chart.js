@@ -22,6 +22,18 @@ export const formatNumber = (value, digits = 3) =>
 
 let chartCount = 0; // unique ids for aria-labelledby
 
+/** Round axis values from the top down that cover [lo, hi]: steps of 1, 2, 2.5 or 5 × 10^k. */
+export function niceTicks(lo, hi) {
+  const raw = (hi - lo) / 3 || Math.abs(hi) / 3 || 1;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = power * [1, 2, 2.5, 5, 10].find((f) => f * power >= raw * (1 - 1e-9));
+  const bottom = Math.floor(lo / step + 1e-9) * step;
+  const top = Math.max(Math.ceil(hi / step - 1e-9) * step, bottom + step);
+  const ticks = [];
+  for (let i = Math.round((top - bottom) / step); i >= 0; i--) ticks.push(bottom + i * step);
+  return ticks;
+}
+
 /**
  * The chart of one job's loss, or null while it has no point yet.
  * @param {number[][]} history [[step, loss], ...] in step order
@@ -37,11 +49,9 @@ export function lossChart(history, steps, name) {
   const last = points[points.length - 1];
   const xMax = Math.max(steps || 0, last[0], 1);
   const losses = points.map((p) => p[1]);
-  let lo = Math.min(...losses);
-  let hi = Math.max(...losses);
-  const pad = (hi - lo) * 0.08 || Math.max(Math.abs(hi) * 0.1, 0.05);
-  lo = lo >= 0 ? Math.max(0, lo - pad) : lo - pad;
-  hi += pad;
+  const ticks = niceTicks(Math.min(...losses), Math.max(...losses));
+  const lo = ticks[ticks.length - 1];
+  const hi = ticks[0];
   const x = (step) => ((step / xMax) * SIZE).toFixed(2);
   const y = (loss) => (SIZE - ((loss - lo) / (hi - lo)) * SIZE).toFixed(2);
   const coords = points.map(([s, l]) => `${x(s)},${y(l)}`);
@@ -56,7 +66,6 @@ export function lossChart(history, steps, name) {
     `(loss ${formatNumber(first[1])}) to step ${last[0]} (loss ${formatNumber(last[1])})` +
     (steps ? ` of ${steps} steps` : "") +
     `; lowest ${formatNumber(best[1])} at step ${best[0]}.`;
-  const mid = (hi + lo) / 2;
 
   const plot = svg(
     "svg",
@@ -66,8 +75,7 @@ export function lossChart(history, steps, name) {
     },
     svg("title", { id: `${id}-title` }, title),
     svg("desc", { id: `${id}-desc` }, desc),
-    ...[0, SIZE / 2, SIZE].map((gy) =>
-      svg("line", { class: "chart-grid", x1: 0, x2: SIZE, y1: gy, y2: gy })),
+    ...ticks.map((t) => svg("line", { class: "chart-grid", x1: 0, x2: SIZE, y1: y(t), y2: y(t) })),
     svg("polyline", { class: "chart-line", points: coords.join(" ") }),
   );
   return h(
@@ -77,8 +85,7 @@ export function lossChart(history, steps, name) {
       "div",
       { class: "chart" },
       h("div", { class: "chart-y", "aria-hidden": "true" },
-        h("span", {}, formatNumber(hi)), h("span", {}, formatNumber(mid)),
-        h("span", {}, formatNumber(lo))),
+        ticks.map((t) => h("span", {}, formatNumber(t)))),
       plot,
       h("div", { class: "chart-x", "aria-hidden": "true" },
         h("span", {}, "0"), h("span", { class: "chart-axis" }, "step"),
