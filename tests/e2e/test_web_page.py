@@ -333,6 +333,7 @@ def _train_from_the_page(page: Page, server: Server, client: httpx.Client, first
     # Hidden, the page stops polling; visible again, it looks at once and goes on.
     page.evaluate(_SET_HIDDEN, True)
     assert page.get_attribute("#training", "data-polling") == "off"
+    page.wait_for_timeout(500)  # requests sent before it was hidden are reported
     seen = len(requests)
     page.wait_for_timeout(4500)  # two poll periods and more
     assert not [u for u in requests[seen:] if "/v1/training/jobs" in u], requests[seen:]
