@@ -6,12 +6,16 @@
 //   search.js      search by text, by example file, by stored item
 //   upload.js      the upload form
 //   collection.js  the item list with paging, filter and delete
+//   training.js    training jobs and model versions: start, follow, cancel, switch, delete
+//   jobs.js        job rows (progress, outcome, before/after table); loss_chart.js their
+//                  loss curve; versions.js model version rows
 
 import { forgetMedia, getApiKey, setApiKey } from "./api.js";
 import { loadItems, setupCollection } from "./collection.js";
 import { $, setStatus } from "./page.js";
 import { modelLabel } from "./render.js";
 import { setupSearch } from "./search.js";
+import { loadTraining, setupTraining } from "./training.js";
 import { setupUpload } from "./upload.js";
 
 // ---------------------------------------------------------------- API key
@@ -28,6 +32,7 @@ function keyChanged() {
   showKeyState();
   checkServer();
   loadItems(true);
+  loadTraining();
 }
 
 function setupKeyPanel() {
@@ -95,6 +100,8 @@ setupKeyPanel();
 setupSearch();
 setupUpload();
 setupCollection();
+setupTraining({ onServerChange: checkServer });
 checkServer();
 loadItems(true);
+loadTraining();
 document.documentElement.dataset.ready = "true"; // for tests: every handler is attached

@@ -51,7 +51,8 @@ export function formatBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
-function formatDate(iso) {
+/** An API time (RFC 3339, UTC) in the reader's locale and time zone. */
+export function formatDate(iso) {
   const d = new Date(iso);
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
 }

@@ -4,14 +4,20 @@
 
 Starts `python -m service` on a free port with a temporary data directory, adds a few
 narrated test clips, a sound and a picture through the API, opens the page in headless
-Chromium at 1280x800 and saves the screenshot. About a minute on 2 cores.
+Chromium 1280 pixels wide and saves a picture of the whole page.
 
 With the trained models/default the collection is a small narrated-clip corpus (the
 world the model was trained on: lavfi test patterns mean nothing to it) and the page
-shows a text search (`/?q=QUERY`, by default the first clip's description). Until that
-model is trained a random tiny model stands in on test patterns; its text rankings mean
-nothing, so the page then shows a query by example instead (the ball clip dropped on the
-search area: the same clip comes first with score 1.000).
+shows a text search (`/?q=QUERY`, by default the first clip's description). A
+`python -m service.worker` then trains on it: one short job makes a second model
+version, and the picture is taken while a second job trains, so the training panel
+shows a live progress bar and loss curve next to both versions. A few minutes on 2
+cores. Until that model is trained a random tiny model stands in on test patterns; its
+text rankings mean nothing, so the page then shows a query by example instead (the ball
+clip dropped on the search area: the same clip comes first with score 1.000), and no
+training (too few clips to train on).
+
+The collection panel is shown filtered to its sounds, to keep the picture short.
 """
 
 from __future__ import annotations
@@ -20,16 +26,21 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 from browser import chromium_page, drop_file, open_page
 from e2e_server import (
     REPO,
+    Server,
+    Worker,
     make_clip,
     make_noise,
     make_picture,
     make_random_model,
     running_server,
+    start_worker,
+    wait_until,
 )
 from tqdm import tqdm
 
@@ -44,6 +55,11 @@ CLIPS = [
 ]
 QUERY = "a ball bounces while a drum rolls"
 TRAINED = REPO / "models" / "default"
+CORPUS_CLIPS = 20  # what a training job needs at least (16 to train on, 4 held out)
+FIRST_STEPS = 20  # the job that makes the second version
+LIVE_STEPS = 60  # the job shown training
+LIVE_POINTS = 8  # loss points on its curve when the picture is taken
+JOB_TIMEOUT_S = 900.0
 Upload = tuple[Path, str, dict[str, str]]  # file, transcript, metadata
 
 
@@ -65,7 +81,7 @@ def corpus_collection(work: Path) -> tuple[list[Upload], str]:
     from model.corpus import make_corpus, read_manifest
 
     folder = work / "corpus"
-    make_corpus(folder, 12, seed=11, workers=2, progress=False, n_audio=2, n_stills=1)
+    make_corpus(folder, CORPUS_CLIPS, seed=11, workers=2, progress=False, n_audio=2, n_stills=1)
     rows = read_manifest(folder)
     files: list[Upload] = [
         (
@@ -93,6 +109,34 @@ def upload(base_url: str, files: list[Upload]) -> list[dict[str, object]]:
     return items
 
 
+def train(server: Server, work: Path) -> Worker:
+    """A worker; one finished job (a second version, switched to when it is not worse),
+    and a second job training when this returns (the caller stops the worker)."""
+    worker = start_worker(server.data_dir, Path("unused"), work / "worker.log",
+                          MMV_WORKER_POLL_S="0.5")  # fmt: skip
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+
+        def job(job_id: str) -> dict[str, Any]:
+            return client.get(f"/v1/training/jobs/{job_id}").json()
+
+        first = client.post("/v1/training/jobs", json={"steps": FIRST_STEPS}).json()["id"]
+        print(f"training {first} ({FIRST_STEPS} steps)")
+        done = wait_until(lambda: (j := job(first))["status"] not in ("queued", "running") and j,
+                          JOB_TIMEOUT_S, "the first job ends", every_s=1)  # fmt: skip
+        if done["status"] != "succeeded":
+            raise RuntimeError(f"the first job {done['status']}: {done['error']}\n{worker.log()}")
+        if done["activated"]:
+            wait_until(
+                lambda: client.get("/readyz").json()["model_version"] == done["model_version"],
+                120, "the switch to the new version",
+            )  # fmt: skip
+        live = client.post("/v1/training/jobs", json={"steps": LIVE_STEPS}).json()["id"]
+        print(f"training {live} ({LIVE_STEPS} steps) for the picture")
+        wait_until(lambda: len(job(live)["progress"]["history"]) >= LIVE_POINTS,
+                   JOB_TIMEOUT_S, "the live job's loss curve", every_s=1)  # fmt: skip
+    return worker
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshot of the web page for the README.")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "web_page.png")
@@ -113,26 +157,47 @@ def main() -> None:
             else make_random_model(work / "model", " ".join(c[2] for c in CLIPS).split())
         )
         print(f"model: {model_dir}" + ("" if trained else " (random: query by example)"))
-        with running_server(work / "data", model_dir, work / "server.log") as server:
+        with running_server(
+            work / "data", model_dir, work / "server.log", MMV_SWITCH_POLL_S="0.5"
+        ) as server:
             items = upload(server.url, files)
-            with chromium_page(1280, 800) as page:
-                if trained:
-                    query = httpx.QueryParams({"q": query_text, "target": "video", "k": 6})
-                    open_page(page, server.url, f"/?{query}")
-                else:
-                    open_page(page, server.url, "/?target=video&k=6")
-                    drop_file(page, "#search", str(items[0]["media_url"]), "ball.mp4")
-                page.wait_for_selector("#results .card video")
-                page.wait_for_selector("#item-list li")
-                # Every player shows its first frame and has stopped loading (no spinner).
-                page.wait_for_function(
-                    "[...document.querySelectorAll('#results video')]"
-                    ".every(v => v.readyState >= 2 && v.networkState === v.NETWORK_IDLE)"
-                )
-                page.wait_for_timeout(500)  # the controls fade their loading state out
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(args.out))
+            worker = train(server, work) if trained else None
+            try:
+                shoot(server, items, trained, query_text, args.out)
+            finally:
+                if worker is not None:
+                    worker.stop()
     print(f"wrote {args.out}")
+
+
+def shoot(
+    server: Server, items: list[dict[str, Any]], trained: bool, query_text: str, out: Path
+) -> None:
+    with chromium_page(1280, 800) as page:
+        if trained:
+            query = httpx.QueryParams({"q": query_text, "target": "video", "k": 6})
+            open_page(page, server.url, f"/?{query}")
+        else:
+            open_page(page, server.url, "/?target=video&k=6")
+            drop_file(page, "#search", str(items[0]["media_url"]), "ball.mp4")
+        page.wait_for_selector("#results .card video")
+        page.wait_for_selector("#item-list li")
+        # Every player shows its first frame and has stopped loading (no spinner).
+        page.wait_for_function(
+            "[...document.querySelectorAll('#results video')]"
+            ".every(v => v.readyState >= 2 && v.networkState === v.NETWORK_IDLE)"
+        )
+        page.select_option("#items-kind", "audio")
+        page.wait_for_function(
+            "(items => items.length && items.every(li => li.dataset.kind === 'audio'))"
+            "([...document.querySelectorAll('#item-list li')])"
+        )
+        page.wait_for_selector("#model-list li")
+        if trained:
+            page.wait_for_selector("#job-list li[data-status='running'] figure.loss-chart")
+        page.wait_for_timeout(500)  # the controls fade their loading state out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out), full_page=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ Upload a clip through the page's form, find it by its transcript, play it in the
 result's player, find similar, delete it; and the page's own error handling.
 Fixtures `server` and `media` come from conftest.py (a random tiny model, so this
 module keeps its collection to the one clip it uploads: exact matches only).
+
+The training panel runs against its own server (the trained default model, 24
+narrated clips of the unseen world) and a real `python -m service.worker`: a job
+started from the form trains, is followed live, makes a version that the service
+switches to; the page rolls back, deletes, and cancels a queued job.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import CHROMIUM, chromium_page, drop_file, open_page
-from e2e_server import Server
+from e2e_server import Server, running_server, start_worker
 from playwright.sync_api import Page
+from unseen_world_client import upload_world
+
+from model.corpus.unseen import UnseenWorld, make_unseen_world
 
 TRANSCRIPT = "a red ball bounces while a drum rolls"
+TRAIN_STEPS = 20  # a few loss points to watch; ~1-2 min with the worker on 2 busy cores
+JOB_TIMEOUT_MS = 360_000
 
 
 @pytest.fixture
@@ -185,9 +195,306 @@ def test_collection_pages_filters_and_texts(page: Page, server: Server) -> None:
           columns: new Set([...document.querySelectorAll('#results .card')]
             .map(c => Math.round(c.getBoundingClientRect().left))).size,
           smallest: Math.min(...[...document.querySelectorAll('button, select, input')]
-            .filter(el => el.offsetParent !== null && el.type !== 'checkbox')
+            .filter(el => el.offsetParent !== null && !['checkbox', 'radio'].includes(el.type))
+            .map(el => el.getBoundingClientRect().height)),
+          // a radio button's touch target is its whole row, label included
+          smallestOption: Math.min(...[...document.querySelectorAll('.option')]
             .map(el => el.getBoundingClientRect().height)),
         })"""
     )
     assert (layout["overflow"], layout["columns"]) == (0, 1), layout
-    assert layout["smallest"] >= 44, layout
+    assert layout["smallest"] >= 44 and layout["smallestOption"] >= 44, layout
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> UnseenWorld:
+    """6 things × 4 narrated clips with pictures and sound (a few seconds to make)."""
+    out = tmp_path_factory.mktemp("unseen") / "world"
+    return make_unseen_world(
+        out, combinations=6, uploads_per_combination=4, tests_per_combination=0
+    )
+
+
+def count_of(page: Page, selector: str) -> int:
+    return int(page.eval_on_selector_all(selector, "els => els.length"))
+
+
+# Make the page believe it is hidden (a background tab) or visible again.
+_SET_HIDDEN = """hidden => {
+  if (hidden) {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+    Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+  } else {
+    delete document.hidden;
+    delete document.visibilityState;
+  }
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+# [step, points] once the job's progress bar shows at least `step` of `steps` and its
+# loss curve has a point.
+_TRAINED_TO = """([progress, chart, steps, step]) => {
+  const bar = document.querySelector(progress), fig = document.querySelector(chart);
+  return bar && fig && bar.max === steps && bar.value >= step && Number(fig.dataset.points)
+    && [bar.value, Number(fig.dataset.points)];
+}"""
+
+# The loss curve has more points than `points`, and the progress bar is past `step`
+# (or gone: the job has ended meanwhile).
+_GREW = """([row, step, points]) => {
+  const el = document.querySelector(row);
+  const bar = el.querySelector("progress.job-progress");
+  const fig = el.querySelector("figure.loss-chart");
+  return fig && Number(fig.dataset.points) > points && (!bar || bar.value > step);
+}"""
+
+
+@pytest.mark.slow  # ~2-3 min: a real 20-step job, then two version switches, on 2 cores
+def test_training_panel_trains_switches_rolls_back_and_cancels(
+    page: Page, tmp_path: Path, trained_model: Path, small_world: UnseenWorld
+) -> None:
+    with (
+        running_server(tmp_path / "data", trained_model, tmp_path / "server.log",
+                       MMV_SWITCH_POLL_S="0.5") as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):  # fmt: skip
+        upload_world(client, small_world, clients=2)
+        first = client.get("/readyz").json()["model_version"]
+        worker = start_worker(server.data_dir, Path("unused"), tmp_path / "worker.log",
+                              MMV_WORKER_POLL_S="0.5")  # fmt: skip
+        try:
+            _train_from_the_page(page, server, client, first)
+        except Exception:
+            print("worker log:\n" + worker.log()[-3000:])
+            raise
+        finally:
+            worker.stop()
+
+
+def _train_from_the_page(page: Page, server: Server, client: httpx.Client, first: str) -> None:
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    open_page(page, server.url)
+
+    # The starting model: active, with its test-set figures; nothing to poll for.
+    first_row = f'#model-list li[data-version="{first}"]'
+    page.wait_for_selector(f'{first_row}[data-state="active"]')
+    assert "R@10 on the 1000 clips of its test set" in page.text_content(first_row)
+    assert page.text_content("#jobs-status") == "No training jobs yet."
+    assert page.get_attribute("#training", "data-polling") == "off"
+
+    # Steps are checked before anything is sent.
+    page.fill("#train-steps", "0")
+    page.click("#train-submit")
+    assert "whole number" in page.text_content("#train-steps-error")
+    assert count_of(page, "#job-list li") == 0
+
+    # Start a job from the form: it is listed, queued then running, and polled.
+    page.fill("#train-steps", str(TRAIN_STEPS))
+    page.check("#train-init-active")
+    page.check("#train-activate-auto")
+    page.click("#train-submit")
+    page.wait_for_selector("#job-list li")
+    job_id = page.get_attribute("#job-list li", "data-job-id")
+    row = f'#job-list li[data-job-id="{job_id}"]'
+    assert f"{TRAIN_STEPS} steps" in page.text_content(row)
+    page.wait_for_selector('#training[data-polling="on"]')
+
+    # The progress bar and the loss curve follow the training, without a reload.
+    progress = f"{row} progress.job-progress"
+    chart = f"{row} figure.loss-chart"
+    live = [progress, chart, TRAIN_STEPS]
+    step, points = page.wait_for_function(
+        _TRAINED_TO, arg=[*live, 1], timeout=JOB_TIMEOUT_MS
+    ).json_value()
+    assert "loss " in page.text_content(row) and "clips/s" in page.text_content(row)
+    assert page.get_attribute(f"{chart} svg", "role") == "img"
+    assert "Training loss of job" in page.text_content(f"{chart} svg title")
+
+    # A second job waits behind it (one worker); cancel it from the page, confirming.
+    page.fill("#train-steps", str(TRAIN_STEPS))
+    page.check("#train-activate-manual")
+    page.click("#train-submit")
+    page.wait_for_function(
+        "id => document.querySelector('#job-list li').dataset.jobId !== id", arg=job_id
+    )
+    queued_id = page.get_attribute("#job-list li", "data-job-id")
+    queued = f'#job-list li[data-job-id="{queued_id}"]'
+    assert page.get_attribute(queued, "data-status") == "queued"
+    assert "waiting for the worker" in page.text_content(queued)
+    dialogs: list[str] = []
+    page.once("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+    page.click(f'{queued} button[data-key="cancel"]')
+    page.wait_for_selector(f'{queued}[data-status="cancelled"]')
+    assert dialogs and "has not started" in dialogs[0]
+    assert "Cancelled before it started." in page.text_content(queued)
+    assert client.get(f"/v1/training/jobs/{queued_id}").json()["status"] == "cancelled"
+
+    # Hidden, the page stops polling; visible again, it looks at once and goes on.
+    page.evaluate(_SET_HIDDEN, True)
+    assert page.get_attribute("#training", "data-polling") == "off"
+    page.wait_for_timeout(500)  # requests sent before it was hidden are reported
+    seen = len(requests)
+    page.wait_for_timeout(4500)  # two poll periods and more
+    assert not [u for u in requests[seen:] if "/v1/training/jobs" in u], requests[seen:]
+    page.evaluate(_SET_HIDDEN, False)
+    page.wait_for_selector('#training[data-polling="on"]')
+
+    # The curve grows as the job trains.
+    page.wait_for_function(_GREW, arg=[row, step, points], timeout=JOB_TIMEOUT_MS)
+
+    # It succeeds: the outcome, the loss curve and the before/after table stay shown.
+    page.wait_for_selector(f'{row}[data-status="succeeded"]', timeout=JOB_TIMEOUT_MS)
+    job = client.get(f"/v1/training/jobs/{job_id}").json()
+    new = job["model_version"]
+    assert new, job
+    assert page.get_attribute(f"{row} details.job-details", "open") is not None
+    directions = page.locator(f"{row} table.metrics-table tbody th").all_text_contents()
+    assert directions == ["text → video", "text → audio", "video → audio", "audio → video"]
+    assert page.get_attribute(chart, "data-last-step") == str(TRAIN_STEPS)
+    new_row = f'#model-list li[data-version="{new}"]'
+    if job["activated"]:  # as in nearly every run: the unseen world is learnt
+        assert f"Made version {new}: at least as good" in page.text_content(row)
+    else:
+        # The held-out slice is 4 clips picked by a hash of the (random) item ids: on some
+        # draws the serving version already ranks them all first and cannot be beaten.
+        # The page then says why, and its button switches to the new version anyway.
+        print(f"not activated: {job['error']}")
+        assert f"Made version {new}; {job['error']}" in page.text_content(row)
+        page.click(f'{new_row} button[data-key="activate"]')
+
+    # The new version: its parent, its job, its held-out figures; the service switches.
+    page.wait_for_selector(f'{new_row}[data-state="active"]', timeout=120_000)
+    text = page.text_content(new_row)
+    assert f"by job {job_id} · parent {first}" in text, text
+    assert "R@1 on the job's" in text and "held-out clips" in text, text
+    assert page.get_attribute(f"{first_row}", "data-state") == "inactive"
+    page.wait_for_function(
+        "v => document.querySelector('#server-status').textContent.includes(v)", arg=new
+    )
+    page.wait_for_selector('#training[data-polling="off"]')  # nothing moves any more
+
+    # Roll back to the first version with its button; it serves again.
+    rollback = f'{first_row} button[data-key="activate"]'
+    assert page.text_content(rollback) == "Roll back to this version"
+    page.click(rollback)
+    page.wait_for_selector(f'{first_row}[data-state="active"]', timeout=120_000)
+    assert client.get("/readyz").json()["model_version"] == first
+    assert page.text_content(f'{new_row} button[data-key="activate"]') == "Use this version"
+    page.wait_for_function(
+        "v => document.querySelector('#server-status').textContent.includes(v)", arg=first
+    )
+
+    # Delete the new version, confirming: gone from the page and the API.
+    page.once("dialog", lambda d: d.accept())
+    page.click(f'{new_row} button[data-key="delete"]')
+    page.wait_for_selector(new_row, state="detached")
+    assert [m["version"] for m in client.get("/v1/models").json()["models"]] == [first]
+    assert page.is_hidden("#models-error") and page.is_hidden("#jobs-error")
+
+    # On a phone: the panel with its curve and table fits the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow == 0
+
+
+# Jobs and versions in every state the panel explains, rendered by the page's own
+# modules (no worker needed): the sentences a user reads for each.
+_RENDER_STATES = """async () => {
+  const { jobRow } = await import("/static/jobs.js");
+  const { modelRow } = await import("/static/versions.js");
+  const progress = { step: 0, steps: null, loss: null, eta_s: null, clips_per_s: null,
+                     stage: null, history: [] };
+  const job = (id, fields) => ({
+    id, status: "succeeded", created_at: "2026-01-02T03:04:05Z", progress,
+    metrics: {}, model_version: null, activated: false, error: null,
+    request: { init: "active", steps: 20, activate: "auto" }, started_at: null,
+    finished_at: null, cancel_requested: false, attempts: 1, data: {}, ...fields,
+  });
+  const jobs = [
+    job("not-better", { model_version: "v2", error: "not activated: validation score 0.5 " +
+      "is below the active model's 0.6 on 4 held-out clips" }),
+    job("manual", { model_version: "v3", request: { activate: "manual" } }),
+    job("failed", { status: "failed", error: "training failed: out of memory" }),
+    job("stopped", { status: "cancelled", error: "cancelled while it ran" }),
+    job("asked", { status: "running", cancel_requested: true,
+                   progress: { ...progress, step: 3, steps: 20, stage: "training" } }),
+    job("finishing", { status: "running", progress: { ...progress, step: 20, steps: 20,
+      stage: "training", eta_s: 0, loss: 1.5, history: [[1, 3], [20, 1.5]] } }),
+    job("again", { status: "queued", attempts: 1,
+                   error: "its worker stopped responding; queued again" }),
+  ];
+  const model = (version, fields) => ({
+    version, active: false, state: "inactive", created_at: "2026-01-02T03:04:05Z",
+    config: {}, metrics: {}, parent: null, job_id: null, reindex: null, ...fields,
+  });
+  const active = model("v1", { active: true, state: "active" });
+  const opts = { active, pending: false, onActivate() {}, onCallOff() {}, onDelete() {},
+                 open: true, onCancel() {} };
+  const models = [
+    model("v4", { state: "activating", created_at: "2026-01-03T00:00:00Z", parent: "v1",
+                  job_id: "j4", reindex: { to_version: "v4", done: 12, total: 48,
+                                           stage: "embedding" } }),
+    model("v0", { created_at: "2025-12-31T00:00:00Z",
+                  metrics: { val: { candidates: 50, "text->video/R@1": 0.5 } } }),
+    active,
+  ];
+  const text = (el) => el.textContent.replace(/\\s+/g, " ");
+  return {
+    jobs: Object.fromEntries(jobs.map((j) => [j.id, text(jobRow(j, opts))])),
+    cancelDisabled: jobRow(jobs[4], opts).querySelector("button").disabled,
+    models: Object.fromEntries(models.map((m) => [m.version, text(modelRow(m, opts))])),
+    buttons: Object.fromEntries(models.map((m) => [m.version,
+      [...modelRow(m, opts).querySelectorAll("button")].map((b) => b.textContent)])),
+    progress: modelRow(models[0], opts).querySelector("progress").value,
+  };
+}"""
+
+
+def test_training_panel_explains_every_state(page: Page, server: Server) -> None:
+    open_page(page, server.url)
+    page.wait_for_selector("#models-status:not(:empty)")
+    shown = page.evaluate(_RENDER_STATES)
+    jobs, models, buttons = shown["jobs"], shown["models"], shown["buttons"]
+    assert "Made version v2; not activated: validation score 0.5 is below" in jobs["not-better"]
+    assert "kept it inactive, as asked" in jobs["manual"]
+    assert "Failed: Training failed: out of memory." in jobs["failed"]
+    assert "Cancelled while it ran." in jobs["stopped"]
+    assert "Cancelling: it stops at its next step" in jobs["asked"] and shown["cancelDisabled"]
+    assert "the last step is done, the run is finishing" in jobs["finishing"]
+    assert "left" not in jobs["finishing"]  # no "about 0 s left" while it finishes
+    assert "Queued again (attempt 2): its worker stopped responding" in jobs["again"]
+    assert "embedding the collection: 12 of 48 items" in models["v4"] and shown["progress"] == 12
+    assert "by job j4 · parent v1" in models["v4"]
+    assert "R@1 on 50 validation clips" in models["v0"]
+    assert "No evaluation was recorded" in models["v1"]
+    assert buttons == {
+        "v4": ["Call off the switch"],
+        "v0": ["Roll back to this version", "Delete"],
+        "v1": [],
+    }
+
+
+def test_training_panel_needs_keys_and_says_so(
+    page: Page, tmp_path: Path, random_model: Path
+) -> None:
+    read_key = "reader-key-0123456789"
+    keys = f"{read_key}:read,writer-key-9876543210:write"
+    with running_server(
+        tmp_path / "data", random_model, tmp_path / "server.log", MMV_API_KEYS=keys
+    ) as server:
+        open_page(page, server.url)
+        # Without a key: the panel's error boxes say what to do, and the key panel opens.
+        page.wait_for_selector("#jobs-error:not([hidden])")
+        assert "needs an API key" in page.text_content("#jobs-error")
+        assert "needs an API key" in page.text_content("#models-error")
+        assert page.get_attribute("#key-panel", "open") is not None
+        # A read key lists; starting a job needs a write key.
+        page.fill("#api-key", read_key)
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("#model-list li[data-state='active']")
+        assert page.is_hidden("#jobs-error") and page.is_hidden("#models-error")
+        page.click("#train-submit")
+        page.wait_for_selector("#train-error:not([hidden])")
+        assert page.text_content("#train-error").startswith("Your API key may not do this")
+        assert page.text_content("#jobs-status") == "No training jobs yet."
