@@ -106,16 +106,21 @@ class JobProgress(BaseModel):
     eta_s: float | None = None
     clips_per_s: float | None = None
     stage: str | None = Field(
-        None, description="preparing | training | evaluating | saving | activating"
+        None,
+        description="while it runs: preparing | training | finishing (calibrating, saving "
+        "the run) | evaluating | saving | activating; null once it has ended",
     )
     history: list[list[float]] = Field(
         default_factory=list, description="the loss curve so far: [step, loss] pairs"
     )
 
 
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
 class Job(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     created_at: str
     progress: JobProgress
     metrics: dict[str, Any]

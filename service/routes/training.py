@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from service.deps import ActiveModelDep, ReadAccess, SettingsDep, StorageDep, WriteAccess
 from service.errors import Conflict, NoModel, NotFound
-from service.schemas import Job, JobList, JobProgress, TrainingJobIn
+from service.schemas import Job, JobList, JobProgress, JobStatus, TrainingJobIn
 from service.storage import JobRow
 
 router = APIRouter(prefix="/v1/training", tags=["training"])
@@ -59,11 +59,18 @@ def start_job(
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(_: ReadAccess, storage: StorageDep, settings: SettingsDep) -> JobList:
+def list_jobs(
+    _: ReadAccess,
+    storage: StorageDep,
+    settings: SettingsDep,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="the newest N")] = None,
+) -> JobList:
     """Newest first, and the workers seen lately: with none, queued jobs wait until one
     starts (`python -m service.worker`)."""
+    jobs = [j for j in storage.jobs.all() if status is None or j.status == status]
     alive = storage.jobs.live_workers(within_s=max(30.0, 5 * settings.worker_poll_s))
-    return JobList(jobs=[job_view(j) for j in storage.jobs.all()], workers=alive)
+    return JobList(jobs=[job_view(j) for j in jobs[:limit]], workers=alive)
 
 
 @router.get("/jobs/{job_id}", response_model=Job)

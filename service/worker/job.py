@@ -120,6 +120,7 @@ class JobRun:
             except Exception as exc:  # a bug: the job says so instead of hanging
                 log.exception("job %s failed unexpectedly", self.job.id)
                 outcome = Outcome("failed", f"the worker failed: {type(exc).__name__}: {exc}")
+            beat.set(stage=None)  # an ended job's status says where it is
             beat.beat()  # the last progress before the job ends
         if outcome.status != "released":
             shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -188,7 +189,9 @@ class JobRun:
         texts = [t.text for c in training_set.train + training_set.val if (t := c.transcript())]
         row = publish_version(
             self.run_dir / "model", self.settings.models_dir, self.storage,
-            parent=active.version, job_id=self.job.id, texts=texts,
+            # A version trained from scratch has no parent; it was only compared with one.
+            parent=active.version if init == "active" else None, job_id=self.job.id,
+            texts=texts, compared_with=active.version,
             evaluation={"before": before, "after": after, "decision": why},
         )  # fmt: skip
         self.storage.jobs.record(self.job.id, self.owner, model_version=row.version)

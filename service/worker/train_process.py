@@ -97,7 +97,7 @@ class TrainProcess:
                 continue
             kind = event.pop("event", "")
             if kind == "progress":
-                self.state.progress = {**event, "stage": "training"}
+                self.state.progress = {**self.state.progress, **event}
                 self.state.add_point(int(event["step"]), float(event["loss"]))
             elif kind == "stage":
                 self.state.progress = {**self.state.progress, "stage": event["stage"]}

@@ -94,6 +94,8 @@ def main(run_dir: Path) -> int:
         if now - last_report >= 0.5 or p.step == p.steps:  # the worker keeps a curve
             last_report = now
             emit("progress", **asdict(p))
+        if p.step == p.steps:  # image-BN calibration, validation and saving come next
+            emit("stage", stage="finishing")
 
     def should_stop() -> bool:
         return stop_file.exists() or _worker_gone(worker_pid)

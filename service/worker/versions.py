@@ -74,11 +74,15 @@ def publish_version(
     job_id: str,
     texts: list[str],
     evaluation: dict[str, Any],
+    compared_with: str | None = None,
 ) -> ModelRow:
     """Copy the run's checkpoint into models/<version>/ with its language model and the
     job's evaluation, then record the version (inactive)."""
     version = version_name(run_model)
-    parent_dir = models_dir / parent if parent else None
+    # The speech language model carries on from the version it was compared with (the
+    # one that served), also for a model trained from scratch: the words stay the users'.
+    lm_parent = parent or compared_with
+    parent_dir = models_dir / lm_parent if lm_parent else None
     asr: dict[str, Any] = {}
 
     def build(tmp: Path) -> None:
@@ -91,7 +95,10 @@ def publish_version(
             log.warning("no speech language model for %s: %s", version, exc)
             asr["error"] = str(exc)
         metrics = json.loads((tmp / "metrics.json").read_text())
-        metrics["job"] = {"id": job_id, "parent": parent, **evaluation, "asr_lm": asr}
+        metrics["job"] = {
+            "id": job_id, "parent": parent, "compared_with": compared_with, **evaluation,
+            "asr_lm": asr,
+        }  # fmt: skip
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
     publish_dir(models_dir / version, build, durable=True)
