@@ -13,6 +13,7 @@ export const directionLabel = (name) => name.replace("->", " → ");
 const STAGES = {
   preparing: "Preparing: choosing the clips to train on and the ones to hold out",
   training: "Training",
+  finishing: "Training: the last step is done; calibrating pictures and saving the run",
   evaluating: "Evaluating the serving version and the new one on the held-out clips",
   saving: "Saving the new version",
   activating: "Asking the service to switch to the new version",
@@ -49,13 +50,16 @@ function dataSummary(data) {
 }
 
 /** The line under a queued or running job's heading: what it is doing now. */
-function stageText(job) {
+function stageText(job, workers) {
   const p = job.progress;
   if (job.cancel_requested) return "Cancelling: it stops at its next step";
   if (job.status === "queued") {
+    const wait = workers && workers.length === 0
+      ? "no training worker is running: start one with python -m service.worker (make run starts one)"
+      : "waiting for the worker to take it";
     return job.attempts
-      ? `Queued again (attempt ${job.attempts + 1}): ${job.error || "its worker stopped"}`
-      : "Queued: waiting for the worker (python -m service.worker) to take it";
+      ? `Queued again (attempt ${job.attempts + 1}): ${job.error || "its worker stopped"}; ${wait}`
+      : `Queued: ${wait}`;
   }
   if (!p.stage) return "Starting";
   if (p.stage === "training" && p.steps && p.step >= p.steps) {
@@ -64,7 +68,7 @@ function stageText(job) {
   return STAGES[p.stage] || p.stage;
 }
 
-function liveProgress(job, name) {
+function liveProgress(job, name, workers) {
   const p = job.progress;
   const training = job.status === "running" && p.steps;
   const bar = h("progress", {
@@ -77,7 +81,7 @@ function liveProgress(job, name) {
   const eta = p.stage === "training" && p.step < (p.steps || 0) ? formatEta(p.eta_s) : null;
   if (eta) facts.push(eta);
   return [
-    h("p", { class: "job-stage" }, stageText(job)),
+    h("p", { class: "job-stage" }, stageText(job, workers)),
     job.status === "running"
       ? h("div", { class: "progress-wrap" }, bar,
         h("span", { class: "progress-text" },
@@ -177,7 +181,7 @@ export function jobRow(job, opts) {
       h("code", { class: "job-id", title: "job id" }, job.id),
       h("span", { class: "job-when" }, when.join(" · "))),
     h("p", { class: "facts" }, requestSummary(job.request || {})),
-    unfinished ? liveProgress(job, name) : null,
+    unfinished ? liveProgress(job, name, opts.workers) : null,
     unfinished ? chart : null,
     unfinished ? table : null,
     unfinished ? null : h("p", { class: `job-outcome outcome-${job.status}` }, outcome(job)),

@@ -49,6 +49,7 @@ export async function loadTraining() {
   if (seq !== state.seq) return; // a newer refresh (after an action) answers instead
   if (jobs.status === "fulfilled") {
     clearError($("jobs-error"));
+    state.workers = jobs.value.workers;
     renderJobs(jobs.value.jobs);
   } else {
     showError($("jobs-error"), jobs.reason);
@@ -132,8 +133,10 @@ function renderJobs(jobs) {
   const shown = state.showAll ? jobs : jobs.slice(0, JOBS_SHOWN);
   reconcile($("job-list"), shown.map((job, i) => ({
     key: job.id,
-    sig: JSON.stringify(job),
-    build: () => jobRow(job, { open: i === 0 || state.watched.has(job.id), onCancel: cancelJob }),
+    sig: JSON.stringify([job, state.workers]),
+    build: () => jobRow(job, {
+      open: i === 0 || state.watched.has(job.id), onCancel: cancelJob, workers: state.workers,
+    }),
   })));
   const older = jobs.length - shown.length;
   $("jobs-more").hidden = older <= 0;

@@ -423,6 +423,9 @@ _RENDER_STATES = """async () => {
       stage: "training", eta_s: 0, loss: 1.5, history: [[1, 3], [20, 1.5]] } }),
     job("again", { status: "queued", attempts: 1,
                    error: "its worker stopped responding; queued again" }),
+    job("calibrating", { status: "running", progress: { ...progress, step: 20, steps: 20,
+      stage: "finishing", eta_s: 0, loss: 1.5, history: [[1, 3], [20, 1.5]] } }),
+    job("alone", { status: "queued", attempts: 0 }),
   ];
   const model = (version, fields) => ({
     version, active: false, state: "inactive", created_at: "2026-01-02T03:04:05Z",
@@ -430,7 +433,7 @@ _RENDER_STATES = """async () => {
   });
   const active = model("v1", { active: true, state: "active" });
   const opts = { active, pending: false, onActivate() {}, onCallOff() {}, onDelete() {},
-                 open: true, onCancel() {} };
+                 open: true, onCancel() {}, workers: ["host:1"] };
   const models = [
     model("v4", { state: "activating", created_at: "2026-01-03T00:00:00Z", parent: "v1",
                   job_id: "j4", reindex: { to_version: "v4", done: 12, total: 48,
@@ -442,6 +445,7 @@ _RENDER_STATES = """async () => {
   const text = (el) => el.textContent.replace(/\\s+/g, " ");
   return {
     jobs: Object.fromEntries(jobs.map((j) => [j.id, text(jobRow(j, opts))])),
+    noWorker: text(jobRow(jobs.at(-1), { ...opts, workers: [] })),
     cancelDisabled: jobRow(jobs[4], opts).querySelector("button").disabled,
     models: Object.fromEntries(models.map((m) => [m.version, text(modelRow(m, opts))])),
     buttons: Object.fromEntries(models.map((m) => [m.version,
@@ -464,6 +468,13 @@ def test_training_panel_explains_every_state(page: Page, server: Server) -> None
     assert "the last step is done, the run is finishing" in jobs["finishing"]
     assert "left" not in jobs["finishing"]  # no "about 0 s left" while it finishes
     assert "Queued again (attempt 2): its worker stopped responding" in jobs["again"]
+    assert "calibrating pictures and saving the run" in jobs["calibrating"]
+    assert "left" not in jobs["calibrating"]
+    assert "Queued: waiting for the worker to take it" in jobs["alone"]
+    assert (
+        "no training worker is running: start one with python -m service.worker"
+        in shown["noWorker"]
+    )
     assert "embedding the collection: 12 of 48 items" in models["v4"] and shown["progress"] == 12
     assert "by job j4 · parent v1" in models["v4"]
     assert "R@1 on 50 validation clips" in models["v0"]
