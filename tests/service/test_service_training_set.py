@@ -90,12 +90,12 @@ def test_a_small_collection_is_refused_with_what_is_missing(
 def test_the_recipe_fits_the_data() -> None:
     config = load_config("tiny").replace(train={"batch_size": 256})
     tiny = choose_recipe(config, 40, "active", None)
-    assert tiny.batch_size == 16 and tiny.steps == 500 and tiny.lr < config.train.lr  # 200 epochs
+    assert tiny.batch_size == 16 and tiny.steps == 250 and tiny.lr < config.train.lr  # 100 epochs
     assert (
         choose_recipe(config.replace(train={"batch_size": 8}), 4, "active", None).steps == MIN_STEPS
     )
     world = choose_recipe(config, 170, "active", None)
-    assert world.batch_size == 64 and world.steps == 532  # 200 epochs of 170 clips
+    assert world.batch_size == 64 and world.steps == 266  # 100 epochs of 170 clips
     big = choose_recipe(config, 100_000, "scratch", None)
     assert big.batch_size == 256 and big.steps == MAX_STEPS and big.lr == config.train.lr
     asked = choose_recipe(config, 170, "active", 7)
