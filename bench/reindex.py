@@ -237,7 +237,7 @@ def run_switch(runtime: Any, version: str, items: int) -> RunResult:
     marks: dict[str, float] = {}
     passes: list[tuple[float, float]] = []
     embed_lacking = switch._embed_lacking
-    start_rebuild, swap = registry.start_rebuild, registry.swap
+    start_rebuild, wait_rebuild, swap = registry.start_rebuild, registry.wait_rebuild, registry.swap
 
     workers = list(getattr(switch.pool._executor, "_processes", {}))
     cpu: dict[str, float] = {}
@@ -255,6 +255,13 @@ def run_switch(runtime: Any, version: str, items: int) -> RunResult:
         marks["index_start"] = time.perf_counter()
         return start_rebuild(*args, **kwargs)
 
+    def timed_wait(*args: Any) -> Any:
+        try:
+            return wait_rebuild(*args)
+        finally:
+            if "index_start" in marks and "index_end" not in marks:
+                marks["index_end"] = time.perf_counter()
+
     def timed_swap(*args: Any) -> Any:
         marks["swap_start"] = time.perf_counter()
         try:
@@ -262,9 +269,10 @@ def run_switch(runtime: Any, version: str, items: int) -> RunResult:
         finally:
             marks["swap_end"] = time.perf_counter()
 
-    switch._embed_lacking, registry.start_rebuild, registry.swap = (
-        timed_embed,
+    switch._embed_lacking = timed_embed
+    registry.start_rebuild, registry.wait_rebuild, registry.swap = (
         timed_start,
+        timed_wait,
         timed_swap,
     )
     entries = count_entries(runtime.settings.cache_dir)
@@ -274,18 +282,16 @@ def run_switch(runtime: Any, version: str, items: int) -> RunResult:
         switch.wait()
         total = time.perf_counter() - t0
     finally:
-        del switch._embed_lacking, registry.start_rebuild, registry.swap
+        del switch._embed_lacking, registry.start_rebuild, registry.wait_rebuild, registry.swap
     status = switch.status
     if status is None or status.stage != "done":
         raise SystemExit(f"the switch to {version} did not finish: {status}")
-    embed = passes[0][1] - passes[0][0]
-    # The index build: from asking for it to the first catch-up pass (which waits on it).
-    index_end = passes[1][0] if len(passes) > 1 else marks["swap_start"]
+    cpu["locked_s"] = marks["swap_end"] - passes[-1][0]  # under the ingestion lock
     return RunResult(
         items=int(cpu.pop("items")),
-        embed_s=embed,
-        index_s=index_end - marks["index_start"],
-        swap_s=marks["swap_end"] - passes[-1][0],
+        embed_s=passes[0][1] - passes[0][0],
+        index_s=marks["index_end"] - marks["index_start"],
+        swap_s=marks["swap_end"] - marks["swap_start"],
         total_s=total,
         failed=status.failed_items,
         new_entries=count_entries(runtime.settings.cache_dir) - entries,
@@ -477,11 +483,14 @@ def main() -> None:
     def cpu(r: RunResult) -> float:
         return r.extra["workers"] + r.extra["parent"]
 
+    def other(r: RunResult) -> float:
+        return r.total_s - r.embed_s - r.index_s - r.swap_s
+
     print(f"\nmedians of {rounds} round(s), each: baseline then cache, a new version each")
     header = (
         f"{'what':40s}{'items':>7s}{'embed s':>8s}{'items/s':>9s}{'CPU s':>7s}"
-        f"{'items/CPU-s':>12s}{'index s':>8s}{'swap s':>7s}{'switch s':>9s}{'decoded':>8s}"
-        f"{'failed':>7s}"
+        f"{'items/CPU-s':>12s}{'index s':>8s}{'swap s':>7s}{'other s':>8s}{'switch s':>9s}"
+        f"{'decoded':>8s}"
     )
     print(header)
     print("-" * len(header))
@@ -494,24 +503,27 @@ def main() -> None:
             f"{label:40s}{rs[0].items:>7,d}{med(rs, lambda r: r.embed_s):>8.1f}"
             f"{med(rs, lambda r: r.rate):>9.1f}{med(rs, cpu):>7.1f}"
             f"{med(rs, lambda r: r.items / cpu(r)):>12.1f}{med(rs, lambda r: r.index_s):>8.2f}"
-            f"{med(rs, lambda r: r.swap_s):>7.2f}{med(rs, lambda r: r.total_s):>9.1f}"
-            f"{med(rs, lambda r: r.new_entries):>8.0f}{med(rs, lambda r: r.failed):>7.0f}"
+            f"{med(rs, lambda r: r.swap_s):>7.2f}{med(rs, other):>8.1f}"
+            f"{med(rs, lambda r: r.total_s):>9.1f}{med(rs, lambda r: r.new_entries):>8.0f}"
         )
     c, d = runs["cache"], runs["decode"]
     share = med(c, lambda r: cpu(r) / (r.embed_s * cores))
     parent = med(c, lambda r: r.extra["parent"] / cpu(r))
+    failed = sum(r.failed for rs in runs.values() for r in rs)
     print(
-        "(embed s: the first pass over the items; CPU s: the worker processes' and the API "
-        "process's, ffmpeg included; index s: the new version's indexes built beside the "
-        "serving ones; swap s: the last catch-up, the database's switch and the swap)"
+        "embed s: the first pass over the items (what items/s divides by); CPU s: the worker "
+        "processes' and the API process's in it, ffmpeg included; index s: the new version's "
+        "indexes built beside the serving ones; swap s: `IndexRegistry.swap`; other s: the "
+        "rest of the switch (loading the model, counting what is left in SQLite, the catch-up "
+        f"passes, the database's switch); decoded: cache entries written; items failed: {failed}"
     )
     print(
         f"\ncache / decoding: {cache_rate / decode_rate:.1f}× the items/s, "
         f"{med(c, lambda r: r.items / cpu(r)) / med(d, lambda r: r.items / cpu(r)):.1f}× the "
         f"items per CPU-second. The whole switch of {c[0].items:,} items takes "
-        f"{med(c, lambda r: r.total_s):.1f} s (embedding {med(c, lambda r: r.embed_s):.1f} s, "
-        f"index build {med(c, lambda r: r.index_s):.2f} s, swap {med(c, lambda r: r.swap_s):.2f}"
-        f" s); decoding all of them would take ≈ {c[0].items / decode_rate:.0f} s"
+        f"{med(c, lambda r: r.total_s):.1f} s (uploads wait "
+        f"{med(c, lambda r: r.extra['locked_s']):.1f} s of it, under the ingestion lock); "
+        f"decoding every item instead would take ≈ {c[0].items / decode_rate:.0f} s"
     )
     print(
         f"the switch got {share:.0%} of the {cores} cores while embedding from the cache (the "
