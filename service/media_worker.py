@@ -32,7 +32,7 @@ import numpy as np
 
 from model.asr.errors import ASRError
 from model.asr.recognizer import SAMPLE_RATE as ASR_SAMPLE_RATE
-from model.embedding import embed_windows, media_windows
+from model.embedding import embed_windows, freeze_for_inference, media_windows
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo, MediaLimits, Windows, load_windows
 from model.media.decode_cache import DecodeCache, DecodeCacheError
@@ -126,13 +126,17 @@ def _exit_with_parent(parent: int) -> None:
 
 def _embedder(model_dir: str, version: str) -> Any:
     """The model of `version`, loaded once. Two are kept: while the service switches
-    versions, uploads use the serving one and re-indexing the next."""
+    versions, uploads use the serving one and re-indexing the next. A version's weights
+    never change, so its towers are frozen for inference (model/embedding.py): uploads,
+    searches by example and re-indexing all embed through the same frozen towers."""
     from service.embedder import Embedder, ModelHandle
 
     if version not in _embedders:
         while len(_embedders) >= 2:
             _embedders.pop(next(iter(_embedders)))  # the least recently loaded
-        _embedders[version] = Embedder.load(ModelHandle(version, Path(model_dir)), "cpu")
+        embedder = Embedder.load(ModelHandle(version, Path(model_dir)), "cpu")
+        freeze_for_inference(embedder.model)
+        _embedders[version] = embedder
     return _embedders[version]
 
 

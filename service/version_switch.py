@@ -51,7 +51,11 @@ from service.storage import Embedding, ItemRow, Storage
 
 log = logging.getLogger("service.switch")
 
-CHUNK = 32  # items a media worker embeds in one task
+# Items a media worker embeds in one task (≈ 0.5 s of its time; an upload waits behind
+# at most that). Items per CPU-s at 16/32/64/128: 112/118/123/126 (bench/reindex.py).
+# A pass over fewer items makes smaller tasks, so that every worker gets some.
+CHUNK = 64
+MIN_CHUNK = 8
 IN_FLIGHT = 4  # tasks queued at once (two per worker keeps both busy)
 TEXT_CHUNK = 256
 SWAP_WHEN_LEFT = 64  # catch up until at most this many items remain, then swap
@@ -234,16 +238,18 @@ class VersionSwitch:
     ) -> None:
         """One pass over the ready items without a vector of the new version."""
         version = embedder.version
+        lacking = status.total - status.done  # this pass's items (_switch counted them)
+        chunk = max(MIN_CHUNK, min(CHUNK, -(-lacking // IN_FLIGHT)))
         pending: list[Future[ReembedResult]] = []
         for rows in self._lacking(version, failed):
             texts = [r for r in rows if r.kind == "text"]
             media = [r for r in rows if r.kind != "text" and r.content_hash]
-            for start in range(0, len(media), CHUNK):
+            for start in range(0, len(media), chunk):
                 while len(pending) >= IN_FLIGHT:
                     self._store(version, pending.pop(0).result(), status, failed)
                 pending.append(
                     self.pool.submit(
-                        embed_stored, self._job(embedder, media[start : start + CHUNK])
+                        embed_stored, self._job(embedder, media[start : start + chunk])
                     )
                 )
             for start in range(0, len(texts), TEXT_CHUNK):

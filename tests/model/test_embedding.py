@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
-from model_fixtures import small_config
+import torch
+from model_fixtures import small_config, warm_batch_norm
 
+import model.embedding as embedding_module
 import model.media.windows as windows_module
-from model import MMV
-from model.embedding import embed_media, embed_windows
+from model import MMV, Tokenizer, build_model
+from model.embedding import embed_media, embed_windows, freeze_for_inference, is_frozen
 from model.media import decode_audio, load_windows, read_media_info
 
 SPEECH_RATE = 16000
@@ -81,3 +84,53 @@ def test_speech_comes_from_the_same_decode_when_the_rates_agree(
     assert len(extra) == 1
     silent = load_windows(media_files["silent_mp4"], cfg, speech_rate=SPEECH_RATE)
     assert silent.speech is None and len(extra) == 1
+
+
+@pytest.mark.parametrize("space", ["fac", "shared", "disjoint"])
+def test_frozen_towers_give_what_the_model_gives(tokenizer: Tokenizer, space: str) -> None:
+    """The service's workers embed through traced, frozen towers: the same vectors as
+    the model's own methods, for any number of windows and owners."""
+    torch.manual_seed(0)
+    cfg = small_config(space)
+    model = build_model(cfg, tokenizer)
+    warm_batch_norm(model, cfg)
+    eager = copy.deepcopy(model)
+    freeze_for_inference(model)
+    assert is_frozen(model) and not is_frozen(eager)
+    assert sorted(embedding_module._frozen[model]) == ["audio", "video"]  # none fell back
+    rng = np.random.default_rng(0)
+    v = cfg.video
+    video = rng.integers(0, 256, (37, v.frames, v.crop_size, v.crop_size, 3), dtype=np.uint8)
+    audio = (rng.random((37, cfg.audio_samples), dtype=np.float32) * 2 - 1).astype(np.float32)
+    owner = np.sort(rng.integers(0, 9, 37))
+    owner[:9] = np.arange(9)
+    for modality, x in (("video", video), ("audio", audio)):
+        for n in (1, 5, 37):  # a batch of one, a partial batch, batches and a remainder
+            got = embed_windows(model, modality, x[:n], owner[:n])
+            want = embed_windows(eager, modality, x[:n], owner[:n])
+            assert got.keys() == want.keys()
+            for space_name in want:
+                np.testing.assert_allclose(got[space_name], want[space_name], atol=1e-5)
+    # Inputs the towers were not traced for go to the model itself: float video, images.
+    floats = video[:3].astype(np.float32) / 255
+    for space_name, z in embed_windows(model, "video", floats).items():
+        np.testing.assert_allclose(z, embed_windows(eager, "video", floats)[space_name], atol=1e-5)
+    images = video[:3, 0]
+    for space_name, z in embed_windows(model, "image", images).items():
+        np.testing.assert_allclose(z, embed_windows(eager, "image", images)[space_name], atol=1e-6)
+
+
+def test_a_tower_that_does_not_match_the_model_is_not_used(
+    fac_model: MMV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedding_module, "FROZEN_TOLERANCE", -1.0)  # nothing passes
+    freeze_for_inference(fac_model)
+    assert embedding_module._embed_fn(fac_model, "video") == fac_model.embed_video
+
+
+def test_every_model_a_process_loads_is_frozen(fac_model: MMV) -> None:
+    """A worker loads one model per version: tracing the same classes again works."""
+    copies = [copy.deepcopy(fac_model) for _ in range(3)]
+    for model in copies:
+        freeze_for_inference(model)
+        assert sorted(embedding_module._frozen[model]) == ["audio", "video"]
