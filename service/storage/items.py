@@ -283,13 +283,16 @@ class Items:
         row = self._db.connection().execute("SELECT COALESCE(MAX(seq), 0) FROM items").fetchone()
         return int(row[0])
 
+    # In both queries `+e.version` keeps SQLite off the primary key (version first),
+    # which would scan every vector of the version for each item (quadratic: 2.9 s a
+    # count at 10k items); it takes embeddings_item (the item's few vectors) instead.
     def lacking_embeddings(self, version: str, limit: int, after_seq: int = 0) -> list[ItemRow]:
         """Ready items with no embedding of `version` yet (seq order, from after_seq):
         what a switch to that version still has to embed."""
         rows = self._db.connection().execute(
             f"SELECT {_COLUMNS} FROM items WHERE status = 'ready' AND seq > ?"
             " AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.item_seq = items.seq"
-            " AND e.version = ?) ORDER BY seq LIMIT ?",
+            " AND +e.version = ?) ORDER BY seq LIMIT ?",
             (after_seq, version, limit),
         )
         return [ItemRow.from_row(r) for r in rows]
@@ -299,7 +302,7 @@ class Items:
             self._db.connection()
             .execute(
                 "SELECT COUNT(*) FROM items WHERE status = 'ready' AND NOT EXISTS"
-                " (SELECT 1 FROM embeddings e WHERE e.item_seq = items.seq AND e.version = ?)",
+                " (SELECT 1 FROM embeddings e WHERE e.item_seq = items.seq AND +e.version = ?)",
                 (version,),
             )
             .fetchone()
