@@ -94,8 +94,14 @@ class Database:
         self._create_schema()
 
     def _create_schema(self) -> None:
+        """The version-1 tables, in one write transaction: processes opening a new file
+        at once (the API and the worker) wait for each other instead of failing with
+        "database is locked" (a deferred transaction cannot wait for the write lock)."""
         try:
-            self.connection().executescript(_SCHEMA)
+            with self.transaction() as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open the database {self.path}: {exc}") from exc
 
@@ -104,10 +110,10 @@ class Database:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=30000")  # first: the next one may have to wait
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
