@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := ffmpeg espeak-ng chromium
+# docker-compose (Debian's) validates compose.yaml in the tests; no Docker engine is needed.
+SYSTEM_PACKAGES := ffmpeg espeak-ng chromium docker-compose
 # One thread per process: torch and faiss otherwise oversubscribe the 2 cores from the
 # server's thread pool (see docs/benchmarks in shared).
 export OMP_NUM_THREADS ?= 1
@@ -16,6 +17,7 @@ system-deps:
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then S=""; else S="sudo"; fi; \
@@ -46,6 +48,7 @@ test: system-deps venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/hadolint --config .hadolint.yaml docker/Dockerfile
 
 # The API and, beside it, the training worker (stopped with the API: Ctrl-C stops both).
 run: system-deps venv

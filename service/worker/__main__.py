@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # before torch loads
 
+import argparse
 import signal
 import sys
 
@@ -19,12 +20,21 @@ from pydantic import ValidationError
 from service.settings import Settings, SettingsError
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 when a worker of this host is alive, 1 when not (a container health check)",
+    )
+    args = parser.parse_args(argv)
     try:
         settings = Settings()
     except (SettingsError, ValidationError) as exc:
         print(f"mmv-search worker cannot start: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        return check(settings)
 
     from service.logs import setup_logging
     from service.storage import Storage, StorageError
@@ -49,6 +59,18 @@ def main() -> int:
     finally:
         storage.close()
     return 0
+
+
+def check(settings: Settings) -> int:
+    from service.storage import StorageError
+    from service.worker.health import check_worker
+
+    try:
+        alive, why = check_worker(settings)
+    except StorageError as exc:
+        alive, why = False, str(exc)
+    print(why, file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else 1
 
 
 if __name__ == "__main__":
