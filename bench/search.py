@@ -14,7 +14,12 @@ after a warm-up), single queries/s from 1 and 2 threads (500 queries; FAISS rele
 the GIL), batched queries/s (one call, OpenMP on every core), and the cost of single
 adds and deletes while serving and of one batched remove_ids. Then one target line each.
 
-    .venv/bin/python bench/search.py [--quick] [--sizes 100000,1000000]
+Where faiss-gpu runs on a GPU here (`indexer.gpu_usable()`), two more rows each size,
+beside the CPU rows of the same run: the GPU index the rules choose (an exact flat of
+the vectors where they fit, docs/indexer.md "GPU") and the GPU copy of the CPU's IVF.
+The CPU rows stay on the CPU (`use_gpu=False`); the targets judge them.
+
+    .venv/bin/python bench/search.py [--quick] [--sizes 100000,1000000] [--no-gpu]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -36,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer import ArraySource, IndexPolicy, IndexSet, gpu_count, recall_at_k
+from indexer import ArraySource, IndexPolicy, IndexSet, gpu_count, gpu_usable, recall_at_k
 from indexer.synthetic import ClusteredSphere
 
 DIM = 256
@@ -180,6 +186,7 @@ def measure(
     return {
         "n": n,
         "index": stats["factory"],
+        "device": stats["device"],
         "params": stats["params"],
         "build_s": build_s,
         "build_cpu_s": build_cpu_s,
@@ -204,7 +211,8 @@ def measure(
 def row(r: dict[str, object]) -> str:
     params = ",".join(f"{k}={v}" for k, v in r["params"].items()) or "-"  # type: ignore[union-attr]
     return (
-        f"| {r['n']:>9,} | {r['index']:<14} | {params:<10} | {r['build_s']:7.1f} | "
+        f"| {r['n']:>9,} | {r['index']:<14} | {r['device']:<6} | {params:<10} | "
+        f"{r['build_s']:7.1f} | "
         f"{r['build_cpu_s']:7.1f} | "
         f"{r['memory_gb']:5.2f} | {r['rss_gb']:5.2f} | {r['recall']:.3f} "
         f"({r['tuned_recall']:.3f}) | {r['p50']:7.2f} | {r['p99']:7.2f} | "
@@ -218,7 +226,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100k vectors only")
     parser.add_argument("--sizes", default=None, help="comma-separated sizes")
+    parser.add_argument("--no-gpu", action="store_true", help="CPU rows only")
     args = parser.parse_args()
+    on_gpu, gpu_why = (False, "--no-gpu") if args.no_gpu else gpu_usable()
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
@@ -231,6 +241,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}, faiss {faiss.__version__}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
         f"GPUs seen by faiss: {gpu_count()}"
+        + ("" if on_gpu else f" (GPU rows left out: {gpu_why})")
     )
     print(
         f"data: {CLUSTERS:,} Gaussian clusters on the unit sphere, {DIM}-d, cosine to "
@@ -240,16 +251,21 @@ def main() -> None:
     queries = mixture.sample(20_000, seed=999)
     # Shipped rules; compaction deferred only so the bench can time it on its own.
     policy = IndexPolicy(
-        memory_budget_bytes=MEMORY_BUDGET, compact_max=1 << 30, compact_fraction=1.0
+        memory_budget_bytes=MEMORY_BUDGET, compact_max=1 << 30, compact_fraction=1.0, use_gpu=False
     )
-    exact_policy = IndexPolicy(factory="Flat", compact_max=1 << 30, compact_fraction=1.0)
+    exact_policy = replace(policy, factory="Flat")
+    gpu_policies = {
+        "gpu-chosen": replace(policy, use_gpu=True),
+        "gpu-ivf": replace(policy, use_gpu=True, gpu_exact_max_bytes=0),
+    }
     workdir = Path(tempfile.mkdtemp(prefix="bench-search-"))
     header = (
-        "| vectors   | index          | params     | build s | CPU s   | mem GB | RSS+GB | "
-        "recall@10 (tuned) | p50 ms  | p99 ms  | 1-thr/s | 2-thr/s | batch/s | "
+        "| vectors   | index          | device | params     | build s | CPU s   | mem GB | "
+        "RSS+GB | recall@10 (tuned) | p50 ms  | p99 ms  | 1-thr/s | 2-thr/s | batch/s | "
         "save s | load s | add µs | del µs | cmpct ms |"
     )
     results = []
+    gpu_results: list[list[dict[str, object]]] = []
     try:
         for n in sizes:
             vectors = mixture.sample(n, seed=1)
@@ -260,18 +276,25 @@ def main() -> None:
             chosen = measure(
                 "chosen", n, vectors, queries, policy, workdir, batch_queries=20_000, truth=truth
             )  # type: ignore[arg-type]
+            on_gpus = [
+                measure(name, n, vectors, queries, gpu_policy, workdir, 20_000, truth)  # type: ignore[arg-type]
+                for name, gpu_policy in (gpu_policies.items() if on_gpu else ())
+            ]
             del vectors
             gc.collect()
             results.append((exact, chosen))
+            gpu_results.append(on_gpus)
             print(f"\n{n:,} vectors done (load average {os.getloadavg()[0]:.1f})")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print("\n" + header)
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
-    for exact, chosen in results:
+    for (exact, chosen), on_gpus in zip(results, gpu_results, strict=True):
         print(row(exact))
         print(row(chosen))
+        for r in on_gpus:
+            print(row(r))
     print(
         "\nrecall@10: fresh queries against exact search (in brackets: what the tuner "
         "measured at build on held-out queries). mem: FAISS structures; RSS+: process "
@@ -288,6 +311,15 @@ def main() -> None:
             f"{chosen['batched'] / exact['batched']:.0f}x more queries/s, "
             f"2 threads vs 1: {chosen['qps2'] / chosen['qps1']:.2f}x"
         )
+
+    for (_, chosen), on_gpus in zip(results, gpu_results, strict=True):
+        for r in on_gpus:
+            print(
+                f"n={r['n']:,}: {r['index']} on {r['device']} vs {chosen['index']} on the CPU: "
+                f"recall@10 {r['recall']:.3f} vs {chosen['recall']:.3f}, single-query p50 "
+                f"{r['p50']:.2f} vs {chosen['p50']:.2f} ms, batched "
+                f"{float(r['batched']) / float(chosen['batched']):.1f}x the queries/s"  # type: ignore[arg-type]
+            )
 
     cores = os.cpu_count() or 1
     for _, chosen in results:

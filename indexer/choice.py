@@ -51,6 +51,9 @@ class IndexPolicy:
     factory: str | None = None  # force one FAISS factory string for every index
     use_gpu: bool = True  # serve from GPUs when faiss-gpu sees any
     gpu_shard: Literal["auto", "always", "never"] = "auto"
+    # On a GPU, search exactly while the vectors take at most this many bytes (and half
+    # the GPU's free memory); 0: always a copy of the CPU index (gpu_choice.py).
+    gpu_exact_max_bytes: int = 4 << 30
     compact_fraction: float = 0.01  # physically remove tombstones past this share of n ...
     compact_max: int = 4096  # ... or past this many, whichever comes first
     reconcile_max_fraction: float = 0.2  # at open, patch a stale index up to this share

@@ -11,12 +11,15 @@ has one user at a time; FAISS wiki "Threads and asynchronous calls"), so every G
 in this process goes through one lock. A batch of queries on a GPU is fast enough that
 the lock is not the bottleneck; CPU searches keep running in parallel beside it.
 
-On a CPU-only machine (faiss-cpu, or faiss-gpu-cu12 with ``get_num_gpus() == 0``)
-nothing here is used and the indexes are served from the CPU with the same results.
+Where whole vectors fit, the GPU holds an exact flat of them instead of a copy of the
+CPU's inverted file (gpu_choice.py says when and why).
 
-A GPU that faiss-gpu sees but cannot drive also serves from the CPU: the PyPI wheels
-(faiss-gpu-cu12 1.14) hold kernels for sm_70 and sm_80 only, so on a Hopper card (H100,
-sm_90) the first GPU search fails a FAISS assertion that *aborts the process*. That
+On a CPU-only machine (faiss-cpu, or faiss-gpu with ``get_num_gpus() == 0``) nothing
+here is used and the indexes are served from the CPU with the same results.
+
+A GPU that faiss-gpu sees but cannot drive also serves from the CPU: a wheel without
+kernels for the card (faiss-gpu-cu12 1.14 has sm_70 and sm_80 only, so an H100, sm_90,
+fails) makes the first GPU search fail a FAISS assertion that *aborts the process*. That
 cannot be caught, so one small search runs first in a child process (`gpu_usable`).
 """
 
@@ -32,6 +35,9 @@ from typing import Any
 
 import faiss
 import numpy as np
+from faiss.contrib.inspect_tools import get_invlist
+
+from indexer.gpu_choice import choose_gpu_plan
 
 LOG = logging.getLogger("indexer")
 GPU_LOCK = threading.Lock()
@@ -132,27 +138,78 @@ class GpuReplica:
             self.index.add_with_ids(vectors, ids)
 
 
+def stores_vectors(index: faiss.Index) -> bool:
+    """Whether `index` keeps each vector whole (float32), so an exact copy can be made."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap):  # IndexIDMap2 too
+        return stores_vectors(index.index)
+    if isinstance(index, faiss.IndexHNSW):
+        return stores_vectors(index.storage)
+    return isinstance(index, (faiss.IndexFlat, faiss.IndexIVFFlat))
+
+
+def stored_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64 [n], vectors float32 [n, d]) held by an index that `stores_vectors`."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap):
+        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        inner = faiss.downcast_index(index.index)
+        return ids, inner.reconstruct_n(0, inner.ntotal)
+    if isinstance(index, faiss.IndexIVFFlat):
+        parts = [get_invlist(index.invlists, i) for i in range(index.nlist)]
+        ids = np.concatenate([list_ids for list_ids, _ in parts])
+        codes = np.concatenate([codes for _, codes in parts]) if parts else np.zeros((0, 0))
+        return ids, np.ascontiguousarray(codes).view(np.float32).reshape(len(ids), index.d)
+    raise TypeError(f"{type(index).__name__} does not keep whole vectors")
+
+
+def exact_twin(index: faiss.Index) -> faiss.Index:
+    """A flat inner-product index (with ids) holding the same vectors as `index`: what
+    is cloned to the GPU for exact search there (see gpu_choice.py)."""
+    ids, vectors = stored_vectors(index)
+    twin = faiss.IndexIDMap2(faiss.IndexFlatIP(index.d))
+    twin.add_with_ids(vectors, ids)
+    return twin
+
+
 def make_replica(
     cpu_index: faiss.Index,
     kind: str,
+    factory: str,
     param: str | None,
     value: int | None,
     bytes_estimate: int,
     shard_mode: str,
+    exact_max_bytes: int,
 ) -> tuple[GpuReplica | None, str]:
-    """Clone `cpu_index` onto every GPU (replicas, or shards when one GPU cannot hold it).
+    """Serve `cpu_index` from every GPU (replicas, or shards when one GPU cannot hold it):
+    its GPU copy, or an exact flat of its vectors where that fits (gpu_choice.py).
 
     Returns the replica, or None and the reason the index stays on the CPU.
     """
     ngpu = gpu_count()
     if ngpu == 0:
         return None, "no GPU (faiss.get_num_gpus() == 0)"
-    if kind == "hnsw":
-        return None, "HNSW has no GPU implementation in faiss-gpu; served on the CPU"
     usable, why = gpu_usable()
     if not usable:
         return None, f"{why}; served on the CPU"
     free = free_gpu_bytes(ngpu)
+    plan = choose_gpu_plan(
+        kind,
+        factory,
+        stores_vectors(cpu_index),
+        cpu_index.ntotal,
+        cpu_index.d,
+        min(free) if free else None,
+        exact_max_bytes,
+    )
+    if plan.plan == "cpu":
+        return None, plan.reason
+    source = cpu_index
+    if plan.plan == "exact":
+        source = exact_twin(cpu_index)
+        bytes_estimate = cpu_index.ntotal * (4 * cpu_index.d + 8)
+        param = value = None  # nothing to tune in an exact search
     fits_one = free is None or bytes_estimate < 0.8 * min(free)
     shard = shard_mode == "always" or (shard_mode == "auto" and not fits_one)
     if shard and ngpu == 1:
@@ -168,12 +225,12 @@ def make_replica(
     options = faiss.GpuMultipleClonerOptions()
     options.shard = shard
     options.useFloat16 = False  # same scores as the CPU copy
-    codec = faiss.downcast_index(cpu_index)
+    codec = faiss.downcast_index(source)
     if isinstance(codec, faiss.IndexIVFPQ) and codec.pq.M >= 56:
         options.useFloat16 = True  # GPU IVFPQ needs float16 lookup tables for long codes
     try:
         with GPU_LOCK:
-            gpu_index = faiss.index_cpu_to_gpu_multiple_py(_gpu_resources(ngpu), cpu_index, options)
+            gpu_index = faiss.index_cpu_to_gpu_multiple_py(_gpu_resources(ngpu), source, options)
             if param is not None and value is not None:
                 faiss.GpuParameterSpace().set_index_parameter(gpu_index, param, value)
     except RuntimeError as exc:  # FAISS throws for types it cannot move
@@ -181,5 +238,5 @@ def make_replica(
     devices = ",".join(str(i) for i in range(ngpu))
     layout = "sharded" if shard else "replicated" if ngpu > 1 else "single"
     device = f"cuda:{devices}" + ("" if layout == "single" else f" ({layout})")
-    LOG.info("index served on %s", device)
-    return GpuReplica(gpu_index, device), "faiss-gpu sees a GPU"
+    LOG.info("index served on %s: %s", device, plan.reason)
+    return GpuReplica(gpu_index, device), f"faiss-gpu sees a GPU; {plan.reason}"

@@ -274,10 +274,12 @@ class VectorIndex:
         replica, reason = make_replica(
             self._index,
             self.info.kind,
+            self.info.factory,
             self.info.tuning.param,
             self.info.tuning.value,
             structure_bytes(self._index),
             self.policy.gpu_shard,
+            self.policy.gpu_exact_max_bytes,
         )
         self._gpu = replica
         self.device_reason = reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,8 @@ def test_gpu_and_cpu_give_the_same_results(
     data: tuple[np.ndarray, np.ndarray],
     sphere: ClusteredSphere,
 ) -> None:
+    # The CPU serves an inverted file; the GPU, where the vectors fit, an exact flat of
+    # them (gpu_choice.py): its answers are the exact ones.
     ids, vectors = data
     on_cpu = IndexSet.open(
         tmp_path / "cpu",
@@ -64,7 +67,7 @@ def test_gpu_and_cpu_give_the_same_results(
         LAYOUT,
         DIMS,
         source,
-        IndexPolicy(exact_max_floats=0, use_gpu=False),
+        IndexPolicy(exact_max_floats=1 << 40, use_gpu=False),
         save=False,
     )
     on_gpu = IndexSet.open(
@@ -76,7 +79,9 @@ def test_gpu_and_cpu_give_the_same_results(
         IndexPolicy(exact_max_floats=0, use_gpu=True),
         save=False,
     )
-    assert on_gpu.stats()["indexes"]["vat/audio"]["device"].startswith("cuda")
+    stats = on_gpu.stats()["indexes"]["vat/audio"]
+    assert stats["device"].startswith("cuda") and stats["kind"] == "ivf"
+    assert "exact search on the GPU" in stats["device_reason"]
     queries = sphere.sample(100, seed=51)
     cpu = on_cpu.search("vat", "audio", queries, 10)
     gpu = on_gpu.search("vat", "audio", queries, 10)
@@ -88,6 +93,24 @@ def test_gpu_and_cpu_give_the_same_results(
     assert not np.isin(after.ids, ids[:20]).any()
     filtered = on_gpu.search("vat", "audio", queries, 10, filter=ids[100:200])
     assert np.isin(filtered.ids, ids[100:200]).all()
+
+
+@pytest.mark.skipif(not gpu_usable()[0], reason="needs faiss-gpu and a GPU it can run on")
+def test_compressed_codes_put_the_inverted_file_itself_on_the_gpu(
+    tmp_path: Path, source: ArraySource, sphere: ClusteredSphere
+) -> None:
+    policy = IndexPolicy(factory="IVF64,SQ8", use_gpu=True)
+    on_gpu = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, source, policy, save=False)
+    stats = on_gpu.stats()["indexes"]["vat/audio"]
+    assert stats["device"].startswith("cuda")
+    assert "the inverted file itself on the GPU" in stats["device_reason"]
+    on_cpu = IndexSet.open(
+        tmp_path / "cpu", "v1", LAYOUT, DIMS, source, replace(policy, use_gpu=False), save=False
+    )
+    queries = sphere.sample(100, seed=52)
+    gpu = on_gpu.search("vat", "audio", queries, 10)
+    cpu = on_cpu.search("vat", "audio", queries, 10)
+    assert (cpu.ids == gpu.ids).mean() > 0.95  # same codes, same nprobe
 
 
 class FailingGpuCopy:
