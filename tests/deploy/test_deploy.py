@@ -121,6 +121,8 @@ def test_compose_runs_one_api_and_one_worker_per_profile(config: dict[str, Any])
         assert api["environment"]["MMV_HOST"] == "0.0.0.0"
         assert worker["environment"]["MMV_TRAIN_NPROC"] == "4"  # DDP on a multi-GPU host
     assert set(config["volumes"]) == {"mmv-data"}
+    # As shipped, `docker compose up` starts the cpu pair: .env.example selects it.
+    assert "COMPOSE_PROFILES=cpu" in (REPO / ".env.example").read_text().splitlines()
 
 
 # -- the image's environment, read from the Dockerfile's last stage ---------------------
