@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.errors import ModelError, ModelInputError
+from model.media.segments import Span, window_members
 from model.media.windows import Windows
 from model.mmv import MMV
 
@@ -214,6 +215,26 @@ def embed_media(model: MMV, windows: Windows, modality: str) -> dict[str, np.nda
     """One file's embedding of one modality: {space: float32 [D]}, windows averaged."""
     out = embed_windows(model, modality, media_windows(windows, modality))
     return {space: v[0] for space, v in out.items()}
+
+
+@torch.inference_mode()
+def embed_segments(
+    model: MMV, windows: Windows, modality: str, spans: list[Span]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A long file's embedding and its segments' from one pass over its windows:
+    ({space: float32 [D]} over all windows, {space: float32 [len(spans), D]}, each
+    segment the mean of the windows inside it, L2-normalised; model/media/segments.py)."""
+    x = media_windows(windows, modality)
+    batch = EMBED_BATCH if model.device.type == "cpu" else EMBED_BATCH_GPU
+    z = in_batches(_embed_fn(model, modality), x, batch)
+    members = window_members(windows.starts_s, model.config.clip_seconds, spans)
+    owner = np.concatenate([np.full(len(m), k) for k, m in enumerate(members)])
+    rows = np.concatenate(members) if members else np.zeros(0, dtype=np.int64)
+    whole = {
+        space: average_windows(v, np.zeros(len(v), dtype=np.int64), 1)[0] for space, v in z.items()
+    }
+    parts = {space: average_windows(v[rows], owner, len(spans)) for space, v in z.items()}
+    return whole, parts
 
 
 @torch.inference_mode()

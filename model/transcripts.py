@@ -49,6 +49,19 @@ class Transcript:
     def __bool__(self) -> bool:
         return bool(self.text)
 
+    def text_in(self, start_s: float, end_s: float, max_cue_s: float | None = None) -> str:
+        """What is said between start_s and end_s: the cues that overlap it, joined.
+        Cues longer than `max_cue_s` are left out: a plain transcript is one cue over the
+        whole file, which says nothing about where in it anything is said."""
+        return " ".join(
+            s.text
+            for s in self.segments
+            if s.text
+            and s.start < end_s
+            and s.end > start_s
+            and (max_cue_s is None or s.end - s.start <= max_cue_s)
+        ).strip()
+
     def nearest(self, time_s: float, k: int) -> list[Segment]:
         """The k segments whose middles are nearest to `time_s` (MIL-NCE positives)."""
         ranked = sorted((s for s in self.segments if s.text), key=lambda s: abs(s.middle - time_s))

@@ -72,6 +72,13 @@ class Embedder:
             for space in self.spaces_of(modality)
         ]
 
+    def index_pairs(self) -> list[tuple[str, str]]:
+        """Every index of a version: the items' and the segments' of video and audio."""
+        from service.indexes import SEGMENTED, segment_index
+
+        segments = [(space, segment_index(m)) for m in SEGMENTED for space in self.spaces_of(m)]
+        return self.indexed_pairs() + segments
+
     # -- embedding -------------------------------------------------------------------
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> dict[str, np.ndarray]:

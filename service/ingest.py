@@ -3,8 +3,9 @@
     receive (streamed to DATA_DIR/tmp, hashed) -> same bytes stored before? answer 200
     -> ffprobe (the real type, caps) -> store the media, content-addressed, and
     the item row (status processing) -> decode -> ASR when there is sound and no
-    transcript -> embed every (space, modality) the item has -> store embeddings and
-    flip to ready in one transaction -> add to the indexes -> answer 201.
+    transcript -> embed every (space, modality) the item has (and, for a long sound or
+    video, each of its segments, with what its transcript says there) -> store
+    embeddings and flip to ready in one transaction -> add to the indexes -> answer 201.
 
 With wait=false the answer (202) comes right after the item row is stored and the
 rest runs in the background; the item's status says how it ended. Items still
@@ -22,19 +23,22 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo
 from model.transcripts import Transcript, TranscriptError, parse_transcript
 from service import errors
 from service.active_model import ActiveModel, Serving
 from service.content_types import content_type_of
+from service.indexes import segment_ids, segment_index
 from service.media_errors import as_api_error
 from service.media_files import MediaFiles
 from service.media_jobs import media_job, media_limits, read_info
 from service.media_worker import MediaPool, WorkerCrashed, process_media
 from service.prometheus import Metrics
 from service.settings import Settings
-from service.storage import DuplicateContent, Embedding, ItemRow, NewItem, Storage
+from service.storage import DuplicateContent, Embedding, ItemRow, NewItem, NewSegment, Storage
 from service.uploads import ReceivedUpload
 
 log = logging.getLogger("service.ingest")
@@ -199,7 +203,9 @@ class Ingestor:
         transcript_text, source, vtt = row.transcript, row.transcript_source, None
         for _ in range(SWITCH_RETRIES):
             serving = self.require_model()
-            job = media_job(path, info, serving.embedder, self.settings, want_asr=want_asr)
+            job = media_job(
+                path, info, serving.embedder, self.settings, want_asr=want_asr, segmented=True
+            )
             job.cache_dir = str(self.settings.cache_dir)
             job.content_hash = row.content_hash
             result = await self.pool.run(process_media, job)
@@ -210,9 +216,12 @@ class Ingestor:
                 vtt = result.transcript.to_vtt()
             want_asr = False  # heard once is enough, whatever happens next
             t = time.perf_counter()
+            segments = await asyncio.to_thread(
+                self._segments, row.seq, job.segments, result.segments, vtt
+            )
             stored = await asyncio.to_thread(
                 self._store_ready, serving, row.seq, result.embeddings, list(info.modalities),
-                transcript_text, source, info.duration_s, vtt,
+                transcript_text, source, info.duration_s, vtt, segments,
             )  # fmt: skip
             self._stage("store", time.perf_counter() - t)
             if stored is not None:
@@ -240,6 +249,7 @@ class Ingestor:
         source: str | None,
         duration_s: float | None,
         vtt: str | None,
+        segments: list[NewSegment],
     ) -> bool | None:
         """Store the embeddings and flip the item to ready, then index it — unless the
         serving version is no longer the one that embedded it (None: embed again). Under
@@ -248,20 +258,62 @@ class Ingestor:
         with self.index_lock:
             if self.model.serving is not serving:
                 return None
-            stored = self.storage.items.mark_ready(
-                seq, serving.version, embeddings, modalities, transcript, source, duration_s, vtt
-            )
-            if stored:
-                self._index_add(serving, seq, embeddings)
-            return stored
+            segment_seqs = self.storage.items.mark_ready(
+                seq, serving.version, embeddings, modalities, transcript, source, duration_s,
+                vtt, segments,
+            )  # fmt: skip
+            if segment_seqs is None:
+                return False
+            self._index_add(serving, seq, embeddings, segments, segment_seqs)
+            return True
 
-    def _index_add(self, serving: Serving, seq: int, embeddings: list[Embedding]) -> None:
+    def _segments(
+        self,
+        seq: int,
+        spans: list[tuple[float, float]],
+        vectors: list[list[Embedding]],
+        vtt: str | None,
+    ) -> list[NewSegment]:
+        """A long item's segments with what its timed transcript (recognised now, or
+        uploaded) says in each; cues spanning more than a few segments are left out."""
+        if not spans:
+            return []
+        transcript = None
+        timed = vtt or self.storage.items.transcript_vtt(seq)
+        if timed:
+            try:
+                transcript = parse_transcript(timed)
+            except TranscriptError:
+                transcript = None
+        longest_cue = 3 * self.settings.segment_s
+        return [
+            NewSegment(
+                start, end, vecs,
+                (transcript.text_in(start, end, longest_cue) or None) if transcript else None,
+            )
+            for (start, end), vecs in zip(spans, vectors, strict=True)
+        ]  # fmt: skip
+
+    def _index_add(
+        self,
+        serving: Serving,
+        seq: int,
+        embeddings: list[Embedding],
+        segments: list[NewSegment] = (),  # type: ignore[assignment]
+        segment_seqs: list[int] = (),  # type: ignore[assignment]
+    ) -> None:
         """Under the index lock: a delete cannot interleave (it would be resurrected)."""
         t = time.perf_counter()
         if self.storage.items.get_by_seq(seq) is None:  # deleted meanwhile
             return
         for e in embeddings:
             serving.indexes.add(serving.version, e.space, e.modality, [seq], e.vector[None, :])
+        if segments:
+            ids = segment_ids(segment_seqs)
+            pairs = {(e.space, e.modality) for e in segments[0].embeddings}
+            for space, modality in sorted(pairs):
+                vectors = np.stack([_vector(g.embeddings, space, modality) for g in segments])
+                serving.indexes.add(serving.version, space, segment_index(modality), ids, vectors)
         self._stage("index", time.perf_counter() - t)
 
     # -- text items ----------------------------------------------------------------------
@@ -310,12 +362,14 @@ class Ingestor:
             # The database first (the indexer's contract): a search that runs between
             # the two steps may still find the seq, but the join drops rows that are gone.
             deleted = self.storage.items.delete(row.seq)
-            if self.model.indexes is not None:
-                self.model.indexes.remove([row.seq])
-        if deleted is not None and deleted.content_hash:
+            if self.model.indexes is not None and deleted is not None:
+                # The item and all its segments, from every index at once.
+                ids = [row.seq, *segment_ids(deleted[1]).tolist()]
+                self.model.indexes.remove(ids)
+        if deleted is not None and deleted[0].content_hash:
             with self.media_lock:
-                if not self.storage.items.hash_in_use(deleted.content_hash):
-                    self.media.remove(deleted.content_hash)
+                if not self.storage.items.hash_in_use(deleted[0].content_hash):
+                    self.media.remove(deleted[0].content_hash)
 
     def resume_pending(self) -> int:
         """Start processing items left `processing` by an earlier run."""
@@ -339,3 +393,7 @@ class Ingestor:
             )
             for task in still:
                 task.cancel()
+
+
+def _vector(embeddings: list[Embedding], space: str, modality: str) -> np.ndarray:
+    return next(e.vector for e in embeddings if (e.space, e.modality) == (space, modality))

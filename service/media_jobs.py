@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from model.media import MediaError, MediaInfo, MediaLimits, read_media_info
+from model.media.segments import Span, segment_spans, tiling_window_count
 from service.embedder import Embedder
 from service.media_errors import api_error
 from service.media_worker import MediaJob
@@ -32,6 +33,25 @@ async def read_info(path: Path, limits: MediaLimits, metrics: Metrics) -> MediaI
     return info
 
 
+def window_plan(
+    kind: str, duration_s: float | None, settings: Settings, clip_s: float, segmented: bool
+) -> tuple[int | None, list[Span]]:
+    """How a stored item's file is decoded: (windows, segment spans).
+
+    An image is one window. A sound or video longer than MMV_SEGMENT_S is cut into
+    segments (`segmented`), decoded as windows that tile it so each segment has its own;
+    the file's vector is then the mean of them all. Anything else: MMV_EMBED_WINDOWS, or
+    (0) enough uniformly spaced windows to cover the file once, at most 10. Ingestion and
+    re-indexing both ask here, so they find the same decode-cache entry."""
+    if kind == "image":
+        return 1, []
+    if segmented and settings.segment_s and kind in ("video", "audio"):
+        spans = segment_spans(duration_s, settings.segment_s, settings.segment_hop_s)
+        if spans:
+            return tiling_window_count(duration_s, clip_s), spans
+    return settings.embed_windows or None, []
+
+
 def media_job(
     path: Path,
     info: MediaInfo,
@@ -40,16 +60,21 @@ def media_job(
     *,
     want_asr: bool = False,
     modalities: tuple[str, ...] = (),
+    segmented: bool = False,
 ) -> MediaJob:
-    """The job for `path` with the embedder's model version (its files in models_dir)."""
+    """The job for `path` with the embedder's model version (its files in models_dir);
+    `segmented`: a stored item, cut into segments when long (an example is not)."""
+    n_windows, spans = window_plan(
+        info.kind, info.duration_s, settings, embedder.config.clip_seconds, segmented
+    )
     return MediaJob(
         path=str(path),
         info=info,
         model_dir=str(settings.models_dir / embedder.version),
         version=embedder.version,
-        # An image is one window; else MMV_EMBED_WINDOWS, or (0) enough to cover the file.
-        n_windows=1 if info.kind == "image" else settings.embed_windows or None,
+        n_windows=n_windows,
         limits=media_limits(settings),
         want_asr=want_asr,
         modalities=modalities,
+        segments=spans,
     )

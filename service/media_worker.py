@@ -32,10 +32,11 @@ import numpy as np
 
 from model.asr.errors import ASRError
 from model.asr.recognizer import SAMPLE_RATE as ASR_SAMPLE_RATE
-from model.embedding import embed_windows, freeze_for_inference, media_windows
+from model.embedding import embed_segments, embed_windows, freeze_for_inference, media_windows
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo, MediaLimits, Windows, load_windows
 from model.media.decode_cache import DecodeCache, DecodeCacheError
+from model.media.segments import Span
 from model.transcripts import Transcript
 from service.storage import Embedding
 
@@ -65,6 +66,8 @@ class MediaJob:
     # re-indexing to another model version and training read them without ffmpeg.
     cache_dir: str | None = None
     content_hash: str | None = None
+    # A long stored item's segments (model/media/segments.py); n_windows then tiles it.
+    segments: list[Span] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +79,7 @@ class StoredItem:
     content_hash: str
     modalities: tuple[str, ...]  # video, audio, image: what to embed
     n_windows: int | None  # as ingestion decoded it (the cache entry's key)
+    segments: list[tuple[int, float, float]] = field(default_factory=list)  # seq, start, end
 
 
 @dataclass
@@ -92,6 +96,7 @@ class ReembedResult:
     embeddings: dict[int, list[Embedding]]  # seq -> its embeddings
     failed: dict[int, str]  # seq -> why it could not be embedded
     decoded: int  # items that were not in the cache and had to be decoded
+    segments: dict[int, list[Embedding]] = field(default_factory=dict)  # segment seq -> its
 
 
 @dataclass
@@ -99,6 +104,7 @@ class MediaResult:
     embeddings: list[Embedding]
     transcript: Transcript | None
     timings: dict[str, float] = field(default_factory=dict)
+    segments: list[list[Embedding]] = field(default_factory=list)  # as MediaJob.segments
 
 
 # -- child side ---------------------------------------------------------------------------
@@ -203,11 +209,19 @@ def process_media(job: MediaJob) -> MediaResult:
 
     t = time.perf_counter()
     embeddings: list[Embedding] = []
+    segments: list[list[Embedding]] = [[] for _ in job.segments]
     for modality in wanted:
+        if job.segments and modality in ("video", "audio"):
+            whole, parts = embed_segments(embedder.model, windows, modality, job.segments)
+            embeddings += [Embedding(space, modality, vec) for space, vec in whole.items()]
+            for space, vectors in parts.items():
+                for k, vec in enumerate(vectors):
+                    segments[k].append(Embedding(space, modality, vec))
+            continue
         out = embedder.embed_media(windows, modality)
         embeddings += [Embedding(space, modality, vec) for space, vec in out.items()]
     timings["embed"] = time.perf_counter() - t
-    return MediaResult(embeddings, transcript, timings)
+    return MediaResult(embeddings, transcript, timings, segments)
 
 
 def _cached(cache: DecodeCache, digest: str, config: Any, n_windows: int | None) -> Windows | None:
@@ -240,8 +254,25 @@ def embed_stored(job: ReembedJob) -> ReembedResult:
         except (MediaError, ModelError, DecodeCacheError, OSError) as exc:
             failed[item.seq] = str(exc)
     out: dict[int, list[Embedding]] = {seq: [] for seq in windows}
+    segment_out: dict[int, list[Embedding]] = {}
+    # Long items, with their segments: one pass over each one's windows.
+    for item in job.items:
+        if not item.segments or item.seq not in windows:
+            continue
+        spans = [(start, end) for _, start, end in item.segments]
+        for modality in item.modalities:
+            if modality not in ("video", "audio"):
+                continue
+            whole, parts = embed_segments(embedder.model, windows[item.seq], modality, spans)
+            out[item.seq] += [Embedding(s, modality, v) for s, v in whole.items()]
+            for space, vectors in parts.items():
+                for (seq, _, _), vec in zip(item.segments, vectors, strict=True):
+                    segment_out.setdefault(seq, []).append(Embedding(space, modality, vec))
+    # The others together, per modality, in batches.
     for modality in ("video", "audio", "image"):
-        members = [i for i in job.items if i.seq in windows and modality in i.modalities]
+        members = [
+            i for i in job.items if i.seq in windows and modality in i.modalities and not i.segments
+        ]
         if not members:
             continue
         arrays = [media_windows(windows[i.seq], modality) for i in members]
@@ -251,7 +282,7 @@ def embed_stored(job: ReembedJob) -> ReembedResult:
         )
         for n, item in enumerate(members):
             out[item.seq] += [Embedding(s, modality, v[n]) for s, v in vectors.items()]
-    return ReembedResult(out, failed, decoded)
+    return ReembedResult(out, failed, decoded, segment_out)
 
 
 # -- parent side --------------------------------------------------------------------------

@@ -97,7 +97,7 @@ class Runtime:
             self.settings.indexes_dir,
             self.storage,
             embedder.version,
-            embedder.indexed_pairs(),
+            embedder.index_pairs(),
             {space: embedder.dim(space) for space in embedder.model.spaces},
             self.settings.index_memory_mb * 1024 * 1024,
         )

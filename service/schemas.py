@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 from service.storage import ItemRow
 
@@ -59,8 +68,20 @@ class TextQuery(BaseModel):
 
 
 class ItemQuery(BaseModel):
+    """A stored item, or (start_s and end_s) a stretch of it: a moment."""
+
     model_config = ConfigDict(extra="forbid")
     item_id: str = Field(min_length=1)
+    start_s: FiniteFloat | None = Field(None, ge=0)
+    end_s: FiniteFloat | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _whole_or_a_stretch(self) -> ItemQuery:
+        if (self.start_s is None) != (self.end_s is None):
+            raise ValueError("a moment needs both start_s and end_s (or neither: the whole item)")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError("end_s must be after start_s")
+        return self
 
 
 class VectorQuery(BaseModel):
@@ -75,11 +96,30 @@ class SearchRequest(BaseModel):
     target: Modality
     k: int = Field(10, ge=1, le=1000)
     filter: Metadata | None = None
+    # True: each item once, at its best match (a long item's best segment, its next best
+    # under it); False: every matching segment is a result of its own.
+    group: StrictBool = True
+
+
+class Moment(BaseModel):
+    """A stretch of a long item, and what its transcript says there."""
+
+    start_s: float
+    end_s: float
+    text: str | None = None
+
+
+class MomentHit(Moment):
+    score: float
 
 
 class SearchResult(BaseModel):
     item: Item
     score: float
+    # When the match is a segment of a long item: which stretch (absent otherwise).
+    segment: Moment | None = None
+    # Grouped results: the item's next best matching segments, best first.
+    segments: list[MomentHit] = Field(default_factory=list)
 
 
 class SearchResults(BaseModel):

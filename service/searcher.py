@@ -1,6 +1,11 @@
 """Search: resolve a query to a vector, search the active model's indexes, join results
 to items, and write the Results body.
 
+A target with sound or pictures is searched twice, in the items' index and in the index
+of long items' segments (moments); the two are merged by score and, by default, grouped
+so each item appears once, at its best match: a segment carries its span and transcript
+text, and the item's next best segments are listed under it (docs/service.md "Moments").
+
 Queries go through the micro-batcher (service/search_batcher.py): `run_batch` answers
 a whole batch in a search thread with ONE text-encoder call and ONE FAISS search per
 (space, target), then one read for all result items. Results JSON is assembled there
@@ -21,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from indexer import IndexSet
+from indexer import IndexerError, IndexSet
+from model.media.segments import overlap_weights
 from service.active_model import ActiveModel
 from service.embedder import Embedder
 from service.errors import (
@@ -32,13 +38,18 @@ from service.errors import (
     TooLarge,
     UnsupportedPair,
 )
+from service.indexes import SEGMENT_ID_BASE, SEGMENTED, segment_ids, segment_index
 from service.prometheus import Metrics
 from service.schemas import item_payload
 from service.search_batcher import SearchBatcher
 from service.settings import Settings
-from service.storage import READY_CACHE_ITEMS, ItemRow, Storage
+from service.storage import READY_CACHE_ITEMS, ItemRow, SegmentRow, Storage
 
 NOTHING_TO_SEARCH_WITH = "there is nothing to search with"
+SEGMENT_FETCH = 4  # segment hits fetched per result wanted: several may share one item
+SEGMENT_FETCH_MIN = 16
+MORE_SEGMENTS = 3  # next best segments listed under a grouped result
+NO_MOMENT = ',"segment":null,"segments":[]'  # a whole item's result
 
 
 class VersionChanged(ServiceError):
@@ -62,13 +73,20 @@ class Query:
     exclude_seq: int | None = None
     kind: str = "text"  # text | item | vector | example: for metrics
     version: str | None = None  # the model version that embedded `vector` (an example)
+    group: bool = True  # each item once (its best match) or every matching segment
+    start_s: float | None = None  # a moment of the query item (with end_s)
+    end_s: float | None = None
+    # A moment query leaves out only the query item's segments that overlap it (other
+    # stretches of the same recording are fair answers); a whole-item query all of them.
+    exclude_span: tuple[float, float] | None = None
     future: asyncio.Future[Any] | None = field(default=None, repr=False)
     enqueued: float = 0.0
 
 
 @dataclass
 class Answer:
-    hits: list[tuple[str, float]]  # (the item as JSON text, score), best first
+    # (the item as JSON text, score[, the result's other fields as JSON]), best first
+    hits: list[tuple[str, float] | tuple[str, float, str]]
     space: str
     model_version: str  # the version whose indexes answered
     # The hits as SearchResults.results (a JSON array's inside), built where the answer
@@ -77,7 +95,9 @@ class Answer:
 
     def __post_init__(self) -> None:
         self.results = ",".join(
-            f'{{"item":{item},"score":{round(score, 6)!r}}}' for item, score in self.hits
+            f'{{"item":{hit[0]},"score":{round(hit[1], 6)!r}'
+            f"{hit[2] if len(hit) > 2 else NO_MOMENT}}}"
+            for hit in self.hits
         )
 
 
@@ -140,17 +160,26 @@ class Searcher:
         return text
 
     # -- resolving queries (event loop, cheap) ----------------------------------------
-    def text_query(self, text: str, target: str, k: int, filter: dict | None) -> Query:
+    def text_query(
+        self, text: str, target: str, k: int, filter: dict | None, group: bool = True
+    ) -> Query:
         embedder = self.require_model()
         if len(text) > self.max_text_chars:  # tokenising it would hold the search thread
             raise TooLarge(
                 f"the query has {len(text)} characters; the limit is {self.max_text_chars}",
                 {"max_chars": self.max_text_chars},
             )
-        return Query(target, k, _space(embedder, "text", target), text=text, filter=filter)
+        space = _space(embedder, "text", target)
+        return Query(target, k, space, text=text, filter=filter, group=group)
 
     def vector_query(
-        self, vector: list[float] | np.ndarray, space: str, target: str, k: int, filter: dict | None
+        self,
+        vector: list[float] | np.ndarray,
+        space: str,
+        target: str,
+        k: int,
+        filter: dict | None,
+        group: bool = True,
     ) -> Query:
         embedder = self.require_model()
         if (space, target) not in embedder.indexed_pairs():
@@ -168,11 +197,24 @@ class Searcher:
         norm = float(np.linalg.norm(vec))
         if not np.isfinite(norm) or norm == 0.0:
             raise InvalidRequest("the vector must be finite and not all zeros")
-        return Query(target, k, space, vector=vec / norm, filter=filter, kind="vector")
+        return Query(target, k, space, vector=vec / norm, filter=filter, kind="vector", group=group)
 
-    def item_query(self, item_id: str, target: str, k: int, filter: dict | None) -> Query:
+    def item_query(
+        self,
+        item_id: str,
+        target: str,
+        k: int,
+        filter: dict | None,
+        group: bool = True,
+        start_s: float | None = None,
+        end_s: float | None = None,
+    ) -> Query:
+        """A stored item, or with start_s and end_s a stretch of it (a moment)."""
         self.require_model()
-        return Query(target, k, None, item_id=item_id, filter=filter, kind="item")
+        return Query(
+            target, k, None, item_id=item_id, filter=filter, kind="moment" if start_s is not None
+            else "item", group=group, start_s=start_s, end_s=end_s,
+        )  # fmt: skip
 
     def example_query(
         self,
@@ -221,15 +263,36 @@ class Searcher:
 
         t1 = time.perf_counter()
         found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(batch)
+        moments: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(batch)
+        with_segments: dict[tuple[str, str], str | None] = {}
+
+        def segment_name(space: str, target: str) -> str | None:
+            """The segment index to search beside (space, target), if it holds any."""
+            if (space, target) not in with_segments:
+                name = segment_index(target) if target in SEGMENTED else None
+                try:
+                    if name is not None and indexes.count(space, name) == 0:
+                        name = None
+                except IndexerError:  # indexes made before segments existed
+                    name = None
+                with_segments[(space, target)] = name
+            return with_segments[(space, target)]
+
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, q in enumerate(batch):
             if answers[i] is not None:
                 continue
+            assert q.space is not None
             if q.filter:
                 allowed = self.storage.items.seqs_matching(q.filter)
-                found[i] = _search_one(indexes, q, allowed)
+                found[i] = _search_one(indexes, q, q.target, allowed, q.k)
+                name = segment_name(q.space, q.target)
+                if name is not None:
+                    allowed_segments = segment_ids(self.storage.segments.seqs_of_items(allowed))
+                    moments[i] = _search_one(
+                        indexes, q, name, allowed_segments, _segment_k(q.k), exclude=False
+                    )
             else:
-                assert q.space is not None
                 groups[(q.space, q.target)].append(i)
         for (space, target), members in groups.items():
             k = max(batch[i].k + (batch[i].exclude_seq is not None) for i in members)
@@ -237,25 +300,29 @@ class Searcher:
             scores, seqs = indexes.search(space, target, queries, k)
             for row, i in enumerate(members):
                 found[i] = (scores[row], seqs[row])
+            name = segment_name(space, target)
+            if name is not None:
+                scores, ids = indexes.search(space, name, queries, _segment_k(k))
+                for row, i in enumerate(members):
+                    moments[i] = (scores[row], ids[row])
         self.metrics.search_stage.labels("index").observe(time.perf_counter() - t1)
 
         t2 = time.perf_counter()
+        segment_seqs = {
+            int(s) - SEGMENT_ID_BASE for f in moments if f is not None for s in f[1] if s >= 0
+        }
+        segments = self.storage.segments.by_seqs(segment_seqs) if segment_seqs else {}
         wanted = {int(s) for f in found if f is not None for s in f[1] if s >= 0}
+        wanted |= {g.item_seq for g in segments.values()}
         items = self.storage.items.by_seqs(wanted)
         payloads = {seq: self._item_json(seq, row) for seq, row in items.items()}
         for i, q in enumerate(batch):
             hit = found[i]
             if answers[i] is not None or hit is None:
                 continue
-            results: list[tuple[str, float]] = []
-            for score, seq in zip(hit[0].tolist(), hit[1].tolist(), strict=True):
-                if seq < 0 or seq == q.exclude_seq or seq not in payloads:
-                    continue
-                results.append((payloads[seq], score))
-                if len(results) == q.k:
-                    break
             assert q.space is not None
-            answers[i] = Answer(results, q.space, embedder.version)
+            candidates = _candidates(q, hit, moments[i], segments, payloads)
+            answers[i] = Answer(_results(q, candidates, payloads), q.space, embedder.version)
         self.metrics.search_stage.labels("join").observe(time.perf_counter() - t2)
         return answers  # type: ignore[return-value]
 
@@ -275,6 +342,33 @@ class Searcher:
             raise Conflict(f"item {q.item_id!r} has no {row.kind} embedding in space {q.space!r}")
         q.vector = vector
         q.exclude_seq = row.seq
+        if q.start_s is not None and q.end_s is not None:
+            self._resolve_moment(q, row, embedder.version)
+
+    def _resolve_moment(self, q: Query, row: ItemRow, version: str) -> None:
+        """The vector of a stretch of a stored item: its overlapping segments' vectors,
+        weighted by how much of the stretch each covers. A short item is one moment: its
+        own vector."""
+        assert q.start_s is not None and q.end_s is not None and q.space is not None
+        if row.kind not in SEGMENTED:
+            raise InvalidRequest(
+                f"item {q.item_id!r} is {'an' if row.kind == 'image' else 'a'} {row.kind}: "
+                "only a sound or a video has stretches to search by",
+                {"kind": row.kind},
+            )
+        if row.duration_s is not None and q.start_s >= row.duration_s:
+            raise InvalidRequest(
+                f"item {q.item_id!r} is {row.duration_s:.1f} s long; start_s {q.start_s:g} "
+                "is past its end",
+                {"duration_s": row.duration_s},
+            )
+        found, vectors = self.storage.segments.vectors_of_item(row.seq, version, q.space, row.kind)
+        if not found:
+            return  # the whole (short) item is the moment
+        weights = overlap_weights([(g.start_s, g.end_s) for g in found], q.start_s, q.end_s)
+        mixed = (weights[:, None] * vectors).sum(axis=0)
+        q.vector = (mixed / max(float(np.linalg.norm(mixed)), 1e-12)).astype(np.float32)
+        q.exclude_span = (q.start_s, q.end_s)
 
 
 def _space(embedder: Embedder, query_modality: str, target: str) -> str:
@@ -289,12 +383,85 @@ def _space(embedder: Embedder, query_modality: str, target: str) -> str:
     return space
 
 
-def _search_one(indexes: IndexSet, q: Query, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A filtered search: only `allowed` seqs (minus the query item) can be found."""
+def _search_one(
+    indexes: IndexSet, q: Query, index: str, allowed: np.ndarray, k: int, exclude: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """A filtered search of one index: only `allowed` ids (minus the query item) found."""
     assert q.space is not None and q.vector is not None
-    if q.exclude_seq is not None:
+    if exclude and q.exclude_seq is not None:
         allowed = allowed[allowed != q.exclude_seq]
     if allowed.size == 0:
         return np.empty(0, np.float32), np.empty(0, np.int64)
-    scores, seqs = indexes.search(q.space, q.target, q.vector[None, :], q.k, filter=allowed)
-    return scores[0], seqs[0]
+    scores, ids = indexes.search(q.space, index, q.vector[None, :], k, filter=allowed)
+    return scores[0], ids[0]
+
+
+def _segment_k(k: int) -> int:
+    return max(SEGMENT_FETCH_MIN, SEGMENT_FETCH * k)
+
+
+Candidate = tuple[float, int, SegmentRow | None]  # score, item seq, the segment matched
+
+
+def _candidates(
+    q: Query,
+    items: tuple[np.ndarray, np.ndarray],
+    moments: tuple[np.ndarray, np.ndarray] | None,
+    segments: dict[int, SegmentRow],
+    payloads: dict[int, str],
+) -> list[Candidate]:
+    """Item and segment hits of one query, best first, without the query itself."""
+    out: list[Candidate] = [
+        (score, seq, None)
+        for score, seq in zip(items[0].tolist(), items[1].tolist(), strict=True)
+        if seq >= 0 and seq != q.exclude_seq and seq in payloads
+    ]
+    if moments is not None:
+        for score, segment_id in zip(moments[0].tolist(), moments[1].tolist(), strict=True):
+            segment = segments.get(segment_id - SEGMENT_ID_BASE) if segment_id >= 0 else None
+            if segment is None or segment.item_seq not in payloads:
+                continue
+            if segment.item_seq == q.exclude_seq and (
+                q.exclude_span is None
+                or (segment.start_s < q.exclude_span[1] and segment.end_s > q.exclude_span[0])
+            ):
+                continue
+            out.append((score, segment.item_seq, segment))
+    out.sort(key=lambda c: -c[0])
+    return out
+
+
+def _results(
+    q: Query, candidates: list[Candidate], payloads: dict[int, str]
+) -> list[tuple[str, float] | tuple[str, float, str]]:
+    """The first k results: one per item at its best match (its next best segments
+    under it), or with `group` off every candidate as it comes."""
+    if not q.group:
+        return [(payloads[seq], score, _moment_json(segment, [])) for score, seq, segment in
+                candidates[: q.k]]  # fmt: skip
+    order: list[int] = []
+    best: dict[int, tuple[float, SegmentRow | None, list[tuple[float, SegmentRow]]]] = {}
+    for score, seq, segment in candidates:
+        entry = best.get(seq)
+        if entry is None:
+            if len(order) < q.k:
+                best[seq] = (score, segment, [])
+                order.append(seq)
+        elif segment is not None and segment is not entry[1] and len(entry[2]) < MORE_SEGMENTS:
+            entry[2].append((score, segment))
+    return [
+        (payloads[seq], best[seq][0], _moment_json(best[seq][1], best[seq][2])) for seq in order
+    ]
+
+
+def _moment(segment: SegmentRow) -> dict[str, Any]:
+    return {"start_s": segment.start_s, "end_s": segment.end_s, "text": segment.text}
+
+
+def _moment_json(segment: SegmentRow | None, more: list[tuple[float, SegmentRow]]) -> str:
+    """The result's `segment` and `segments` fields (SearchResult)."""
+    if segment is None and not more:
+        return NO_MOMENT
+    moment = json.dumps(_moment(segment), ensure_ascii=False) if segment is not None else "null"
+    listed = [{**_moment(g), "score": round(score, 6)} for score, g in more]
+    return f',"segment":{moment},"segments":{json.dumps(listed, ensure_ascii=False)}'

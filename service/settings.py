@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     embed_windows: int = Field(0, ge=0, le=64)
     workers: int = Field(2, ge=1, le=64)  # threads for decode / ASR / embed of uploads
     asr: bool = True  # speech recognition for uploads with sound and no transcript
+    # Moments: a file longer than a segment is also searchable by its stretches, cut every
+    # hop (docs/service.md "Moments"). hop <= segment; 0 segment seconds: no segments.
+    segment_s: float = Field(10.0, ge=0.0)
+    segment_hop_s: float = Field(5.0, gt=0.0)
     search_batch_ms: float = Field(0.0, ge=0.0)  # extra wait for companions (0: none)
     search_batch_max: int = Field(64, ge=1)
     search_threads: int = Field(2, ge=1, le=16)  # search batches that may run at once
@@ -112,6 +116,11 @@ class Settings(BaseSettings):
     def check(self) -> None:
         """Refuse unsafe or malformed settings before anything starts."""
         keys = self.keys  # parses, raising SettingsError on bad entries
+        if self.segment_s and self.segment_hop_s > self.segment_s:
+            raise SettingsError(
+                f"MMV_SEGMENT_HOP_S={self.segment_hop_s:g} is longer than MMV_SEGMENT_S="
+                f"{self.segment_s:g}: segments would leave gaps; use a hop up to the length"
+            )
         if not self.is_loopback and not keys:
             raise SettingsError(
                 f"MMV_HOST={self.host} is reachable from other machines, so API keys are "

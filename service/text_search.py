@@ -31,7 +31,11 @@ async def text_search(
     if target not in MODALITY_NAMES:
         raise InvalidRequest(f"query.target: must be one of {', '.join(MODALITY_NAMES)}")
     k = form_int(params.get("k"), default=10, low=1, high=1000, name="k")
-    answer = await searcher.search(searcher.text_query(q, target, k, None))
+    group = params.get("group", "true").lower()
+    if group not in ("true", "false", "1", "0"):
+        raise InvalidRequest("query.group: must be true or false", {"field": "group"})
+    query = searcher.text_query(q, target, k, None, group in ("true", "1"))
+    answer = await searcher.search(query)
     return results_json(answer, started)
 
 

@@ -39,11 +39,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from indexer import RebuildError
+from model.media.segments import tiling_window_count
 from service.active_model import ActiveModel
 from service.embedder import Embedder, ModelHandle
 from service.indexes import StorageSource, layout_of
 from service.ingest import Ingestor
-from service.media_jobs import media_limits
+from service.media_jobs import media_limits, window_plan
 from service.media_worker import MediaPool, ReembedJob, ReembedResult, StoredItem, embed_stored
 from service.prometheus import Metrics
 from service.settings import Settings
@@ -191,7 +192,7 @@ class VersionSwitch:
         registry.discard_next()  # a set left built by a switch that was called off
         dims = {space: embedder.dim(space) for space in embedder.model.spaces}
         registry.start_rebuild(
-            version, layout_of(embedder.indexed_pairs()), dims,
+            version, layout_of(embedder.index_pairs()), dims,
             StorageSource(self.storage, version), swap=False,
         )  # fmt: skip
         registry.wait_rebuild()
@@ -258,17 +259,25 @@ class VersionSwitch:
             self._store(version, future.result(), status, failed)
 
     def _job(self, embedder: Embedder, rows: list[ItemRow]) -> ReembedJob:
-        windows = self.settings.embed_windows or None
-        items = [
-            StoredItem(
-                seq=r.seq,
-                path=str(self.settings.media_dir / r.content_hash),  # type: ignore[operator]
-                content_hash=r.content_hash,  # type: ignore[arg-type]
-                modalities=tuple(m for m in r.modalities if m in ("video", "audio", "image")),
-                n_windows=1 if r.kind == "image" else windows,  # as ingestion decoded it
+        clip_s = embedder.config.clip_seconds
+        items = []
+        for r in rows:
+            # The segments ingestion cut stay as they are (their seqs are FAISS ids); the
+            # file is decoded as ingestion decoded it (the decode cache's key).
+            segments = self.storage.segments.of_item(r.seq)
+            n_windows, _ = window_plan(r.kind, r.duration_s, self.settings, clip_s, False)
+            if segments:
+                n_windows = tiling_window_count(r.duration_s, clip_s)
+            items.append(
+                StoredItem(
+                    seq=r.seq,
+                    path=str(self.settings.media_dir / r.content_hash),  # type: ignore[operator]
+                    content_hash=r.content_hash,  # type: ignore[arg-type]
+                    modalities=tuple(m for m in r.modalities if m in ("video", "audio", "image")),
+                    n_windows=n_windows,
+                    segments=[(g.seq, g.start_s, g.end_s) for g in segments],
+                )
             )
-            for r in rows
-        ]
         return ReembedJob(
             items=items,
             model_dir=str(self.settings.models_dir / embedder.version),
@@ -280,6 +289,10 @@ class VersionSwitch:
     def _store(
         self, version: str, result: ReembedResult, status: SwitchStatus, failed: dict[int, str]
     ) -> None:
+        # Segments first: an item counts as embedded once its own vectors are stored.
+        segment_rows = [(seq, e) for seq, vectors in result.segments.items() for e in vectors]
+        if segment_rows:
+            self.storage.segments.add_for_stored(version, segment_rows)
         rows = [(seq, e) for seq, vectors in result.embeddings.items() for e in vectors]
         if rows:
             self.storage.embeddings.add_for_stored(version, rows)

@@ -49,11 +49,15 @@ async def search(body: SearchRequest, _: ReadAccess, searcher: SearcherDep) -> R
     started = time.perf_counter()
     q = body.query
     if isinstance(q, TextQuery):
-        query = searcher.text_query(q.text, body.target, body.k, body.filter)
+        query = searcher.text_query(q.text, body.target, body.k, body.filter, body.group)
     elif isinstance(q, ItemQuery):
-        query = searcher.item_query(q.item_id, body.target, body.k, body.filter)
+        query = searcher.item_query(
+            q.item_id, body.target, body.k, body.filter, body.group, q.start_s, q.end_s
+        )
     else:
-        query = searcher.vector_query(q.vector, q.space, body.target, body.k, body.filter)
+        query = searcher.vector_query(
+            q.vector, q.space, body.target, body.k, body.filter, body.group
+        )
     answer = await searcher.search(query)
     return Response(results_json(answer, started), media_type=JSON)
 
@@ -66,6 +70,9 @@ GET_PARAMETERS: dict[str, Any] = {
          "schema": {"type": "string", "enum": list(MODALITY_NAMES)}},
         {"name": "k", "in": "query", "required": False,
          "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}},
+        {"name": "group", "in": "query", "required": False,
+         "description": "false: every matching segment of a long item is a result of its own",
+         "schema": {"type": "boolean", "default": True}},
     ]
 }  # fmt: skip
 

@@ -4,6 +4,7 @@
     items.py        items and their metadata (filters), the ready-row cache
     embeddings.py   vectors per (model version, space, modality, item): the truth
                     FAISS indexes are derived from
+    segments.py     the stretches of long items (moments) and their vectors
     models.py       model versions, one active
     jobs.py         training jobs
     state.py        a few named values kept between runs
@@ -24,7 +25,17 @@ from service.storage.items import READY_CACHE_ITEMS, Items
 from service.storage.jobs import Jobs
 from service.storage.migrations import SCHEMA_VERSION, migrate
 from service.storage.models import Models
-from service.storage.rows import Embedding, ItemRow, JobRow, ModelRow, NewItem, now_rfc3339
+from service.storage.rows import (
+    Embedding,
+    ItemRow,
+    JobRow,
+    ModelRow,
+    NewItem,
+    NewSegment,
+    SegmentRow,
+    now_rfc3339,
+)
+from service.storage.segments import Segments
 from service.storage.state import State
 
 __all__ = [
@@ -36,6 +47,8 @@ __all__ = [
     "JobRow",
     "ModelRow",
     "NewItem",
+    "NewSegment",
+    "SegmentRow",
     "Storage",
     "StorageError",
     "now_rfc3339",
@@ -50,6 +63,7 @@ class Storage:
         self.db = Database(path)
         self.items = Items(self.db)
         self.embeddings = Embeddings(self.db)
+        self.segments = Segments(self.db)
         self.models = Models(self.db)
         self.jobs = Jobs(self.db)
         self.state = State(self.db)

@@ -26,11 +26,11 @@ def insert_embeddings(
     conn.executemany(
         "INSERT OR REPLACE INTO embeddings (version, space, modality, item_seq, vector)"
         " VALUES (?,?,?,?,?)",
-        [(version, e.space, e.modality, seq, _blob(e.vector)) for seq, e in rows],
+        [(version, e.space, e.modality, seq, vector_blob(e.vector)) for seq, e in rows],
     )
 
 
-def _blob(vector: np.ndarray) -> bytes:
+def vector_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
@@ -46,7 +46,10 @@ class Embeddings:
             cur = conn.executemany(
                 "INSERT OR REPLACE INTO embeddings (version, space, modality, item_seq, vector)"
                 " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM items WHERE seq = ?)",
-                [(version, e.space, e.modality, seq, _blob(e.vector), seq) for seq, e in rows],
+                [
+                    (version, e.space, e.modality, seq, vector_blob(e.vector), seq)
+                    for seq, e in rows
+                ],
             )
         return int(cur.rowcount)
 

@@ -20,7 +20,15 @@ import numpy as np
 from service.storage.database import Database
 from service.storage.embeddings import SQLITE_MAX_PARAMS, insert_embeddings
 from service.storage.errors import DuplicateContent
-from service.storage.rows import Embedding, ItemRow, NewItem, TrainingClip, now_rfc3339
+from service.storage.rows import (
+    Embedding,
+    ItemRow,
+    NewItem,
+    NewSegment,
+    TrainingClip,
+    now_rfc3339,
+)
+from service.storage.segments import delete_segments, insert_segments
 
 READY_CACHE_ITEMS = 50_000  # item rows kept in memory for joining search results
 
@@ -126,10 +134,12 @@ class Items:
         transcript_source: str | None,
         duration_s: float | None,
         transcript_vtt: str | None = None,
-    ) -> bool:
-        """Store embeddings and flip the item to ready in one transaction.
+        segments: Sequence[NewSegment] = (),
+    ) -> list[int] | None:
+        """Store embeddings (and a long item's segments with theirs) and flip the item to
+        ready in one transaction; returns the segments' seqs.
 
-        False when the item was deleted meanwhile (nothing is stored then).
+        None when the item was deleted meanwhile (nothing is stored then).
         """
         with self._db.transaction() as conn:
             cur = conn.execute(
@@ -142,10 +152,12 @@ class Items:
                 ),
             )  # fmt: skip
             if cur.rowcount == 0:
-                return False
+                return None
             insert_embeddings(conn, version, [(seq, e) for e in embeddings])
+            delete_segments(conn, seq)  # processed again (a switch of versions meanwhile)
+            segment_seqs = insert_segments(conn, seq, version, segments)
         self._forget(seq)
-        return True
+        return segment_seqs
 
     def mark_failed(self, seq: int, error: str) -> bool:
         with self._db.transaction() as conn:
@@ -155,17 +167,19 @@ class Items:
         self._forget(seq)
         return cur.rowcount > 0
 
-    def delete(self, seq: int) -> ItemRow | None:
-        """Delete the item, its metadata and all its embeddings; returns what was deleted."""
+    def delete(self, seq: int) -> tuple[ItemRow, list[int]] | None:
+        """Delete the item, its metadata, its segments and all their embeddings; returns
+        what was deleted: the item and its segments' seqs."""
         with self._db.transaction() as conn:
             row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE seq = ?", (seq,)).fetchone()
             if row is None:
                 return None
+            segment_seqs = delete_segments(conn, seq)
             conn.execute("DELETE FROM embeddings WHERE item_seq = ?", (seq,))
             conn.execute("DELETE FROM item_metadata WHERE item_seq = ?", (seq,))
             conn.execute("DELETE FROM items WHERE seq = ?", (seq,))
         self._forget(seq)
-        return ItemRow.from_row(row)
+        return ItemRow.from_row(row), segment_seqs
 
     # -- reads -------------------------------------------------------------------------
     def _one(self, where: str, value: object) -> ItemRow | None:
@@ -181,6 +195,15 @@ class Items:
 
     def get_by_hash(self, content_hash: str) -> ItemRow | None:
         return self._one("content_hash", content_hash)
+
+    def transcript_vtt(self, seq: int) -> str | None:
+        """The item's timed transcript (WebVTT), when it has one."""
+        row = (
+            self._db.connection()
+            .execute("SELECT transcript_vtt FROM items WHERE seq = ?", (seq,))
+            .fetchone()
+        )
+        return row[0] if row else None
 
     def hash_in_use(self, content_hash: str) -> bool:
         row = (

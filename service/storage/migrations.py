@@ -31,6 +31,20 @@ STEPS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at)",
         "ALTER TABLE models ADD COLUMN job_id TEXT",
     ),
+    # Moments: the segments of long items (their span and the transcript text said in
+    # it), with vectors per model version like items' own.
+    3: (
+        "CREATE TABLE IF NOT EXISTS segments ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " item_seq INTEGER NOT NULL REFERENCES items(seq) ON DELETE CASCADE,"
+        " start_s REAL NOT NULL, end_s REAL NOT NULL, text TEXT)",
+        "CREATE INDEX IF NOT EXISTS segments_item ON segments(item_seq, start_s)",
+        "CREATE TABLE IF NOT EXISTS segment_embeddings ("
+        " version TEXT NOT NULL, space TEXT NOT NULL, modality TEXT NOT NULL,"
+        " segment_seq INTEGER NOT NULL REFERENCES segments(seq) ON DELETE CASCADE,"
+        " vector BLOB NOT NULL, PRIMARY KEY (version, space, modality, segment_seq))",
+        "CREATE INDEX IF NOT EXISTS segment_embeddings_segment ON segment_embeddings(segment_seq)",
+    ),
 }
 SCHEMA_VERSION = max(STEPS)
 

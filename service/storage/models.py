@@ -131,6 +131,7 @@ class Models:
             target = conn.execute("SELECT value FROM state WHERE key = ?", (TARGET_KEY,)).fetchone()
             if found[0] or (target is not None and target[0] == version):
                 raise ValueError(version)
+            conn.execute("DELETE FROM segment_embeddings WHERE version = ?", (version,))
             cur = conn.execute("DELETE FROM embeddings WHERE version = ?", (version,))
             conn.execute("DELETE FROM models WHERE version = ?", (version,))
         return int(cur.rowcount)

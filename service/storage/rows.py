@@ -84,6 +84,28 @@ class Embedding:
     vector: np.ndarray  # float32 [D], L2-normalised
 
 
+@dataclass(frozen=True)
+class SegmentRow:
+    """A stretch of a long item, searchable on its own (a moment)."""
+
+    seq: int
+    item_seq: int
+    start_s: float
+    end_s: float
+    text: str | None  # what the transcript says in it (None: nothing timed there)
+
+
+@dataclass
+class NewSegment:
+    """A segment as ingestion or re-indexing makes it: its span, its transcript text and
+    its vectors (space, modality) of one model version."""
+
+    start_s: float
+    end_s: float
+    embeddings: list[Embedding]
+    text: str | None = None
+
+
 @dataclass
 class ModelRow:
     version: str

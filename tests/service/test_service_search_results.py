@@ -62,3 +62,25 @@ def test_the_results_body_is_the_search_results_schema(hits: list[ItemRow]) -> N
     assert validated.model_dump(mode="json") == raw
     assert [r["item"]["id"] for r in raw["results"]] == [r.id for r in hits]
     assert (raw["space"], raw["model_version"]) == ("vat", "v1") and raw["took_ms"] >= 0
+
+
+def test_results_with_moments_are_the_search_results_schema() -> None:
+    from service.searcher import _moment_json
+    from service.storage import SegmentRow
+
+    best = SegmentRow(7, 1, 30.0, 40.0, "a drum rolls")
+    more = [(0.5, SegmentRow(9, 1, 50.0, 60.0, None)), (0.4, SegmentRow(8, 1, 40.0, 50.0, "é"))]
+    answer = Answer(
+        [(item_json(ROWS[0]), 0.9, _moment_json(best, more)), (item_json(ROWS[1]), 0.8)],
+        "vat",
+        "v1",
+    )
+    raw = json.loads(results_json(answer, time.perf_counter()))
+    validated = SearchResults.model_validate(raw)
+    assert validated.model_dump(mode="json") == raw
+    first, second = raw["results"]
+    assert first["segment"] == {"start_s": 30.0, "end_s": 40.0, "text": "a drum rolls"}
+    assert [(m["start_s"], m["score"], m["text"]) for m in first["segments"]] == [
+        (50.0, 0.5, None), (40.0, 0.4, "é")
+    ]  # fmt: skip
+    assert second["segment"] is None and second["segments"] == []

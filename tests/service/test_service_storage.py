@@ -70,9 +70,10 @@ def test_create_get_and_same_content_is_one_item(storage: Storage) -> None:
 def test_ready_stores_embeddings_atomically_and_not_after_delete(storage: Storage) -> None:
     row = storage.items.create(video("h1"))
     emb = [Embedding("va", "video", unit(8, 1)), Embedding("va", "audio", unit(8, 2))]
-    assert storage.items.mark_ready(
-        row.seq, "v1", emb, ["video", "audio"], "hi", "asr", 3.0, "WEBVTT"
-    )
+    assert (
+        storage.items.mark_ready(row.seq, "v1", emb, ["video", "audio"], "hi", "asr", 3.0, "WEBVTT")
+        == []
+    )  # stored, no segments (a short item)
     got = storage.items.get(row.id)
     assert (got.status, got.transcript, got.transcript_source) == ("ready", "hi", "asr")
     assert transcript_vtt(storage, row.seq) == "WEBVTT"
@@ -83,7 +84,7 @@ def test_ready_stores_embeddings_atomically_and_not_after_delete(storage: Storag
 
     other = storage.items.create(video("h2"))
     storage.items.delete(other.seq)
-    assert not storage.items.mark_ready(other.seq, "v1", emb, ["video"], None, None, None)
+    assert storage.items.mark_ready(other.seq, "v1", emb, ["video"], None, None, None) is None
     assert embedding_counts(storage, "v1") == {("va", "video"): 1, ("va", "audio"): 1}
 
 
@@ -92,7 +93,7 @@ def test_delete_removes_item_metadata_and_embeddings(storage: Storage) -> None:
     storage.items.mark_ready(row.seq, "v1", [Embedding("va", "video", unit(8, 1))], ["video"],
                        None, None, None)  # fmt: skip
     deleted = storage.items.delete(row.seq)
-    assert deleted is not None and deleted.id == row.id
+    assert deleted is not None and deleted[0].id == row.id and deleted[1] == []
     assert storage.items.get(row.id) is None
     assert embedding_counts(storage, "v1") == {}
     assert len(storage.items.seqs_matching({"tag": "x"})) == 0

@@ -1,0 +1,169 @@
+"""The segments table: the stretches of long items (moments), and their vectors per
+(model version, space, modality) in segment_embeddings.
+
+A long item's segments are written in the transaction that makes it ready (items.py
+calls `insert_segments`), deleted with it, and re-embedded by a switch of versions like
+the item's own vectors. FAISS indexes of segments are derived from these rows
+(service/indexes.py), under ids kept apart from item seqs (SEGMENT_ID_BASE).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from service.storage.database import Database
+from service.storage.embeddings import SQLITE_MAX_PARAMS, vector_blob
+from service.storage.rows import Embedding, NewSegment, SegmentRow
+
+_COLUMNS = "seq, item_seq, start_s, end_s, text"
+
+
+def insert_segments(
+    conn: sqlite3.Connection, item_seq: int, version: str, segments: Sequence[NewSegment]
+) -> list[int]:
+    """The segments of an item and their vectors, inside the caller's transaction;
+    returns their seqs in order."""
+    seqs = []
+    for segment in segments:
+        cur = conn.execute(
+            "INSERT INTO segments (item_seq, start_s, end_s, text) VALUES (?,?,?,?)",
+            (item_seq, segment.start_s, segment.end_s, segment.text),
+        )
+        seq = int(cur.lastrowid)  # type: ignore[arg-type]
+        seqs.append(seq)
+        insert_segment_embeddings(conn, version, [(seq, e) for e in segment.embeddings])
+    return seqs
+
+
+def insert_segment_embeddings(
+    conn: sqlite3.Connection, version: str, rows: Sequence[tuple[int, Embedding]]
+) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO segment_embeddings (version, space, modality, segment_seq,"
+        " vector) VALUES (?,?,?,?,?)",
+        [(version, e.space, e.modality, seq, vector_blob(e.vector)) for seq, e in rows],
+    )
+
+
+def delete_segments(conn: sqlite3.Connection, item_seq: int) -> list[int]:
+    """Remove an item's segments and their vectors; returns the seqs that were removed."""
+    seqs = [r[0] for r in conn.execute("SELECT seq FROM segments WHERE item_seq = ?", (item_seq,))]
+    conn.execute(
+        "DELETE FROM segment_embeddings WHERE segment_seq IN"
+        " (SELECT seq FROM segments WHERE item_seq = ?)",
+        (item_seq,),
+    )
+    conn.execute("DELETE FROM segments WHERE item_seq = ?", (item_seq,))
+    return seqs
+
+
+class Segments:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def of_item(self, item_seq: int) -> list[SegmentRow]:
+        rows = self._db.connection().execute(
+            f"SELECT {_COLUMNS} FROM segments WHERE item_seq = ? ORDER BY start_s", (item_seq,)
+        )
+        return [SegmentRow(*r) for r in rows]
+
+    def by_seqs(self, seqs: Iterable[int]) -> dict[int, SegmentRow]:
+        out: dict[int, SegmentRow] = {}
+        unique = sorted(set(seqs))
+        conn = self._db.connection()
+        for start in range(0, len(unique), SQLITE_MAX_PARAMS):
+            chunk = unique[start : start + SQLITE_MAX_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            for r in conn.execute(f"SELECT {_COLUMNS} FROM segments WHERE seq IN ({marks})", chunk):
+                out[r[0]] = SegmentRow(*r)
+        return out
+
+    def seqs_of_items(self, item_seqs: np.ndarray) -> np.ndarray:
+        """The segment seqs of these items (int64), for filtered searches."""
+        out: list[int] = []
+        unique = np.unique(np.asarray(item_seqs, dtype=np.int64)).tolist()
+        conn = self._db.connection()
+        for start in range(0, len(unique), SQLITE_MAX_PARAMS):
+            chunk = unique[start : start + SQLITE_MAX_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            out += [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT seq FROM segments WHERE item_seq IN ({marks})", chunk
+                )
+            ]
+        return np.asarray(out, dtype=np.int64)
+
+    def count(self) -> int:
+        return int(self._db.connection().execute("SELECT COUNT(*) FROM segments").fetchone()[0])
+
+    # -- vectors -------------------------------------------------------------------------
+    def seqs(self, version: str, space: str, modality: str) -> np.ndarray:
+        """Seqs of the segments with this embedding (int64)."""
+        rows = self._db.connection().execute(
+            "SELECT segment_seq FROM segment_embeddings WHERE version = ? AND space = ?"
+            " AND modality = ?",
+            (version, space, modality),
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def vectors(self, version: str, space: str, modality: str, seqs: np.ndarray) -> np.ndarray:
+        """float32 [len(seqs), D] in the order given; KeyError naming a missing seq."""
+        wanted = np.asarray(seqs, dtype=np.int64)
+        found: dict[int, bytes] = {}
+        conn = self._db.connection()
+        unique = np.unique(wanted).tolist()
+        for start in range(0, len(unique), SQLITE_MAX_PARAMS):
+            chunk = unique[start : start + SQLITE_MAX_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            for seq, blob in conn.execute(
+                "SELECT segment_seq, vector FROM segment_embeddings WHERE version = ?"
+                f" AND space = ? AND modality = ? AND segment_seq IN ({marks})",
+                (version, space, modality, *chunk),
+            ):
+                found[seq] = blob
+        if not len(wanted):
+            return np.zeros((0, 0), np.float32)
+        try:
+            joined = b"".join(found[s] for s in wanted.tolist())
+        except KeyError as exc:
+            raise KeyError(f"no {space}/{modality} embedding for segment {exc.args[0]}") from None
+        return np.frombuffer(joined, dtype=np.float32).reshape(len(wanted), -1).copy()
+
+    def vectors_of_item(
+        self, item_seq: int, version: str, space: str, modality: str
+    ) -> tuple[list[SegmentRow], np.ndarray]:
+        """An item's segments (by start) and their vectors [n, D] in one version."""
+        rows = (
+            self._db.connection()
+            .execute(
+                f"SELECT s.{_COLUMNS.replace(', ', ', s.')}, e.vector FROM segments s"
+                " JOIN segment_embeddings e ON e.segment_seq = s.seq"
+                " WHERE s.item_seq = ? AND e.version = ? AND e.space = ? AND e.modality = ?"
+                " ORDER BY s.start_s",
+                (item_seq, version, space, modality),
+            )
+            .fetchall()
+        )
+        segments = [SegmentRow(*r[:5]) for r in rows]
+        if not rows:
+            return segments, np.zeros((0, 0), np.float32)
+        return segments, np.stack([np.frombuffer(r[5], dtype=np.float32) for r in rows])
+
+    def add_for_stored(self, version: str, rows: Sequence[tuple[int, Embedding]]) -> int:
+        """Another version's vectors for stored segments (re-indexing); segments deleted
+        meanwhile are skipped. Returns how many vectors were written."""
+        with self._db.transaction() as conn:
+            cur = conn.executemany(
+                "INSERT OR REPLACE INTO segment_embeddings (version, space, modality,"
+                " segment_seq, vector) SELECT ?, ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM segments WHERE seq = ?)",
+                [
+                    (version, e.space, e.modality, seq, vector_blob(e.vector), seq)
+                    for seq, e in rows
+                ],
+            )
+        return int(cur.rowcount)
