@@ -101,25 +101,27 @@ class SearchRequest(BaseModel):
     group: StrictBool = True
 
 
-class Moment(BaseModel):
-    """A stretch of a long item, and what its transcript says there."""
+class Span(BaseModel):
+    """A stretch of a long item, in seconds from its start."""
 
     start_s: float
     end_s: float
-    text: str | None = None
 
 
-class MomentHit(Moment):
+class MoreSegment(Span):
     score: float
+    segment_text: str | None = None  # what the transcript says in it
 
 
 class SearchResult(BaseModel):
     item: Item
     score: float
-    # When the match is a segment of a long item: which stretch (absent otherwise).
-    segment: Moment | None = None
-    # Grouped results: the item's next best matching segments, best first.
-    segments: list[MomentHit] = Field(default_factory=list)
+    # When the match is a segment of a long item: which stretch, and what its transcript
+    # says there (null otherwise).
+    segment: Span | None = None
+    segment_text: str | None = None
+    # Grouped results: the item's further matching segments, best first.
+    more_segments: list[MoreSegment] = Field(default_factory=list)
 
 
 class SearchResults(BaseModel):

@@ -49,7 +49,7 @@ NOTHING_TO_SEARCH_WITH = "there is nothing to search with"
 SEGMENT_FETCH = 4  # segment hits fetched per result wanted: several may share one item
 SEGMENT_FETCH_MIN = 16
 MORE_SEGMENTS = 3  # next best segments listed under a grouped result
-NO_MOMENT = ',"segment":null,"segments":[]'  # a whole item's result
+NO_MOMENT = ',"segment":null,"segment_text":null,"more_segments":[]'  # a whole item's
 
 
 class VersionChanged(ServiceError):
@@ -434,8 +434,8 @@ def _candidates(
 def _results(
     q: Query, candidates: list[Candidate], payloads: dict[int, str]
 ) -> list[tuple[str, float] | tuple[str, float, str]]:
-    """The first k results: one per item at its best match (its next best segments
-    under it), or with `group` off every candidate as it comes."""
+    """The first k results: one per item at its best match (its further matching
+    segments under it), or with `group` off every candidate as it comes."""
     if not q.group:
         return [(payloads[seq], score, _moment_json(segment, [])) for score, seq, segment in
                 candidates[: q.k]]  # fmt: skip
@@ -454,14 +454,21 @@ def _results(
     ]
 
 
-def _moment(segment: SegmentRow) -> dict[str, Any]:
-    return {"start_s": segment.start_s, "end_s": segment.end_s, "text": segment.text}
-
-
 def _moment_json(segment: SegmentRow | None, more: list[tuple[float, SegmentRow]]) -> str:
-    """The result's `segment` and `segments` fields (SearchResult)."""
+    """The result's `segment`, `segment_text` and `more_segments` fields (SearchResult)."""
     if segment is None and not more:
         return NO_MOMENT
-    moment = json.dumps(_moment(segment), ensure_ascii=False) if segment is not None else "null"
-    listed = [{**_moment(g), "score": round(score, 6)} for score, g in more]
-    return f',"segment":{moment},"segments":{json.dumps(listed, ensure_ascii=False)}'
+    span = "null"
+    text = "null"
+    if segment is not None:
+        span = f'{{"start_s":{segment.start_s!r},"end_s":{segment.end_s!r}}}'
+        text = json.dumps(segment.text, ensure_ascii=False)
+    listed = json.dumps(
+        [
+            {"start_s": g.start_s, "end_s": g.end_s, "score": round(score, 6),
+             "segment_text": g.text}
+            for score, g in more
+        ],
+        ensure_ascii=False,
+    )  # fmt: skip
+    return f',"segment":{span},"segment_text":{text},"more_segments":{listed}'

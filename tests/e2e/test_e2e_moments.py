@@ -151,8 +151,8 @@ def test_every_segment_as_a_result_and_the_next_best_under_the_best(
     assert len({r["item"]["id"] for r in grouped["results"]}) == len(grouped["results"])
     top = grouped["results"][0]
     assert top["item"]["id"] == ids["recording"] and top["segment"] is not None
-    assert top["segment"]["text"]  # the narration said in that stretch
-    scores = [m["score"] for m in top["segments"]]
+    assert top["segment_text"]  # the narration said in that stretch
+    scores = [m["score"] for m in top["more_segments"]]
     assert scores == sorted(scores, reverse=True) and all(s <= top["score"] for s in scores)
     every = search(server, {"query": {"text": scene.description}, "target": "video", "k": 10,
                             "group": False})  # fmt: skip

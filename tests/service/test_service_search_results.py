@@ -79,8 +79,10 @@ def test_results_with_moments_are_the_search_results_schema() -> None:
     validated = SearchResults.model_validate(raw)
     assert validated.model_dump(mode="json") == raw
     first, second = raw["results"]
-    assert first["segment"] == {"start_s": 30.0, "end_s": 40.0, "text": "a drum rolls"}
-    assert [(m["start_s"], m["score"], m["text"]) for m in first["segments"]] == [
+    assert first["segment"] == {"start_s": 30.0, "end_s": 40.0}
+    assert first["segment_text"] == "a drum rolls"
+    assert [(m["start_s"], m["score"], m["segment_text"]) for m in first["more_segments"]] == [
         (50.0, 0.5, None), (40.0, 0.4, "é")
     ]  # fmt: skip
-    assert second["segment"] is None and second["segments"] == []
+    assert second["segment"] is None and second["more_segments"] == []
+    assert second["segment_text"] is None
