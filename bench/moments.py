@@ -71,7 +71,9 @@ def load(server: Server, recordings: list[Recording], corpus: Path, distractors:
     return ids, seconds
 
 
-def retrieval(server: Server, recordings: list[Recording], ids: list[str]) -> dict[str, Any]:
+def retrieval(
+    server: Server, recordings: list[Recording], ids: list[str], hop_s: float
+) -> dict[str, Any]:
     out: dict[str, Any] = {"video": [0, 0], "audio": [0, 0]}  # [right stretch, first at all]
     with httpx.Client(base_url=server.url, timeout=60.0) as c:
         for rec, item_id in zip(recordings, ids, strict=True):
@@ -82,7 +84,7 @@ def retrieval(server: Server, recordings: list[Recording], ids: list[str]) -> di
                     first = top["item"]["id"] == item_id
                     out[target][1] += first
                     out[target][0] += bool(
-                        first and top["segment"] and covers(top["segment"], scene, HOP_S)
+                        first and top["segment"] and covers(top["segment"], scene, hop_s)
                     )
     return out
 
@@ -156,7 +158,13 @@ def latency(server: Server, queries: list[str], rounds: int) -> tuple[float, flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 recording, 10 hours of segments")
+    parser.add_argument(
+        "--settings",
+        default="10/5,5/2.5,20/10",
+        help="segment/hop seconds to compare (the first is the one timed at scale)",
+    )
     args = parser.parse_args()
+    compared = [tuple(float(x) for x in pair.split("/")) for pair in args.settings.split(",")]
     n_recordings = 1 if args.quick else 3
     hours = 10 if args.quick else HOURS
     if not (MODEL / "weights.safetensors").is_file():
@@ -187,15 +195,18 @@ def main() -> int:
               f"{len(distractors)} distractor clips")  # fmt: skip
 
         results = {}
-        for name, settings in (
-            ("segments", {"MMV_SEGMENT_S": str(SEGMENT_S), "MMV_SEGMENT_HOP_S": str(HOP_S)}),
-            ("whole file", {"MMV_SEGMENT_S": "0"}),
-        ):
-            data = root / name.replace(" ", "-")
+        runs = [
+            (f"segments {seg:g} s / {hop:g} s", {"MMV_SEGMENT_S": str(seg),
+                                                  "MMV_SEGMENT_HOP_S": str(hop)})
+            for seg, hop in compared
+        ] + [("whole file", {"MMV_SEGMENT_S": "0"})]  # fmt: skip
+        for name, settings in runs:
+            data = root / f"run{len(results)}"
             with running_server(data / "data", MODEL, data / "server.log", MMV_WORKERS="2",
                                 **settings) as server:  # fmt: skip
                 ids, seconds = load(server, recordings, root / "corpus", distractors)
-                found = retrieval(server, recordings, ids)
+                hop = float(settings.get("MMV_SEGMENT_HOP_S", HOP_S))
+                found = retrieval(server, recordings, ids, hop)
                 queries = [s.description for r in recordings for s in r.scenes]
                 base = latency(server, queries, 200)
                 counts = httpx.get(f"{server.url}/readyz").json()["indexes"]
@@ -203,7 +214,8 @@ def main() -> int:
                              "counts": counts, "data": data}  # fmt: skip
 
         # Search at the segment count of `hours` hours of media.
-        data = results["segments"]["data"]
+        default = runs[0][0]
+        data = results[default]["data"]
         pool = real_segment_vectors(data / "data")
         t = time.perf_counter()
         added = add_hours(data / "data", hours, pool)
@@ -224,17 +236,17 @@ def main() -> int:
     for name, r in results.items():
         f = r["found"]
         speed = media_s / sum(r["seconds"])
-        stretch_v = f"{f['video'][0]}/{n_scenes}" if name == "segments" else "-"
-        stretch_a = f"{f['audio'][0]}/{n_scenes}" if name == "segments" else "-"
+        stretch_v = f"{f['video'][0]}/{n_scenes}" if name != "whole file" else "-"
+        stretch_a = f"{f['audio'][0]}/{n_scenes}" if name != "whole file" else "-"
         print(f"| {name} | {stretch_v} | {stretch_a} | {f['video'][1]}/{n_scenes} / "
               f"{f['audio'][1]}/{n_scenes} | {speed:.1f} | {r['latency'][0]:.1f} / "
               f"{r['latency'][1]:.1f} |")  # fmt: skip
-    print(f"| segments + {hours} h ({counts.get('vat/audio_segments', 0):,} audio segments in "
+    print(f"| {default} + {hours} h ({counts.get('vat/audio_segments', 0):,} audio segments in "
           f"S_vat) | | | | | {big[0]:.1f} / {big[1]:.1f} |")  # fmt: skip
     print(f"\nthe server with {hours} h of segments opened (indexes built) in {start_s:.0f} s; "
           f"index sizes: {counts}")  # fmt: skip
 
-    seg = results["segments"]
+    seg = results[default]
     accuracy = (seg["found"]["video"][0] + seg["found"]["audio"][0]) / (2 * n_scenes)
     realtime = media_s / sum(seg["seconds"])
     figures = {"accuracy": accuracy, "realtime": realtime, "p50_ms": big[0]}

@@ -223,10 +223,12 @@ class Searcher:
         target: str,
         k: int,
         version: str,
+        group: bool = True,
     ) -> Query:
         """An uploaded example (not stored), already embedded by `version`: space -> vector."""
         space = _space(self.require_model(), kind, target)
-        return Query(target, k, space, vector=embeddings[space], kind="example", version=version)
+        return Query(target, k, space, vector=embeddings[space], kind="example", version=version,
+                     group=group)  # fmt: skip
 
     async def search(self, query: Query) -> Answer:
         self.metrics.child(self.metrics.searches, query.kind, query.target).inc()

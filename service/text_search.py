@@ -31,10 +31,8 @@ async def text_search(
     if target not in MODALITY_NAMES:
         raise InvalidRequest(f"query.target: must be one of {', '.join(MODALITY_NAMES)}")
     k = form_int(params.get("k"), default=10, low=1, high=1000, name="k")
-    group = params.get("group", "true").lower()
-    if group not in ("true", "false", "1", "0"):
-        raise InvalidRequest("query.group: must be true or false", {"field": "group"})
-    query = searcher.text_query(q, target, k, None, group in ("true", "1"))
+    group = form_bool(params.get("group"), default=True, name="group")
+    query = searcher.text_query(q, target, k, None, group)
     answer = await searcher.search(query)
     return results_json(answer, started)
 
@@ -50,3 +48,13 @@ def form_int(raw: str | None, default: int, low: int, high: int, name: str) -> i
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low} and {high}", {"field": name})
     return value
+
+
+def form_bool(raw: str | None, default: bool, name: str) -> bool:
+    """true/false (or 1/0) from a query string or form field."""
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidRequest(f"{name} must be true or false", {"field": name})
+    return value in ("true", "1")

@@ -12,7 +12,7 @@ from service.deps import ExampleEmbedderDep, ReadAccess, SearcherDep, SettingsDe
 from service.errors import InvalidRequest
 from service.schemas import MODALITY_NAMES, ItemQuery, SearchRequest, SearchResults, TextQuery
 from service.searcher import VersionChanged, results_json
-from service.text_search import form_int, text_search
+from service.text_search import form_bool, form_int, text_search
 from service.uploads import received_upload
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
@@ -36,6 +36,7 @@ EXAMPLE_BODY: dict[str, Any] = {
                         "file": {"type": "string", "format": "binary"},
                         "target": {"type": "string", "enum": list(MODALITY_NAMES)},
                         "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
+                        "group": {"type": "boolean", "default": True},
                     },
                 }
             }
@@ -106,11 +107,12 @@ async def search_by_example(
                 f"target must be one of {', '.join(MODALITY_NAMES)}", {"field": "target"}
             )
         k = form_int(upload.fields.get("k"), default=10, low=1, high=1000, name="k")
+        group = form_bool(upload.fields.get("group"), default=True, name="group")
         assert upload.path is not None
         for attempt in range(3):
             example = await examples.embed(upload.path)
             query = searcher.example_query(
-                example.kind, example.vectors, target, k, example.version
+                example.kind, example.vectors, target, k, example.version, group
             )
             try:
                 answer = await searcher.search(query)

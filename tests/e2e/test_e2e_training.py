@@ -25,6 +25,8 @@ from model.corpus.unseen import UnseenWorld, make_unseen_world
 
 STEPS = 150  # enough for a clear gain on 12 things; the full world's figures: bench/retrain.py
 JOB_TIMEOUT_S = 600.0
+# A job trains for minutes on 2 busy cores: the waits above bound it, not pytest's 300 s.
+pytestmark = pytest.mark.timeout(2 * JOB_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
