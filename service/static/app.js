@@ -3,7 +3,8 @@
 //   api.js         the REST API: requests, uploads with progress, errors, the key
 //   render.js      result cards and item rows (text nodes only, never server HTML)
 //   page.js        shared bits: element lookup, status/error lines, drop targets
-//   search.js      search by text, by example file, by stored item
+//   search.js      search by text, by example file, by stored item or a moment of one
+//   moments.js     a long item's matching stretches: timeline, cue, seek, "from here"
 //   upload.js      the upload form
 //   collection.js  the item list with paging, filter and delete
 //   training.js    training jobs and model versions: start, follow, cancel, switch, delete

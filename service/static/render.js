@@ -179,19 +179,26 @@ function statusBadge(item) {
 
 /**
  * One search result.
- * @param {{item: any, score: number}} result
+ * @param {{item: any, score: number, segment?: {start_s: number, end_s: number} | null}} result
  * @param {number} rank 1-based
- * @param {{query?: string, onSimilar: (item: any) => void}} opts
+ * @param {{query?: string, onSimilar: (item: any) => void,
+ *          moments?: (result: any, media: HTMLElement) =>
+ *            {panel: HTMLElement | null, actions: HTMLElement[], cueShown: boolean}}} opts
+ *   `moments` (moments.js) adds the timeline of a long item's matching stretches
  */
 export function resultCard(result, rank, opts) {
-  const { item, score } = result;
+  const { item, score, segment } = result;
   const text = (item.kind === "text" && item.text) || transcriptText(item.transcript);
   const label = `${kindLabel(item.kind)} result ${rank}` + (text ? `: ${text.slice(0, 60)}` : "");
   const scorePct = Math.max(0, Math.min(1, (score + 1) / 2)); // cosine in [-1, 1]
+  const media = mediaFor(item, label);
+  const moment = opts.moments ? opts.moments(result, media) : null;
+  const where = segment ? { startS: segment.start_s, endS: segment.end_s } : {};
   return h(
     "li",
-    { class: "card", dataset: { itemId: item.id, kind: item.kind } },
-    mediaFor(item, label),
+    { class: "card", dataset: { itemId: item.id, kind: item.kind, ...where } },
+    media,
+    moment && moment.panel,
     h(
       "div",
       { class: "card-body" },
@@ -210,7 +217,7 @@ export function resultCard(result, rank, opts) {
       ),
       h("div", { class: "score-bar", "aria-hidden": "true" },
         h("span", { style: `width: ${(scorePct * 100).toFixed(1)}%` })),
-      item.kind !== "text" && text
+      item.kind !== "text" && text && !(moment && moment.cueShown)
         ? h("p", { class: "transcript" }, snippet(text, opts.query))
         : null,
       metadataList(item.metadata),
@@ -222,9 +229,13 @@ export function resultCard(result, rank, opts) {
           type: "button", class: "secondary small",
           onclick: () => opts.onSimilar(item),
         }, "Find similar"),
+        moment && moment.actions,
         item.media_url && !getApiKey()
-          ? h("a", { href: item.media_url, target: "_blank", rel: "noopener", class: "small" },
-            "Open file")
+          ? h("a", {
+            // a media fragment: the browser's own player starts at the matching stretch
+            href: item.media_url + (segment ? `#t=${segment.start_s},${segment.end_s}` : ""),
+            target: "_blank", rel: "noopener", class: "small",
+          }, "Open file")
           : null,
       ),
     ),

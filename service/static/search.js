@@ -1,7 +1,8 @@
-// Search: by text, by a dropped or chosen example file, or by a stored item; and the
-// result cards with their players.
+// Search: by text, by a dropped or chosen example file, by a stored item or a moment
+// of one; and the result cards with their players (moments.js: their matching stretches).
 
 import { request, upload } from "./api.js";
+import { momentParts, spanLabel } from "./moments.js";
 import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
 import { formatBytes, h, kindLabel, modelLabel, resultCard } from "./render.js";
 
@@ -14,7 +15,8 @@ const state = {
 function searchParams() {
   const k = Math.max(1, Math.min(1000, parseInt($("search-k").value, 10) || 10));
   $("search-k").value = String(k);
-  return { target: $("search-target").value, k };
+  // group: each item once, at its best stretch; off, every matching stretch on its own
+  return { target: $("search-target").value, k, group: $("search-group").checked };
 }
 
 /** "video" or "videos", "sound" or "sounds": the target's name for n results. */
@@ -77,32 +79,47 @@ function showResults(body, { description, target, highlight = "" }) {
     );
     return;
   }
+  const moments = (result, media) =>
+    momentParts(result, media, { query: highlight, onMoment: findMoment });
   list.replaceChildren(
-    ...results.map((r, i) => resultCard(r, i + 1, { query: highlight, onSimilar: findSimilar })),
+    ...results.map((r, i) =>
+      resultCard(r, i + 1, { query: highlight, onSimilar: findSimilar, moments })),
   );
 }
 
 export function searchText(text) {
-  const { target, k } = searchParams();
+  const { target, k, group } = searchParams();
   state.lastQueryText = text;
   const url = new URL(location.href);
-  url.search = new URLSearchParams({ q: text, target, k: String(k) }).toString();
+  const shared = { q: text, target, k: String(k), ...(group ? {} : { group: "false" }) };
+  url.search = new URLSearchParams(shared).toString();
   history.replaceState(null, "", url);
   return runSearch(
     { description: `for “${text}”`, target, highlight: text },
-    (signal) => request("POST", "/v1/search", { json: { query: { text }, target, k }, signal }),
+    (signal) => request("POST", "/v1/search", {
+      json: { query: { text }, target, k, group }, signal,
+    }),
   );
 }
 
-export function findSimilar(item) {
-  const { target, k } = searchParams();
+/** Search with a stored item, or with `start`..`end` seconds of it (a moment). */
+function searchItem(item, description, start, end) {
+  const { target, k, group } = searchParams();
+  const query = { item_id: item.id };
+  if (start !== undefined) Object.assign(query, { start_s: start, end_s: end });
   $("search").scrollIntoView({ behavior: "smooth", block: "start" });
-  return runSearch(
-    { description: `like ${kindLabel(item.kind)} ${item.id}`, target },
-    (signal) => request("POST", "/v1/search", {
-      json: { query: { item_id: item.id }, target, k }, signal,
-    }),
-  );
+  return runSearch({ description, target }, (signal) =>
+    request("POST", "/v1/search", { json: { query, target, k, group }, signal }));
+}
+
+export function findSimilar(item) {
+  return searchItem(item, `like ${kindLabel(item.kind)} ${item.id}`);
+}
+
+/** "Find similar from here": the stretch of a sound or video from the player's time. */
+export function findMoment(item, start, end) {
+  const what = `moment ${spanLabel(start, end)} of ${kindLabel(item.kind)} ${item.id}`;
+  return searchItem(item, `like ${what}`, start, end);
 }
 
 function searchByExample(file) {
@@ -141,8 +158,9 @@ export function setupSearch() {
     searchText(text);
   });
 
-  // Changing the target or k re-runs the last text search: that is what people expect.
-  for (const id of ["search-target", "search-k"]) {
+  // Changing the target, k or grouping re-runs the last text search: that is what
+  // people expect.
+  for (const id of ["search-target", "search-k", "search-group"]) {
     $(id).addEventListener("change", () => {
       const text = $("search-text").value.trim();
       if (text && text === state.lastQueryText) searchText(text);
@@ -171,6 +189,7 @@ export function setupSearch() {
     $("search-target").value = target;
   }
   if (params.get("k")) $("search-k").value = params.get("k");
+  if (params.get("group") === "false") $("search-group").checked = false;
   const q = params.get("q");
   if (q) {
     $("search-text").value = q;

@@ -7,8 +7,10 @@ narrated test clips, a sound and a picture through the API, opens the page in he
 Chromium 1280 pixels wide and saves a picture of the whole page.
 
 With the trained models/default the collection is a small narrated-clip corpus (the
-world the model was trained on: lavfi test patterns mean nothing to it) and the page
-shows a text search (`/?q=QUERY`, by default the first clip's description). A
+world the model was trained on: lavfi test patterns mean nothing to it) and a one-minute
+recording of three of its scenes one after another, and the page shows a text search
+(`/?q=QUERY`, by default the description of the recording's middle scene: the recording
+is found at that stretch, a moment with its timeline and cue). A
 `python -m service.worker` then trains on it: one short job makes a second model
 version, and the picture is taken while a second job trains, so the training panel
 shows a live progress bar and loss curve next to both versions. A few minutes on 2
@@ -42,6 +44,7 @@ from e2e_server import (
     start_worker,
     wait_until,
 )
+from long_recording import distinct_scenes, make_recording
 from tqdm import tqdm
 
 # (lavfi picture source, tone Hz, transcript, metadata) for each clip; the first is the
@@ -56,6 +59,7 @@ CLIPS = [
 QUERY = "a ball bounces while a drum rolls"
 TRAINED = REPO / "models" / "default"
 CORPUS_CLIPS = 20  # what a training job needs at least (16 to train on, 4 held out)
+SCENE_S = 20.0  # each scene of the recording
 FIRST_STEPS = 20  # the job that makes the second version
 LIVE_STEPS = 60  # the job shown training
 LIVE_POINTS = 8  # loss points on its curve when the picture is taken
@@ -76,8 +80,8 @@ def make_collection(work: Path) -> list[Upload]:
 
 
 def corpus_collection(work: Path) -> tuple[list[Upload], str]:
-    """A dozen generated clips with their transcripts, two sounds and a still; and the
-    first clip's description as the query."""
+    """A dozen generated clips with their transcripts, two sounds and a still, and a
+    recording of three narrated scenes; and the middle scene's description as the query."""
     from model.corpus import make_corpus, read_manifest
 
     folder = work / "corpus"
@@ -91,7 +95,12 @@ def corpus_collection(work: Path) -> tuple[list[Upload], str]:
         )
         for row in rows
     ]
-    return files, next(row["description"] for row in rows if row["kind"] == "clip")
+    first, *others = distinct_scenes(rows, 3)
+    recording = make_recording(folder, [others[0], first, others[1]], work / "scenes.mp4",
+                               SCENE_S)  # fmt: skip
+    meta = {"description": f"three scenes, {SCENE_S:.0f} s each"}
+    files.append((recording.path, recording.transcript.read_text(), meta))
+    return files, first["description"]
 
 
 def upload(base_url: str, files: list[Upload]) -> list[dict[str, object]]:
@@ -181,6 +190,8 @@ def shoot(
             open_page(page, server.url, "/?target=video&k=6")
             drop_file(page, "#search", str(items[0]["media_url"]), "ball.mp4")
         page.wait_for_selector("#results .card video")
+        if trained and not page.query_selector("#results .card[data-start-s]"):
+            print("warning: no result at a stretch of the recording (no moment in the picture)")
         page.wait_for_selector("#item-list li")
         # Every player shows its first frame and has stopped loading (no spinner).
         page.wait_for_function(

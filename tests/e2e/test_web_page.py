@@ -5,6 +5,11 @@ result's player, find similar, delete it; and the page's own error handling.
 Fixtures `server` and `media` come from conftest.py (a random tiny model, so this
 module keeps its collection to the one clip it uploads: exact matches only).
 
+Moments run against their own server (a 25 s video with a timed transcript beside a
+short clip): a result at a stretch of the long video starts its player there, marks the
+stretch on its timeline and shows what is said there; its other stretches seek the
+player; "Find similar from here" searches with the moment at the player's time.
+
 The training panel runs against its own server (the trained default model, 24
 narrated clips of the unseen world) and a real `python -m service.worker`: a job
 started from the form trains, is followed live, makes a version that the service
@@ -20,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import CHROMIUM, chromium_page, drop_file, open_page
-from e2e_server import Server, running_server, start_worker
+from e2e_server import Server, make_clip, running_server, start_worker
 from playwright.sync_api import Page
 from unseen_world_client import upload_world
 
@@ -204,6 +209,169 @@ def test_collection_pages_filters_and_texts(page: Page, server: Server) -> None:
     )
     assert (layout["overflow"], layout["columns"]) == (0, 1), layout
     assert layout["smallest"] >= 44 and layout["smallestOption"] >= 44, layout
+
+
+# The long video's transcript: (start s, end s, text). Segments are 10 s every 5 s.
+CUES = [
+    (0, 5, "a red ball rolls in"),
+    (5, 10, "a blue cup falls on the wooden floor"),
+    (10, 15, "the small dog barks"),
+    (15, 20, "a green moon"),
+    (20, 25, "the drum rolls"),
+]
+LONG_S = 25.0
+
+
+def said_in(start: float, end: float) -> str:
+    """What the transcript says in a stretch: the cues that overlap it (as the service)."""
+    return " ".join(text for a, b, text in CUES if a < end and b > start)
+
+
+@pytest.fixture
+def moments_server(tmp_path: Path, random_model: Path) -> Iterator[tuple[Server, dict]]:
+    """A server holding a 25 s video (H.264/AAC) with a WebVTT transcript, cut into
+    segments, and a short clip; yields it with the two items."""
+    long_clip = make_clip(tmp_path / "long.mp4", "testsrc", 440, seconds=LONG_S)
+    short_clip = make_clip(tmp_path / "short.mp4", "smptebars", 660)
+    vtt = "WEBVTT\n\n" + "".join(
+        f"00:00:{a:06.3f} --> 00:00:{b:06.3f}\n{text}\n\n" for a, b, text in CUES
+    )
+    with (
+        running_server(tmp_path / "data", random_model, tmp_path / "server.log") as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        items = {}
+        for name, path, transcript in [("long", long_clip, vtt), ("short", short_clip, "bars")]:
+            res = client.post("/v1/items", data={"transcript": transcript},
+                              files={"file": (path.name, path.read_bytes())})  # fmt: skip
+            assert res.status_code == 201, res.text
+            items[name] = res.json()
+        yield server, items
+
+
+# The band's left and right edges as fractions of the timeline's inner width.
+_BAND_EDGES = """t => {
+  const box = t.getBoundingClientRect();
+  const band = t.querySelector(".timeline-band").getBoundingClientRect();
+  const x = (v) => (v - box.left - t.clientLeft) / t.clientWidth;
+  return [x(band.left), x(band.right)];
+}"""
+
+# Note where the player is when it next starts playing, and where its seeks land.
+_WATCH_PLAYER = """v => {
+  delete v.dataset.playedFrom;
+  v.muted = true;
+  v.addEventListener("playing", () => { v.dataset.playedFrom = v.currentTime; }, { once: true });
+  v.addEventListener("seeked", () => { v.dataset.seekedTo = v.currentTime; });
+}"""
+
+
+@pytest.mark.slow  # ~20 s: a server of its own, a 25 s video ingested as 5 segments
+def test_moments_play_at_their_stretch_and_find_similar_from_here(
+    page: Page, moments_server: tuple[Server, dict]
+) -> None:
+    server, items = moments_server
+    long_id, short_id = items["long"]["id"], items["short"]["id"]
+    duration = items["long"]["duration_s"]
+    assert duration == pytest.approx(LONG_S, abs=0.2)
+    sent: list[dict] = []
+    page.on(
+        "request",
+        lambda r: r.method == "POST" and r.url.endswith("/v1/search")
+        and sent.append(r.post_data_json),
+    )  # fmt: skip
+    open_page(page, server.url)
+
+    # "One result per item" off: every matching stretch is a result (a random model ranks
+    # anything, so every segment of the long video comes back among 12).
+    assert page.is_checked("#search-group")
+    page.uncheck("#search-group")
+    page.fill("#search-text", "the small dog barks")
+    page.select_option("#search-target", "audio")
+    page.click("#search-submit")
+    card = f'#results .card[data-item-id="{long_id}"][data-start-s="10"]'
+    page.wait_for_selector(card)
+    assert sent[-1]["group"] is False and sent[-1]["target"] == "audio", sent[-1]
+    assert "group=false" in page.url
+    assert page.get_attribute(card, "data-end-s") == "20"
+    short_card = f'#results .card[data-item-id="{short_id}"]'
+    assert page.locator(f"{short_card} .moment").count() == 0  # a short item: no timeline
+    assert page.locator(f"{short_card} button.from-here").count() == 1
+
+    # The player waits at the stretch's start; the timeline marks 0:10–0:20 of 0:25; the
+    # cue said there stands beside it, in place of the whole transcript.
+    video = page.query_selector(f"{card} video")
+    page.wait_for_function(
+        "v => v.readyState >= 1 && Math.abs(v.currentTime - 10) < 0.5", arg=video
+    )
+    left, right = page.eval_on_selector(f"{card} .timeline", _BAND_EDGES)
+    assert left == pytest.approx(10 / duration, abs=0.01)
+    assert right == pytest.approx(20 / duration, abs=0.01)
+    assert "0:10–0:20 of 0:25" in page.get_attribute(f"{card} .timeline", "aria-label")
+    assert page.text_content(f"{card} .cue") == f"0:10–0:20 {said_in(10, 20)}"
+    assert page.locator(f"{card} .transcript").count() == 0
+
+    # Its play button plays from the start of the stretch.
+    play = f'{card} .stretches button[aria-pressed="true"]'
+    assert page.text_content(play) == "0:10–0:20"
+    assert page.get_attribute(play, "aria-label").startswith(f"Play video {long_id} from 0:10")
+    video.evaluate(_WATCH_PLAYER)
+    page.click(play)
+    page.wait_for_function(
+        "v => v.dataset.playedFrom && !v.paused && v.currentTime > Number(v.dataset.playedFrom)",
+        arg=video, timeout=15_000,
+    )  # fmt: skip
+    assert float(video.get_attribute("data-played-from")) == pytest.approx(10, abs=0.5)
+
+    # "Find similar from here" at 0:12: the moment 0:12–0:22 is the query, in sounds as
+    # before; the stretches of the video it overlaps are no answers to it.
+    video.evaluate("v => { v.pause(); v.currentTime = 12; }")
+    page.wait_for_function("v => !v.seeking && Math.abs(v.currentTime - 12) < 0.05", arg=video)
+    page.click(f"{card} button.from-here")
+    page.wait_for_function(
+        "s => document.querySelector('#results-status').textContent.includes(s)",
+        arg=f"like moment 0:12–0:22 of video {long_id}",
+    )
+    assert sent[-1] == {
+        "query": {"item_id": long_id, "start_s": 12, "end_s": 22},
+        "target": "audio", "k": 12, "group": False,
+    }  # fmt: skip
+    assert page.locator("#results .card").count() >= 1
+    page.wait_for_selector(short_card)
+    for start, end in page.eval_on_selector_all(
+        f'#results .card[data-item-id="{long_id}"]',
+        "cards => cards.map(c => [Number(c.dataset.startS), Number(c.dataset.endS)])",
+    ):
+        assert end <= 12 or start >= 22, (start, end)
+
+    # One result per item again (it re-runs the text search): the long video once, its
+    # further matching stretches as buttons; one pressed from the keyboard seeks there.
+    page.check("#search-group")
+    page.wait_for_function(
+        "s => document.querySelector('#results-status').textContent.includes(s)",
+        arg="for “the small dog barks”",
+    )
+    assert sent[-1]["group"] is True
+    grouped = f'#results .card[data-item-id="{long_id}"]'
+    assert page.locator(grouped).count() == 1
+    at_segment = page.get_attribute(grouped, "data-start-s") is not None
+    buttons = page.locator(f"{grouped} .stretches button")
+    assert buttons.count() == 3 + at_segment  # more_segments: at most 3
+    last = buttons.nth(buttons.count() - 1)
+    start_label, end_label = last.text_content().split("–")
+    start, end = (
+        int(t.split(":")[0]) * 60 + int(t.split(":")[1]) for t in (start_label, end_label)
+    )
+    page.eval_on_selector(f"{grouped} video", _WATCH_PLAYER)
+    last.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "([v, t]) => v.dataset.playedFrom && Math.abs(Number(v.dataset.seekedTo) - t) < 0.5",
+        arg=[page.query_selector(f"{grouped} video"), start], timeout=15_000,
+    )  # fmt: skip
+    assert last.get_attribute("aria-pressed") == "true"
+    assert page.get_attribute(f"{grouped} .moment", "data-start") == str(start)
+    assert said_in(start, end) in page.text_content(f"{grouped} .cue")
 
 
 @pytest.fixture(scope="module")
