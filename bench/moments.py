@@ -172,8 +172,8 @@ def main() -> int:
         return 1
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, load average "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; segments {SEGMENT_S:g} s every "
-        f"{HOP_S:g} s; scenes {SCENE_S:g} s"
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; segment/hop s compared: "
+        f"{args.settings}; scenes {SCENE_S:g} s"
     )
     from model.corpus import make_corpus, read_manifest
 
@@ -202,6 +202,7 @@ def main() -> int:
         ] + [("whole file", {"MMV_SEGMENT_S": "0"})]  # fmt: skip
         for name, settings in runs:
             data = root / f"run{len(results)}"
+            data.mkdir()
             with running_server(data / "data", MODEL, data / "server.log", MMV_WORKERS="2",
                                 **settings) as server:  # fmt: skip
                 ids, seconds = load(server, recordings, root / "corpus", distractors)

@@ -123,11 +123,12 @@ export function findMoment(item, start, end) {
 }
 
 function searchByExample(file) {
-  const { target, k } = searchParams();
+  const { target, k, group } = searchParams();
   const form = new FormData();
   form.append("file", file);
   form.append("target", target);
   form.append("k", String(k));
+  form.append("group", String(group));
   const description = `like the example “${file.name}”`;
   return runSearch({ description, target }, () => {
     const job = upload("/v1/search/upload", form, {
