@@ -85,6 +85,22 @@ class Transcript:
         return "\n".join(lines)
 
 
+def texts_in_spans(
+    timed: str | None, spans: list[tuple[float, float]], max_cue_s: float | None
+) -> list[str | None]:
+    """What a timed transcript (WebVTT or SRT text) says in each span (None: nothing, or
+    no usable transcript); see `Transcript.text_in`."""
+    transcript = None
+    if timed:
+        try:
+            transcript = parse_transcript(timed)
+        except TranscriptError:
+            transcript = None
+    if transcript is None:
+        return [None] * len(spans)
+    return [transcript.text_in(start, end, max_cue_s) or None for start, end in spans]
+
+
 def _format_time(seconds: float, sep: str) -> str:
     ms_total = max(0, round(seconds * 1000))
     h, rem = divmod(ms_total, 3_600_000)

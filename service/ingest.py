@@ -27,7 +27,7 @@ import numpy as np
 
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo
-from model.transcripts import Transcript, TranscriptError, parse_transcript
+from model.transcripts import Transcript, TranscriptError, parse_transcript, texts_in_spans
 from service import errors
 from service.active_model import ActiveModel, Serving
 from service.content_types import content_type_of
@@ -44,6 +44,8 @@ from service.uploads import ReceivedUpload
 log = logging.getLogger("service.ingest")
 
 SWITCH_RETRIES = 3  # embeddings made just before a switch of versions are made again
+# A cue longer than this many segments says nothing about where in the file it is said.
+LONGEST_CUE_SEGMENTS = 3
 
 
 class Ingestor:
@@ -278,21 +280,12 @@ class Ingestor:
         uploaded) says in each; cues spanning more than a few segments are left out."""
         if not spans:
             return []
-        transcript = None
         timed = vtt or self.storage.items.transcript_vtt(seq)
-        if timed:
-            try:
-                transcript = parse_transcript(timed)
-            except TranscriptError:
-                transcript = None
-        longest_cue = 3 * self.settings.segment_s
+        texts = texts_in_spans(timed, spans, LONGEST_CUE_SEGMENTS * self.settings.segment_s)
         return [
-            NewSegment(
-                start, end, vecs,
-                (transcript.text_in(start, end, longest_cue) or None) if transcript else None,
-            )
-            for (start, end), vecs in zip(spans, vectors, strict=True)
-        ]  # fmt: skip
+            NewSegment(start, end, vecs, text)
+            for (start, end), vecs, text in zip(spans, vectors, texts, strict=True)
+        ]
 
     def _index_add(
         self,

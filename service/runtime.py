@@ -33,6 +33,7 @@ from service.media_worker import MediaPool
 from service.model_versions import active_model_version
 from service.prometheus import Metrics
 from service.searcher import Searcher
+from service.segment_backfill import SegmentBackfill
 from service.settings import Settings
 from service.storage import Storage
 from service.version_switch import VersionSwitch
@@ -82,8 +83,12 @@ class Runtime:
         self.switch = VersionSwitch(
             settings, self.storage, self.model, self.ingestor, self.media_pool, metrics
         )
+        self.backfill = SegmentBackfill(
+            settings, self.storage, self.model, self.media_pool, self.ingestor.index_lock
+        )
         self._upkeep: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._backfill: asyncio.Task[None] | None = None
 
     # -- start-up ----------------------------------------------------------------------
     def load_model_and_indexes(self) -> None:
@@ -132,6 +137,7 @@ class Runtime:
         self._upkeep = loop.create_task(self._upkeep_loop())
         self._watch = loop.create_task(self.switch.watch())
         await ensure_demo_corpus(self.settings, self.storage, self.ingestor)
+        self._backfill = loop.create_task(self.backfill.watch())
 
     async def _upkeep_loop(self) -> None:
         while True:
@@ -154,7 +160,7 @@ class Runtime:
     # -- shutdown ----------------------------------------------------------------------
     async def stop(self) -> None:
         await self.ingestor.drain(self.settings.shutdown_timeout_s)
-        for task in (self._upkeep, self._watch):
+        for task in (self._upkeep, self._watch, self._backfill):
             if task is not None:
                 task.cancel()
         await self.searcher.batcher.stop()

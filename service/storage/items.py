@@ -320,6 +320,20 @@ class Items:
         )
         return [ItemRow.from_row(r) for r in rows]
 
+    def lacking_segments(self, version: str, longer_than_s: float, limit: int) -> list[ItemRow]:
+        """Ready sounds and videos longer than `longer_than_s` that have no segments (stored
+        before moments, or while they were off), or whose segments lack vectors of
+        `version`: what the segment backfill still has to do (seq order)."""
+        rows = self._db.connection().execute(
+            f"SELECT {_COLUMNS} FROM items WHERE status = 'ready' AND kind IN ('video', 'audio')"
+            " AND duration_s > ? AND (NOT EXISTS (SELECT 1 FROM segments s"
+            " WHERE s.item_seq = items.seq) OR EXISTS (SELECT 1 FROM segments s"
+            " WHERE s.item_seq = items.seq AND NOT EXISTS (SELECT 1 FROM segment_embeddings e"
+            " WHERE e.segment_seq = s.seq AND +e.version = ?))) ORDER BY seq LIMIT ?",
+            (longer_than_s, version, limit),
+        )
+        return [ItemRow.from_row(r) for r in rows]
+
     def count_lacking_embeddings(self, version: str) -> int:
         row = (
             self._db.connection()

@@ -97,6 +97,35 @@ class Segments:
             ]
         return np.asarray(out, dtype=np.int64)
 
+    def insert_spans(
+        self, item_seq: int, spans: Sequence[tuple[float, float, str | None]]
+    ) -> list[int]:
+        """Segments of a stored item, without vectors yet (their backfill embeds them);
+        none when the item is gone or already has segments. Returns their seqs."""
+        with self._db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM items WHERE seq = ?", (item_seq,)).fetchone() is None:
+                return []
+            if conn.execute(
+                "SELECT 1 FROM segments WHERE item_seq = ? LIMIT 1", (item_seq,)
+            ).fetchone():
+                return []
+            return insert_segments(
+                conn, item_seq, "", [NewSegment(s, e, [], text) for s, e, text in spans]
+            )
+
+    def without_vectors(self, item_seqs: Sequence[int], version: str) -> set[int]:
+        """Seqs of these items' segments that have no vector of `version` yet."""
+        if not item_seqs:
+            return set()
+        marks = ",".join("?" * len(item_seqs))
+        rows = self._db.connection().execute(
+            f"SELECT s.seq FROM segments s WHERE s.item_seq IN ({marks}) AND NOT EXISTS"
+            " (SELECT 1 FROM segment_embeddings e WHERE e.segment_seq = s.seq"
+            " AND +e.version = ?)",
+            (*item_seqs, version),
+        )
+        return {r[0] for r in rows}
+
     def count(self) -> int:
         return int(self._db.connection().execute("SELECT COUNT(*) FROM segments").fetchone()[0])
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_server import Server, running_server
+from e2e_server import Server, running_server, wait_until
 from long_recording import Recording, covers, distinct_scenes, make_recording
 
 pytestmark = pytest.mark.slow
@@ -219,3 +219,25 @@ def test_deleting_the_recording_removes_every_segment(
     assert segment_indexes and all(before["indexes"][n] > 0 for n in segment_indexes)
     # Only the recording was long: with it gone, no segment is left in any index.
     assert all(after[n] == 0 for n in segment_indexes), after
+
+
+def test_long_items_stored_before_moments_get_them_at_the_next_start(
+    tmp_path: Path, trained_model: Path, media: tuple
+) -> None:
+    recording: Recording = media[1]
+    data = tmp_path / "data"
+    with running_server(data, trained_model, tmp_path / "before.log", MMV_SEGMENT_S="0") as s:
+        with httpx.Client(base_url=s.url, timeout=600.0) as c:
+            item = upload(c, recording.path, recording.transcript)
+        assert httpx.get(f"{s.url}/readyz").json()["indexes"]["vat/video_segments"] == 0
+    with running_server(data, trained_model, tmp_path / "after.log") as s:
+        # 10 s segments every 5 s (one more where the encoded file runs a little over)
+        spans = int((recording.duration_s - 10) / HOP_S) + 1
+        wait_until(
+            lambda: httpx.get(f"{s.url}/readyz").json()["indexes"]["vat/video_segments"] >= spans,
+            120, "the recording's segments added in the background",
+        )  # fmt: skip
+        scene = recording.scenes[3]
+        top = search(s, {"query": {"text": scene.description}, "target": "video"})["results"][0]
+        assert top["item"]["id"] == item["id"] and covers(top["segment"], scene, HOP_S)
+        assert top["segment_text"]  # cut with the transcript uploaded before
