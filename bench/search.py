@@ -275,6 +275,10 @@ def measure(
     }
 
 
+def times(ratio: float) -> str:
+    return f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
+
+
 def row(r: dict[str, object]) -> str:
     params = ",".join(f"{k}={v}" for k, v in r["params"].items()) or "-"  # type: ignore[union-attr]
     return (
@@ -388,8 +392,8 @@ def main() -> None:
     for exact, chosen in results:
         print(
             f"{exact['data']} n={exact['n']:,}: chosen vs exact: single-query p50 "
-            f"{exact['p50'] / chosen['p50']:.0f}x faster, batched "
-            f"{chosen['batched'] / exact['batched']:.0f}x more queries/s, "
+            f"{times(exact['p50'] / chosen['p50'])} faster, batched "
+            f"{times(chosen['batched'] / exact['batched'])} the queries/s, "
             f"2 threads vs 1: {chosen['qps2'] / chosen['qps1']:.2f}x"
         )
 
