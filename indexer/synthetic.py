@@ -56,7 +56,7 @@ class ClusteredSphere:
 # like i^-3 around i = 64); a pure power law fits them with r^2 = 0.855 only (alpha
 # 1.71), and would put half the variance in the first direction (the real one: 6%).
 # Sampled in 256-d and normalised: participation ratio 26 (real S_vat segments: 29,
-# S_va: 20), 90% of the variance in 33 directions (real: 32 and 21).
+# S_va: 20), 90% of the variance in 34 directions (real: 32 and 21).
 SPECTRUM_ALPHA = 6.18
 SPECTRUM_KNEE = 57.5
 
