@@ -76,6 +76,22 @@ def _no_polysemous(index: faiss.Index) -> None:
         inner.do_polysemous_training = False
 
 
+def tuning_query_ids(
+    ids: np.ndarray, train_ids: np.ndarray, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`count` held-out query ids, sorted: drawn from the vectors k-means did not train on
+    while there are enough, then from the rest. A training vector sits nearer its own
+    centroid and finds its neighbours in fewer lists than a new item does (IVF1024 at
+    100k x 256-d, clustered: recall 0.960 for training vectors, 0.944 for the others and
+    0.946 for fresh queries at nprobe=128), so tuning on them stops one nprobe too early."""
+    count = min(len(ids), count)
+    untrained = ids[~np.isin(ids, train_ids, assume_unique=True)]
+    if len(untrained) >= count:
+        return np.sort(rng.choice(untrained, size=count, replace=False))
+    rest = rng.choice(train_ids, size=count - len(untrained), replace=False)
+    return np.sort(np.concatenate([untrained, rest]))
+
+
 def build_vector_index(
     space: str,
     modality: str,
@@ -103,6 +119,7 @@ def build_vector_index(
     _no_polysemous(index)
     if choice.kind == "ivf":
         faiss.extract_index_ivf(index).cp.niter = policy.kmeans_iterations
+    train_ids = np.zeros(0, np.int64)
     if not index.is_trained:
         train_ids = np.sort(rng.choice(ids, size=min(n, choice.train_size), replace=False))
         LOG.info("%s: training %s on %d vectors", name, choice.factory, len(train_ids))
@@ -128,7 +145,7 @@ def build_vector_index(
     measured = n > 0 and choice.factory != "IDMap2,Flat"
     exact = None
     if measured:
-        query_ids = np.sort(rng.choice(ids, size=min(n, policy.tuning_queries), replace=False))
+        query_ids = tuning_query_ids(ids, train_ids, policy.tuning_queries, rng)
         query_ids, queries = fetch_present(source, space, modality, query_ids, dim)
         k = min(policy.recall_k, n - 1)
         exact = ExactNeighbours(queries, k + 1) if k >= 1 else None
