@@ -399,6 +399,9 @@ _SET_HIDDEN = """hidden => {
   document.dispatchEvent(new Event("visibilitychange"));
 }"""
 
+_POLLING_OR_DONE = """row => document.querySelector("#training").dataset.polling === "on"
+  || document.querySelector(row)?.dataset.status === "succeeded" """
+
 # [step, points] once the job's progress bar shows at least `step` of `steps` and its
 # loss curve has a point.
 _TRAINED_TO = """([progress, chart, steps, step]) => {
@@ -506,7 +509,9 @@ def _train_from_the_page(page: Page, server: Server, client: httpx.Client, first
     page.wait_for_timeout(4500)  # two poll periods and more
     assert not [u for u in requests[seen:] if "/v1/training/jobs" in u], requests[seen:]
     page.evaluate(_SET_HIDDEN, False)
-    page.wait_for_selector('#training[data-polling="on"]')
+    # Polling again at once, unless the job ended while the page was hidden (a warm
+    # machine trains the few steps in seconds): then nothing is left to poll for.
+    page.wait_for_function(_POLLING_OR_DONE, arg=row)
 
     # The curve grows as the job trains.
     page.wait_for_function(_GREW, arg=[row, step, points], timeout=JOB_TIMEOUT_MS)
