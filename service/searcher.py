@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -44,6 +45,8 @@ from service.schemas import item_payload
 from service.search_batcher import SearchBatcher
 from service.settings import Settings
 from service.storage import READY_CACHE_ITEMS, ItemRow, SegmentRow, Storage
+
+log = logging.getLogger("service.search")
 
 NOTHING_TO_SEARCH_WITH = "there is nothing to search with"
 SEGMENT_FETCH = 4  # segment hits fetched per result wanted: several may share one item
@@ -286,14 +289,19 @@ class Searcher:
                 continue
             assert q.space is not None
             if q.filter:
-                allowed = self.storage.items.seqs_matching(q.filter)
-                found[i] = _search_one(indexes, q, q.target, allowed, q.k)
-                name = segment_name(q.space, q.target)
-                if name is not None:
-                    allowed_segments = segment_ids(self.storage.segments.seqs_of_items(allowed))
-                    moments[i] = _search_one(
-                        indexes, q, name, allowed_segments, _segment_k(q.k), exclude=False
-                    )
+                try:
+                    allowed = self.storage.items.seqs_matching(q.filter)
+                    found[i] = _search_one(indexes, q, q.target, allowed, q.k)
+                    name = segment_name(q.space, q.target)
+                    if name is not None:
+                        allowed_segments = segment_ids(self.storage.segments.seqs_of_items(allowed))
+                        moments[i] = _search_one(
+                            indexes, q, name, allowed_segments, _segment_k(q.k), exclude=False
+                        )
+                except Exception:  # this query's own failure: the batch's others go on
+                    log.exception("a filtered search failed")
+                    found[i] = moments[i] = None
+                    answers[i] = ServiceError("the filtered search failed on the server")
             else:
                 groups[(q.space, q.target)].append(i)
         for (space, target), members in groups.items():

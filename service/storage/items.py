@@ -350,10 +350,21 @@ class Items:
         """Seqs of items whose metadata has every key with exactly that value (int64, sorted)."""
         if not filters:
             raise ValueError("seqs_matching needs at least one key")
-        parts, args = [], []
-        for key, value in filters.items():
-            parts.append("SELECT item_seq FROM item_metadata WHERE key = ? AND value = ?")
-            args.extend([key, _meta_value(value)])
-        sql = " INTERSECT ".join(parts) + " ORDER BY 1"
-        rows = self._db.connection().execute(sql, args).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        # Items holding every (key, value) of a chunk: one row per key matched, counted.
+        # Not one SELECT per key joined by INTERSECT: SQLite refuses more than 500 of those.
+        pairs = [(key, _meta_value(value)) for key, value in filters.items()]
+        conn = self._db.connection()
+        found: set[int] | None = None
+        for start in range(0, len(pairs), SQLITE_MAX_PARAMS // 2):
+            chunk = pairs[start : start + SQLITE_MAX_PARAMS // 2]
+            marks = ",".join("(?,?)" for _ in chunk)
+            rows = conn.execute(
+                f"SELECT item_seq FROM item_metadata WHERE (key, value) IN (VALUES {marks})"
+                " GROUP BY item_seq HAVING COUNT(*) = ?",
+                [*(x for pair in chunk for x in pair), len(chunk)],
+            )
+            seqs = {r[0] for r in rows}
+            found = seqs if found is None else found & seqs
+            if not found:
+                break
+        return np.array(sorted(found or ()), dtype=np.int64)

@@ -387,6 +387,32 @@ def test_metadata_filter_matches_exactly(
     assert none["results"] == []
 
 
+def test_a_filter_of_many_keys_is_answered_and_spoils_no_other_query(
+    client: httpx.Client, server: Server, items: dict[str, dict[str, Any]]
+) -> None:
+    # SQLite refuses a compound SELECT of more than 500 parts; a filter was one part per
+    # key, and the failure answered 500 to every query of the same search batch.
+    wide = {f"k{i}": i for i in range(600)}
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as ac:
+            return await asyncio.gather(
+                ac.post("/v1/search", json={"query": {"text": "a"}, "target": "video",
+                                            "filter": wide}),
+                *(ac.get("/v1/search", params={"q": f"query {i}", "target": "audio"})
+                  for i in range(8)),
+            )  # fmt: skip
+
+    first, *others = asyncio.run(together())
+    assert [r.status_code for r in others] == [200] * 8
+    assert first.status_code == 200, first.text
+    assert first.json()["results"] == []  # no item has those 600 keys
+    two = {"color": "red", **{f"k{i}": i for i in range(599)}}
+    assert search(client, {"text": "a"}, "video", filter=two)["results"] == []
+    red = search(client, {"item_id": items["tone"]["id"]}, "video", filter={"color": "red"})
+    assert set(result_ids(red)) == {items["clip"]["id"], items["silent"]["id"]}
+
+
 def test_get_search_fast_path_answers_as_the_declared_route(
     client: httpx.Client, server: Server, items: dict[str, dict[str, Any]]
 ) -> None:
