@@ -44,6 +44,8 @@ from service.uploads import ReceivedUpload
 log = logging.getLogger("service.ingest")
 
 SWITCH_RETRIES = 3  # embeddings made just before a switch of versions are made again
+SAME_BYTES_WAIT_S = 600.0  # how long an upload of bytes in processing waits for them
+SAME_BYTES_TRIES = 3
 # A cue longer than this many segments says nothing about where in the file it is said.
 LONGEST_CUE_SEGMENTS = 3
 
@@ -70,6 +72,9 @@ class Ingestor:
         # Held while an item's index entries change, so a delete cannot interleave
         # with the add of the same item (the add would resurrect it in the index).
         self.index_lock = threading.Lock()
+        # Items being processed that another request was also answered with: a failure
+        # marks them failed instead of deleting them (that request was told they exist).
+        self._shared: set[int] = set()
         # Held from "is this file still used?" to its unlink, and from storing a file to
         # creating its row: a delete and an upload of the same bytes cannot interleave
         # so that the delete removes the file the new item was just given.
@@ -104,38 +109,76 @@ class Ingestor:
         assert upload.path is not None
         self.metrics.uploads_in_flight.inc()
         try:
-            existing = await self._run(self.storage.items.get_by_hash, upload.sha256)
-            if existing is not None and existing.status != "failed":
-                return existing, 200
-            if existing is not None:  # a failed earlier try: start over
-                await self._run(self.delete, existing)
-            info = await read_info(upload.path, self.limits, self.metrics)
-            transcript = self._parse_transcript(transcript_text, info.duration_s)
-            new = NewItem(
-                kind=info.kind,
-                modalities=list(info.modalities),
-                content_hash=upload.sha256,
-                media_type=content_type_of(info),
-                size_bytes=upload.size,
-                duration_s=info.duration_s,
-                width=info.width,
-                height=info.height,
-                transcript=transcript.text if transcript else None,
-                transcript_source="upload" if transcript else None,
-                transcript_vtt=transcript.to_vtt() if transcript else None,
-                metadata=metadata,
-            )
-            try:
-                row = await self._run(self._store_item, upload.path, new)
-            except DuplicateContent as dup:  # the same bytes arrived twice at once
-                return dup.existing, 200
-            if not wait:
-                self.spawn(row, info, asr)
-                return row, 202
-            ready = await self.process(row, info, raise_errors=True, asr=asr)
-            return ready, 201
+            for _ in range(SAME_BYTES_TRIES):
+                answer = await self._ingest_once(upload, transcript_text, metadata, wait, asr)
+                if answer is not None:
+                    return answer
+            raise errors.Conflict("the same file kept being deleted while it was uploaded")
         finally:
             self.metrics.uploads_in_flight.dec()
+
+    async def _ingest_once(
+        self,
+        upload: ReceivedUpload,
+        transcript_text: str | None,
+        metadata: dict[str, Any],
+        wait: bool,
+        asr: bool,
+    ) -> tuple[ItemRow, int] | None:
+        """One try; None when the same bytes, being processed for another request, were
+        deleted meanwhile (their processing failed): the caller tries again."""
+        assert upload.path is not None
+        existing = await self._run(self.storage.items.get_by_hash, upload.sha256)
+        if existing is not None and existing.status == "processing":
+            return await self._same_bytes(existing, wait)
+        if existing is not None and existing.status != "failed":
+            return existing, 200
+        if existing is not None:  # a failed earlier try: start over
+            await self._run(self.delete, existing)
+        info = await read_info(upload.path, self.limits, self.metrics)
+        transcript = self._parse_transcript(transcript_text, info.duration_s)
+        new = NewItem(
+            kind=info.kind,
+            modalities=list(info.modalities),
+            content_hash=upload.sha256,
+            media_type=content_type_of(info),
+            size_bytes=upload.size,
+            duration_s=info.duration_s,
+            width=info.width,
+            height=info.height,
+            transcript=transcript.text if transcript else None,
+            transcript_source="upload" if transcript else None,
+            transcript_vtt=transcript.to_vtt() if transcript else None,
+            metadata=metadata,
+        )
+        try:
+            row = await self._run(self._store_item, upload.path, new)
+        except DuplicateContent as dup:  # the same bytes arrived twice at once
+            return await self._same_bytes(dup.existing, wait)
+        if not wait:
+            self.spawn(row, info, asr)
+            return row, 202
+        ready = await self.process(row, info, raise_errors=True, asr=asr)
+        return ready, 201
+
+    async def _same_bytes(self, row: ItemRow, wait: bool) -> tuple[ItemRow, int] | None:
+        """An upload of bytes another request is still processing: that item is this
+        request's too. Its failure then marks it failed rather than deleting it (this
+        request was told it exists); with wait=true this request waits for the outcome
+        and answers as the first one does."""
+        self._shared.add(row.seq)
+        if not wait:
+            return row, 200
+        deadline = time.monotonic() + SAME_BYTES_WAIT_S
+        while row.status == "processing" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            fresh = await self._run(self.storage.items.get_by_seq, row.seq)
+            if fresh is None:  # failed and removed before this request was counted in
+                return None
+            row = fresh
+        if row.status == "failed":
+            raise errors.UnreadableMedia(row.error or "processing this file failed")
+        return row, 200
 
     def _parse_transcript(self, text: str | None, duration_s: float | None) -> Transcript | None:
         if text is None or not text.strip():
@@ -171,8 +214,11 @@ class Ingestor:
         except (MediaError, ModelError, errors.ServiceError, WorkerCrashed) as exc:
             err = as_api_error(exc)
             self.metrics.ingested.labels(row.kind, "failed").inc()
-            if raise_errors:
+            if raise_errors and row.seq not in self._shared:
                 await self._run(self.delete, row)
+                raise err from None
+            if raise_errors:  # another request was told this item exists: keep it, failed
+                await self._run(self.storage.items.mark_failed, row.seq, err.message)
                 raise err from None
             log.warning("item %s failed: %s", row.id, err.message)
             await self._run(self.storage.items.mark_failed, row.seq, err.message)
@@ -180,13 +226,16 @@ class Ingestor:
         except Exception as exc:  # a bug: never leave the item `processing` forever
             log.exception("processing item %s failed unexpectedly", row.id)
             self.metrics.ingested.labels(row.kind, "failed").inc()
-            if raise_errors:
+            if raise_errors and row.seq not in self._shared:
                 await self._run(self.delete, row)
                 raise
             message = f"processing failed on the server ({type(exc).__name__}); see its log"
             await self._run(self.storage.items.mark_failed, row.seq, message)
+            if raise_errors:
+                raise
             return await self._run(self.storage.items.get_by_seq, row.seq) or row
         finally:
+            self._shared.discard(row.seq)
             self._stage("total", time.perf_counter() - started)
 
     async def _process(self, row: ItemRow, info: MediaInfo | None, asr: bool) -> ItemRow:

@@ -19,7 +19,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from e2e_server import SPEECH_TEXT, Server, assert_error, make_clip, make_speech
+from e2e_server import (
+    SPEECH_TEXT,
+    Server,
+    assert_error,
+    make_clip,
+    make_speech,
+    make_undecodable,
+)
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 ITEM_FIELDS = {
@@ -228,6 +235,33 @@ def test_wait_false_answers_202_and_the_status_tells_the_outcome(
 
     r = upload(client, media["undecodable"])  # wait=true: the failure is the answer
     assert_error(r, 422, "unreadable_media")
+
+
+def test_the_same_bytes_twice_at_once_are_never_acknowledged_then_lost(
+    server: Server, media: dict[str, Path], tmp_path: Path
+) -> None:
+    # The second upload of bytes still processing was answered 200 with the first one's
+    # row; when the first then failed it deleted that row: an acknowledged upload gone.
+    bad = make_undecodable(tmp_path / "bad.mp4", media["silent"])  # new bytes, fails late
+    bad.write_bytes(bad.read_bytes() + b"\0" * 7)
+
+    async def twice(wait: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as ac:
+            return await asyncio.gather(*(
+                ac.post("/v1/items", params={"wait": wait},
+                        files={"file": ("bad.mp4", bad.read_bytes(), "video/mp4")})
+                for _ in range(2)
+            ))  # fmt: skip
+
+    answers = asyncio.run(twice("true"))
+    for r in answers:  # each waited for the outcome; the failure is the answer for both
+        assert_error(r, 422, "unreadable_media")
+    bad.write_bytes(bad.read_bytes() + b"\0")  # other new bytes
+    answers = asyncio.run(twice("false"))
+    for r in answers:
+        assert r.status_code in (200, 202), r.text
+        item = poll(httpx.Client(base_url=server.url, timeout=60), r.json()["id"])
+        assert item["status"] == "failed" and "decode" in item["error"]  # told, not lost
 
 
 def poll(client: httpx.Client, item_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
