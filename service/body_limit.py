@@ -2,9 +2,11 @@
 
 FastAPI reads a JSON body whole, and before the dependencies that check the API key
 run, so without a cap anyone who can reach the port could make the server hold any
-amount of memory. Uploads (multipart) stream to disk under their own, larger cap
-(uploads.py); every other body is JSON of a few kilobytes, the largest allowed being a
-vector query of 65,536 numbers (≈ 1.5 MB).
+amount of memory. The two upload routes stream their multipart bodies to disk under
+their own, larger cap (uploads.py); every other body is JSON of a few kilobytes, the
+largest allowed being a vector query of 65,536 numbers (≈ 1.5 MB). Which body is an
+upload is decided by the route, never by the Content-Type the client chose: a JSON
+route sent "multipart/form-data" is capped like any other.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import error_response
 
 JSON_BODY_MAX_BYTES = 4 * 1024 * 1024
+# The routes whose bodies are uploads, streamed to disk under MMV_MAX_UPLOAD_MB.
+UPLOAD_ROUTES = {("POST", "/v1/items"), ("POST", "/v1/search/upload")}
 
 
 class JsonBodyLimit:
@@ -31,7 +35,7 @@ class JsonBodyLimit:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        if (scope.get("method"), scope.get("path", "").rstrip("/")) in UPLOAD_ROUTES:
             await self.app(scope, receive, send)
             return
         message = f"the request body is larger than the limit of {self.max_bytes} bytes"

@@ -632,6 +632,11 @@ def test_bodies_over_the_cap_answer_413_whether_or_not_they_say_their_length(
     assert_error(
         client.post("/v1/items", content=chunks(body), headers=multipart), 413, "too_large"
     )
+    # A JSON route sent a multipart Content-Type is capped all the same: the route decides
+    # what is an upload, not the client (such bodies were read whole, however large).
+    for route in ("/v1/search", "/v1/items/text", "/v1/training/jobs"):
+        for sent in (body, chunks(body)):
+            assert_error(client.post(route, content=sent, headers=multipart), 413, "too_large")
     # A query text longer than a text item may be: refused before it is tokenised.
     long_query = {"query": {"text": "a " * 6000}, "target": "audio"}
     err = assert_error(client.post("/v1/search", json=long_query), 413, "too_large")
