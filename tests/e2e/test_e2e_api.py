@@ -330,6 +330,16 @@ def test_media_download_supports_range(
     for malformed in ("bytes=5-abc", "bytes=abc-5", "bytes=-"):  # all in the error shape
         assert_error(client.get(url, headers={"Range": malformed}), 416, "range_not_satisfiable")
     assert_error(client.get(f"/v1/items/{items['text']['id']}/media"), 404, "not_found")
+    # Anyone's bytes: never sniffed into a page, shown inline under a name the server
+    # chose; and not cut into hundreds of parts in one answer.
+    assert full.headers["x-content-type-options"] == "nosniff"
+    assert full.headers["content-disposition"] == f'inline; filename="{items["clip"]["id"]}.mp4"'
+    some = client.get(url, headers={"Range": "bytes=0-1,10-11,20-21"})
+    assert some.status_code == 206 and "multipart/byteranges" in some.headers["content-type"]
+    many = ",".join(f"{i}-{i}" for i in range(0, 400, 2))
+    err = assert_error(client.get(url, headers={"Range": f"bytes={many}"}), 416,
+                       "range_not_satisfiable")  # fmt: skip
+    assert "at most 8 ranges" in err["message"]
 
 
 # -- search ----------------------------------------------------------------------------
