@@ -19,6 +19,7 @@ from service.body_limit import JsonBodyLimit
 from service.errors import install_error_handlers
 from service.fast_path import TextSearchFastPath
 from service.logs import RequestContextMiddleware
+from service.origin_guard import OriginGuard
 from service.prometheus import Metrics
 from service.routes import items, models, ops, search, training
 from service.routes.ops import STATIC_DIR
@@ -42,10 +43,13 @@ class SearchServiceApp(FastAPI):
     text search (service/fast_path.py), which answers before the framework's own
     per-request work (telemetry checks, middleware stack, routing) starts."""
 
-    def __init__(self, metrics: Metrics, log_access: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, metrics: Metrics, log_access: bool, settings: Settings, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._metrics = metrics
         self._log_access = log_access
+        self._settings = settings
         self._outer: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,10 +62,11 @@ class SearchServiceApp(FastAPI):
                 for r in search.router.routes
                 if isinstance(r, APIRoute) and r.endpoint is search.search_get
             )
+            inner: ASGIApp = TextSearchFastPath(super().__call__, route)
+            if not self._settings.keys:  # no key to guard it: only local pages may talk
+                inner = OriginGuard(inner, self._settings.host, self._settings.cors_origin_list)
             self._outer = RequestContextMiddleware(
-                TextSearchFastPath(super().__call__, route),
-                metrics=self._metrics,
-                log_access=self._log_access,
+                inner, metrics=self._metrics, log_access=self._log_access
             )
         scope["app"] = self  # the fast path finds the runtime here, as routes do
         await self._outer(scope, receive, send)
@@ -95,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = SearchServiceApp(
         metrics,
         settings.access_log,
+        settings,
         title="mmv-search",
         version=API_VERSION,
         description=DESCRIPTION,

@@ -119,3 +119,30 @@ def test_refuses_to_start_with_unsafe_or_bad_settings(
     assert done.returncode == 2, done.stderr
     assert says in done.stderr
     assert not (tmp_path / "data").exists()  # refused before touching anything
+
+
+def test_without_keys_only_local_pages_may_talk_to_the_server(server: Server) -> None:
+    # No keys (loopback only): a page of another site could still POST uploads as a
+    # "simple" cross-site request, and a DNS-rebound name of its own could read and delete.
+    port = server.url.rsplit(":", 1)[1]
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+            assert c.get("/v1/items", headers={"Host": host}).status_code == 200
+        for host in (f"attacker.example:{port}", "attacker.example", "127.0.0.1.nip.io"):
+            err = assert_error(c.get("/v1/items", headers={"Host": host}), 403, "forbidden")
+            assert "127.0.0.1 or localhost" in err["message"]
+            assert_error(
+                c.get("/v1/search", params={"q": "a", "target": "audio"}, headers={"Host": host}),
+                403, "forbidden",
+            )  # fmt: skip
+        text = {"text": "written from a page", "metadata": {}}
+        evil = {"Origin": "http://attacker.example"}
+        err = assert_error(c.post("/v1/items/text", json=text, headers=evil), 403, "forbidden")
+        assert "attacker.example" in err["message"]
+        assert_error(c.delete("/v1/items/anything", headers=evil), 403, "forbidden")
+        # Reading from elsewhere is CORS's business; the server's own page may write.
+        assert c.get("/v1/items", headers=evil).status_code == 200
+        own = {"Origin": f"http://127.0.0.1:{port}"}
+        made = c.post("/v1/items/text", json=text, headers=own)
+        assert made.status_code == 201, made.text
+        assert c.delete(f"/v1/items/{made.json()['id']}", headers=own).status_code == 204
