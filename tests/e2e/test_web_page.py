@@ -412,8 +412,11 @@ _TRAINED_TO = """([progress, chart, steps, step]) => {
 
 # The loss curve has more points than `points`, and the progress bar is past `step`
 # (or gone: the job has ended meanwhile).
-_GREW = """([row, step, points]) => {
+# Done: a job first seen at its last step (a warm machine trains 20 steps in seconds)
+# has no more growing to show; its curve stays.
+_GREW_OR_DONE = """([row, step, points]) => {
   const el = document.querySelector(row);
+  if (el.dataset.status === "succeeded") return true;
   const bar = el.querySelector("progress.job-progress");
   const fig = el.querySelector("figure.loss-chart");
   return fig && Number(fig.dataset.points) > points && (!bar || bar.value > step);
@@ -513,8 +516,8 @@ def _train_from_the_page(page: Page, server: Server, client: httpx.Client, first
     # machine trains the few steps in seconds): then nothing is left to poll for.
     page.wait_for_function(_POLLING_OR_DONE, arg=row)
 
-    # The curve grows as the job trains.
-    page.wait_for_function(_GREW, arg=[row, step, points], timeout=JOB_TIMEOUT_MS)
+    # The curve grows as the job trains (unless it was done by the time it was first seen).
+    page.wait_for_function(_GREW_OR_DONE, arg=[row, step, points], timeout=JOB_TIMEOUT_MS)
 
     # It succeeds: the outcome, the loss curve and the before/after table stay shown.
     page.wait_for_selector(f'{row}[data-status="succeeded"]', timeout=JOB_TIMEOUT_MS)
