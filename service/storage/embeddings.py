@@ -34,6 +34,38 @@ def vector_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
+def read_vectors(
+    db: Database,
+    table: str,
+    id_column: str,
+    where: tuple[str, str, str],
+    seqs: np.ndarray,
+    what: str,
+) -> np.ndarray:
+    """Rows of `table` (embeddings or segment_embeddings) for (version, space, modality)
+    as float32 [len(seqs), D] in the order given; KeyError naming a missing one."""
+    wanted = np.asarray(seqs, dtype=np.int64)
+    found: dict[int, bytes] = {}
+    conn = db.connection()
+    unique = np.unique(wanted).tolist()
+    for start in range(0, len(unique), SQLITE_MAX_PARAMS):
+        chunk = unique[start : start + SQLITE_MAX_PARAMS]
+        marks = ",".join("?" * len(chunk))
+        for seq, blob in conn.execute(
+            f"SELECT {id_column}, vector FROM {table} WHERE version = ? AND space = ?"
+            f" AND modality = ? AND {id_column} IN ({marks})",
+            (*where, *chunk),
+        ):
+            found[seq] = blob
+    if not len(wanted):
+        return np.zeros((0, 0), np.float32)
+    try:
+        joined = b"".join(found[s] for s in wanted.tolist())
+    except KeyError as exc:
+        raise KeyError(f"no {where[1]}/{where[2]} embedding for {what} {exc.args[0]}") from None
+    return np.frombuffer(joined, dtype=np.float32).reshape(len(wanted), -1).copy()
+
+
 class Embeddings:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -75,23 +107,5 @@ class Embeddings:
 
     def vectors(self, version: str, space: str, modality: str, seqs: np.ndarray) -> np.ndarray:
         """float32 [len(seqs), D] in the order given; KeyError naming a missing seq."""
-        wanted = np.asarray(seqs, dtype=np.int64)
-        found: dict[int, bytes] = {}
-        conn = self._db.connection()
-        unique = np.unique(wanted).tolist()
-        for start in range(0, len(unique), SQLITE_MAX_PARAMS):
-            chunk = unique[start : start + SQLITE_MAX_PARAMS]
-            marks = ",".join("?" * len(chunk))
-            for seq, blob in conn.execute(
-                "SELECT item_seq, vector FROM embeddings WHERE version = ? AND space = ?"
-                f" AND modality = ? AND item_seq IN ({marks})",
-                (version, space, modality, *chunk),
-            ):
-                found[seq] = blob
-        if not len(wanted):
-            return np.zeros((0, 0), np.float32)
-        try:
-            joined = b"".join(found[s] for s in wanted.tolist())
-        except KeyError as exc:
-            raise KeyError(f"no {space}/{modality} embedding for item seq {exc.args[0]}") from None
-        return np.frombuffer(joined, dtype=np.float32).reshape(len(wanted), -1).copy()
+        where = (version, space, modality)
+        return read_vectors(self._db, "embeddings", "item_seq", where, seqs, "item seq")

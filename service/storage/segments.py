@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from service.storage.database import Database
-from service.storage.embeddings import SQLITE_MAX_PARAMS, vector_blob
+from service.storage.embeddings import SQLITE_MAX_PARAMS, read_vectors, vector_blob
 from service.storage.rows import Embedding, NewSegment, SegmentRow
 
 _COLUMNS = "seq, item_seq, start_s, end_s, text"
@@ -141,26 +141,8 @@ class Segments:
 
     def vectors(self, version: str, space: str, modality: str, seqs: np.ndarray) -> np.ndarray:
         """float32 [len(seqs), D] in the order given; KeyError naming a missing seq."""
-        wanted = np.asarray(seqs, dtype=np.int64)
-        found: dict[int, bytes] = {}
-        conn = self._db.connection()
-        unique = np.unique(wanted).tolist()
-        for start in range(0, len(unique), SQLITE_MAX_PARAMS):
-            chunk = unique[start : start + SQLITE_MAX_PARAMS]
-            marks = ",".join("?" * len(chunk))
-            for seq, blob in conn.execute(
-                "SELECT segment_seq, vector FROM segment_embeddings WHERE version = ?"
-                f" AND space = ? AND modality = ? AND segment_seq IN ({marks})",
-                (version, space, modality, *chunk),
-            ):
-                found[seq] = blob
-        if not len(wanted):
-            return np.zeros((0, 0), np.float32)
-        try:
-            joined = b"".join(found[s] for s in wanted.tolist())
-        except KeyError as exc:
-            raise KeyError(f"no {space}/{modality} embedding for segment {exc.args[0]}") from None
-        return np.frombuffer(joined, dtype=np.float32).reshape(len(wanted), -1).copy()
+        where = (version, space, modality)
+        return read_vectors(self._db, "segment_embeddings", "segment_seq", where, seqs, "segment")
 
     def vectors_of_item(
         self, item_seq: int, version: str, space: str, modality: str
