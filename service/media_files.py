@@ -6,9 +6,17 @@ can choose a path; the same bytes uploaded twice are one file.
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Container
 from pathlib import Path
 
 from model.atomic_files import move_durably
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+# A file younger than this may be an upload another process is committing right now
+# (the file is moved into place before its row commits).
+ORPHAN_GRACE_S = 3600.0
 
 
 class MediaFiles:
@@ -24,3 +32,22 @@ class MediaFiles:
 
     def remove(self, content_hash: str) -> None:
         self.path(content_hash).unlink(missing_ok=True)
+
+    def remove_orphans(
+        self, in_use: Container[str], older_than_s: float = ORPHAN_GRACE_S
+    ) -> list[str]:
+        """Remove media files no item names (a crash between moving an upload into
+        place and committing its row, or between deleting a row and its file); returns
+        their names. Files younger than `older_than_s` are left for a later sweep."""
+        removed = []
+        cutoff = time.time() - older_than_s
+        for path in self.media_dir.iterdir():
+            if not DIGEST.fullmatch(path.name) or path.name in in_use:
+                continue
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path.name)
+            except FileNotFoundError:
+                continue
+        return removed

@@ -63,6 +63,9 @@ class Runtime:
             else:
                 shutil.rmtree(leftover, ignore_errors=True)
         self.storage = Storage(settings.db_path)
+        orphans = MediaFiles(settings.media_dir).remove_orphans(self.storage.items.content_hashes())
+        if orphans:
+            log.warning("removed %d media files no item names (left by a crash)", len(orphans))
         self.model = ActiveModel()  # empty until start() loads one
         self.search_executor = ThreadPoolExecutor(
             settings.search_threads, thread_name_prefix="search"

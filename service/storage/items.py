@@ -205,6 +205,13 @@ class Items:
         )
         return row[0] if row else None
 
+    def content_hashes(self) -> set[str]:
+        """The media files items name (DATA_DIR/media/<hash>)."""
+        rows = self._db.connection().execute(
+            "SELECT content_hash FROM items WHERE content_hash IS NOT NULL"
+        )
+        return {r[0] for r in rows}
+
     def hash_in_use(self, content_hash: str) -> bool:
         row = (
             self._db.connection()

@@ -7,6 +7,7 @@ server the previous one left running): four server starts instead of six.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -151,3 +152,34 @@ def test_hard_kill_loses_nothing_acknowledged(
         hits = c.post("/v1/search/upload", data={"target": "audio"},
                       files={"file": ("n.wav", media["noise"].read_bytes())}).json()  # fmt: skip
         assert hits["results"][0]["item"]["id"] == item["id"]
+
+
+def test_media_no_item_names_is_swept_at_start(tmp_path: Path, random_model: Path) -> None:
+    # A crash between moving an upload into place and committing its row (or between
+    # deleting a row and its file) left the file in DATA_DIR/media forever.
+    data = tmp_path / "data"
+    server = start_server(data, random_model, tmp_path / "a.log")
+    try:
+        clip = make_speech(tmp_path / "kept.wav", "a file that an item names")
+        r = httpx.post(f"{server.url}/v1/items", files={"file": ("kept.wav", clip.read_bytes())},
+                       timeout=120)  # fmt: skip
+        assert r.status_code == 201, r.text
+    finally:
+        server.stop()
+    media = data / "media"
+    kept = {p.name for p in media.iterdir()}
+    assert len(kept) == 1
+    old, young = media / ("a" * 64), media / ("b" * 64)
+    old.write_bytes(b"left by a crash")
+    young.write_bytes(b"maybe an upload another process is committing")
+    hour_ago = time.time() - 2 * 3600
+    os.utime(old, (hour_ago, hour_ago))
+    server = start_server(data, random_model, tmp_path / "b.log")
+    try:
+        assert not old.exists() and young.exists()
+        assert {p.name for p in media.iterdir()} == kept | {young.name}
+        item = httpx.get(f"{server.url}/v1/items/{r.json()['id']}/media", timeout=30)
+        assert item.status_code == 200 and item.content == clip.read_bytes()
+        assert "removed 1 media files no item names" in server.log()
+    finally:
+        server.stop()
