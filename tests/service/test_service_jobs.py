@@ -15,13 +15,6 @@ from service.storage.database import Database
 from service.storage.jobs import MAX_ATTEMPTS
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    s = Storage(tmp_path / "db.sqlite")
-    yield s
-    s.close()
-
-
 def model_row(version: str, active: bool = False) -> ModelRow:
     return ModelRow(version, "2026-12-06T00:00:00Z", {}, {}, None, active)
 

@@ -14,13 +14,6 @@ from service.storage import Embedding, ModelRow, NewItem, NewSegment, Storage, n
 from service.storage.migrations import SCHEMA_VERSION
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    s = Storage(tmp_path / "db.sqlite")
-    yield s
-    s.close()
-
-
 def unit(d: int, seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal(d).astype(np.float32)
     return v / np.linalg.norm(v)

@@ -13,13 +13,6 @@ import pytest
 from service.storage import DuplicateContent, Embedding, ModelRow, NewItem, Storage, StorageError
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    s = Storage(tmp_path / "db.sqlite")
-    yield s
-    s.close()
-
-
 def unit(d: int, seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal(d).astype(np.float32)
     return v / np.linalg.norm(v)

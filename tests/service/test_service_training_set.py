@@ -43,13 +43,6 @@ def add_items(storage: Storage, media: Path, n: int, start: int = 0) -> None:
         storage.items.mark_ready(row.seq, "v", [], modalities, None, None, 1.0)
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    s = Storage(tmp_path / "db.sqlite")
-    yield s
-    s.close()
-
-
 def test_clips_with_pictures_and_sound_split_once_and_for_all(
     storage: Storage, tmp_path: Path
 ) -> None:

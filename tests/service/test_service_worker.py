@@ -7,19 +7,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from service.settings import Settings
 from service.storage import Embedding, ModelRow, NewItem, Storage
 from service.worker.loop import Worker
 from service.worker.versions import remove_unlisted_versions
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    s = Storage(tmp_path / "db.sqlite")
-    yield s
-    s.close()
 
 
 def add_sounds(storage: Storage, n: int, kind: str = "audio") -> None:
