@@ -69,7 +69,7 @@ def list_jobs(
     """Newest first, and the workers seen lately: with none, queued jobs wait until one
     starts (`python -m service.worker`)."""
     jobs = [j for j in storage.jobs.all() if status is None or j.status == status]
-    alive = storage.jobs.live_workers(within_s=max(30.0, 5 * settings.worker_poll_s))
+    alive = storage.heartbeats.live("worker", max(30.0, 5 * settings.worker_poll_s))
     return JobList(jobs=[job_view(j) for j in jobs[:limit]], workers=alive)
 
 

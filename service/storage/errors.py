@@ -18,3 +18,8 @@ class DuplicateContent(Exception):
     def __init__(self, existing: ItemRow) -> None:
         super().__init__(f"item {existing.id} has the same content")
         self.existing = existing
+
+
+class ConstraintViolation(Exception):
+    """A write broke a constraint (a unique key, a reference): the transaction was
+    rolled back. Either engine's integrity error arrives as this."""

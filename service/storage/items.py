@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from service.storage.database import Database
-from service.storage.embeddings import SQLITE_MAX_PARAMS, insert_embeddings
-from service.storage.errors import DuplicateContent
+from service.storage.changes import DELETED, INDEXED, record_change
+from service.storage.database import Connection, Database
+from service.storage.embeddings import MAX_PARAMS, insert_embeddings
+from service.storage.errors import ConstraintViolation, DuplicateContent
 from service.storage.rows import (
     Embedding,
     ItemRow,
@@ -38,6 +38,10 @@ _COLUMNS = (
 )
 
 
+def _media_lock(content_hash: str | None) -> str | None:
+    return f"media:{content_hash}" if content_hash else None
+
+
 def new_id() -> str:
     return secrets.token_urlsafe(12)
 
@@ -47,7 +51,7 @@ def _meta_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _insert_metadata(conn: sqlite3.Connection, seq: int, metadata: dict[str, Any]) -> None:
+def _insert_metadata(conn: Connection, seq: int, metadata: dict[str, Any]) -> None:
     conn.executemany(
         "INSERT INTO item_metadata (item_seq, key, value) VALUES (?,?,?)",
         [(seq, k, _meta_value(v)) for k, v in metadata.items()],
@@ -66,30 +70,38 @@ class Items:
         new: NewItem,
         version: str | None = None,
         embeddings: Sequence[Embedding] = (),
+        processing_by: str | None = None,
+        before_insert: Callable[[], None] | None = None,
     ) -> ItemRow:
         """Insert a new item (with its embeddings for `version`, in the same transaction);
-        DuplicateContent when its content hash is already stored."""
+        DuplicateContent when its content hash is already stored. `processing_by` names
+        the API replica that will process it (another takes over if that one dies).
+        `before_insert` (putting the media file in place) runs inside the transaction,
+        under the content hash's lock that `remove_media_if_unused` takes too."""
+        lock = _media_lock(new.content_hash)
         try:
-            with self._db.transaction() as conn:
-                cur = conn.execute(
+            with self._db.transaction(lock=lock) as conn:
+                if before_insert is not None:
+                    before_insert()
+                seq = conn.execute(
                     "INSERT INTO items (id, kind, status, content_hash, media_type, size_bytes,"
                     " duration_s, width, height, modalities, transcript, transcript_source,"
-                    " transcript_vtt, text, metadata, created_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " transcript_vtt, text, metadata, created_at, processing_by)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
                     (
                         new_id(), new.kind, new.status, new.content_hash, new.media_type,
                         new.size_bytes, new.duration_s, new.width, new.height,
                         json.dumps(new.modalities), new.transcript, new.transcript_source,
                         new.transcript_vtt, new.text, json.dumps(new.metadata, sort_keys=True),
-                        now_rfc3339(),
+                        now_rfc3339(), processing_by if new.status == "processing" else None,
                     ),
-                )  # fmt: skip
-                seq = int(cur.lastrowid or 0)
+                ).fetchone()[0]  # fmt: skip
                 _insert_metadata(conn, seq, new.metadata)
                 if embeddings:
                     assert version is not None
                     insert_embeddings(conn, version, [(seq, e) for e in embeddings])
-        except sqlite3.IntegrityError:
+                    record_change(conn, seq, INDEXED)
+        except ConstraintViolation:
             existing = self.get_by_hash(new.content_hash) if new.content_hash else None
             if existing is None:
                 raise
@@ -107,21 +119,22 @@ class Items:
         seqs: list[int] = []
         with self._db.transaction() as conn:
             for new, embeddings in items:
-                cur = conn.execute(
+                seq = conn.execute(
                     "INSERT INTO items (id, kind, status, content_hash, media_type, size_bytes,"
                     " duration_s, width, height, modalities, transcript, transcript_source,"
-                    " text, metadata, created_at) VALUES (?,?,'ready',?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " text, metadata, created_at) VALUES (?,?,'ready',?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " RETURNING seq",
                     (
                         new_id(), new.kind, new.content_hash, new.media_type, new.size_bytes,
                         new.duration_s, new.width, new.height, json.dumps(new.modalities),
                         new.transcript, new.transcript_source, new.text,
                         json.dumps(new.metadata, sort_keys=True), created,
                     ),
-                )  # fmt: skip
-                seq = int(cur.lastrowid or 0)
+                ).fetchone()[0]  # fmt: skip
                 seqs.append(seq)
                 _insert_metadata(conn, seq, new.metadata)
                 insert_embeddings(conn, version, [(seq, e) for e in embeddings])
+                record_change(conn, seq, INDEXED)
         return seqs
 
     def mark_ready(
@@ -143,7 +156,8 @@ class Items:
         """
         with self._db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE items SET status = 'ready', error = NULL, modalities = ?,"
+                "UPDATE items SET status = 'ready', error = NULL, processing_by = NULL,"
+                " modalities = ?,"
                 " transcript = ?, transcript_source = ?, duration_s = ?,"
                 " transcript_vtt = COALESCE(?, transcript_vtt) WHERE seq = ?",
                 (
@@ -154,15 +168,18 @@ class Items:
             if cur.rowcount == 0:
                 return None
             insert_embeddings(conn, version, [(seq, e) for e in embeddings])
-            delete_segments(conn, seq)  # processed again (a switch of versions meanwhile)
+            # Processed again (a switch of versions meanwhile): the old segments go.
+            replaced = delete_segments(conn, seq)
             segment_seqs = insert_segments(conn, seq, version, segments)
+            record_change(conn, seq, INDEXED, replaced)
         self._forget(seq)
         return segment_seqs
 
     def mark_failed(self, seq: int, error: str) -> bool:
         with self._db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE items SET status = 'failed', error = ? WHERE seq = ?", (error, seq)
+                "UPDATE items SET status = 'failed', error = ?, processing_by = NULL WHERE seq = ?",
+                (error, seq),
             )
         self._forget(seq)
         return cur.rowcount > 0
@@ -171,13 +188,18 @@ class Items:
         """Delete the item, its metadata, its segments and all their embeddings; returns
         what was deleted: the item and its segments' seqs."""
         with self._db.transaction() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE seq = ?", (seq,)).fetchone()
+            # The item's row first, locked: whatever else changes this item (processing
+            # finishing on another replica) waits for it rather than deadlocking.
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE seq = ?{self._db.for_update}", (seq,)
+            ).fetchone()
             if row is None:
                 return None
             segment_seqs = delete_segments(conn, seq)
             conn.execute("DELETE FROM embeddings WHERE item_seq = ?", (seq,))
             conn.execute("DELETE FROM item_metadata WHERE item_seq = ?", (seq,))
             conn.execute("DELETE FROM items WHERE seq = ?", (seq,))
+            record_change(conn, seq, DELETED, segment_seqs)
         self._forget(seq)
         return ItemRow.from_row(row), segment_seqs
 
@@ -220,6 +242,19 @@ class Items:
         )
         return row is not None
 
+    def remove_media_if_unused(self, content_hash: str, remove: Callable[[str], None]) -> bool:
+        """Call `remove(content_hash)` (unlink the media file) if no item names it, under
+        the hash's lock: an upload of the same bytes on any replica cannot put its file in
+        place and create its row in between. True when removed."""
+        with self._db.transaction(lock=_media_lock(content_hash)) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM items WHERE content_hash = ?", (content_hash,)
+            ).fetchone()
+            if found is not None:
+                return False
+            remove(content_hash)
+            return True
+
     def by_seqs(self, seqs: Iterable[int]) -> dict[int, ItemRow]:
         """The items among `seqs` that still exist (deleted ones are simply absent).
 
@@ -236,8 +271,8 @@ class Items:
         missing = sorted(wanted - out.keys())
         conn = self._db.connection()
         fetched: list[ItemRow] = []
-        for start in range(0, len(missing), SQLITE_MAX_PARAMS):
-            chunk = missing[start : start + SQLITE_MAX_PARAMS]
+        for start in range(0, len(missing), MAX_PARAMS):
+            chunk = missing[start : start + MAX_PARAMS]
             marks = ",".join("?" * len(chunk))
             for row in conn.execute(f"SELECT {_COLUMNS} FROM items WHERE seq IN ({marks})", chunk):
                 fetched.append(ItemRow.from_row(row))
@@ -270,6 +305,23 @@ class Items:
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
         return [ItemRow.from_row(r) for r in self._db.connection().execute(sql, args)]
+
+    def adopt_processing(self, owner: str, live: list[str]) -> list[ItemRow]:
+        """Items left `processing` by API replicas not in `live` (dead, or by an earlier
+        run): now `owner`'s to process, in seq order."""
+        marks = ",".join("?" * len(live)) or "NULL"
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE status = 'processing' AND"
+                f" (processing_by IS NULL OR processing_by NOT IN ({marks})) ORDER BY seq"
+                f"{self._db.skip_locked}",
+                live,
+            ).fetchall()
+            taken = [ItemRow.from_row(r) for r in rows]
+            conn.executemany(
+                "UPDATE items SET processing_by = ? WHERE seq = ?", [(owner, r.seq) for r in taken]
+            )
+        return taken
 
     def with_status(self, status: str) -> list[ItemRow]:
         rows = self._db.connection().execute(
@@ -313,7 +365,7 @@ class Items:
         row = self._db.connection().execute("SELECT COALESCE(MAX(seq), 0) FROM items").fetchone()
         return int(row[0])
 
-    # In both queries `+e.version` keeps SQLite off the primary key (version first),
+    # In these queries `e.version || ''` keeps SQLite off the primary key (version first),
     # which would scan every vector of the version for each item (quadratic: 2.9 s a
     # count at 10k items); it takes embeddings_item (the item's few vectors) instead.
     def lacking_embeddings(self, version: str, limit: int, after_seq: int = 0) -> list[ItemRow]:
@@ -322,7 +374,7 @@ class Items:
         rows = self._db.connection().execute(
             f"SELECT {_COLUMNS} FROM items WHERE status = 'ready' AND seq > ?"
             " AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.item_seq = items.seq"
-            " AND +e.version = ?) ORDER BY seq LIMIT ?",
+            " AND e.version || '' = ?) ORDER BY seq LIMIT ?",
             (after_seq, version, limit),
         )
         return [ItemRow.from_row(r) for r in rows]
@@ -336,7 +388,7 @@ class Items:
             " AND duration_s > ? AND (NOT EXISTS (SELECT 1 FROM segments s"
             " WHERE s.item_seq = items.seq) OR EXISTS (SELECT 1 FROM segments s"
             " WHERE s.item_seq = items.seq AND NOT EXISTS (SELECT 1 FROM segment_embeddings e"
-            " WHERE e.segment_seq = s.seq AND +e.version = ?))) ORDER BY seq LIMIT ?",
+            " WHERE e.segment_seq = s.seq AND e.version || '' = ?))) ORDER BY seq LIMIT ?",
             (longer_than_s, version, limit),
         )
         return [ItemRow.from_row(r) for r in rows]
@@ -345,8 +397,8 @@ class Items:
         row = (
             self._db.connection()
             .execute(
-                "SELECT COUNT(*) FROM items WHERE status = 'ready' AND NOT EXISTS"
-                " (SELECT 1 FROM embeddings e WHERE e.item_seq = items.seq AND +e.version = ?)",
+                "SELECT COUNT(*) FROM items WHERE status = 'ready' AND NOT EXISTS (SELECT 1"
+                " FROM embeddings e WHERE e.item_seq = items.seq AND e.version || '' = ?)",
                 (version,),
             )
             .fetchone()
@@ -362,8 +414,8 @@ class Items:
         pairs = [(key, _meta_value(value)) for key, value in filters.items()]
         conn = self._db.connection()
         found: set[int] | None = None
-        for start in range(0, len(pairs), SQLITE_MAX_PARAMS // 2):
-            chunk = pairs[start : start + SQLITE_MAX_PARAMS // 2]
+        for start in range(0, len(pairs), MAX_PARAMS // 2):
+            chunk = pairs[start : start + MAX_PARAMS // 2]
             marks = ",".join("(?,?)" for _ in chunk)
             rows = conn.execute(
                 f"SELECT item_seq FROM item_metadata WHERE (key, value) IN (VALUES {marks})"

@@ -8,9 +8,9 @@ reason on the job: nothing stays `running` without a live worker. Cancelling a q
 job ends it at once; a running one gets `cancel_requested`, which its worker sees at
 its next heartbeat.
 
-Claiming is one write transaction (SQLite: BEGIN IMMEDIATE serialises writers, so two
-workers never claim the same job); it stays behind this class, so the PostgreSQL
-storage of a later issue can use `FOR UPDATE SKIP LOCKED` instead.
+Claiming is one write transaction: on SQLite BEGIN IMMEDIATE serialises writers; on
+PostgreSQL the oldest queued row is taken `FOR UPDATE SKIP LOCKED`, so workers on many
+hosts share one queue, never claim the same job and never wait for each other.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from service.storage.database import Database
 from service.storage.rows import JOB_FINISHED, JobRow, now_rfc3339
 
 MAX_ATTEMPTS = 2  # claims of one job before a dying worker fails it for good
-WORKER_KEY = "worker:"  # state keys: the last time each worker was seen
 
 _COLUMNS = (
     "id, status, created_at, updated_at, request, progress, metrics, model_version, activated,"
@@ -75,17 +74,32 @@ class Jobs:
 
     # -- the API's side ----------------------------------------------------------------
     def create(self, request: dict[str, Any]) -> JobRow:
+        row = self._queue(request, when_idle=False)
+        assert row is not None
+        return row
+
+    def create_when_idle(self, request: dict[str, Any]) -> JobRow | None:
+        """Queue a job only if none is queued or running (None if one is): workers
+        queueing automatic retraining at once queue one job, not one each."""
+        return self._queue(request, when_idle=True)
+
+    def _queue(self, request: dict[str, Any], when_idle: bool) -> JobRow | None:
         job_id = "job-" + secrets.token_hex(6)
         now = now_rfc3339()
-        with self._db.transaction() as conn:
+        with self._db.transaction(lock="jobs") as conn:
+            if (
+                when_idle
+                and conn.execute(
+                    f"SELECT 1 FROM jobs WHERE status NOT IN {_FINISHED} LIMIT 1"
+                ).fetchone()
+            ):
+                return None
             conn.execute(
                 "INSERT INTO jobs (id, status, created_at, updated_at, request)"
                 " VALUES (?, 'queued', ?, ?, ?)",
                 (job_id, now, now, json.dumps(request)),
             )
-        row = self.get(job_id)
-        assert row is not None
-        return row
+        return self.get(job_id)
 
     def request_cancel(self, job_id: str) -> JobRow | None:
         """A queued job is cancelled at once; a running one is asked to stop (its worker
@@ -114,7 +128,8 @@ class Jobs:
             rows = [
                 _job(r)
                 for r in conn.execute(
-                    f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running' AND lease_expires < ?",
+                    f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running' AND lease_expires < ?"
+                    f" ORDER BY id{self._db.for_update}",
                     (now,),
                 )
             ]
@@ -141,29 +156,6 @@ class Jobs:
                 )
         return [j for j in (self.get(r.id) for r in rows) if j is not None]
 
-    # -- workers -----------------------------------------------------------------------
-    def worker_seen(self, name: str) -> None:
-        """A worker says it is alive (every round of its loop)."""
-        with self._db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO state (key, value) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (WORKER_KEY + name, repr(time.time())),
-            )
-            # Workers gone for a day are forgotten.
-            conn.execute(
-                "DELETE FROM state WHERE key LIKE ? AND CAST(value AS REAL) < ?",
-                (WORKER_KEY + "%", time.time() - 86400),
-            )
-
-    def live_workers(self, within_s: float) -> list[str]:
-        """Workers seen in the last `within_s` seconds."""
-        rows = self._db.connection().execute(
-            "SELECT key FROM state WHERE key LIKE ? AND CAST(value AS REAL) >= ? ORDER BY key",
-            (WORKER_KEY + "%", time.time() - within_s),
-        )
-        return [key[len(WORKER_KEY) :] for (key,) in rows]
-
     # -- the worker's side -------------------------------------------------------------
     def claim(self, owner: str, lease_s: float) -> JobRow | None:
         """The oldest queued job, now running under `owner`'s lease; None if none waits."""
@@ -171,6 +163,7 @@ class Jobs:
         with self._db.transaction() as conn:
             row = conn.execute(
                 "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1"
+                + self._db.skip_locked
             ).fetchone()
             if row is None:
                 return None
@@ -224,7 +217,8 @@ class Jobs:
         with self._db.transaction() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET status = 'queued', error = ?, lease_owner = NULL,"
-                " lease_expires = NULL, attempts = MAX(0, attempts - 1), updated_at = ?"
+                " lease_expires = NULL, updated_at = ?,"
+                " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
                 " WHERE id = ? AND lease_owner = ? AND status = 'running'",
                 (reason, now_rfc3339(), job_id, owner),
             )

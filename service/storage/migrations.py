@@ -1,19 +1,88 @@
-"""Schema migrations: each step takes the database from one schema version to the next.
+"""The schema and its migrations: each step takes the database from one schema version
+to the next, on SQLite and PostgreSQL alike.
 
-The tables of version 1 are created by database.py; every later version is a step here,
-applied in order at start-up in one write transaction, so a database of any earlier
+BASE_SCHEMA is version 1; every later version is a step here. All of it is applied at
+start-up in one write transaction under the "schema" lock, so a database of any earlier
 version is brought up to date keeping every row, a crash mid-way leaves it as it was,
-and two processes starting together (the API and the worker) migrate it once: the
-second waits for the first's transaction and then finds nothing to do. A database
-newer than this code is refused (StorageError), never downgraded.
+and processes starting together (API replicas, workers) migrate it once: the others
+wait for the first's transaction and then find nothing to do. A database newer than
+this code is refused (StorageError), never downgraded. The statements are written for
+SQLite; PostgreSQL runs them as `postgres_ddl` translates them (the same columns, its
+own type names).
 """
 
 from __future__ import annotations
 
-from service.storage.database import Database
+from service.storage.database import Connection, Database
 from service.storage.errors import StorageError
 
 SCHEMA_VERSION_KEY = "schema_version"
+
+# Version 1.
+BASE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    content_hash TEXT UNIQUE,
+    media_type TEXT,
+    size_bytes INTEGER,
+    duration_s REAL,
+    width INTEGER,
+    height INTEGER,
+    modalities TEXT NOT NULL,
+    transcript TEXT,
+    transcript_source TEXT,
+    transcript_vtt TEXT,
+    text TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_kind ON items(kind, seq);
+CREATE INDEX IF NOT EXISTS items_status ON items(status);
+CREATE TABLE IF NOT EXISTS item_metadata (
+    item_seq INTEGER NOT NULL REFERENCES items(seq) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (item_seq, key)
+);
+CREATE INDEX IF NOT EXISTS item_metadata_kv ON item_metadata(key, value);
+CREATE TABLE IF NOT EXISTS embeddings (
+    version TEXT NOT NULL,
+    space TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    item_seq INTEGER NOT NULL REFERENCES items(seq) ON DELETE CASCADE,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (version, space, modality, item_seq)
+);
+CREATE INDEX IF NOT EXISTS embeddings_item ON embeddings(item_seq);
+CREATE TABLE IF NOT EXISTS models (
+    version TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    config TEXT NOT NULL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    parent TEXT,
+    active INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    request TEXT NOT NULL DEFAULT '{}',
+    progress TEXT NOT NULL DEFAULT '{}',
+    metrics TEXT NOT NULL DEFAULT '{}',
+    model_version TEXT,
+    activated INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
 
 # version reached -> the statements that reach it from the one before
 STEPS: dict[int, tuple[str, ...]] = {
@@ -45,28 +114,67 @@ STEPS: dict[int, tuple[str, ...]] = {
         " vector BLOB NOT NULL, PRIMARY KEY (version, space, modality, segment_seq))",
         "CREATE INDEX IF NOT EXISTS segment_embeddings_segment ON segment_embeddings(segment_seq)",
     ),
+    # Past one machine: a change log the API replicas follow (uploads and deletes made
+    # elsewhere reach their indexes), heartbeats of every process (workers and API
+    # replicas; formerly state rows), and which replica is processing an item, so a
+    # live one takes over the items of one that died.
+    4: (
+        "CREATE TABLE IF NOT EXISTS changes ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT, item_seq INTEGER NOT NULL,"
+        " kind TEXT NOT NULL, segments TEXT NOT NULL DEFAULT '[]', version TEXT,"
+        " at REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS heartbeats ("
+        " name TEXT PRIMARY KEY, role TEXT NOT NULL, seen REAL NOT NULL)",
+        "DELETE FROM state WHERE key LIKE 'worker:%'",
+        "ALTER TABLE items ADD COLUMN processing_by TEXT",
+    ),
 }
+
 SCHEMA_VERSION = max(STEPS)
 
 
 def migrate(db: Database) -> int:
-    """Bring the database to SCHEMA_VERSION; returns the version it was at."""
-    with db.transaction() as conn:
-        row = conn.execute(
-            "SELECT value FROM state WHERE key = ?", (SCHEMA_VERSION_KEY,)
-        ).fetchone()
-        found = int(row[0]) if row else 1  # none: database.py just made version 1
+    """Bring the database to SCHEMA_VERSION; returns the version it was at (0: new)."""
+    with db.transaction(lock="schema") as conn:
+        found = _version(db, conn)
         if found > SCHEMA_VERSION:
             raise StorageError(
-                f"{db.path} has schema version {found}, newer than this service's "
+                f"{db.name} has schema version {found}, newer than this service's "
                 f"{SCHEMA_VERSION}: run the newer service, or restore a backup"
             )
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            for statement in STEPS[version]:
-                conn.execute(statement)
+        statements = []
+        if found == 0:
+            statements += [s for s in BASE_SCHEMA.split(";") if s.strip()]
+        for version in range(max(found, 1) + 1, SCHEMA_VERSION + 1):
+            statements += STEPS[version]
+        for statement in statements:
+            conn.execute(_dialect(db, statement))
         conn.execute(
             "INSERT INTO state (key, value) VALUES (?, ?)"
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)),
         )
     return found
+
+
+def _version(db: Database, conn: Connection) -> int:
+    """The schema version stored; 1 for a version-1 database (it had no such row); 0
+    for an empty database."""
+    if db.engine == "postgresql":
+        exists = conn.execute("SELECT to_regclass('state') IS NOT NULL").fetchone()[0]
+    else:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state'"
+        ).fetchone()
+    if not exists:
+        return 0
+    row = conn.execute("SELECT value FROM state WHERE key = ?", (SCHEMA_VERSION_KEY,)).fetchone()
+    return int(row[0]) if row else 1
+
+
+def _dialect(db: Database, statement: str) -> str:
+    if db.engine == "postgresql":
+        from service.storage.postgres_database import postgres_ddl
+
+        return postgres_ddl(statement)
+    return statement

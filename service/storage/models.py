@@ -5,8 +5,8 @@ asked to serve (by `POST /v1/models/{v}/activate` or a training job's auto-activ
 from any process), and the row with `active` is the version that serves. The API
 process re-embeds and re-indexes for the target, then `complete_switch` makes it active
 and clears the target in one transaction, so after a crash at any moment exactly one
-whole version is active. Kept behind this class (no SQL in callers): a later issue puts
-PostgreSQL behind the same storage layer.
+whole version is active. Every write here runs under the "models" lock: replicas asking
+for, completing and deleting versions at once see each other's decisions whole.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from service.storage.database import Database
 from service.storage.rows import ModelRow
 
 TARGET_KEY = "target_version"
+_ACTIVATE = "UPDATE models SET active = CASE WHEN version = ? THEN 1 ELSE 0 END"
 _COLUMNS = "version, created_at, config, metrics, parent, active, job_id"
 
 
@@ -32,7 +33,7 @@ class Models:
 
     def add(self, row: ModelRow) -> None:
         """Record a version; an active one deactivates every other in the same transaction."""
-        with self._db.transaction() as conn:
+        with self._db.transaction(lock="models") as conn:
             if row.active:
                 conn.execute("UPDATE models SET active = 0")
             conn.execute(
@@ -68,8 +69,8 @@ class Models:
 
     def activate(self, version: str) -> None:
         """Make `version` active at once (the starting model; no re-indexing involved)."""
-        with self._db.transaction() as conn:
-            conn.execute("UPDATE models SET active = (version = ?)", (version,))
+        with self._db.transaction(lock="models") as conn:
+            conn.execute(_ACTIVATE, (version,))
             conn.execute("DELETE FROM state WHERE key = ?", (TARGET_KEY,))
 
     # -- switching ---------------------------------------------------------------------
@@ -85,7 +86,7 @@ class Models:
     def request_switch(self, version: str) -> None:
         """Ask the service to serve `version` (it re-indexes first); asking for the active
         version calls off a switch in progress. KeyError when no such version exists."""
-        with self._db.transaction() as conn:
+        with self._db.transaction(lock="models") as conn:
             found = conn.execute(
                 "SELECT active FROM models WHERE version = ?", (version,)
             ).fetchone()
@@ -104,16 +105,16 @@ class Models:
         """Make `version` the active one and clear the target, in one transaction; False
         (nothing changed) when it is no longer the target (the switch was called off or
         redirected meanwhile)."""
-        with self._db.transaction() as conn:
+        with self._db.transaction(lock="models") as conn:
             row = conn.execute("SELECT value FROM state WHERE key = ?", (TARGET_KEY,)).fetchone()
             if row is None or row[0] != version:
                 return False
-            conn.execute("UPDATE models SET active = (version = ?)", (version,))
+            conn.execute(_ACTIVATE, (version,))
             conn.execute("DELETE FROM state WHERE key = ?", (TARGET_KEY,))
         return True
 
     def set_metrics(self, version: str, metrics: dict[str, Any]) -> None:
-        with self._db.transaction() as conn:
+        with self._db.transaction(lock="models") as conn:
             conn.execute(
                 "UPDATE models SET metrics = ? WHERE version = ?", (json.dumps(metrics), version)
             )
@@ -122,7 +123,7 @@ class Models:
         """Remove an inactive version that is not being switched to, with all its
         embeddings, in one transaction; returns how many embeddings went. KeyError: no
         such version; ValueError: it is active or the switch target."""
-        with self._db.transaction() as conn:
+        with self._db.transaction(lock="models") as conn:
             found = conn.execute(
                 "SELECT active FROM models WHERE version = ?", (version,)
             ).fetchone()

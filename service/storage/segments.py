@@ -9,46 +9,47 @@ the item's own vectors. FAISS indexes of segments are derived from these rows
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from service.storage.database import Database
-from service.storage.embeddings import SQLITE_MAX_PARAMS, read_vectors, vector_blob
+from service.storage.changes import INDEXED, record_changes
+from service.storage.database import Connection, Database
+from service.storage.embeddings import (
+    MAX_PARAMS,
+    insert_rows,
+    lock_present,
+    read_present,
+    read_vectors,
+)
 from service.storage.rows import Embedding, NewSegment, SegmentRow
 
 _COLUMNS = "seq, item_seq, start_s, end_s, text"
 
 
 def insert_segments(
-    conn: sqlite3.Connection, item_seq: int, version: str, segments: Sequence[NewSegment]
+    conn: Connection, item_seq: int, version: str, segments: Sequence[NewSegment]
 ) -> list[int]:
     """The segments of an item and their vectors, inside the caller's transaction;
     returns their seqs in order."""
     seqs = []
     for segment in segments:
-        cur = conn.execute(
-            "INSERT INTO segments (item_seq, start_s, end_s, text) VALUES (?,?,?,?)",
+        seq = conn.execute(
+            "INSERT INTO segments (item_seq, start_s, end_s, text) VALUES (?,?,?,?) RETURNING seq",
             (item_seq, segment.start_s, segment.end_s, segment.text),
-        )
-        seq = int(cur.lastrowid)  # type: ignore[arg-type]
+        ).fetchone()[0]
         seqs.append(seq)
         insert_segment_embeddings(conn, version, [(seq, e) for e in segment.embeddings])
     return seqs
 
 
 def insert_segment_embeddings(
-    conn: sqlite3.Connection, version: str, rows: Sequence[tuple[int, Embedding]]
+    conn: Connection, version: str, rows: Sequence[tuple[int, Embedding]]
 ) -> None:
-    conn.executemany(
-        "INSERT OR REPLACE INTO segment_embeddings (version, space, modality, segment_seq,"
-        " vector) VALUES (?,?,?,?,?)",
-        [(version, e.space, e.modality, seq, vector_blob(e.vector)) for seq, e in rows],
-    )
+    insert_rows(conn, "segment_embeddings", "segment_seq", version, rows)
 
 
-def delete_segments(conn: sqlite3.Connection, item_seq: int) -> list[int]:
+def delete_segments(conn: Connection, item_seq: int) -> list[int]:
     """Remove an item's segments and their vectors; returns the seqs that were removed."""
     seqs = [r[0] for r in conn.execute("SELECT seq FROM segments WHERE item_seq = ?", (item_seq,))]
     conn.execute(
@@ -74,8 +75,8 @@ class Segments:
         out: dict[int, SegmentRow] = {}
         unique = sorted(set(seqs))
         conn = self._db.connection()
-        for start in range(0, len(unique), SQLITE_MAX_PARAMS):
-            chunk = unique[start : start + SQLITE_MAX_PARAMS]
+        for start in range(0, len(unique), MAX_PARAMS):
+            chunk = unique[start : start + MAX_PARAMS]
             marks = ",".join("?" * len(chunk))
             for r in conn.execute(f"SELECT {_COLUMNS} FROM segments WHERE seq IN ({marks})", chunk):
                 out[r[0]] = SegmentRow(*r)
@@ -86,8 +87,8 @@ class Segments:
         out: list[int] = []
         unique = np.unique(np.asarray(item_seqs, dtype=np.int64)).tolist()
         conn = self._db.connection()
-        for start in range(0, len(unique), SQLITE_MAX_PARAMS):
-            chunk = unique[start : start + SQLITE_MAX_PARAMS]
+        for start in range(0, len(unique), MAX_PARAMS):
+            chunk = unique[start : start + MAX_PARAMS]
             marks = ",".join("?" * len(chunk))
             out += [
                 r[0]
@@ -103,7 +104,11 @@ class Segments:
         """Segments of a stored item, without vectors yet (their backfill embeds them);
         none when the item is gone or already has segments. Returns their seqs."""
         with self._db.transaction() as conn:
-            if conn.execute("SELECT 1 FROM items WHERE seq = ?", (item_seq,)).fetchone() is None:
+            # The item's row locked: two replicas backfilling it at once cut it once.
+            found = conn.execute(
+                f"SELECT 1 FROM items WHERE seq = ?{self._db.for_update}", (item_seq,)
+            ).fetchone()
+            if found is None:
                 return []
             if conn.execute(
                 "SELECT 1 FROM segments WHERE item_seq = ? LIMIT 1", (item_seq,)
@@ -121,7 +126,7 @@ class Segments:
         rows = self._db.connection().execute(
             f"SELECT s.seq FROM segments s WHERE s.item_seq IN ({marks}) AND NOT EXISTS"
             " (SELECT 1 FROM segment_embeddings e WHERE e.segment_seq = s.seq"
-            " AND +e.version = ?)",
+            " AND e.version || '' = ?)",
             (*item_seqs, version),
         )
         return {r[0] for r in rows}
@@ -143,6 +148,13 @@ class Segments:
         """float32 [len(seqs), D] in the order given; KeyError naming a missing seq."""
         where = (version, space, modality)
         return read_vectors(self._db, "segment_embeddings", "segment_seq", where, seqs, "segment")
+
+    def present(
+        self, version: str, space: str, modality: str, seqs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(seqs, vectors) of those of `seqs` with this embedding."""
+        where = (version, space, modality)
+        return read_present(self._db, "segment_embeddings", "segment_seq", where, seqs)
 
     def vectors_of_item(
         self, item_seq: int, version: str, space: str, modality: str
@@ -168,13 +180,19 @@ class Segments:
         """Another version's vectors for stored segments (re-indexing); segments deleted
         meanwhile are skipped. Returns how many vectors were written."""
         with self._db.transaction() as conn:
-            cur = conn.executemany(
-                "INSERT OR REPLACE INTO segment_embeddings (version, space, modality,"
-                " segment_seq, vector) SELECT ?, ?, ?, ?, ?"
-                " WHERE EXISTS (SELECT 1 FROM segments WHERE seq = ?)",
-                [
-                    (version, e.space, e.modality, seq, vector_blob(e.vector), seq)
-                    for seq, e in rows
-                ],
-            )
-        return int(cur.rowcount)
+            present = set(lock_present(conn, self._db, "segments", {seq for seq, _ in rows}))
+            written = [(seq, e) for seq, e in rows if seq in present]
+            insert_rows(conn, "segment_embeddings", "segment_seq", version, written)
+            items = self._items_of(conn, sorted(present))
+            record_changes(conn, items, INDEXED, version)
+        return len(written)
+
+    @staticmethod
+    def _items_of(conn: Connection, segment_seqs: list[int]) -> list[int]:
+        items: set[int] = set()
+        for start in range(0, len(segment_seqs), MAX_PARAMS):
+            chunk = segment_seqs[start : start + MAX_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT DISTINCT item_seq FROM segments WHERE seq IN ({marks})"
+            items.update(r[0] for r in conn.execute(sql, chunk))
+        return sorted(items)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_json)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        storage = Storage(settings.db_path)
+        storage = Storage(settings.database, settings.db_pool_size)
     except StorageError as exc:
         print(f"mmv-search worker cannot start: {exc}", file=sys.stderr)
         return 2

@@ -18,13 +18,13 @@ def seen_within_s(settings: Settings) -> float:
 
 def check_worker(settings: Settings, hostname: str | None = None) -> tuple[bool, str]:
     """(True, who) when a worker of this host was seen recently; else (False, why)."""
-    if not settings.db_path.exists():
+    if not settings.shared_database and not settings.db_path.exists():
         return False, f"no database at {settings.db_path} yet (has the worker started?)"
     host = hostname or socket.gethostname()
     within = seen_within_s(settings)
-    storage = Storage(settings.db_path)
+    storage = Storage(settings.database, pool_size=2)
     try:
-        live = [name for name in storage.jobs.live_workers(within) if name.startswith(host + ":")]
+        live = [n for n in storage.heartbeats.live("worker", within) if n.startswith(host + ":")]
     finally:
         storage.close()
     if not live:

@@ -82,7 +82,7 @@ class Heartbeat:
         try:
             row = self.storage.jobs.heartbeat(self.job.id, self.owner, self.lease_s, self.progress)
             # A worker busy with a long job is alive too (its container's health check).
-            self.storage.jobs.worker_seen(self.owner)
+            self.storage.heartbeats.beat(self.owner, "worker")
         except Exception:  # a busy database: the next beat tries again, well within the lease
             log.exception("heartbeat of job %s failed", self.job.id)
             return

@@ -69,13 +69,13 @@ class Worker:
             log.warning("removed the folder of version %s: no database row names it", version)
 
     def look_after_queue(self) -> None:
-        self.storage.jobs.worker_seen(self.name)
+        self.storage.heartbeats.beat(self.name, "worker")
         for job in self.storage.jobs.expire_leases():
             log.warning("job %s: %s", job.id, job.error)
         request = auto_job_request(self.storage, self.settings.retrain_after_items)
-        if request is not None:
-            job = self.storage.jobs.create(request)
-            log.info("queued retraining job %s: %s", job.id, request["trigger"])
+        job = self.storage.jobs.create_when_idle(request) if request else None
+        if job is not None:
+            log.info("queued retraining job %s: %s", job.id, job.request["trigger"])
 
     def run_once(self) -> bool:
         """Look after the queue, then run one job if one waits; True when one ran."""

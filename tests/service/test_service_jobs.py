@@ -4,14 +4,15 @@ and the migration from the schema before them."""
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from old_schemas import sqlite_at_version
 
 from service.storage import SCHEMA_VERSION, Embedding, ModelRow, NewItem, Storage, StorageError
-from service.storage.database import Database
 from service.storage.jobs import MAX_ATTEMPTS
 
 
@@ -21,8 +22,8 @@ def model_row(version: str, active: bool = False) -> ModelRow:
 
 def test_a_version_1_database_is_migrated_keeping_every_row(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
-    old = Database(path)  # the version-1 tables, as the service before the worker made them
-    with old.transaction() as conn:
+    sqlite_at_version(path, 1)  # the tables as the service before the worker made them
+    with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO state (key, value) VALUES ('schema_version', '1')")
         conn.execute(
             "INSERT INTO items (id, kind, status, modalities, created_at)"
@@ -36,7 +37,7 @@ def test_a_version_1_database_is_migrated_keeping_every_row(tmp_path: Path) -> N
             "INSERT INTO models (version, created_at, config, active)"
             " VALUES ('v1', '2026-01-01T00:00:00Z', '{}', 1)"
         )
-    old.close()
+    conn.close()
     storage = Storage(path)
     assert storage.migrated_from == 1
     assert storage.state.get("schema_version") == str(SCHEMA_VERSION)
@@ -50,18 +51,17 @@ def test_a_version_1_database_is_migrated_keeping_every_row(tmp_path: Path) -> N
     assert Storage(path).migrated_from == SCHEMA_VERSION  # nothing left to do
 
 
-def _open(path: str) -> int:
-    storage = Storage(Path(path))
+def _open(location: str | Path) -> int:
+    storage = Storage(location)
     version = int(storage.state.get("schema_version") or 0)
     storage.close()
     return version
 
 
-def test_processes_opening_a_new_database_together_migrate_it_once(tmp_path: Path) -> None:
-    """The API and the worker start at the same moment on an empty data directory."""
-    path = str(tmp_path / "db.sqlite")
+def test_processes_opening_a_new_database_together_migrate_it_once(database: str | Path) -> None:
+    """The API replicas and workers start at the same moment on an empty database."""
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        versions = pool.map(_open, [path] * 8)
+        versions = pool.map(_open, [database] * 8)
     assert versions == [SCHEMA_VERSION] * 8
 
 
@@ -73,8 +73,7 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
         Storage(tmp_path / "db.sqlite")
 
 
-def test_two_workers_never_claim_the_same_job(tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "db.sqlite")
+def test_two_workers_never_claim_the_same_job(storage: Storage) -> None:
     created = {storage.jobs.create({"init": "active"}).id for _ in range(20)}
     claimed: list[list[str]] = [[], [], [], []]
 
@@ -91,7 +90,6 @@ def test_two_workers_never_claim_the_same_job(tmp_path: Path) -> None:
     every = [j for c in claimed for j in c]
     assert sorted(every) == sorted(created)  # each once, none lost
     assert all(storage.jobs.get(j).lease_owner is not None for j in every)  # type: ignore[union-attr]
-    storage.close()
 
 
 def test_claims_go_oldest_first_and_a_lease_is_renewed_by_heartbeat(storage: Storage) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from old_schemas import sqlite_at_version
 
 from service.storage import Embedding, ModelRow, NewItem, NewSegment, Storage, now_rfc3339
 from service.storage.migrations import SCHEMA_VERSION
@@ -94,15 +95,12 @@ def test_re_indexing_adds_vectors_only_for_segments_that_still_exist(storage: St
 
 def test_a_version_2_database_gains_segments_keeping_every_item(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
-    Storage(path).close()
+    sqlite_at_version(path, 2)
     conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE segment_embeddings")
-    conn.execute("DROP TABLE segments")
     conn.execute(
         "INSERT INTO items (id, kind, status, modalities, created_at)"
         " VALUES ('it_old', 'audio', 'ready', '[\"audio\"]', '2026-01-01T00:00:00Z')"
     )
-    conn.execute("UPDATE state SET value = '2' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     storage = Storage(path)

@@ -1,5 +1,5 @@
-"""The SQLite store: items, metadata filters, embeddings, pagination, models, durability,
-transactions."""
+"""The store, on SQLite and PostgreSQL: items, metadata filters, embeddings, pagination,
+models, durability, transactions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.storage import DuplicateContent, Embedding, ModelRow, NewItem, Storage, StorageError
+from service.storage import (
+    ConstraintViolation,
+    DuplicateContent,
+    Embedding,
+    ModelRow,
+    NewItem,
+    Storage,
+    StorageError,
+)
 
 
 def unit(d: int, seed: int) -> np.ndarray:
@@ -40,7 +48,8 @@ def video(content_hash: str, **meta: object) -> NewItem:
                    metadata=dict(meta))  # fmt: skip
 
 
-def test_wal_mode_and_schema_version(storage: Storage, tmp_path: Path) -> None:
+def test_sqlite_wal_mode_and_schema_version(tmp_path: Path) -> None:
+    Storage(tmp_path / "db.sqlite").close()
     conn = sqlite3.connect(tmp_path / "db.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.execute("UPDATE state SET value = '99' WHERE key = 'schema_version'")
@@ -166,12 +175,23 @@ def test_threads_each_get_a_connection_and_writes_serialise(storage: Storage) ->
     assert errors == [] and storage.items.count() == 80
 
 
-def test_a_failed_commit_rolls_back_and_the_connection_stays_usable(storage: Storage) -> None:
+def test_a_broken_constraint_rolls_back_and_the_database_stays_usable(storage: Storage) -> None:
+    with pytest.raises(ConstraintViolation), storage.db.transaction() as conn:
+        conn.execute("INSERT INTO items (id, kind, status, modalities, created_at)"
+                     " VALUES ('x', 'text', 'ready', '[]', 'now')")  # fmt: skip
+        conn.execute("INSERT INTO item_metadata (item_seq, key, value) VALUES (999, 'k', '1')")
+    assert storage.items.get("x") is None  # the whole transaction rolled back
+    assert storage.items.create(video("after")).status == "processing"
+
+
+def test_a_failed_commit_rolls_back_and_the_connection_stays_usable(tmp_path: Path) -> None:
     # A deferred foreign key is checked at COMMIT: the commit itself fails. SQLite then
     # keeps the transaction open; left so, the thread's next BEGIN would fail forever.
-    with pytest.raises(sqlite3.IntegrityError), storage.db.transaction() as conn:
+    storage = Storage(tmp_path / "db.sqlite")
+    with pytest.raises(ConstraintViolation), storage.db.transaction() as conn:
         conn.execute("PRAGMA defer_foreign_keys=ON")
         conn.execute("INSERT INTO item_metadata (item_seq, key, value) VALUES (999, 'k', '1')")
     assert not storage.db.connection().in_transaction
     assert storage.items.seqs_matching({"k": 1}).tolist() == []  # rolled back
     assert storage.items.create(video("after")).status == "processing"
+    storage.close()

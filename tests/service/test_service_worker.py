@@ -47,10 +47,12 @@ def test_a_job_is_queued_after_n_new_items_with_sound(storage: Storage, tmp_path
 
 
 def test_workers_are_seen_while_they_run(storage: Storage, tmp_path: Path) -> None:
-    assert storage.jobs.live_workers(30) == []
+    assert storage.heartbeats.live("worker", 30) == []
+    storage.heartbeats.beat("host-8000", "api")  # an API replica is no worker
     Worker(Settings(data_dir=tmp_path), storage, "host:1").look_after_queue()
-    assert storage.jobs.live_workers(30) == ["host:1"]
-    assert storage.jobs.live_workers(-1) == []  # seen, but not within the last second
+    assert storage.heartbeats.live("worker", 30) == ["host:1"]
+    assert storage.heartbeats.live("worker", -1) == []  # seen, but not within the last second
+    assert storage.heartbeats.live("api", 30) == ["host-8000"]
 
 
 def test_off_by_default(storage: Storage, tmp_path: Path) -> None:
