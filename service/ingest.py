@@ -75,10 +75,6 @@ class Ingestor:
         # Items being processed that another request was also answered with: a failure
         # marks them failed instead of deleting them (that request was told they exist).
         self._shared: set[int] = set()
-        # Held from "is this file still used?" to its unlink, and from storing a file to
-        # creating its row: a delete and an upload of the same bytes cannot interleave
-        # so that the delete removes the file the new item was just given.
-        self.media_lock = threading.Lock()
         self._background: set[asyncio.Task[Any]] = set()
 
     def require_model(self) -> Serving:
@@ -190,11 +186,14 @@ class Ingestor:
         return transcript if transcript else None
 
     def _store_item(self, tmp: Path, new: NewItem) -> ItemRow:
-        """The media file, then its row, with no delete of the same bytes in between."""
+        """The media file, then its row, with no delete of the same bytes in between (on
+        any replica: the database's lock on the content hash covers both)."""
         assert new.content_hash is not None
-        with self.media_lock:
-            self.media.store(tmp, new.content_hash)
-            return self.storage.items.create(new)
+        return self.storage.items.create(
+            new,
+            processing_by=self.settings.replica_name,
+            before_insert=lambda: self.media.store(tmp, new.content_hash),  # type: ignore[arg-type]
+        )
 
     def spawn(self, row: ItemRow, info: MediaInfo | None = None, asr: bool = True) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -409,16 +408,7 @@ class Ingestor:
                 ids = [row.seq, *segment_ids(deleted[1]).tolist()]
                 self.model.indexes.remove(ids)
         if deleted is not None and deleted[0].content_hash:
-            with self.media_lock:
-                if not self.storage.items.hash_in_use(deleted[0].content_hash):
-                    self.media.remove(deleted[0].content_hash)
-
-    def resume_pending(self) -> int:
-        """Start processing items left `processing` by an earlier run."""
-        rows = self.storage.items.with_status("processing")
-        for row in rows:
-            self.spawn(row)
-        return len(rows)
+            self.storage.items.remove_media_if_unused(deleted[0].content_hash, self.media.remove)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for background processing to finish (graceful shutdown)."""

@@ -2,11 +2,14 @@
 
 Start: data directory -> storage -> model (registered from MMV_MODEL at first start)
 -> indexes (loaded, patched or rebuilt from stored embeddings) -> media worker
-processes -> search batcher -> items left `processing` resume -> demo corpus when
-the data directory is empty and MMV_DEMO_CLIPS > 0.
+processes -> search batcher -> items left `processing` (by an earlier run, or by a
+replica that died) resume -> demo corpus when the data directory is empty and
+MMV_DEMO_CLIPS > 0.
 
-Then, in the background: index upkeep every minute, and the watch for a model version
-to switch to (service/version_switch.py).
+Then, in the background: index upkeep every minute, the watch for a model version to
+switch to (service/version_switch.py), the change log followed (service/
+change_follower.py: what other replicas store and delete), and this replica's
+heartbeat, with which a live replica takes over the uploads of one that died.
 
 Stop (after uvicorn has finished the in-flight requests): background processing is
 drained, the batcher stops, indexes are saved, workers and storage close.
@@ -21,8 +24,10 @@ import logging
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from service.active_model import ActiveModel
+from service.change_follower import ChangeFollower
 from service.demo import ensure_demo_corpus
 from service.embedder import Embedder
 from service.example_search import ExampleEmbedder
@@ -35,12 +40,14 @@ from service.prometheus import Metrics
 from service.searcher import Searcher
 from service.segment_backfill import SegmentBackfill
 from service.settings import Settings
-from service.storage import Storage
+from service.storage import ItemRow, Storage
 from service.version_switch import VersionSwitch
 
 log = logging.getLogger("service.runtime")
 
 UPKEEP_EVERY_S = 60.0  # save changed indexes and rebuild outgrown ones this often
+HEARTBEATS_PER_TIMEOUT = 3  # beats in MMV_REPLICA_TIMEOUT_S: one late beat is no death
+TMP_STALE_S = 86400.0  # another replica's upload leftovers older than this are removed
 
 
 class Runtime:
@@ -56,16 +63,10 @@ class Runtime:
             settings.tmp_dir,
         ):
             folder.mkdir(parents=True, exist_ok=True)
-        # Upload leftovers of an earlier run (a crash mid-upload) are never needed again.
-        for leftover in settings.tmp_dir.iterdir():
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(leftover, ignore_errors=True)
-        self.storage = Storage(settings.db_path)
-        orphans = MediaFiles(settings.media_dir).remove_orphans(self.storage.items.content_hashes())
-        if orphans:
-            log.warning("removed %d media files no item names (left by a crash)", len(orphans))
+        remove_upload_leftovers(settings)
+        self.storage = Storage(settings.database, settings.db_pool_size)
+        log.info("database: %s (%s)", self.storage.db.name, self.storage.db.engine)
+        self._remove_orphan_media()
         self.model = ActiveModel()  # empty until start() loads one
         self.search_executor = ThreadPoolExecutor(
             settings.search_threads, thread_name_prefix="search"
@@ -89,9 +90,26 @@ class Runtime:
         self.backfill = SegmentBackfill(
             settings, self.storage, self.model, self.media_pool, self.ingestor.index_lock
         )
-        self._upkeep: asyncio.Task[None] | None = None
-        self._watch: asyncio.Task[None] | None = None
-        self._backfill: asyncio.Task[None] | None = None
+        self.follower = ChangeFollower(settings, self.storage, self.model, self.ingestor.index_lock)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _remove_orphan_media(self) -> None:
+        """Media files no item names (a crash between putting a file in place and
+        committing its row) go; none at all when the database has no items, which is a
+        new database beside old media (MMV_DATABASE_URL pointed somewhere new), not a
+        crash: those files are left for the user to bring over."""
+        media = MediaFiles(self.settings.media_dir)
+        if self.storage.items.count() == 0:
+            if any(self.settings.media_dir.iterdir()):
+                log.warning(
+                    "the database %s has no items but %s holds media files: they are left "
+                    "alone (see docs/scaling.md, \"Moving from SQLite\")",
+                    self.storage.db.name, self.settings.media_dir,
+                )  # fmt: skip
+            return
+        orphans = media.remove_orphans(self.storage.items.content_hashes())
+        if orphans:
+            log.warning("removed %d media files no item names (left by a crash)", len(orphans))
 
     # -- start-up ----------------------------------------------------------------------
     def load_model_and_indexes(self) -> None:
@@ -99,6 +117,7 @@ class Runtime:
         handle = active_model_version(self.settings.model, self.settings.models_dir, self.storage)
         if handle is None:
             return
+        self.follower.start_at_now()  # the indexes below reflect the database from here
         embedder = Embedder.load(handle, self.settings.device)
         started = time.perf_counter()
         indexes = open_indexes(
@@ -133,14 +152,49 @@ class Runtime:
                 self.settings.asr,
             )
             self.searcher.batcher.start()
-            resumed = await asyncio.to_thread(self.ingestor.resume_pending)
-            if resumed:
-                log.info("resuming %d items left processing by the last run", resumed)
+        await asyncio.to_thread(self.storage.heartbeats.beat, self.settings.replica_name, "api")
+        if model.embedder is not None:
+            # Own items of an earlier run (a crash, or a stop that timed out) included.
+            await self.take_over_uploads(at_start=True)
         loop = asyncio.get_running_loop()
-        self._upkeep = loop.create_task(self._upkeep_loop())
-        self._watch = loop.create_task(self.switch.watch())
+        self._tasks += [
+            loop.create_task(self._upkeep_loop()),
+            loop.create_task(self.switch.watch()),
+            loop.create_task(self.follower.watch()),
+            loop.create_task(self._heartbeat_loop()),
+        ]
         await ensure_demo_corpus(self.settings, self.storage, self.ingestor)
-        self._backfill = loop.create_task(self.backfill.watch())
+        self._tasks.append(loop.create_task(self.backfill.watch()))
+
+    async def take_over_uploads(self, at_start: bool = False) -> int:
+        """Process the items left `processing` by replicas no longer alive (at start, by
+        this replica's earlier run too)."""
+        rows = await asyncio.to_thread(self._adopt_uploads, at_start)
+        for row in rows:
+            self.ingestor.spawn(row)
+        if rows:
+            who = "an earlier run or a stopped replica" if at_start else "a replica that died"
+            log.info("processing %d uploads left unfinished by %s", len(rows), who)
+        return len(rows)
+
+    def _adopt_uploads(self, at_start: bool) -> list[ItemRow]:
+        me = self.settings.replica_name
+        live = self.storage.heartbeats.live("api", self.settings.replica_timeout_s)
+        if at_start:
+            # With SQLite this is the only API process there can be: all are left over.
+            live = [n for n in live if n != me] if self.settings.shared_database else []
+        return self.storage.items.adopt_processing(me, live)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.replica_timeout_s / HEARTBEATS_PER_TIMEOUT)
+            try:
+                me = self.settings.replica_name
+                await asyncio.to_thread(self.storage.heartbeats.beat, me, "api")
+                if self.model.embedder is not None:
+                    await self.take_over_uploads()
+            except Exception:  # a database hiccup: the next beat tries again
+                log.exception("heartbeat failed")
 
     async def _upkeep_loop(self) -> None:
         while True:
@@ -156,16 +210,29 @@ class Runtime:
         nothing else would)."""
         for job in self.storage.jobs.expire_leases():
             log.warning("training job %s: %s", job.id, job.error)
+        self.storage.changes.prune()
         if self.model.indexes is not None:
+            if self.settings.shared_database:
+                # What the change log could not tell (a change committed long after its
+                # number was taken): added or removed now.
+                with self.ingestor.index_lock:
+                    fixed = self.model.indexes.active.reconcile()
+                for name, (added, removed) in fixed.items():
+                    if added or removed:
+                        log.warning("index %s caught up with the database: +%d -%d",
+                                    name, added, removed)  # fmt: skip
             self.model.indexes.maintain()
             self.model.indexes.save()
 
     # -- shutdown ----------------------------------------------------------------------
     async def stop(self) -> None:
         await self.ingestor.drain(self.settings.shutdown_timeout_s)
-        for task in (self._upkeep, self._watch, self._backfill):
-            if task is not None:
-                task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        try:  # what is still processing is taken over by another replica at once
+            await asyncio.to_thread(self.storage.heartbeats.forget, self.settings.replica_name)
+        except Exception:  # then after MMV_REPLICA_TIMEOUT_S instead
+            log.exception("could not sign this replica off")
         await self.searcher.batcher.stop()
         if self.model.indexes is not None:
             try:
@@ -176,3 +243,23 @@ class Runtime:
         self.search_executor.shutdown(wait=True)
         self.storage.close()
         log.info("stopped")
+
+
+def remove_upload_leftovers(settings: Settings) -> None:
+    """Uploads an earlier run of this replica was receiving (a crash mid-upload) are
+    never needed again; other replicas' folders only when long untouched (they share
+    the data directory and may be receiving now)."""
+    own = settings.tmp_dir
+    for leftover in own.iterdir():
+        _remove(leftover)
+    if settings.shared_database:
+        for folder in own.parent.iterdir():
+            if folder != own and time.time() - folder.stat().st_mtime > TMP_STALE_S:
+                _remove(folder)
+
+
+def _remove(path: Path) -> None:
+    if path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)

@@ -192,7 +192,7 @@ class Reindex(BaseModel):
     done: int
     total: int
     stage: str | None = Field(
-        None, description="loading | embedding | indexing | catching_up | swapping"
+        None, description="loading | waiting | embedding | indexing | catching_up | swapping"
     )
 
 

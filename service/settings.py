@@ -6,6 +6,7 @@ docs/service.md lists every setting; keep that table in step with this class.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,18 @@ class Settings(BaseSettings):
     model: str = "models/default"
     demo_clips: int = Field(0, ge=0)
     demo_seed: int = 0
+
+    # Past one machine (docs/scaling.md): empty = SQLite in the data directory;
+    # postgresql://user:password@host:5432/db = the database every replica and worker
+    # shares (media and model versions then live in a data directory all hosts mount).
+    database_url: str = ""
+    db_pool_size: int = Field(10, ge=2, le=500)  # connections per process (PostgreSQL)
+    # What each host keeps for itself (FAISS index files, the decode cache). Empty: the
+    # data directory with SQLite; DATA_DIR/local/<host>-<port> with PostgreSQL.
+    local_dir: Path | None = None
+    follow_poll_s: float = Field(0.2, gt=0)  # how often a replica reads the change log
+    # A replica silent this long is taken as dead: another takes over its uploads.
+    replica_timeout_s: float = Field(30.0, ge=3.0)
 
     # Upload caps.
     max_upload_mb: float = Field(512.0, gt=0)
@@ -128,6 +141,21 @@ class Settings(BaseSettings):
                 "entries), or bind to 127.0.0.1"
             )
 
+    @property
+    def shared_database(self) -> bool:
+        """PostgreSQL: other API replicas and workers may share the database."""
+        return bool(self.database_url)
+
+    @property
+    def database(self) -> Path | str:
+        """What Storage opens: the PostgreSQL URL, or the SQLite file."""
+        return self.database_url or self.db_path
+
+    @cached_property
+    def replica_name(self) -> str:
+        """This API process among the replicas of one database: host and port."""
+        return f"{socket.gethostname()}-{self.port}"
+
     # Locations inside the data directory; no user input ever becomes a path.
     @property
     def media_dir(self) -> Path:
@@ -138,12 +166,21 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def host_dir(self) -> Path:
+        """This host's own folder (see local_dir): never shared with another replica."""
+        if self.local_dir is not None:
+            return self.local_dir
+        if self.shared_database:
+            return self.data_dir / "local" / self.replica_name
+        return self.data_dir
+
+    @property
     def indexes_dir(self) -> Path:
-        return self.data_dir / "indexes"
+        return self.host_dir / "indexes"
 
     @property
     def cache_dir(self) -> Path:
-        return self.data_dir / "cache"
+        return self.host_dir / "cache"
 
     @property
     def runs_dir(self) -> Path:
@@ -151,6 +188,10 @@ class Settings(BaseSettings):
 
     @property
     def tmp_dir(self) -> Path:
+        """Uploads being received: beside media/ (a rename moves them into place), one
+        folder per replica, so a replica starting clears only its own leftovers."""
+        if self.shared_database:
+            return self.data_dir / "tmp" / self.replica_name
         return self.data_dir / "tmp"
 
     @property

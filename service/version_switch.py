@@ -70,9 +70,7 @@ class SwitchCalledOff(Exception):
 @dataclass
 class SwitchStatus:
     to_version: str
-    stage: (
-        str  # loading | embedding | indexing | catching_up | swapping | done | failed | called_off
-    )
+    stage: str  # loading | waiting | embedding | indexing | catching_up | swapping | done | ...
     done: int = 0  # items embedded with the new version in this switch
     total: int = 0  # items that had to be
     failed_items: int = 0
@@ -119,12 +117,21 @@ class VersionSwitch:
             except Exception:  # never let a database hiccup end the watch
                 log.exception("checking for a model version to switch to failed")
 
+    def wanted(self) -> str | None:
+        """The version this replica should serve: the one asked for, else the active one
+        (another replica may have completed a switch this one has not made yet)."""
+        target = self.storage.models.target()
+        if target is not None:
+            return target
+        active = self.storage.models.active()
+        return active.version if active is not None else None
+
     def check(self) -> None:
-        """Start a switch when the database asks for a version that does not serve."""
+        """Start a switch when the database wants a version that does not serve here."""
         serving = self.model.serving
         if serving is None:
             return
-        target = self.storage.models.target()
+        target = self.wanted()
         if target is None or target == serving.version:
             return
         with self._lock:
@@ -169,7 +176,7 @@ class VersionSwitch:
             )  # fmt: skip
 
     def _still_wanted(self, version: str) -> None:
-        if self.storage.models.target() != version:
+        if self.wanted() != version:
             raise SwitchCalledOff()
 
     def _switch(self, status: SwitchStatus) -> None:
@@ -182,9 +189,15 @@ class VersionSwitch:
         self._still_wanted(version)
 
         status.stage = "embedding"
-        status.total = self.storage.items.count_lacking_embeddings(version)
         failed: dict[int, str] = {}
-        self._embed_lacking(embedder, status, failed)
+        # One replica embeds the stored items (the others would repeat its work); the
+        # rest wait for it, then embed only what came to them meanwhile.
+        with self.storage.db.exclusive(f"switch:{version}") as leading:
+            if leading:
+                status.total = self.storage.items.count_lacking_embeddings(version)
+                self._embed_lacking(embedder, status, failed)
+        if not leading:
+            self._wait_for_leader(version, status)
         self._still_wanted(version)
 
         status.stage = "indexing"
@@ -214,7 +227,7 @@ class VersionSwitch:
             status.total += self.storage.items.count_lacking_embeddings(version) - len(failed)
             self._embed_lacking(embedder, status, failed)
             if not self.storage.models.complete_switch(version):
-                raise SwitchCalledOff()
+                self._still_wanted(version)  # else another replica completed it: swap too
             registry.swap(version)  # the last catch-up with the database, then swapped
             self.model.use(embedder, registry)
         self.metrics.set_model(version)
@@ -223,6 +236,19 @@ class VersionSwitch:
             self.storage.items.mark_failed(
                 seq, f"could not be embedded with model version {version}: {why}"
             )
+
+    def _wait_for_leader(self, version: str, status: SwitchStatus) -> None:
+        """Until the replica embedding the stored items for `version` is done (or has
+        died: the database frees its lock either way); what is left is this one's."""
+        status.stage = "waiting"
+        while True:
+            self._still_wanted(version)
+            with self.storage.db.exclusive(f"switch:{version}") as free:
+                if free:
+                    break
+            time.sleep(self.settings.switch_poll_s)
+        status.stage = "embedding"
+        status.total = self.storage.items.count_lacking_embeddings(version)
 
     # -- embedding what the new version lacks ------------------------------------------
     def _lacking(self, version: str, skip: dict[int, str]) -> Iterator[list[ItemRow]]:

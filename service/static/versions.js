@@ -7,6 +7,7 @@ import { formatDate, h } from "./render.js";
 
 const REINDEX_STAGES = {
   loading: "loading the version",
+  waiting: "another replica is embedding the collection",
   embedding: "embedding the collection",
   indexing: "building the indexes",
   catching_up: "adding what was uploaded meanwhile",

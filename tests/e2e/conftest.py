@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import e2e_server
 import pytest
 from e2e_server import (
     REPO,
@@ -26,6 +27,29 @@ VOCABULARY = (
     "red blue green ball cup dog moon bounces falls barks drum rolls wooden floor small "
     "delete soon inserted paging query anything warm secret tone noise clip picture"
 )
+
+
+@pytest.fixture(scope="module", params=("sqlite", "postgresql"), autouse=True)
+def e2e_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every end-to-end module runs twice: on SQLite, and on PostgreSQL (a database of
+    the session's throwaway server per data directory the module starts servers on)."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    databases: dict[Path, str] = {}
+
+    def database_for(data_dir: Path) -> str:
+        key = Path(data_dir).resolve()
+        if key not in databases:
+            databases[key] = cluster.create_database()
+        return databases[key]
+
+    e2e_server.database_for = database_for
+    try:
+        yield "postgresql"
+    finally:
+        e2e_server.database_for = None
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +105,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, random_model: Path) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, random_model: Path, e2e_database: str
+) -> Iterator[Server]:
     """One open server (no keys) per test module, with small caps to test them."""
     d = tmp_path_factory.mktemp("server")
     with running_server(

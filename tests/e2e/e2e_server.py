@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +59,19 @@ class Server:
         return int(self.process.returncode)
 
 
+# Set by tests/e2e/conftest.py while a module runs against PostgreSQL: the database of a
+# data directory (the same one each time, so a restarted server finds its items).
+database_for: Callable[[Path], str] | None = None
+
+
 def server_env(data_dir: Path, model_dir: Path, port: int, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("MMV_DATABASE_URL", None)
+    if database_for is not None:
+        env["MMV_DATABASE_URL"] = database_for(data_dir)
+        # One server at a time on a data directory keeps the SQLite layout (indexes/,
+        # cache/ in it); tests of several replicas give each its own MMV_LOCAL_DIR.
+        env["MMV_LOCAL_DIR"] = str(data_dir)
     env.update(
         {
             "MMV_DATA_DIR": str(data_dir),

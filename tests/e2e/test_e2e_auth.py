@@ -18,7 +18,9 @@ ORIGIN = "http://app.example.test"
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory, random_model: Path) -> Iterator[Server]:
+def keyed_server(
+    tmp_path_factory: pytest.TempPathFactory, random_model: Path, e2e_database: str
+) -> Iterator[Server]:
     d = tmp_path_factory.mktemp("keyed")
     with running_server(
         d / "data",

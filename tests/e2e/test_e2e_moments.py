@@ -71,7 +71,7 @@ def load(server: Server, media: tuple, with_sources: bool) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def segmented(
-    tmp_path_factory: pytest.TempPathFactory, trained_model: Path, media: tuple
+    tmp_path_factory: pytest.TempPathFactory, trained_model: Path, media: tuple, e2e_database: str
 ) -> Iterator[tuple[Server, dict[str, str]]]:
     d = tmp_path_factory.mktemp("moments-on")
     with running_server(d / "data", trained_model, d / "server.log", MMV_WORKERS="2",
@@ -81,7 +81,7 @@ def segmented(
 
 @pytest.fixture(scope="module")
 def whole_only(
-    tmp_path_factory: pytest.TempPathFactory, trained_model: Path, media: tuple
+    tmp_path_factory: pytest.TempPathFactory, trained_model: Path, media: tuple, e2e_database: str
 ) -> Iterator[tuple[Server, dict[str, str]]]:
     d = tmp_path_factory.mktemp("moments-off")
     with running_server(d / "data", trained_model, d / "server.log", MMV_WORKERS="2",

@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_server import Server, make_clip, make_speech, start_server
+from e2e_server import Server, make_clip, make_speech, start_server, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def life(tmp_path_factory: pytest.TempPathFactory, e2e_database: str) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("restart")
     state: dict[str, Any] = {"data": d / "data", "log": d / "server.log", "server": None}
     yield state
@@ -181,5 +181,59 @@ def test_media_no_item_names_is_swept_at_start(tmp_path: Path, random_model: Pat
         item = httpx.get(f"{server.url}/v1/items/{r.json()['id']}/media", timeout=30)
         assert item.status_code == 200 and item.content == clip.read_bytes()
         assert "removed 1 media files no item names" in server.log()
+    finally:
+        server.stop()
+
+
+def test_an_empty_database_beside_old_media_leaves_them_alone(
+    tmp_path: Path, random_model: Path
+) -> None:
+    # MMV_DATABASE_URL pointed at a new database, the data directory still full of the
+    # old deployment's media: they are not leftovers of a crash, and must survive.
+    media = tmp_path / "data" / "media"
+    media.mkdir(parents=True)
+    old = media / ("c" * 64)
+    old.write_bytes(b"an upload of the deployment before")
+    hour_ago = time.time() - 2 * 3600
+    os.utime(old, (hour_ago, hour_ago))
+    server = start_server(tmp_path / "data", random_model, tmp_path / "a.log")
+    try:
+        assert old.exists()
+        assert "has no items but" in server.log()
+    finally:
+        server.stop()
+
+
+def test_items_left_processing_by_a_crash_are_finished_at_the_next_start(
+    tmp_path: Path, random_model: Path, media: dict[str, Path]
+) -> None:
+    # A crash while uploads accepted with wait=false were being processed: the next
+    # start takes them up. (It used to fail to start at all: the resumed items were
+    # handed to the event loop from a thread that has none.)
+    import e2e_server
+
+    from service.storage import Storage
+
+    data = tmp_path / "data"
+    server = start_server(data, random_model, tmp_path / "a.log")
+    try:
+        with media["clip"].open("rb") as f:
+            r = httpx.post(f"{server.url}/v1/items", files={"file": ("clip.mp4", f)}, timeout=120)
+        assert r.status_code == 201, r.text
+    finally:
+        server.stop()
+    db = e2e_server.database_for(data) if e2e_server.database_for else data / "db.sqlite"
+    storage = Storage(db)
+    with storage.db.transaction() as conn:  # as a SIGKILL mid-processing leaves it
+        conn.execute("UPDATE items SET status = 'processing', processing_by = 'gone-1'")
+    storage.close()
+    server = start_server(data, random_model, tmp_path / "b.log")
+    try:
+        item = r.json()["id"]
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            ready = wait_until(lambda: c.get(f"/v1/items/{item}").json()["status"] == "ready",
+                               60, "the item left processing is finished")  # fmt: skip
+        assert ready
+        assert "processing 1 uploads left unfinished" in server.log()
     finally:
         server.stop()

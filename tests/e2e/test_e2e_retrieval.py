@@ -40,6 +40,7 @@ def loaded(
     tmp_path_factory: pytest.TempPathFactory,
     trained_model: Path,
     corpus: tuple[Path, list[dict[str, Any]]],
+    e2e_database: str,
 ) -> Iterator[tuple[Server, dict[str, str]]]:
     """A server with the corpus uploaded; manifest id -> item id."""
     folder, rows = corpus
