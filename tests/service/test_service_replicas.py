@@ -1,0 +1,170 @@
+"""What lets several API replicas and workers share one database, on both engines: the
+change log a replica follows into its own FAISS indexes, the takeover of uploads a dead
+replica was processing, one automatic retraining job however many workers, and media
+files removed only when no item names them."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import IndexPolicy, IndexRegistry
+from service.active_model import ActiveModel
+from service.change_follower import GAP_WAIT_S, ChangeFollower
+from service.indexes import SEGMENT_ID_BASE, StorageSource
+from service.settings import Settings
+from service.storage import Embedding, NewItem, NewSegment, Storage
+
+DIM = 8
+LAYOUT = {"va": ["audio", "audio_segments"]}
+
+
+@dataclass
+class StubEmbedder:
+    """ActiveModel needs only the version of what embeds (the follower embeds nothing)."""
+
+    version: str
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def sound(content_hash: str) -> NewItem:
+    return NewItem(kind="audio", modalities=["audio"], content_hash=content_hash)
+
+
+def replica(storage: Storage, root: Path) -> tuple[ChangeFollower, IndexRegistry]:
+    """One replica's indexes, opened from the database, and its follower."""
+    follower = ChangeFollower(Settings(data_dir=root), storage, ActiveModel(), threading.Lock())
+    follower.start_at_now()
+    registry = IndexRegistry(root, IndexPolicy())
+    registry.open("v1", LAYOUT, {"va": DIM}, StorageSource(storage, "v1"))
+    follower.model.use(StubEmbedder("v1"), registry)  # type: ignore[arg-type]
+    return follower, registry
+
+
+def live(registry: IndexRegistry, modality: str = "audio") -> list[int]:
+    return sorted(registry.active._get("va", modality).live_ids().tolist())
+
+
+def make_ready(storage: Storage, content_hash: str, seed: int, segments: int = 0) -> int:
+    row = storage.items.create(sound(content_hash))
+    cut = [
+        NewSegment(10.0 * n, 10.0 * n + 10, [Embedding("va", "audio", unit(seed * 100 + n))])
+        for n in range(segments)
+    ]
+    storage.items.mark_ready(
+        row.seq, "v1", [Embedding("va", "audio", unit(seed))], ["audio"], None, None, 30.0,
+        segments=cut,
+    )  # fmt: skip
+    return row.seq
+
+
+def test_a_replica_follows_uploads_and_deletes_made_by_another(
+    storage: Storage, tmp_path: Path
+) -> None:
+    before = make_ready(storage, "before", 1)
+    follower, registry = replica(storage, tmp_path / "b")
+    assert live(registry) == [before]  # opened from the database
+
+    # Replica A (here: storage calls, as its ingestion makes them) stores and deletes.
+    uploaded = make_ready(storage, "up", 2, segments=2)
+    text = storage.items.create(
+        NewItem(kind="text", modalities=["text"], text="hi", status="ready"),
+        "v1", [Embedding("va", "audio", unit(3))],
+    )  # fmt: skip
+    assert follower.poll() == 2
+    assert live(registry) == [before, uploaded, text.seq]
+    segments = [s.seq + SEGMENT_ID_BASE for s in storage.segments.of_item(uploaded)]
+    assert len(segments) == 2 and live(registry, "audio_segments") == sorted(segments)
+    # The same vectors were found at the same place: search agrees with the database.
+    hit = registry.search("va", "audio", unit(2)[None, :], 1)
+    assert int(hit.ids[0][0]) == uploaded
+
+    storage.items.delete(uploaded)
+    assert follower.poll() == 1
+    assert live(registry) == [before, text.seq]
+    assert live(registry, "audio_segments") == []
+    assert follower.poll() == 0  # nothing new: nothing done
+
+
+def test_changes_applied_twice_or_late_do_no_harm(storage: Storage, tmp_path: Path) -> None:
+    follower, registry = replica(storage, tmp_path / "b")
+    seq = make_ready(storage, "x", 1)
+    storage.items.delete(seq)  # deleted before this replica heard of the upload
+    follower.poll()
+    assert live(registry) == []  # the upload's change finds no vectors: nothing comes back
+    follower.applied_upto = 0  # read the whole log again
+    follower.poll()
+    assert live(registry) == []
+
+
+def test_vectors_of_another_version_change_nothing_here(storage: Storage, tmp_path: Path) -> None:
+    seq = make_ready(storage, "x", 1)
+    follower, registry = replica(storage, tmp_path / "b")
+    storage.embeddings.add_for_stored("v2", [(seq, Embedding("va", "audio", unit(9)))])
+    assert follower.poll() == 1
+    assert live(registry) == [seq]
+    hit = registry.search("va", "audio", unit(1)[None, :], 1)  # still v1's vector
+    assert hit.scores[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_gap_in_the_log_is_waited_for_then_passed_over(storage: Storage, tmp_path: Path) -> None:
+    follower, _ = replica(storage, tmp_path / "b")
+    make_ready(storage, "a", 1)
+    make_ready(storage, "b", 2)
+    last = storage.changes.last_seq()
+    # As if the first change's transaction had not committed yet when the log was read.
+    follower._applied_above.add(last)
+    follower.applied_upto = last - 2
+    follower._advance()
+    assert follower.applied_upto == last - 2  # waiting: the missing one may still commit
+    follower._gap_seen_at[last - 1] -= GAP_WAIT_S + 1
+    follower._advance()
+    assert follower.applied_upto == last
+
+
+def test_a_live_replica_takes_over_the_uploads_of_a_dead_one(storage: Storage) -> None:
+    storage.heartbeats.beat("host-a", "api")
+    storage.heartbeats.beat("host-b", "api")
+    mine = storage.items.create(sound("a1"), processing_by="host-a")
+    theirs = storage.items.create(sound("b1"), processing_by="host-b")
+    ready = storage.items.create(sound("b2"), processing_by="host-b")
+    storage.items.mark_ready(ready.seq, "v1", [], ["audio"], None, None, 1.0)
+    live = storage.heartbeats.live("api", 30)
+    assert storage.items.adopt_processing("host-a", live) == []  # both alive
+    # host-b stops beating (killed): host-a takes its unfinished upload, and only that.
+    taken = storage.items.adopt_processing("host-a", ["host-a"])
+    assert [r.seq for r in taken] == [theirs.seq]
+    assert storage.items.adopt_processing("host-c", ["host-a", "host-c"]) == []  # taken once
+    assert mine.seq not in [r.seq for r in taken]
+
+
+def test_workers_queue_one_automatic_job_between_them(storage: Storage) -> None:
+    made = []
+
+    def worker() -> None:
+        made.append(storage.jobs.create_when_idle({"trigger": "test"}))
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len([j for j in made if j is not None]) == 1
+    assert len(storage.jobs.all()) == 1
+
+
+def test_a_media_file_goes_only_when_no_item_names_it(storage: Storage, tmp_path: Path) -> None:
+    removed: list[str] = []
+    row = storage.items.create(sound("h"), before_insert=lambda: None)
+    assert not storage.items.remove_media_if_unused("h", removed.append)
+    storage.items.delete(row.seq)
+    assert storage.items.remove_media_if_unused("h", removed.append)
+    assert removed == ["h"]
