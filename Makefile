@@ -4,18 +4,24 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := ffmpeg espeak-ng chromium
+SYSTEM_PACKAGES := ffmpeg espeak-ng chromium postgresql haproxy
 # One thread per process: torch and faiss otherwise oversubscribe the 2 cores from the
 # server's thread pool (see docs/benchmarks in shared).
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: run test lint bench bench-quick model ablation ablation-table system-deps bench-deps venv clean
 
+# postgresql: the server binaries tests/postgres_cluster.py starts throwaway clusters with
+# (Debian keeps initdb and pg_ctl off PATH, hence the ls). Where services can start, apt
+# also starts the package's own cluster on port 5432; the tests do not use it.
+# haproxy: the reverse proxy of compose.postgres.yaml, whose config tests/deploy checks.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then S=""; else S="sudo"; fi; \
@@ -30,12 +36,14 @@ system-deps:
 	    --no-install-recommends docker-compose >/dev/null; \
 	fi
 
-# The HTTP load generators bench/service.py drives (docs/benchmarks in shared).
+# The HTTP load generators bench/service.py drives (docs/benchmarks in shared), and the
+# haproxy it puts in front of two API replicas (Debian keeps haproxy in /usr/sbin).
 bench-deps: system-deps
-	@if ! command -v hey >/dev/null || ! command -v wrk >/dev/null; then \
-	  echo "installing system packages: hey wrk"; \
+	@if ! command -v hey >/dev/null || ! command -v wrk >/dev/null \
+	    || ! PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null; then \
+	  echo "installing system packages: hey wrk haproxy"; \
 	  if [ "$$(id -u)" = 0 ]; then S=""; else S="sudo"; fi; \
-	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq hey wrk >/dev/null; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq hey wrk haproxy >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -54,7 +62,7 @@ test: system-deps venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(VENV)/bin/hadolint --config .hadolint.yaml docker/Dockerfile
+	$(VENV)/bin/hadolint --config .hadolint.yaml docker/Dockerfile docker/haproxy/Dockerfile
 
 # The API and, beside it, the training worker (stopped with the API: Ctrl-C stops both).
 run: system-deps venv
