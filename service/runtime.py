@@ -118,6 +118,7 @@ class Runtime:
         if handle is None:
             return
         self.follower.start_at_now()  # the indexes below reflect the database from here
+        self.storage.db.analyze()
         embedder = Embedder.load(handle, self.settings.device)
         started = time.perf_counter()
         indexes = open_indexes(

@@ -201,6 +201,7 @@ class VersionSwitch:
         self._still_wanted(version)
 
         status.stage = "indexing"
+        self.storage.db.analyze()  # the new version's vectors were just written in bulk
         registry.wait_rebuild()
         registry.discard_next()  # a set left built by a switch that was called off
         dims = {space: embedder.dim(space) for space in embedder.model.spaces}

@@ -63,6 +63,10 @@ class Database(Protocol):
         while held, released when the block ends or the process dies."""
         ...
 
+    def analyze(self) -> None:
+        """Bring the planner's statistics up to date (after bulk writes)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -208,5 +208,12 @@ class PostgresDatabase:
                 if held and not conn.closed:
                     conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
+    def analyze(self) -> None:
+        """Statistics of the vector tables: until autovacuum gets to a table written in
+        bulk (a model switch, an import), the planner takes it for nearly empty and reads
+        vectors by id with a scan per batch; 20k vectors then load in 2.6 s, not 0.13 s."""
+        with self._borrow() as conn:
+            conn.execute("ANALYZE items, embeddings, segments, segment_embeddings")
+
     def close(self) -> None:
         self._pool.close()

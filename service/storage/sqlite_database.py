@@ -73,6 +73,9 @@ class SqliteDatabase:
     def exclusive(self, name: str) -> Iterator[bool]:
         yield True
 
+    def analyze(self) -> None:
+        """Nothing: SQLite plans these queries by their indexes, without statistics."""
+
     def close(self) -> None:
         with self._all_lock:
             for conn in self._all:
