@@ -9,7 +9,7 @@ SYSTEM_PACKAGES := ffmpeg espeak-ng chromium postgresql haproxy
 # server's thread pool (see docs/benchmarks in shared).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: run test lint bench bench-quick model ablation ablation-table system-deps bench-deps venv clean
+.PHONY: run test soak lint bench bench-quick model ablation ablation-table system-deps bench-deps venv clean
 
 # postgresql: the server binaries tests/postgres_cluster.py starts throwaway clusters with
 # (Debian keeps initdb and pg_ctl off PATH, hence the ls). Where services can start, apt
@@ -58,6 +58,11 @@ venv: $(STAMP)
 
 test: system-deps venv
 	$(PY) -m pytest -q
+
+# The whole matrix: also the PostgreSQL runs of the tests marked `quality` (model
+# retrieval measured through the service), which make test leaves to SQLite for time.
+soak: system-deps venv
+	MMV_TEST_SOAK=1 $(PY) -m pytest -q
 
 lint: venv
 	$(PY) -m ruff check .

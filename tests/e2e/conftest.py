@@ -29,6 +29,24 @@ VOCABULARY = (
 )
 
 
+SOAK = os.environ.get("MMV_TEST_SOAK") == "1"  # make soak: every test on both engines
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` stays within 15 minutes on 2 cores: tests marked `quality` (what they
+    measure is a model's retrieval, which no database changes) run on SQLite only there;
+    `make soak` runs them on PostgreSQL too."""
+    if SOAK:
+        return
+    kept, dropped = [], []
+    for item in items:
+        on_postgres = "[postgresql" in item.nodeid or "-postgresql" in item.nodeid
+        (dropped if on_postgres and item.get_closest_marker("quality") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="module", params=("sqlite", "postgresql"), autouse=True)
 def e2e_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every end-to-end module runs twice: on SQLite, and on PostgreSQL (a database of

@@ -86,6 +86,7 @@ def world_server(
 
 
 @pytest.mark.slow
+@pytest.mark.quality
 def test_a_job_teaches_the_service_an_unseen_world_and_it_switches_live(
     tmp_path: Path, world_server: tuple[Server, UploadedWorld], small_world: UnseenWorld
 ) -> None:
