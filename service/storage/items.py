@@ -309,12 +309,15 @@ class Items:
     def adopt_processing(self, owner: str, live: list[str]) -> list[ItemRow]:
         """Items left `processing` by API replicas not in `live` (dead, or by an earlier
         run): now `owner`'s to process, in seq order."""
-        marks = ",".join("?" * len(live)) or "NULL"
+        # Not "NOT IN ()" for no live replica: SQL has no empty list, and NOT IN (NULL)
+        # is never true.
+        marks = ",".join("?" * len(live))
+        owner_gone = f" AND (processing_by IS NULL OR processing_by NOT IN ({marks}))"
+        owner_gone = owner_gone if live else ""
         with self._db.transaction() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE status = 'processing' AND"
-                f" (processing_by IS NULL OR processing_by NOT IN ({marks})) ORDER BY seq"
-                f"{self._db.skip_locked}",
+                f"SELECT {_COLUMNS} FROM items WHERE status = 'processing'{owner_gone}"
+                f" ORDER BY seq{self._db.skip_locked}",
                 live,
             ).fetchall()
             taken = [ItemRow.from_row(r) for r in rows]

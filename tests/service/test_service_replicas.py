@@ -144,6 +144,8 @@ def test_a_live_replica_takes_over_the_uploads_of_a_dead_one(storage: Storage) -
     assert [r.seq for r in taken] == [theirs.seq]
     assert storage.items.adopt_processing("host-c", ["host-a", "host-c"]) == []  # taken once
     assert mine.seq not in [r.seq for r in taken]
+    # No replica alive (SQLite's one API process at its start): every one is taken.
+    assert [r.seq for r in storage.items.adopt_processing("host-d", [])] == [mine.seq, theirs.seq]
 
 
 def test_workers_queue_one_automatic_job_between_them(storage: Storage) -> None:
