@@ -312,21 +312,38 @@ class MediaPool:
         return self._executor
 
     def _restart(self, broken: ProcessPoolExecutor) -> WorkerCrashed:
-        log.error("a media worker process died; restarting the pool")
         if self._executor is broken:
+            log.error("a media worker process died; restarting the pool")
             broken.shutdown(wait=False, cancel_futures=True)
             self.start()
         return WorkerCrashed(
-            "processing this file made a worker process die (too big to decode in "
-            "memory, or a crash in a decoder)"
+            "a worker process died while processing this (too big to decode in memory, "
+            "or a crash in a decoder)"
         )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in a child. When a child dies, every task in flight fails
+        with it, most of them for another task's file: each is run again alone in a
+        fresh process, so a crash there is its own (WorkerCrashed), and the others
+        succeed rather than fail with it."""
         executor = self._running()
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+            return await loop.run_in_executor(executor, fn, *args)
         except BrokenProcessPool:
-            raise self._restart(executor) from None
+            self._restart(executor)
+        alone = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_child
+        )
+        try:
+            return await loop.run_in_executor(alone, fn, *args)
+        except BrokenProcessPool:
+            raise WorkerCrashed(
+                "processing this file made a worker process die (too big to decode in "
+                "memory, or a crash in a decoder)"
+            ) from None
+        finally:
+            alone.shutdown(wait=False)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """For threads other than the event loop's (re-indexing): a future to wait on;
