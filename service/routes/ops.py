@@ -64,9 +64,22 @@ def metrics(_: ReadAccess, metrics: MetricsDep, storage: StorageDep) -> Response
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+# The page loads only its own files: no inline script, no other origin, media as blob:
+# URLs (fetched with the key), never framed by another site.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
 @router.get("/", include_in_schema=False)
 async def web_page() -> FileResponse:
     page = STATIC_DIR / "index.html"
     if not page.is_file():
         raise NotFound("the web page is not installed (service/static/index.html is missing)")
-    return FileResponse(page, media_type="text/html; charset=utf-8")
+    return FileResponse(
+        page,
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"},
+    )

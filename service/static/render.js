@@ -15,6 +15,10 @@ export function h(tag, attrs = {}, ...children) {
       el.addEventListener(name.slice(2), value);
     } else if (name === "dataset") {
       Object.assign(el.dataset, value);
+    } else if (name === "style") {
+      // Through the CSSOM: a style attribute is inline style, which the page's
+      // Content-Security-Policy refuses.
+      Object.assign(el.style, value);
     } else if (value === true) {
       el.setAttribute(name, "");
     } else {
@@ -216,7 +220,7 @@ export function resultCard(result, rank, opts) {
         ),
       ),
       h("div", { class: "score-bar", "aria-hidden": "true" },
-        h("span", { style: `width: ${(scorePct * 100).toFixed(1)}%` })),
+        h("span", { style: { width: `${(scorePct * 100).toFixed(1)}%` } })),
       item.kind !== "text" && text && !(moment && moment.cueShown)
         ? h("p", { class: "transcript" }, snippet(text, opts.query))
         : null,

@@ -32,8 +32,14 @@ class PageErrors(AssertionError):
 
 
 @contextmanager
-def chromium_page(width: int = 1280, height: int = 800) -> Iterator[Page]:
-    """A page in a fresh Chromium profile; uncaught JavaScript errors fail the block."""
+def chromium_page(
+    width: int = 1280, height: int = 800, enforce_csp: bool = False
+) -> Iterator[Page]:
+    """A page in a fresh Chromium profile; uncaught JavaScript errors fail the block.
+
+    Playwright's `wait_for_function` evaluates strings, which the page's Content-Security-
+    Policy forbids (no eval): the tests bypass the policy unless `enforce_csp`, which
+    test_web_page_works_under_its_content_security_policy uses (it waits on selectors)."""
     with (
         tempfile.TemporaryDirectory(prefix="mmv-chromium-") as profile,
         sync_playwright() as pw,
@@ -44,17 +50,26 @@ def chromium_page(width: int = 1280, height: int = 800) -> Iterator[Page]:
             args=CHROMIUM_ARGS,
             headless=True,
             viewport={"width": width, "height": height},
+            bypass_csp=not enforce_csp,
         )
         context.set_default_timeout(STEP_TIMEOUT_MS)
         try:
             page = context.pages[0] if context.pages else context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # What the page's Content-Security-Policy blocks is a console error, not an
+            # exception: it fails the test too.
+            page.on("console", lambda m: _note_blocked(m.type, m.text, errors))
             yield page
             if errors:
                 raise PageErrors(f"JavaScript errors on the page: {errors}")
         finally:
             context.close()
+
+
+def _note_blocked(kind: str, text: str, errors: list[str]) -> None:
+    if kind == "error" and "Content Security Policy" in text:
+        errors.append(text)
 
 
 def open_page(page: Page, base_url: str, path: str = "/") -> None:

@@ -789,6 +789,8 @@ def test_operations_endpoints(client: httpx.Client, items: dict[str, dict[str, A
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     # CORS is off unless configured: no allow-origin header for a foreign page.
     r = client.get("/healthz", headers={"Origin": "http://evil.test"})
     assert "access-control-allow-origin" not in r.headers
