@@ -324,7 +324,8 @@ class Searcher:
         segments = self.storage.segments.by_seqs(segment_seqs) if segment_seqs else {}
         wanted = {int(s) for f in found if f is not None for s in f[1] if s >= 0}
         wanted |= {g.item_seq for g in segments.values()}
-        items = self.storage.items.by_seqs(wanted)
+        # Only ready items answer: one failed or processing is never a result.
+        items = {s: r for s, r in self.storage.items.by_seqs(wanted).items() if r.status == "ready"}
         payloads = {seq: self._item_json(seq, row) for seq, row in items.items()}
         for i, q in enumerate(batch):
             hit = found[i]

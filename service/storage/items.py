@@ -176,11 +176,18 @@ class Items:
         return segment_seqs
 
     def mark_failed(self, seq: int, error: str) -> bool:
+        """The item stays, failed with the reason, and is no longer searchable: vectors
+        it had (of any version; its segments with theirs) go in the same transaction, and
+        the change log takes it out of every replica's indexes."""
         with self._db.transaction() as conn:
             cur = conn.execute(
                 "UPDATE items SET status = 'failed', error = ?, processing_by = NULL WHERE seq = ?",
                 (error, seq),
             )
+            if cur.rowcount:
+                segment_seqs = delete_segments(conn, seq)
+                conn.execute("DELETE FROM embeddings WHERE item_seq = ?", (seq,))
+                record_change(conn, seq, DELETED, segment_seqs)
         self._forget(seq)
         return cur.rowcount > 0
 

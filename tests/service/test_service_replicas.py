@@ -170,3 +170,20 @@ def test_a_media_file_goes_only_when_no_item_names_it(storage: Storage, tmp_path
     storage.items.delete(row.seq)
     assert storage.items.remove_media_if_unused("h", removed.append)
     assert removed == ["h"]
+
+
+def test_a_failed_item_keeps_no_vectors_and_leaves_every_index(
+    storage: Storage, tmp_path: Path
+) -> None:
+    follower, registry = replica(storage, tmp_path / "b")
+    seq = make_ready(storage, "x", 1, segments=2)
+    follower.poll()
+    assert live(registry) == [seq] and len(live(registry, "audio_segments")) == 2
+    # E.g. a switch of versions that could not embed it: failed, with the reason.
+    assert storage.items.mark_failed(seq, "could not be embedded with model version v2")
+    row = storage.items.get_by_seq(seq)
+    assert row is not None and row.status == "failed"
+    assert storage.embeddings.seqs("v1", "va", "audio").tolist() == []
+    assert storage.segments.of_item(seq) == []
+    follower.poll()
+    assert live(registry) == [] and live(registry, "audio_segments") == []
