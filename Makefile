@@ -59,8 +59,8 @@ venv: $(STAMP)
 test: system-deps venv
 	$(PY) -m pytest -q
 
-# The whole matrix: also the PostgreSQL runs of the tests marked `quality` (model
-# retrieval measured through the service), which make test leaves to SQLite for time.
+# The whole matrix: also the PostgreSQL runs of the tests marked `postgres_in_soak`
+# (retrieval quality, the page's training panel), which make test leaves to SQLite.
 soak: system-deps venv
 	MMV_TEST_SOAK=1 $(PY) -m pytest -q
 

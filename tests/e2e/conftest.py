@@ -33,15 +33,17 @@ SOAK = os.environ.get("MMV_TEST_SOAK") == "1"  # make soak: every test on both e
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` stays within 15 minutes on 2 cores: tests marked `quality` (what they
-    measure is a model's retrieval, which no database changes) run on SQLite only there;
-    `make soak` runs them on PostgreSQL too."""
+    """`make test` stays within 15 minutes on 2 cores: tests marked `postgres_in_soak`
+    (retrieval quality, and the training panel of the page: what they check beyond
+    storage is the same on either engine, and jobs and switches on PostgreSQL are
+    tested elsewhere) run on SQLite only there; `make soak` runs them on PostgreSQL too."""
     if SOAK:
         return
     kept, dropped = [], []
     for item in items:
         on_postgres = "[postgresql" in item.nodeid or "-postgresql" in item.nodeid
-        (dropped if on_postgres and item.get_closest_marker("quality") else kept).append(item)
+        in_soak = on_postgres and item.get_closest_marker("postgres_in_soak") is not None
+        (dropped if in_soak else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

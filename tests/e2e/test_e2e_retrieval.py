@@ -20,7 +20,7 @@ import httpx
 import pytest
 from e2e_server import Server, running_server
 
-pytestmark = [pytest.mark.slow, pytest.mark.quality]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres_in_soak]
 
 N_CLIPS, N_AUDIO = 16, 8
 

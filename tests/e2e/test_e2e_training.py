@@ -86,7 +86,7 @@ def world_server(
 
 
 @pytest.mark.slow
-@pytest.mark.quality
+@pytest.mark.postgres_in_soak  # a model's gain; jobs and switches on PostgreSQL: below
 def test_a_job_teaches_the_service_an_unseen_world_and_it_switches_live(
     tmp_path: Path, world_server: tuple[Server, UploadedWorld], small_world: UnseenWorld
 ) -> None:

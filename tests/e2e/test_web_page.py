@@ -451,6 +451,7 @@ _GREW_OR_DONE = """([row, step, points]) => {
 
 
 @pytest.mark.slow  # ~2-3 min: a real 20-step job, then two version switches, on 2 cores
+@pytest.mark.postgres_in_soak  # the page; jobs and switches on PostgreSQL: test_e2e_training
 def test_training_panel_trains_switches_rolls_back_and_cancels(
     page: Page, tmp_path: Path, trained_model: Path, small_world: UnseenWorld
 ) -> None:
