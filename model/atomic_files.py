@@ -32,7 +32,7 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
@@ -49,7 +49,7 @@ def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         if durable:
-            _fsync_file(tmp)
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -69,7 +69,7 @@ def move_durably(source: str | Path, target: str | Path) -> None:
     """Put an already written file (on the same filesystem) in place for good: its bytes
     on disk, then the rename, then the folder entry on disk."""
     source, target = Path(source), Path(target)
-    _fsync_file(source)
+    fsync_file(source)
     os.replace(source, target)
     fsync_dir(target.parent)
 
@@ -89,7 +89,7 @@ def publish_dir(
         if durable:
             for child in tmp.rglob("*"):
                 if child.is_file():
-                    _fsync_file(child)
+                    fsync_file(child)
             fsync_dir(tmp)
         try:
             os.replace(tmp, folder)

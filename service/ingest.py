@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from model.atomic_files import fsync_file
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo
 from model.transcripts import Transcript, TranscriptError, parse_transcript, texts_in_spans
@@ -189,6 +190,9 @@ class Ingestor:
         """The media file, then its row, with no delete of the same bytes in between (on
         any replica: the database's lock on the content hash covers both)."""
         assert new.content_hash is not None
+        # The upload's bytes reach the disk first, outside the transaction: with SQLite
+        # every writer waits while it is open, and a large file's flush takes seconds.
+        fsync_file(tmp)
         return self.storage.items.create(
             new,
             processing_by=self.settings.replica_name,
