@@ -10,7 +10,8 @@ _MEDIA_ERRORS: dict[str, type[errors.ServiceError]] = {
     "unreadable_media": errors.UnreadableMedia,
     "unsupported_media": errors.UnsupportedMedia,
     "too_long": errors.TooLong,
-    "too_large": errors.TooLarge,
+    "too_large": errors.TooLarge,  # also ffmpeg out of its memory limit
+    "decode_timeout": errors.UnreadableMedia,  # 422: wall-clock or CPU-time limit
 }
 
 

@@ -8,6 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from model.asr.recognizer import ASRLimits
 from model.media import MediaError, MediaInfo, MediaLimits, read_media_info
 from model.media.segments import Span, segment_spans, tiling_window_count
 from service.embedder import Embedder
@@ -18,7 +19,24 @@ from service.settings import Settings
 
 
 def media_limits(settings: Settings) -> MediaLimits:
-    return MediaLimits(max_duration_s=settings.max_duration_s, max_pixels=settings.max_pixels)
+    """The caps of every probe and decode for the service, from its settings. They travel
+    inside each MediaJob/ReembedJob to the worker processes that run ffmpeg."""
+    return MediaLimits(
+        max_duration_s=settings.max_duration_s,
+        max_pixels=settings.max_pixels,
+        cpu_s=settings.ffmpeg_cpu_s,
+        memory_mb=settings.ffmpeg_memory_mb or None,
+    )
+
+
+def asr_limits(settings: Settings) -> ASRLimits:
+    """The bounds of speech recognition of one upload: a CPU budget proportional to its
+    sound (with a floor), and the transcript cap an uploaded transcript has."""
+    return ASRLimits(
+        min_cpu_s=settings.asr_timeout_s,
+        cpu_per_audio_s=settings.asr_cpu_per_audio_s,
+        max_text_bytes=settings.max_transcript_kb * 1024,
+    )
 
 
 async def read_info(path: Path, limits: MediaLimits, metrics: Metrics) -> MediaInfo:
@@ -75,6 +93,7 @@ def media_job(
         n_windows=n_windows,
         limits=media_limits(settings),
         want_asr=want_asr,
+        asr_limits=asr_limits(settings),
         modalities=modalities,
         segments=spans,
     )

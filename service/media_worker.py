@@ -18,6 +18,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ import numpy as np
 
 from model.asr.errors import ASRError
 from model.asr.recognizer import SAMPLE_RATE as ASR_SAMPLE_RATE
+from model.asr.recognizer import ASRLimits
 from model.embedding import embed_segments, embed_windows, freeze_for_inference, media_windows
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo, MediaLimits, Windows, load_windows
@@ -52,6 +54,13 @@ class WorkerCrashed(RuntimeError):
     bindings); the pool is restarted."""
 
 
+class WorkerOutOfMemory(MediaError):
+    """A task outgrew the address space of its worker process (MMV_MEDIA_WORKER_MEMORY_MB):
+    the file is too large to process here. The process itself survives."""
+
+    code = "too_large"
+
+
 @dataclass
 class MediaJob:
     path: str
@@ -61,6 +70,7 @@ class MediaJob:
     n_windows: int | None  # None: enough to cover the file once (at most 10)
     limits: MediaLimits
     want_asr: bool = False
+    asr_limits: ASRLimits | None = None  # None: model.asr's defaults
     modalities: tuple[str, ...] = ()  # which modalities to embed (default: all it has)
     # A stored item's windows are kept in the decode cache (DATA_DIR/cache), so that
     # re-indexing to another model version and training read them without ffmpeg.
@@ -112,7 +122,7 @@ _embedders: dict[str, Any] = {}
 _recognizers: dict[str, Any] = {}
 
 
-def _init_child() -> None:
+def _init_child(memory_mb: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
@@ -120,6 +130,20 @@ def _init_child() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if memory_mb:
+        _limit_address_space(memory_mb)
+
+
+def _limit_address_space(memory_mb: int) -> None:
+    """RLIMIT_AS of this worker: an allocation past it raises MemoryError in the task
+    (WorkerOutOfMemory for the caller) instead of the host running out. Only the soft
+    limit: the ffmpeg processes started from here inherit it and get their own
+    (MediaLimits.memory_mb), which may be larger; a hard limit set by the operator stays."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = memory_mb * 2**20
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -202,9 +226,15 @@ def process_media(job: MediaJob) -> MediaResult:
     if want_speech and windows.speech is not None:
         t = time.perf_counter()
         try:
-            transcript = _recognizer(job.model_dir).transcribe(windows.speech, ASR_SAMPLE_RATE)
-        except ASRError as exc:  # the item is still searchable by picture and sound
-            log.warning("speech recognition failed for %s: %s", Path(job.path).name, exc)
+            transcript = _recognizer(job.model_dir).transcribe(
+                windows.speech, ASR_SAMPLE_RATE, job.asr_limits
+            )
+        except ASRError as exc:  # best effort: still searchable by picture and sound
+            log.warning(
+                "speech recognition failed for %s; it is indexed without a transcript: %s",
+                Path(job.path).name,
+                exc,
+            )
         timings["asr"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -286,20 +316,40 @@ def embed_stored(job: ReembedJob) -> ReembedResult:
 
 
 # -- parent side --------------------------------------------------------------------------
-class MediaPool:
-    """A process pool for media work that restarts itself when a child dies."""
+def _out_of_memory(exc: BaseException, memory_mb: int | None) -> WorkerOutOfMemory | None:
+    """The typed error for a task that ran out of its worker's memory, else None. torch
+    reports a failed allocation as a RuntimeError, not a MemoryError."""
+    if not isinstance(exc, MemoryError) and not (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    ):
+        return None
+    limit = f" ({memory_mb} MB, MMV_MEDIA_WORKER_MEMORY_MB)" if memory_mb else ""
+    return WorkerOutOfMemory(
+        f"processing this file needed more memory than a media worker may use{limit}",
+        detail={"memory_limit_mb": memory_mb} if memory_mb else None,
+    )
 
-    def __init__(self, workers: int) -> None:
+
+class MediaPool:
+    """A process pool for media work that restarts itself when a child dies.
+    `memory_mb`: address space of each child (None: no limit)."""
+
+    def __init__(self, workers: int, memory_mb: int | None = None) -> None:
         self.workers = workers
+        self.memory_mb = memory_mb
         self._executor: ProcessPoolExecutor | None = None
 
-    def start(self) -> None:
+    def _new_executor(self, workers: int) -> ProcessPoolExecutor:
         # spawn, not fork: the parent has torch, sqlite and event-loop threads running.
-        self._executor = ProcessPoolExecutor(
-            max_workers=self.workers,
+        return ProcessPoolExecutor(
+            max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_child,
+            initargs=(self.memory_mb,),
         )
+
+    def start(self) -> None:
+        self._executor = self._new_executor(self.workers)
 
     def warm_up(self, model_dir: Path, version: str, with_asr: bool) -> None:
         assert self._executor is not None
@@ -332,9 +382,10 @@ class MediaPool:
             return await loop.run_in_executor(executor, fn, *args)
         except BrokenProcessPool:
             self._restart(executor)
-        alone = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_child
-        )
+        except (MemoryError, RuntimeError) as exc:
+            self._raise_if_out_of_memory(exc)
+            raise
+        alone = self._new_executor(1)
         try:
             return await loop.run_in_executor(alone, fn, *args)
         except BrokenProcessPool:
@@ -342,8 +393,16 @@ class MediaPool:
                 "processing this file made a worker process die (too big to decode in "
                 "memory, or a crash in a decoder)"
             ) from None
+        except (MemoryError, RuntimeError) as exc:
+            self._raise_if_out_of_memory(exc)
+            raise
         finally:
             alone.shutdown(wait=False)
+
+    def _raise_if_out_of_memory(self, exc: BaseException) -> None:
+        typed = _out_of_memory(exc, self.memory_mb)
+        if typed is not None:
+            raise typed from None
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """For threads other than the event loop's (re-indexing): a future to wait on;
@@ -358,7 +417,7 @@ class MediaPool:
             except BrokenProcessPool:
                 outer.set_exception(self._restart(executor))
             except BaseException as exc:  # the function's own error, passed on as it is
-                outer.set_exception(exc)
+                outer.set_exception(_out_of_memory(exc, self.memory_mb) or exc)
 
         inner.add_done_callback(done)
         return outer

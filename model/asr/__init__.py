@@ -11,17 +11,28 @@
 See docs/asr.md.
 """
 
-from model.asr.errors import ASRError, LanguageModelError, WaveformError
+from model.asr.errors import (
+    ASRError,
+    ASRLimitExceeded,
+    ASRTimeout,
+    LanguageModelError,
+    TranscriptTooLong,
+    WaveformError,
+)
 from model.asr.language_model import LanguageModel, build_language_model
-from model.asr.recognizer import RecognizerSettings, SpeechRecognizer, transcript_for
+from model.asr.recognizer import ASRLimits, RecognizerSettings, SpeechRecognizer, transcript_for
 from model.asr.wer import WordErrors, corpus_word_error_rate, word_error_rate, word_errors
 
 __all__ = [
     "ASRError",
+    "ASRLimitExceeded",
+    "ASRLimits",
+    "ASRTimeout",
     "LanguageModel",
     "LanguageModelError",
     "RecognizerSettings",
     "SpeechRecognizer",
+    "TranscriptTooLong",
     "WaveformError",
     "WordErrors",
     "build_language_model",

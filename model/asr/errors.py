@@ -15,3 +15,15 @@ class LanguageModelError(ASRError):
 
 class WaveformError(ASRError, ValueError):
     """Audio handed to the recognizer that is not a mono waveform it can use."""
+
+
+class ASRLimitExceeded(ASRError):
+    """Recognition stopped at one of its limits (ASRLimits): the track gets no transcript."""
+
+
+class ASRTimeout(ASRLimitExceeded):
+    """Recognition used up its CPU-time budget."""
+
+
+class TranscriptTooLong(ASRLimitExceeded):
+    """Recognition heard more text than a transcript may hold."""

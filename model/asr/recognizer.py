@@ -6,6 +6,11 @@ region is decoded as one utterance; word timings come from the decoder's word
 segmentation. Words in one region that follow each other without a long pause
 form one transcript segment.
 
+Limits: one call runs under a CPU-time budget proportional to the sound's length (with
+a floor) and a cap on the transcript's size (ASRLimits), checked between utterances
+(each at most `max_utterance_s` of sound), so a track that would keep the decoder busy
+for hours or make it hear megabytes of words ends with ASRLimitExceeded.
+
 Thread safety: a pocketsphinx Decoder holds per-utterance state, so one decoder
 serves one call at a time. The recognizer keeps a pool of idle decoders and makes
 a new one when every decoder is busy, so a worker pool of N threads ends up with N
@@ -19,6 +24,7 @@ import math
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +35,7 @@ import numpy as np
 from pocketsphinx import Decoder, Endpointer, Vad
 from scipy.signal import resample_poly
 
-from model.asr.errors import ASRError, WaveformError
+from model.asr.errors import ASRError, ASRTimeout, TranscriptTooLong, WaveformError
 from model.asr.language_model import DICT_FILE, LM_FILE, LanguageModel
 from model.transcripts import Segment, Transcript
 
@@ -69,6 +75,29 @@ class RecognizerSettings:
 
 
 @dataclass(frozen=True)
+class ASRLimits:
+    """Bounds of one `transcribe` call.
+
+    The budget is CPU time of the calling thread (not wall time: a busy machine slows a
+    decode down without making it costlier): `cpu_per_audio_s` seconds per second of
+    sound, at least `min_cpu_s`. Measured on this project's 2-core machine, the general
+    English model needs 0.3–0.5 s per second of speech or noise and a checkpoint's own
+    language model ~0.05 s, so the defaults leave the slow case twice its time.
+    `max_text_bytes`: most UTF-8 bytes of transcript text (an hour of speech is ~60 KB).
+    """
+
+    min_cpu_s: float = 60.0
+    cpu_per_audio_s: float = 1.0
+    max_text_bytes: int = 1 << 20
+
+    def budget_s(self, audio_s: float) -> float:
+        return max(self.min_cpu_s, self.cpu_per_audio_s * audio_s)
+
+
+DEFAULT_ASR_LIMITS = ASRLimits()
+
+
+@dataclass(frozen=True)
 class Word:
     text: str
     start: float  # seconds from the start of the waveform
@@ -95,18 +124,45 @@ class SpeechRecognizer:
 
     # -- public API ---------------------------------------------------------------
 
-    def transcribe(self, waveform: np.ndarray, sample_rate: int) -> Transcript:
+    def transcribe(
+        self, waveform: np.ndarray, sample_rate: int, limits: ASRLimits | None = None
+    ) -> Transcript:
         """Recognise speech in a mono waveform (float in [-1, 1], any rate).
 
         Returns a Transcript with source "asr"; silence or noise without speech
-        gives an empty one.
+        gives an empty one. Raises ASRTimeout when the CPU budget of `limits` is used
+        up with utterances left to decode, TranscriptTooLong past its text cap.
         """
+        limits = limits or DEFAULT_ASR_LIMITS
+        started = time.thread_time()
         pcm = to_pcm16(waveform, sample_rate)
+        budget = limits.budget_s(len(pcm) / SAMPLE_RATE)
         words: list[Word] = []
+        text_bytes = 0
+        stopped: ASRError | None = None
         with self._decoder() as decoder:
             for start_s, end_s in speech_spans(pcm, self.settings):
+                used = time.thread_time() - started
+                if used > budget:
+                    stopped = ASRTimeout(
+                        f"speech recognition used its {budget:g} s of CPU time at "
+                        f"{start_s:.0f} s of {len(pcm) / SAMPLE_RATE:.0f} s of sound"
+                    )
+                    break
                 region = pcm[round(start_s * SAMPLE_RATE) : round(end_s * SAMPLE_RATE)]
-                words += _decode_region(decoder, region, start_s)
+                heard = _decode_region(decoder, region, start_s)
+                words += heard
+                text_bytes += sum(len(w.text.encode("utf-8")) + 1 for w in heard)
+                if text_bytes > limits.max_text_bytes:
+                    stopped = TranscriptTooLong(
+                        f"speech recognition heard more than {limits.max_text_bytes} bytes "
+                        f"of text by {end_s:.0f} s of sound"
+                    )
+                    break
+        # Raised here, outside the block: between utterances the decoder is idle and
+        # clean, so it goes back to the pool.
+        if stopped is not None:
+            raise stopped
         return Transcript(group_words(words, self.settings), source="asr")
 
     def warm_up(self) -> None:
@@ -267,6 +323,7 @@ def transcript_for(
     waveform: np.ndarray | None,
     sample_rate: int,
     recognizer: SpeechRecognizer,
+    limits: ASRLimits | None = None,
 ) -> Transcript | None:
     """The transcript an item gets: the user's own whenever it has text (it always
     wins over ASR, which is then not run), else ASR of the sound track, else None
@@ -275,4 +332,4 @@ def transcript_for(
         return uploaded
     if waveform is None:
         return None
-    return recognizer.transcribe(waveform, sample_rate)
+    return recognizer.transcribe(waveform, sample_rate, limits)

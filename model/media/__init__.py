@@ -1,6 +1,7 @@
 """Media decoding with the system ffmpeg: what a file is (ffprobe), its video, audio and
 images decoded to model inputs, windows over long files. Every ffmpeg process runs
-with a timeout and an output cap; bad input raises a typed MediaError (see errors.py for the codes).
+with a timeout, CPU-time and memory limits and an output cap; bad input raises a typed
+MediaError (see errors.py for the codes).
 
     info = read_media_info(path)            # what the file really is
     windows = load_windows(path, config)    # the model's windows over the file
@@ -21,11 +22,13 @@ from model.media.decode import (
 from model.media.decode_cache import DecodeCache, DecodeCacheError, cached_windows
 from model.media.errors import (
     DEFAULT_LIMITS,
+    CPULimitExceeded,
     DecodeTimeout,
     FFmpegMissing,
     MediaError,
     MediaLimits,
     MediaTooLong,
+    MemoryLimitExceeded,
     NoUsableStream,
     OutputTooLarge,
     TooManyPixels,
@@ -37,6 +40,7 @@ from model.media.windows import Windows, default_window_count, load_windows, win
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "CPULimitExceeded",
     "Clip",
     "DecodeCache",
     "DecodeCacheError",
@@ -47,6 +51,7 @@ __all__ = [
     "MediaKind",
     "MediaLimits",
     "MediaTooLong",
+    "MemoryLimitExceeded",
     "NoUsableStream",
     "OutputTooLarge",
     "TooManyPixels",

@@ -7,6 +7,7 @@ upload becomes a 4xx with a message a person understands, never a 500.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from model.errors import ModelError
 
@@ -60,6 +61,17 @@ class DecodeTimeout(MediaError):
     code = "decode_timeout"
 
 
+class CPULimitExceeded(DecodeTimeout):
+    """ffmpeg used up its CPU time (RLIMIT_CPU): a file that costs too much to decode.
+    The same code as the wall-clock timeout: to a client both say "took too long"."""
+
+
+class MemoryLimitExceeded(MediaError):
+    """ffmpeg ran out of its address space (RLIMIT_AS): a file too large to decode."""
+
+    code = "too_large"
+
+
 class FFmpegMissing(RuntimeError):
     """ffmpeg/ffprobe are not installed: a set-up problem, not the user's input."""
 
@@ -73,12 +85,27 @@ class MediaLimits:
       large photos pass, decompression bombs do not).
     timeout_s: wall-clock limit of one ffmpeg/ffprobe process.
     max_output_bytes: most bytes one process may write back (decoded frames/audio).
+    cpu_s: CPU seconds one process may use (RLIMIT_CPU; None: no limit). As long as the
+      wall-clock limit: decodes run one thread, so only a process spinning on more than
+      one core trips it first.
+    memory_mb: address space one process may map (RLIMIT_AS; None: no limit). ffmpeg's
+      shared libraries alone map ~250 MB; decoding an 8K frame in full adds ~300 MB.
     """
 
     max_duration_s: float = 4 * 3600.0
     max_pixels: int = 40_000_000
     timeout_s: float = 120.0
     max_output_bytes: int = 1 << 30
+    cpu_s: float | None = 120.0
+    memory_mb: int | None = 2048
+
+    def process_limits(self) -> dict[str, Any]:
+        """The keyword arguments of `process.run` these limits ask for."""
+        return {
+            "timeout_s": self.timeout_s,
+            "cpu_s": self.cpu_s,
+            "memory_bytes": None if self.memory_mb is None else self.memory_mb * 2**20,
+        }
 
 
 DEFAULT_LIMITS = MediaLimits()
