@@ -50,7 +50,7 @@ class CorpusClipInfo:
                 )
                 self.declared = None
             return info
-        return replace(template, duration_s=duration_s, size_bytes=path.stat().st_size)
+        return replace(template.lasting(duration_s), size_bytes=path.stat().st_size)
 
 
 def _declared_clip_encoding(root: Path) -> dict[str, Any] | None:

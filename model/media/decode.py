@@ -21,6 +21,7 @@ import ffmpeg
 import numpy as np
 
 from model.media.augment import VideoAugment, augment_clip, to_uint8
+from model.media.completeness import check_decoded
 from model.media.errors import (
     DEFAULT_LIMITS,
     MediaLimits,
@@ -29,7 +30,14 @@ from model.media.errors import (
     UnreadableMedia,
 )
 from model.media.media_info import MediaInfo, read_media_info
-from model.media.process import OutputSpec, ffmpeg_binary, input_url, output_target, run
+from model.media.process import (
+    OutputSpec,
+    commonest_line,
+    ffmpeg_binary,
+    input_url,
+    output_target,
+    run,
+)
 
 # Skip non-reference frames when the source has at least this many frames per
 # sampled frame (30 fps source, 4-10 fps model: yes; 12 fps source, 10 fps model: no).
@@ -335,7 +343,15 @@ def _decode(
         count = frames
         if count is None:
             count = 1 if fps is None else math.ceil(span * fps) + 2
-        out_opts: dict[str, Any] = {"format": "rawvideo", "pix_fmt": "rgb24", "frames:v": count}
+        # threads=1: the rawvideo encoder otherwise starts a thread per core (64 on a
+        # 64-core host), each reserving a stack and a malloc arena: the address space
+        # under MediaLimits.memory_mb would depend on the machine.
+        out_opts: dict[str, Any] = {
+            "format": "rawvideo",
+            "pix_fmt": "rgb24",
+            "frames:v": count,
+            "threads": 1,
+        }
         outputs.append(ffmpeg.output(stream, output_target(len(outputs)), **out_opts))
         cap = min(count * frame_bytes, limits.max_output_bytes)
         specs.append(OutputSpec(max_bytes=cap, exact_bytes=cap if frames is not None else None))
@@ -354,6 +370,7 @@ def _decode(
                 format="f32le",
                 ac=1,
                 ar=sample_rate,
+                threads=1,
             )
         )
         specs.append(OutputSpec(max_bytes=cap, exact_bytes=cap if samples is not None else None))
@@ -363,7 +380,7 @@ def _decode(
         .global_args("-nostdin", "-hide_banner", "-v", "error", "-filter_complex_threads", "1")
         .compile(cmd=ffmpeg_binary("ffmpeg"))
     )
-    result = run(args, specs, timeout_s=limits.timeout_s, what=f"decoding '{name}'")
+    result = run(args, specs, what=f"decoding '{name}'", **limits.process_limits())
     if result.returncode not in (0, None) and not any(result.filled):
         reason = result.summary(path) or f"ffmpeg exit status {result.returncode}"
         raise UnreadableMedia(f"'{name}' could not be decoded: {reason}")
@@ -382,6 +399,15 @@ def _decode(
         audio = np.frombuffer(data, dtype=np.float32, count=len(data) // 4)
         # Resampling can overshoot full scale a little; the model expects [-1, 1].
         clip.audio = np.clip(audio, -1.0, 1.0)
+    if result.returncode is not None:  # stopped early: every output is full
+        # ffmpeg stops at the end of the bytes or past packets it cannot decode without
+        # an error; compared with what the container declares, that is a damaged file.
+        check_decoded(
+            info, name=name, start_s=start_s, span_s=duration_s,
+            video_s=len(clip.video) / fps if clip.video is not None and fps else None,
+            audio_s=len(clip.audio) / sample_rate if clip.audio is not None else None,
+            reason=commonest_line(result.stderr, path),
+        )  # fmt: skip
     return clip
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from model.media.completeness import check_wav_header
 from model.media.errors import (
     DEFAULT_LIMITS,
     MediaLimits,
@@ -32,6 +33,11 @@ _IMAGE_CODECS = {
 }  # fmt: skip
 _PROBE_OUTPUT_CAP = 4 << 20
 _OVER_MAX_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+# ffprobe runs at `-v level+warning` to see this warning: the length is then a guess from
+# the bit rate (e.g. 31.8 s for an 8 s VBR mp3 without a Xing header), not a declaration.
+_LENGTH_GUESSED = "Estimating duration from bitrate"
+# Lines of a `level+...` log at error level or worse, and the tag to drop from them.
+_ERROR_LINE = re.compile(r"\[(?:error|fatal|panic)\] ")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,13 @@ class MediaInfo:
     audio_stream: int | None
     pixel_aspect: float = 1.0  # sample aspect ratio (anamorphic video ≠ 1)
     size_bytes: int = 0
+    # What the container declares (completeness.py compares decoded lengths with it):
+    # the length of the file, and where the picture / sound stream used lies on its time
+    # line (start, end) in seconds. None where it declares nothing, or ffprobe guessed
+    # the length from the bit rate.
+    declared_s: float | None = None
+    video_span_s: tuple[float, float] | None = None
+    audio_span_s: tuple[float, float] | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -62,12 +75,30 @@ class MediaInfo:
             return ("audio",)
         return ("video", "audio") if self.has_audio else ("video",)
 
+    def lasting(self, duration_s: float) -> MediaInfo:
+        """These facts for a file encoded alike that lasts `duration_s`: its declared
+        lengths moved by the difference (generated corpus clips share one probe,
+        model/corpus/clip_info.py)."""
+        delta = duration_s - (self.duration_s or 0.0)
+
+        def moved(span: tuple[float, float] | None) -> tuple[float, float] | None:
+            return None if span is None else (span[0], span[1] + delta)
+
+        return replace(
+            self,
+            duration_s=duration_s,
+            declared_s=None if self.declared_s is None else self.declared_s + delta,
+            video_span_s=moved(self.video_span_s),
+            audio_span_s=moved(self.audio_span_s),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MediaInfo:
-        return cls(**data)
+        spans = {k: tuple(data[k]) for k in ("video_span_s", "audio_span_s") if data.get(k)}
+        return cls(**{**data, **spans})  # JSON turned the tuples into lists
 
 
 # A stand-in carrying only a frame size, to report an oversized frame found in stderr.
@@ -97,7 +128,7 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
     # written out here (its own probe() has no timeout and no output cap).
     args = [
         ffmpeg_binary("ffprobe"),
-        "-v", "error", "-hide_banner",
+        "-v", "level+warning", "-hide_banner",
         "-protocol_whitelist", "file",
         # Decoders refuse bigger frames instead of allocating them: a 12000×12000 PNG
         # bomb otherwise costs ffprobe ~0.5 GB before we can look at its size.
@@ -108,13 +139,19 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
     result = run(
         args,
         [OutputSpec(max_bytes=_PROBE_OUTPUT_CAP)],
-        timeout_s=limits.timeout_s,
         what=f"probing '{name}'",
+        **limits.process_limits(),
     )
     oversized = _OVER_MAX_PIXELS.search(result.stderr)
     if oversized:
         width, height = int(oversized.group(1)), int(oversized.group(2))
         check_limits(replace(_SIZE_ONLY, width=width, height=height), limits, name=name)
+    guessed = _LENGTH_GUESSED in result.stderr
+    # Warnings were asked for (above) but say nothing about why a file cannot be read.
+    errors = [_ERROR_LINE.sub("", line) for line in result.stderr.splitlines()]
+    result.stderr = "\n".join(
+        e for e, line in zip(errors, result.stderr.splitlines(), strict=True) if e != line
+    )
     if result.returncode != 0:
         reason = result.summary(path) or f"ffprobe exit status {result.returncode}"
         raise UnreadableMedia(f"'{name}' is not a media file ffmpeg can read: {reason}")
@@ -122,13 +159,18 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
         data = json.loads(bytes(result.outputs[0]).decode("utf-8", "replace"))
     except json.JSONDecodeError as exc:
         raise UnreadableMedia(f"'{name}': ffprobe returned no readable description") from exc
-    info = parse_probe(data, name=name, size_bytes=size_bytes)
+    info = parse_probe(data, name=name, size_bytes=size_bytes, length_guessed=guessed)
     check_limits(info, limits, name=name)
+    if info.container == "wav" and path.is_file():
+        check_wav_header(path)  # ffprobe hides a data chunk longer than the file
     return info
 
 
-def parse_probe(data: dict[str, Any], *, name: str = "file", size_bytes: int = 0) -> MediaInfo:
-    """Turn ffprobe's JSON into a MediaInfo (no limits checked)."""
+def parse_probe(
+    data: dict[str, Any], *, name: str = "file", size_bytes: int = 0, length_guessed: bool = False
+) -> MediaInfo:
+    """Turn ffprobe's JSON into a MediaInfo (no limits checked). `length_guessed`:
+    ffprobe said it estimated the length from the bit rate (nothing is declared)."""
     fmt = data.get("format") or {}
     container = str(fmt.get("format_name") or "unknown")
     if set(container.split(",")) & _REFUSED_FORMATS:
@@ -163,6 +205,7 @@ def parse_probe(data: dict[str, Any], *, name: str = "file", size_bytes: int = 0
             raise UnreadableMedia(f"'{name}': its picture stream has no size")
 
     fps = None
+    declared = video_span = audio_span = None
     if is_image:
         kind: MediaKind = "image"
         duration = None
@@ -171,6 +214,12 @@ def parse_probe(data: dict[str, Any], *, name: str = "file", size_bytes: int = 0
         duration = _duration(fmt, [s for s in (video, audio) if s is not None])
         if video is not None:
             fps = _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))
+        if not length_guessed:
+            video_span = _span(fmt, video) if video is not None else None
+            audio_span = _span(fmt, audio) if audio is not None else None
+            ends = [s[1] for s in (video_span, audio_span) if s is not None]
+            # The used streams' own lengths (another, longer stream may be in the file).
+            declared = max(ends) if ends else _seconds(fmt.get("duration"))
     return MediaInfo(
         kind=kind,
         duration_s=duration,
@@ -188,6 +237,9 @@ def parse_probe(data: dict[str, Any], *, name: str = "file", size_bytes: int = 0
         audio_stream=int(audio["index"]) if audio is not None and kind != "image" else None,
         pixel_aspect=_aspect(video.get("sample_aspect_ratio")) if video is not None else 1.0,
         size_bytes=size_bytes,
+        declared_s=declared,
+        video_span_s=video_span,
+        audio_span_s=audio_span if kind != "image" else None,
     )
 
 
@@ -250,6 +302,43 @@ def _aspect(text: object) -> float:
     except (ValueError, ZeroDivisionError):
         return 1.0
     return value if math.isfinite(value) and 0.1 < value < 10 else 1.0
+
+
+def _span(fmt: dict[str, Any], stream: dict[str, Any]) -> tuple[float, float] | None:
+    """Where `stream` lies on the file's time line, from its own declared length (mp4:
+    `duration`; Matroska: the `DURATION` tag); None when it declares none."""
+    length = _seconds(stream.get("duration")) or _clock((stream.get("tags") or {}).get("DURATION"))
+    if length is None:
+        return None
+    begin = max(0.0, _number(stream.get("start_time")) - _number(fmt.get("start_time")))
+    return (begin, begin + length)
+
+
+def _seconds(text: object) -> float | None:
+    """A positive length, or None."""
+    value = _number(text)
+    return value if value > 0 else None
+
+
+def _number(text: object) -> float:
+    """ffprobe's number (a time may be negative: encoder priming), 0 when absent."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def _clock(text: object) -> float | None:
+    """ "01:02:03.500000000" → 3723.5."""
+    if not isinstance(text, str) or text.count(":") != 2:
+        return None
+    hours, minutes, seconds = text.split(":")
+    try:
+        value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _duration(fmt: dict[str, Any], streams: list[dict[str, Any]]) -> float | None:

@@ -200,13 +200,14 @@ def test_short_files_give_one_padded_window(media_files: dict[str, Path]) -> Non
     np.testing.assert_allclose(window_starts(1.0, 2.0, 5), [0.0])
 
 
-def test_truncated_file_with_intact_header_still_decodes(media_files: dict[str, Path]) -> None:
+def test_truncated_file_with_intact_header_is_refused(media_files: dict[str, Path]) -> None:
+    # It decoded to its first half, padded to the whole: an item made of padding.
     path = media_files["truncated_faststart"]
     info = read_media_info(path)  # the header promises 3 s; half the data is there
     assert info.duration_s == pytest.approx(3.0, abs=0.1)
-    windows = load_windows(path, TINY, 2, info)
-    assert windows.video is not None and windows.video.shape == (2, 8, 64, 64, 3)
-    assert float(windows.video.std()) > 5
+    for strategy in ("single", "seek"):
+        with pytest.raises(UnreadableMedia, match=r"ends before its media does: it looks trunc"):
+            load_windows(path, TINY, 2, info, strategy=strategy)  # type: ignore[arg-type]
 
 
 def test_augmentation_is_random_but_reproducible(media_files: dict[str, Path]) -> None:

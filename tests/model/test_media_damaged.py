@@ -1,0 +1,155 @@
+"""Damaged files that ffmpeg decodes without an error are refused (completeness.py):
+a sound track that decodes to nothing, a wav whose header declares more than the file
+holds; and what must stay accepted: lengths nobody declared (a wav streamed to a pipe,
+a VBR mp3 without a Xing header), a sound track shorter than its picture. The
+truncated mp4 is in test_media.py (test_truncated_file_with_intact_header_is_refused)."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from media_fixtures import ffmpeg_make, lavfi_file
+
+from model.config import load_config
+from model.media import (
+    UnreadableMedia,
+    decode_audio,
+    decode_clip,
+    decode_video,
+    load_windows,
+    read_media_info,
+)
+from model.media.completeness import check_decoded
+from model.media.media_info import parse_probe
+
+TINY = load_config("tiny")
+
+
+def with_data_size(wav: bytes, data_size: int, keep_s: float | None = None) -> bytes:
+    """`wav` with its data chunk's size field set to `data_size` (RIFF size to match),
+    keeping `keep_s` seconds of its samples (all by default)."""
+    data = wav.index(b"data")
+    byte_rate = struct.unpack("<I", wav[28:32])[0]
+    header = bytearray(wav[: data + 8])
+    header[4:8] = struct.pack("<I", min(data_size + data, 2**32 - 1))
+    header[data + 4 : data + 8] = struct.pack("<I", data_size)
+    samples = wav[data + 8 :]
+    if keep_s is not None:
+        samples = samples[: round(keep_s * byte_rate) // 4 * 4]
+    return bytes(header) + samples
+
+
+def test_a_sound_track_that_decodes_to_nothing_is_refused(
+    media_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # Every audio packet garbled, the container and pictures intact: it was stored with
+    # its "sound" embedded from the silence the decoder pads in.
+    path = tmp_path / "garbled_sound.mp4"
+    ffmpeg_make("-i", str(media_files["mp4"]), "-c", "copy", "-bsf:a", "noise=amount=1", str(path))
+    info = read_media_info(path)
+    assert info.has_audio and info.audio_span_s == pytest.approx((0.0, 3.0), abs=0.05)
+    message = r"the sound track cannot be decoded \(none of its 3\.0 s decoded\): \S"
+    with pytest.raises(UnreadableMedia, match=message):
+        load_windows(path, TINY, 2, info)
+    with pytest.raises(UnreadableMedia, match="the sound track cannot be decoded"):
+        decode_clip(path, fps=4, frames=8, size=32, sample_rate=16000, start_s=0.5, info=info)
+    # The pictures alone are whole: asked for without the sound, they decode.
+    assert decode_video(path, fps=4, frames=8, size=32, info=info).std() > 5
+
+
+def test_a_wav_declaring_more_than_it_holds_is_refused(
+    media_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # ffprobe estimates such a file's length from the bytes present (1 s), so it was
+    # stored as a 1 s sound; the header's length is read here.
+    wav = media_files["wav"].read_bytes()  # 2 s at 44.1 kHz
+    ten_hours = tmp_path / "ten_hours.wav"
+    ten_hours.write_bytes(with_data_size(wav, 10 * 3600 * 44100 * 2, keep_s=1.0))
+    pattern = r"looks truncated \(its header declares 36000\.0 s of sound; the file holds 1\.0 s\)"
+    with pytest.raises(UnreadableMedia, match=pattern):
+        read_media_info(ten_hours)
+    # A download cut short: 2 s declared, 1.2 s there (0.8 s missing, over the 0.5 s
+    # allowed); 1.7 s there is within it.
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(wav[: len(wav) - round(0.8 * 44100 * 2)])
+    with pytest.raises(UnreadableMedia, match=r"declares 2\.0 s of sound; the file holds 1\.2 s"):
+        read_media_info(cut)
+    cut.write_bytes(wav[: len(wav) - round(0.3 * 44100 * 2)])
+    assert read_media_info(cut).duration_s == pytest.approx(1.7, abs=0.01)
+
+
+def test_a_wav_without_a_declared_length_is_accepted(
+    media_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # What a recorder that cannot seek back writes: ffmpeg to a pipe leaves the RIFF and
+    # data sizes at 0xFFFFFFFF; others leave the data size 0.
+    streamed = tmp_path / "streamed.wav"
+    with streamed.open("wb") as out:
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(media_files["wav"]), "-f", "wav", "pipe:"],
+            stdout=out, check=True, timeout=60,
+        )  # fmt: skip
+    data = streamed.read_bytes()
+    assert data[4:8] == b"\xff\xff\xff\xff" and data[data.index(b"data") + 4 :][:4] == data[4:8]
+    zero = tmp_path / "zero.wav"
+    zero.write_bytes(with_data_size(media_files["wav"].read_bytes(), 0))
+    for path in (streamed, zero):
+        info = read_media_info(path)
+        assert decode_audio(path, sample_rate=16000, info=info).size == pytest.approx(32000, abs=2)
+
+
+def test_a_length_guessed_from_the_bit_rate_is_not_a_declaration(tmp_path: Path) -> None:
+    # A VBR mp3 without a Xing header that starts quiet: ffprobe guesses its length from
+    # the first frame's bit rate, several times too long. It is whole: it must pass.
+    path = tmp_path / "vbr.mp3"
+    ffmpeg_make(
+        "-f", "lavfi", "-i", "anullsrc=r=22050:d=1", "-f", "lavfi", "-i", "anoisesrc=r=22050:d=2",
+        "-filter_complex", "[0][1]concat=n=2:v=0:a=1",
+        "-c:a", "libmp3lame", "-q:a", "0", "-write_xing", "0", str(path),
+    )  # fmt: skip
+    info = read_media_info(path)
+    assert info.duration_s is not None and info.duration_s > 4  # 3 s of sound
+    assert info.declared_s is None and info.audio_span_s is None
+    audio = decode_audio(path, sample_rate=16000, info=info)
+    assert len(audio) / 16000 == pytest.approx(3.0, abs=0.1)
+
+
+def test_a_sound_track_shorter_than_its_picture_is_whole(tmp_path: Path) -> None:
+    # Matroska declares each stream's length in a tag only: 2 s of picture, 1 s of sound.
+    path = lavfi_file(
+        tmp_path / "short_sound.mkv",
+        "testsrc2=size=64x48:rate=10:duration=2",
+        "sine=d=1:sample_rate=16000",
+        ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "libvorbis"],
+    )
+    info = read_media_info(path)
+    assert info.audio_span_s is not None and info.audio_span_s[1] == pytest.approx(1.0, abs=0.05)
+    windows = load_windows(path, TINY, 2, info)
+    assert windows.audio is not None and windows.video is not None
+
+
+@pytest.mark.parametrize(
+    ("declared", "decoded", "refused"),
+    [(3.0, 2.6, False), (3.0, 2.4, True), (40.0, 36.5, False), (40.0, 35.5, True)],
+)
+def test_the_tolerance_is_half_a_second_or_a_tenth(
+    declared: float, decoded: float, refused: bool
+) -> None:
+    probe = {
+        "format": {"format_name": "wav", "duration": str(declared)},
+        "streams": [{"index": 0, "codec_type": "audio", "codec_name": "pcm_s16le",
+                     "duration": str(declared)}],
+    }  # fmt: skip
+    info = parse_probe(probe)
+    assert info.declared_s == declared and info.audio_span_s == (0.0, declared)
+    check = lambda: check_decoded(  # noqa: E731
+        info, name="f.wav", start_s=0.0, span_s=None, video_s=None, audio_s=decoded, reason=""
+    )
+    if refused:
+        with pytest.raises(UnreadableMedia, match=f"decoded {decoded:.1f} of {declared:.1f} s"):
+            check()
+    else:
+        check()
