@@ -25,6 +25,7 @@ def main() -> int:
 
     import uvicorn
 
+    from service.http_protocol import protocol_class
     from service.logs import setup_logging
     from service.main import create_app
 
@@ -40,15 +41,21 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools with bounded request heads, parse errors in the contract's shape and
+        # early answers (413, 503, 507) that reach a client still sending its body.
+        http=protocol_class(),
         lifespan="on",
         log_config=None,  # setup_logging routes uvicorn's loggers
         access_log=False,  # ours carries the request id
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
     server = uvicorn.Server(config)
+    # A start-up that fails in the background (service/runtime.py) stops the server.
+    app.state.stop_server = lambda: setattr(server, "should_exit", True)
     server.run()
-    return 0 if server.started else 1
+    runtime = getattr(app.state, "runtime", None)
+    failed = runtime is not None and runtime.failed is not None  # start-up gave up
+    return 0 if server.started and not failed else 1
 
 
 if __name__ == "__main__":

@@ -86,6 +86,31 @@ class NoModel(ServiceError):
     status, code = 503, "no_model"
 
 
+class Overloaded(ServiceError):
+    """More uploads or searches by example in flight than the settings allow; answered
+    before the body is read, with Retry-After."""
+
+    status, code = 503, "overloaded"
+
+
+class InsufficientStorage(ServiceError):
+    """The data directory's disk is (nearly) full: the upload is refused, or cut off."""
+
+    status, code = 507, "insufficient_storage"
+
+
+class UriTooLong(ServiceError):
+    """Answered by service/http_protocol.py, before the app runs."""
+
+    status, code = 414, "uri_too_long"
+
+
+class HeadersTooLarge(ServiceError):
+    """Answered by service/http_protocol.py, before the app runs."""
+
+    status, code = 431, "headers_too_large"
+
+
 def error_body(code: str, message: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if detail:
@@ -111,9 +136,11 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
+    414: "uri_too_long",
     415: "unsupported_media",
     416: "range_not_satisfiable",
     422: "invalid_request",
+    431: "headers_too_large",
 }
 
 

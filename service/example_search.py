@@ -11,6 +11,7 @@ import numpy as np
 from model.errors import ModelError
 from model.media import MediaError
 from service.active_model import ActiveModel
+from service.admission import InFlightLimit
 from service.media_errors import as_api_error
 from service.media_jobs import media_job, media_limits, read_info
 from service.media_worker import MediaPool, WorkerCrashed, process_media
@@ -35,6 +36,12 @@ class ExampleEmbedder:
         self.pool = pool
         self.metrics = metrics
         self.limits = media_limits(settings)
+        # A read key may send examples of up to MMV_MAX_UPLOAD_MB: bound how many at once.
+        self.admission = InFlightLimit(
+            "searches by example",
+            "MMV_MAX_EXAMPLE_SEARCHES_IN_FLIGHT",
+            settings.max_example_searches_in_flight,
+        )
 
     async def embed(self, path: Path) -> Example:
         """The example's kind and its vector in each space, from its own modality only

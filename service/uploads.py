@@ -4,13 +4,23 @@ The body is never held in memory and never spooled twice: the `file` part is wri
 chunk by chunk into DATA_DIR/tmp under a random name (the client's file name is kept
 only as text, never used as a path) while its SHA-256 is computed, and the upload is cut
 off with 413 as soon as it passes the byte cap. Other parts are small text fields.
+
+Before a byte is read the request takes a slot of its kind (service/admission.py: 503
+`overloaded` past the bound) and the disk must keep MMV_MIN_FREE_DISK_MB free after the
+declared length; while it streams, free space falling under that, or a write failing
+for want of space (ENOSPC), answers 507 `insufficient_storage`. Whatever the failure,
+the temporary file is removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,10 +32,15 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import InvalidRequest, TooLarge, UnsupportedMedia
+from service.admission import InFlightLimit
+from service.errors import InsufficientStorage, InvalidRequest, TooLarge, UnsupportedMedia
 from service.settings import Settings
 
+log = logging.getLogger("service.uploads")
+
 PARSE_BLOCK_BYTES = 1024 * 1024
+# A write that fails for want of space: a full disk, or a quota.
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 FILE_FIELD = "file"
 
@@ -140,9 +155,25 @@ class _Receiver:
 
     def abort(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):  # on a full disk the flush fails too
+                file.close()
         self.result.discard()
+
+
+def _short_of_space(tmp_dir: Path, min_free_bytes: int, needed: int = 0) -> None:
+    """InsufficientStorage unless the disk keeps `min_free_bytes` free after `needed`."""
+    free = shutil.disk_usage(tmp_dir).free
+    if free - needed >= min_free_bytes:
+        return
+    log.warning(
+        "upload refused: %.0f MB free on the data directory's disk, %.0f MB more asked "
+        "for, MMV_MIN_FREE_DISK_MB keeps %.0f MB free",
+        free / 2**20, needed / 2**20, min_free_bytes / 2**20,
+    )  # fmt: skip
+    raise InsufficientStorage(
+        "the server's disk is too full to take this file now; try again later"
+    )
 
 
 async def receive_upload(
@@ -150,6 +181,7 @@ async def receive_upload(
     tmp_dir: Path,
     max_file_bytes: int,
     max_field_bytes: int,
+    min_free_bytes: int = 0,
 ) -> ReceivedUpload:
     """Stream a multipart/form-data body to disk; the caller must `discard()` the result."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
@@ -162,9 +194,11 @@ async def receive_upload(
     # The body also holds the small fields and the part headers: allow them some room.
     body_cap = max_file_bytes + 8 * max_field_bytes + 64 * 1024
     too_large = f"the upload is larger than the limit of {max_file_bytes / 1024 / 1024:.0f} MB"
-    if length is not None and length.isdigit() and int(length) > body_cap:
-        raise TooLarge(too_large, {"max_bytes": max_file_bytes, "content_length": int(length)})
+    declared = int(length) if length is not None and length.isdigit() else None
+    if declared is not None and declared > body_cap:
+        raise TooLarge(too_large, {"max_bytes": max_file_bytes, "content_length": declared})
     tmp_dir.mkdir(parents=True, exist_ok=True)
+    _short_of_space(tmp_dir, min_free_bytes, declared or 0)
     receiver = _Receiver(tmp_dir, max_file_bytes, max_field_bytes)
     try:
         parser = MultipartParser(options[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
@@ -179,6 +213,8 @@ async def receive_upload(
             pending.append(chunk)
             pending_bytes += len(chunk)
             if pending_bytes >= PARSE_BLOCK_BYTES:
+                if min_free_bytes:  # other writers fill the disk too (a statvfs: cheap)
+                    _short_of_space(tmp_dir, min_free_bytes)
                 # Parsing hashes and writes the file: off the event loop, which serves
                 # searches meanwhile, a block at a time so the thread hop stays cheap.
                 await asyncio.to_thread(parser.write, b"".join(pending))
@@ -192,6 +228,14 @@ async def receive_upload(
     except ClientDisconnect:
         receiver.abort()
         raise
+    except OSError as exc:
+        receiver.abort()
+        if exc.errno not in NO_SPACE:
+            raise
+        log.warning("upload cut off: the data directory's disk is full (%s)", exc)
+        raise InsufficientStorage(
+            "the server's disk filled up while receiving this file; try again later"
+        ) from None
     except BaseException:
         receiver.abort()
         raise
@@ -208,13 +252,21 @@ async def receive_upload(
 
 
 @asynccontextmanager
-async def received_upload(request: Request, settings: Settings) -> AsyncIterator[ReceivedUpload]:
-    """The request's upload under the settings' caps; its temporary file is removed at
-    the end of the block unless ingestion has moved it into the media folder."""
-    upload = await receive_upload(
-        request, settings.tmp_dir, settings.max_upload_bytes, settings.max_transcript_kb * 1024
-    )
-    try:
-        yield upload
-    finally:
-        upload.discard()
+async def received_upload(
+    request: Request, settings: Settings, admission: InFlightLimit
+) -> AsyncIterator[ReceivedUpload]:
+    """The request's upload under the settings' caps, received and used while it holds a
+    slot of `admission`; its temporary file is removed at the end of the block unless
+    ingestion has moved it into the media folder."""
+    with admission.slot():  # before a byte of the body is read
+        upload = await receive_upload(
+            request,
+            settings.tmp_dir,
+            settings.max_upload_bytes,
+            settings.max_transcript_kb * 1024,
+            settings.min_free_disk_bytes,
+        )
+        try:
+            yield upload
+        finally:
+            upload.discard()
