@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ServiceError, error_response, service_error_response
-from service.text_search import text_search
+from service.text_search import query_params, text_search
 
 log = logging.getLogger("service.errors")
 
@@ -46,9 +45,8 @@ class TextSearchFastPath:
                 await self.app(scope, receive, send)
                 return
         scope["route"] = self.route
-        # Query parameters as Starlette reads them (latin-1 bytes, UTF-8 escapes, last wins).
-        params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         try:
+            params = query_params(scope["query_string"])
             runtime = scope["app"].state.runtime
             body = await text_search(runtime.settings, runtime.searcher, params, authorization)
         except ServiceError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AllowInfNan,
     BaseModel,
     ConfigDict,
@@ -23,12 +24,45 @@ MODALITY_NAMES: tuple[str, ...] = ("video", "audio", "image", "text")
 Status = Literal["ready", "processing", "failed"]
 SpaceName = Literal["va", "vat", "vt"]
 
+# Ids the server hands out (items, jobs, model versions) are printable: a control
+# character, NUL above all (PostgreSQL's text cannot hold one), names nothing stored.
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
+def unstorable(text: str) -> str | None:
+    """Why `text` cannot be stored and given back as it came, or None. NUL: PostgreSQL's
+    text cannot hold it (the same input would fail on one engine only). A lone surrogate
+    (a JSON escape such as \\ud800, half of a character): no answer showing it could be
+    written as UTF-8, so every later listing of the item would fail."""
+    if "\x00" in text:
+        return "it contains a NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "it is not valid Unicode (it holds half of a surrogate pair)"
+    return None
+
+
+def _storable(text: str) -> str:
+    problem = unstorable(text)
+    if problem:
+        raise ValueError(f"text that cannot be stored: {problem}")
+    return text
+
+
+StoredText = Annotated[str, AfterValidator(_storable)]
+
 # A metadata value: flat JSON only (no nested objects or lists), so filters match exactly;
 # numbers finite, since JSON has no NaN or Infinity to answer with.
 MetaValue = (
-    StrictBool | StrictInt | Annotated[float, Field(strict=True), AllowInfNan(False)] | str | None
+    StrictBool
+    | StrictInt
+    | Annotated[float, Field(strict=True), AllowInfNan(False)]
+    | StoredText
+    | None
 )
-Metadata = dict[str, MetaValue]
+Metadata = dict[StoredText, MetaValue]
 
 
 class Item(BaseModel):
@@ -58,7 +92,7 @@ class ItemList(BaseModel):
 
 class TextItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1)
+    text: StoredText = Field(min_length=1)
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -71,7 +105,7 @@ class ItemQuery(BaseModel):
     """A stored item, or (start_s and end_s) a stretch of it: a moment."""
 
     model_config = ConfigDict(extra="forbid")
-    item_id: str = Field(min_length=1)
+    item_id: str = Field(min_length=1, pattern=ID_PATTERN)
     start_s: FiniteFloat | None = Field(None, ge=0)
     end_s: FiniteFloat | None = Field(None, gt=0)
 

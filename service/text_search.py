@@ -8,14 +8,18 @@ per-dependency machinery measured ~40% of the route's CPU.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
 from service.deps import authorize
 from service.errors import InvalidRequest
 from service.schemas import MODALITY_NAMES
 from service.searcher import Searcher, results_json
 from service.settings import Settings
+
+WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 
 async def text_search(
@@ -37,13 +41,29 @@ async def text_search(
     return results_json(answer, started)
 
 
+def query_params(query_string: bytes) -> dict[str, str]:
+    """The query string's parameters as Starlette reads them (latin-1 bytes, UTF-8
+    escapes, last wins), except that an escape which makes no UTF-8 text (`q=%FF`) is
+    refused rather than read as U+FFFD and searched for."""
+    try:
+        pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            "the query string is not UTF-8 text: a %-escape in it makes no character"
+        ) from None
+    return dict(pairs)
+
+
 def form_int(raw: str | None, default: int, low: int, high: int, name: str) -> int:
-    """A whole number from a query string or form field, within [low, high]."""
-    if raw is None or not raw.strip():
+    """A whole number from a query string or form field, within [low, high]; `default`
+    when the field is absent (one given empty, or with spaces, is not a number)."""
+    if raw is None:
         return default
     try:
+        if not WHOLE_NUMBER.fullmatch(raw):
+            raise ValueError(raw)
         value = int(raw)
-    except ValueError:
+    except ValueError:  # also a number of more than 4300 digits
         raise InvalidRequest(f"{name} must be a whole number", {"field": name}) from None
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low} and {high}", {"field": name})
@@ -51,8 +71,8 @@ def form_int(raw: str | None, default: int, low: int, high: int, name: str) -> i
 
 
 def form_bool(raw: str | None, default: bool, name: str) -> bool:
-    """true/false (or 1/0) from a query string or form field."""
-    if raw is None or not raw.strip():
+    """true/false (or 1/0) from a query string or form field; `default` when absent."""
+    if raw is None:
         return default
     value = raw.strip().lower()
     if value not in ("true", "false", "1", "0"):

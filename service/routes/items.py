@@ -6,9 +6,10 @@ import base64
 import binascii
 import json
 import math
+import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from service.deps import (
@@ -20,7 +21,8 @@ from service.deps import (
     WriteAccess,
 )
 from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable
-from service.schemas import Item, ItemList, Kind, TextItemIn, item_payload
+from service.media_response import OpenedFileResponse
+from service.schemas import ID_PATTERN, Item, ItemList, Kind, TextItemIn, item_payload, unstorable
 from service.uploads import received_upload
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -59,6 +61,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong API key"},
     403: {"description": "the key lacks write scope"},
 }
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "not_found: no such item"}}
+# FastAPI answers a body it cannot decode as text (e.g. bytes that are not UTF-8) with 400.
+_UNREADABLE_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "invalid_request: the body is not JSON text"},
+    413: {"description": "too_large: the body, or the text, is over its limit"},
+    503: {"description": "no_model: nothing can embed it"},
+}
+
+ItemId = Annotated[str, Path(pattern=ID_PATTERN, description="an id this server gave out")]
 
 
 def encode_cursor(seq: int) -> str:
@@ -93,6 +104,10 @@ def check_metadata(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequest('metadata must be a JSON object like {"key": "value"}')
     for key, item in value.items():
+        for text in (key, item) if isinstance(item, str) else (key,):
+            if problem := unstorable(text):
+                # ascii(): the key itself may be what cannot be written back as UTF-8.
+                raise InvalidRequest(f"metadata {ascii(key)[:80]} cannot be stored: {problem}")
         if not isinstance(item, str | int | float | bool) and item is not None:
             raise InvalidRequest(
                 f"metadata must be flat: the value of {key!r} is a nested object or list",
@@ -115,9 +130,12 @@ def check_metadata(value: Any) -> dict[str, Any]:
     responses={
         200: {"model": Item, "description": "the same bytes were stored before"},
         202: {"model": Item, "description": "accepted; processing in the background"},
+        409: {"description": "conflict: the same bytes kept being deleted meanwhile"},
         413: {"description": "too_large (bytes or pixels) or too_long (duration)"},
         415: {"description": "unsupported_media: not a video, audio or image file"},
         422: {"description": "unreadable_media or invalid_request"},
+        503: {"description": "no_model: nothing can embed it; overloaded: too many uploads"},
+        507: {"description": "insufficient_storage: the server's disk is (nearly) full"},
         **_ERRORS,
     },
 )
@@ -132,21 +150,25 @@ async def upload_item(
     ] = True,
 ) -> JSONResponse:
     ingestor.require_model()  # before the upload is received, rather than after
-    async with received_upload(request, settings) as upload:
+    async with received_upload(request, settings, ingestor.admission) as upload:
         metadata = parse_metadata(upload.fields.get("metadata"))
         transcript = upload.fields.get("transcript")
+        if transcript is not None and (problem := unstorable(transcript)):
+            raise InvalidRequest(f"the transcript cannot be stored: {problem}")
         row, status = await ingestor.ingest_upload(upload, transcript, metadata, wait, asr=asr)
     return JSONResponse(item_payload(row), status_code=status)
 
 
-@router.post("/text", status_code=201, response_model=Item, responses=_ERRORS)
+@router.post(
+    "/text", status_code=201, response_model=Item, responses={**_ERRORS, **_UNREADABLE_BODY}
+)
 async def create_text_item(body: TextItemIn, _: WriteAccess, ingestor: IngestorDep) -> JSONResponse:
     row = await ingestor.ingest_text(body.text, body.metadata)
     return JSONResponse(item_payload(row), status_code=201)
 
 
-@router.get("/{item_id}", response_model=Item)
-def get_item(item_id: str, _: ReadAccess, storage: StorageDep) -> JSONResponse:
+@router.get("/{item_id}", response_model=Item, responses=_NOT_FOUND)
+def get_item(item_id: ItemId, _: ReadAccess, storage: StorageDep) -> JSONResponse:
     row = storage.items.get(item_id)
     if row is None:
         raise NotFound(f"no item {item_id!r}")
@@ -172,9 +194,9 @@ def list_items(
     )
 
 
-@router.delete("/{item_id}", status_code=204, response_class=Response)
+@router.delete("/{item_id}", status_code=204, response_class=Response, responses=_NOT_FOUND)
 def delete_item(
-    item_id: str, _: WriteAccess, storage: StorageDep, ingestor: IngestorDep
+    item_id: ItemId, _: WriteAccess, storage: StorageDep, ingestor: IngestorDep
 ) -> Response:
     row = storage.items.get(item_id)
     if row is None:
@@ -183,32 +205,45 @@ def delete_item(
     return Response(status_code=204)
 
 
+# The stored probe's type; several ranges come as multipart/byteranges.
+MEDIA_CONTENT: dict[str, Any] = {
+    t: {} for t in ("video/*", "audio/*", "image/*", "application/octet-stream", "multipart/*")
+}
+
+
 @router.get(
     "/{item_id}/media",
     response_class=FileResponse,
     responses={
-        200: {"description": "the original bytes", "content": {"application/octet-stream": {}}},
-        206: {"description": "the requested byte range"},
+        200: {"description": "the original bytes", "content": MEDIA_CONTENT},
+        206: {"description": "the requested byte range", "content": MEDIA_CONTENT},
         416: {"description": "range_not_satisfiable"},
+        **_NOT_FOUND,
     },
 )
 def get_media(
-    item_id: str, request: Request, _: ReadAccess, storage: StorageDep, media: MediaFilesDep
+    item_id: ItemId, request: Request, _: ReadAccess, storage: StorageDep, media: MediaFilesDep
 ) -> FileResponse:
     row = storage.items.get(item_id)
     if row is None:
         raise NotFound(f"no item {item_id!r}")
     if row.content_hash is None:
         raise NotFound(f"item {item_id!r} is a text item: it has no media")
-    path = media.path(row.content_hash)
-    if not path.is_file():
-        raise NotFound(f"the media of item {item_id!r} is missing from the data directory")
-    size = path.stat().st_size
-    check_range(request.headers.get("range"), size)
+    try:  # opened now: a delete that removes the file meanwhile cannot cut the answer
+        opened = media.path(row.content_hash).open("rb")
+    except FileNotFoundError:  # deleted since the row was read, or lost from the disk
+        raise NotFound(
+            f"the media of item {item_id!r} is missing from the data directory"
+        ) from None
+    try:
+        check_range(request.headers.get("range"), os.fstat(opened.fileno()).st_size)
+    except BaseException:
+        opened.close()
+        raise
     media_type = row.media_type or "application/octet-stream"
     extension = media_type.partition("/")[2].partition(";")[0].strip() or "bin"
-    return FileResponse(
-        path,
+    return OpenedFileResponse(
+        opened,
         media_type=media_type,
         headers={
             # The bytes are anyone's upload: a browser must take them for what the

@@ -4,9 +4,9 @@ delete an inactive one with its embeddings, indexes and files."""
 from __future__ import annotations
 
 import shutil
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 
 from service.deps import (
     ReadAccess,
@@ -16,7 +16,7 @@ from service.deps import (
     WriteAccess,
 )
 from service.errors import Conflict, NotFound
-from service.schemas import ModelInfo, ModelList, Reindex
+from service.schemas import ID_PATTERN, ModelInfo, ModelList, Reindex
 from service.storage import ModelRow
 from service.version_switch import VersionSwitch
 
@@ -27,6 +27,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "the key lacks write scope"},
     404: {"description": "not_found: no such version"},
 }
+
+Version = Annotated[str, Path(pattern=ID_PATTERN, description="a model version")]
 
 
 def model_view(row: ModelRow, target: str | None, switch: VersionSwitch) -> ModelInfo:
@@ -66,7 +68,7 @@ def list_models(_: ReadAccess, storage: StorageDep, switch: VersionSwitchDep) ->
 
 @router.post("/{version}/activate", response_model=ModelInfo, responses=_RESPONSES)
 def activate_model(
-    version: str, _: WriteAccess, storage: StorageDep, switch: VersionSwitchDep
+    version: Version, _: WriteAccess, storage: StorageDep, switch: VersionSwitchDep
 ) -> ModelInfo:
     """Switch the service to this version: its embeddings and indexes are built in the
     background while the active version keeps answering, then it takes over (`state`
@@ -88,7 +90,7 @@ def activate_model(
     },
 )
 def delete_model(
-    version: str, _: WriteAccess, storage: StorageDep, settings: SettingsDep
+    version: Version, _: WriteAccess, storage: StorageDep, settings: SettingsDep
 ) -> Response:
     """Remove an inactive version: its embeddings (one transaction), then its indexes and
     files."""

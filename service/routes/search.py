@@ -12,7 +12,7 @@ from service.deps import ExampleEmbedderDep, ReadAccess, SearcherDep, SettingsDe
 from service.errors import InvalidRequest
 from service.schemas import MODALITY_NAMES, ItemQuery, SearchRequest, SearchResults, TextQuery
 from service.searcher import VersionChanged, results_json
-from service.text_search import form_bool, form_int, text_search
+from service.text_search import form_bool, form_int, query_params, text_search
 from service.uploads import received_upload
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
@@ -20,8 +20,18 @@ JSON = "application/json"
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "not_found: the query item does not exist"},
+    413: {"description": "too_large: the query text (or the body) is over its limit"},
     422: {"description": "invalid_request, or unsupported_pair when no space holds both"},
     503: {"description": "no_model: no model is loaded"},
+}
+# FastAPI answers a body it cannot decode as text (e.g. bytes that are not UTF-8) with 400.
+_JSON_RESPONSES = {**_RESPONSES, 400: {"description": "invalid_request: the body is not JSON text"}}
+_UPLOAD_RESPONSES = {
+    **_RESPONSES,
+    413: {"description": "too_large (bytes or pixels) or too_long (duration)"},
+    415: {"description": "unsupported_media: not a video, audio or image file"},
+    503: {"description": "no_model, or overloaded: too many searches by example at once"},
+    507: {"description": "insufficient_storage: the server's disk is (nearly) full"},
 }
 
 EXAMPLE_BODY: dict[str, Any] = {
@@ -45,7 +55,7 @@ EXAMPLE_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", response_model=SearchResults, responses=_RESPONSES)
+@router.post("", response_model=SearchResults, responses=_JSON_RESPONSES)
 async def search(body: SearchRequest, _: ReadAccess, searcher: SearcherDep) -> Response:
     started = time.perf_counter()
     q = body.query
@@ -84,12 +94,13 @@ async def search_get(request: Request, settings: SettingsDep, searcher: Searcher
     `service.fast_path.TextSearchFastPath` before the framework sees the request; both
     call `text_search`, so they check and answer the same way."""
     authorization = request.headers.get("authorization", "")
-    body = await text_search(settings, searcher, request.query_params, authorization)
+    params = query_params(request.scope["query_string"])  # strict UTF-8, as the fast path
+    body = await text_search(settings, searcher, params, authorization)
     return Response(body, media_type=JSON)
 
 
 @router.post(
-    "/upload", response_model=SearchResults, openapi_extra=EXAMPLE_BODY, responses=_RESPONSES
+    "/upload", response_model=SearchResults, openapi_extra=EXAMPLE_BODY, responses=_UPLOAD_RESPONSES
 )
 async def search_by_example(
     request: Request,
@@ -100,7 +111,7 @@ async def search_by_example(
 ) -> Response:
     started = time.perf_counter()
     searcher.require_model()  # before the upload is received, rather than after
-    async with received_upload(request, settings) as upload:
+    async with received_upload(request, settings, examples.admission) as upload:
         target = upload.fields.get("target", "")
         if target not in MODALITY_NAMES:
             raise InvalidRequest(
