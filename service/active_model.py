@@ -17,6 +17,8 @@ from indexer import IndexRegistry, IndexSet
 from service.embedder import Embedder
 from service.errors import NoModel
 
+STARTING_RETRY_AFTER_S = 5
+
 
 @dataclass(frozen=True)
 class Serving:
@@ -32,6 +34,9 @@ class Serving:
 class ActiveModel:
     def __init__(self) -> None:
         self._serving: Serving | None = None
+        # True while start-up loads the model and opens its indexes (in the background:
+        # the server answers meanwhile, model routes with a 503 that says to retry).
+        self.starting = False
 
     def use(self, embedder: Embedder, indexes: IndexRegistry) -> None:
         """Serve `embedder`'s version from the registry's active set (one assignment)."""
@@ -60,6 +65,12 @@ class ActiveModel:
     def require(self, so_that: str) -> Serving:
         """The serving snapshot, or NoModel saying what cannot be done without one."""
         serving = self._serving
+        if serving is None and self.starting:
+            raise NoModel(
+                f"the service is starting: the model and its indexes are still loading, so "
+                f"{so_that} yet; retry in a few seconds",
+                headers={"Retry-After": str(STARTING_RETRY_AFTER_S)},
+            )
         if serving is None:
             raise NoModel(
                 f"no model is loaded, so {so_that}: set MMV_MODEL to a checkpoint folder "

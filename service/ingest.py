@@ -31,6 +31,7 @@ from model.media import MediaError, MediaInfo
 from model.transcripts import Transcript, TranscriptError, parse_transcript, texts_in_spans
 from service import errors
 from service.active_model import ActiveModel, Serving
+from service.admission import InFlightLimit
 from service.content_types import content_type_of
 from service.indexes import segment_ids, segment_index
 from service.media_errors import as_api_error
@@ -77,6 +78,13 @@ class Ingestor:
         # marks them failed instead of deleting them (that request was told they exist).
         self._shared: set[int] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        # Uploads being received or processed, those answered 202 included (issue 21).
+        self.admission = InFlightLimit(
+            "uploads",
+            "MMV_MAX_UPLOADS_IN_FLIGHT",
+            settings.max_uploads_in_flight,
+            also_running=lambda: len(self._background),
+        )
 
     def require_model(self) -> Serving:
         """The active model and its indexes; NoModel (503) before an upload is received,
@@ -193,11 +201,23 @@ class Ingestor:
         # The upload's bytes reach the disk first, outside the transaction: with SQLite
         # every writer waits while it is open, and a large file's flush takes seconds.
         fsync_file(tmp)
-        return self.storage.items.create(
-            new,
-            processing_by=self.settings.replica_name,
-            before_insert=lambda: self.media.store(tmp, new.content_hash),  # type: ignore[arg-type]
-        )
+        try:
+            return self.storage.items.create(
+                new,
+                processing_by=self.settings.replica_name,
+                before_insert=lambda: self.media.store(tmp, new.content_hash),  # type: ignore[arg-type]
+            )
+        except DuplicateContent:
+            raise  # the file in place is the stored item's own
+        except Exception:
+            # The file may be in place with no row (the insert failed after it moved):
+            # it goes now, unless an item names the same bytes, rather than at the next
+            # start-up's reconcile.
+            try:
+                self.storage.items.remove_media_if_unused(new.content_hash, self.media.remove)
+            except Exception:  # the database is failing: the reconcile removes it later
+                log.exception("could not remove the media file of a failed insert")
+            raise
 
     def spawn(self, row: ItemRow, info: MediaInfo | None = None, asr: bool = True) -> None:
         task = asyncio.get_running_loop().create_task(

@@ -81,16 +81,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, metrics)
         app.state.runtime = runtime
-        await runtime.start()
-        # Everything loaded so far (model, libraries, indexes) lives as long as the
-        # server: keep it out of the cyclic collector, whose full passes over it stalled
-        # every request in flight for 60-130 ms under load (measured: search p99).
-        gc.collect()
-        gc.freeze()
+        if hasattr(app.state, "stop_server"):  # set by `python -m service`
+            runtime.stop_server = app.state.stop_server
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
         url = f"http://{host}:{settings.port}/"
-        log.info("serving", extra={"url": url})
-        print(f"\n  mmv-search is ready: open {url} in a browser\n", flush=True)
+
+        def ready() -> None:
+            # Everything loaded so far (model, libraries, indexes) lives as long as the
+            # server: keep it out of the cyclic collector, whose full passes over it
+            # stalled every request in flight for 60-130 ms under load (search p99).
+            gc.collect()
+            gc.freeze()
+            log.info("serving", extra={"url": url})
+            print(f"\n  mmv-search is ready: open {url} in a browser\n", flush=True)
+
+        await runtime.start(on_ready=ready)  # the model and indexes load in the background
+        log.info("answering on %s while the model and indexes load", url)
         try:
             yield
         finally:

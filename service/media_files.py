@@ -33,6 +33,16 @@ class MediaFiles:
     def remove(self, content_hash: str) -> None:
         self.path(content_hash).unlink(missing_ok=True)
 
+    def exists(self, content_hash: str) -> bool:
+        return self.path(content_hash).is_file()
+
+    def missing(self, content_hash: str) -> bool:
+        return not self.exists(content_hash)
+
+    def names(self) -> set[str]:
+        """The content hashes of the media files present (other names are not ours)."""
+        return {p.name for p in self.media_dir.iterdir() if DIGEST.fullmatch(p.name)}
+
     def remove_orphans(
         self, in_use: Container[str], older_than_s: float = ORPHAN_GRACE_S
     ) -> list[str]:

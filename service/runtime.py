@@ -1,12 +1,16 @@
 """Everything one running service holds, and its start-up and shutdown order.
 
-Start: data directory -> storage -> model (registered from MMV_MODEL at first start)
--> indexes (loaded, patched or rebuilt from stored embeddings) -> media worker
-processes -> search batcher -> items left `processing` (by an earlier run, or by a
-replica that died) resume -> demo corpus when the data directory is empty and
-MMV_DEMO_CLIPS > 0.
+Start, quick (the lifespan; uvicorn answers once it returns): data directory -> storage
+(migrated) -> media worker processes -> heartbeat. Then, in the background so that
+/healthz answers all along (`/readyz` says `starting`, model routes 503 with
+Retry-After): reconcile (service/reconcile.py: media, rows, vectors) -> model
+(registered from MMV_MODEL at first start) -> indexes (loaded, patched or rebuilt from
+stored embeddings: minutes on a large collection) -> search batcher -> items left
+`processing` (by an earlier run, or by a replica that died) resume -> demo corpus when
+the data directory is empty and MMV_DEMO_CLIPS > 0. A start-up that fails there stops
+the server (exit status 1).
 
-Then, in the background: index upkeep every minute, the watch for a model version to
+Once it serves, in the background: index upkeep every minute, the watch for a model version to
 switch to (service/version_switch.py), the change log followed (service/
 change_follower.py: what other replicas store and delete), and this replica's
 heartbeat, with which a live replica takes over the uploads of one that died.
@@ -22,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +43,7 @@ from service.media_files import MediaFiles
 from service.media_worker import MediaPool
 from service.model_versions import active_model_version
 from service.prometheus import Metrics
+from service.reconcile import reconcile_at_start
 from service.searcher import Searcher
 from service.segment_backfill import SegmentBackfill
 from service.settings import Settings
@@ -66,12 +73,11 @@ class Runtime:
         remove_upload_leftovers(settings)
         self.storage = Storage(settings.database, settings.db_pool_size)
         log.info("database: %s (%s)", self.storage.db.name, self.storage.db.engine)
-        self._remove_orphan_media()
         self.model = ActiveModel()  # empty until start() loads one
         self.search_executor = ThreadPoolExecutor(
             settings.search_threads, thread_name_prefix="search"
         )
-        self.media_pool = MediaPool(settings.workers)
+        self.media_pool = MediaPool(settings.workers, settings.media_worker_memory_mb or None)
         self.media_files = MediaFiles(settings.media_dir)
         self.ingestor = Ingestor(
             settings,
@@ -92,28 +98,17 @@ class Runtime:
         )
         self.follower = ChangeFollower(settings, self.storage, self.model, self.ingestor.index_lock)
         self._tasks: list[asyncio.Task[None]] = []
-
-    def _remove_orphan_media(self) -> None:
-        """Media files no item names (a crash between putting a file in place and
-        committing its row) go; none at all when the database has no items, which is a
-        new database beside old media (MMV_DATABASE_URL pointed somewhere new), not a
-        crash: those files are left for the user to bring over."""
-        media = MediaFiles(self.settings.media_dir)
-        if self.storage.items.count() == 0:
-            if any(self.settings.media_dir.iterdir()):
-                log.warning(
-                    "the database %s has no items but %s holds media files: they are left "
-                    "alone (see docs/scaling.md, \"Moving from SQLite\")",
-                    self.storage.db.name, self.settings.media_dir,
-                )  # fmt: skip
-            return
-        orphans = media.remove_orphans(self.storage.items.content_hashes())
-        if orphans:
-            log.warning("removed %d media files no item names (left by a crash)", len(orphans))
+        self._starting: asyncio.Task[None] | None = None
+        self.failed: Exception | None = None  # why start-up gave up (the exit status says 1)
+        self._stopping = False
+        # How a failed start-up stops the process: `python -m service` sets uvicorn's
+        # should_exit (then exits 1); elsewhere SIGTERM, which uvicorn handles the same.
+        self.stop_server: Callable[[], None] = lambda: signal.raise_signal(signal.SIGTERM)
 
     # -- start-up ----------------------------------------------------------------------
     def load_model_and_indexes(self) -> None:
         """The slow, synchronous part of start-up (model load, index open)."""
+        reconcile_at_start(self.storage, self.media_files)  # before the indexes open
         handle = active_model_version(self.settings.model, self.settings.models_dir, self.storage)
         if handle is None:
             return
@@ -141,11 +136,33 @@ class Runtime:
         self.model.use(embedder, indexes)
         self.metrics.set_model(embedder.version)
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self.load_model_and_indexes)
+    async def start(self, on_ready: Callable[[], None] | None = None) -> None:
+        """The quick part of start-up; the rest runs in the background (`_serve`).
+
+        Loading the model and opening its indexes can take minutes on a large collection
+        (an index rebuilt from stored embeddings), and uvicorn answers nothing until the
+        lifespan's start-up returns: a liveness probe would restart the server forever.
+        So /healthz answers at once; /readyz says `starting` and model routes answer 503
+        `no_model` (with Retry-After) until the model serves. `on_ready` runs then."""
+        self.media_pool.start()
+        await asyncio.to_thread(self.storage.heartbeats.beat, self.settings.replica_name, "api")
+        self.model.starting = True
+        self._starting = asyncio.get_running_loop().create_task(self._serve(on_ready))
+
+    async def _serve(self, on_ready: Callable[[], None] | None) -> None:
+        try:
+            await asyncio.to_thread(self.load_model_and_indexes)
+        except Exception as exc:  # a broken model or database: nothing can serve
+            log.critical("start-up failed, stopping: %s", exc, exc_info=True)
+            self.failed = exc
+            self.stop_server()
+            return
+        finally:
+            self.model.starting = False
+        if self._stopping:
+            return
         model = self.model
         self.metrics.watch_indexes(lambda: model.indexes.active.counts() if model.indexes else {})
-        self.media_pool.start()
         if model.embedder is not None:
             self.media_pool.warm_up(
                 self.settings.models_dir / model.embedder.version,
@@ -153,8 +170,6 @@ class Runtime:
                 self.settings.asr,
             )
             self.searcher.batcher.start()
-        await asyncio.to_thread(self.storage.heartbeats.beat, self.settings.replica_name, "api")
-        if model.embedder is not None:
             # Own items of an earlier run (a crash, or a stop that timed out) included.
             await self.take_over_uploads(at_start=True)
         loop = asyncio.get_running_loop()
@@ -166,6 +181,8 @@ class Runtime:
         ]
         await ensure_demo_corpus(self.settings, self.storage, self.ingestor)
         self._tasks.append(loop.create_task(self.backfill.watch()))
+        if on_ready is not None:
+            on_ready()
 
     async def take_over_uploads(self, at_start: bool = False) -> int:
         """Process the items left `processing` by replicas no longer alive (at start, by
@@ -227,6 +244,18 @@ class Runtime:
 
     # -- shutdown ----------------------------------------------------------------------
     async def stop(self) -> None:
+        self._stopping = True
+        if self._starting is not None and not self._starting.done():
+            # Stopped while loading: the load thread cannot be interrupted; wait for it
+            # (bounded) so that storage is not closed under it.
+            log.info("stopping during start-up: waiting for the model and indexes to load")
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(self._starting), self.settings.shutdown_timeout_s
+                )
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("start-up did not finish within MMV_SHUTDOWN_TIMEOUT_S")
+            self._starting.cancel()
         await self.ingestor.drain(self.settings.shutdown_timeout_s)
         for task in self._tasks:
             task.cancel()

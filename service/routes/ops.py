@@ -33,7 +33,12 @@ async def readyz(model: ActiveModelDep, switch: VersionSwitchDep) -> JSONRespons
     if model.loaded:
         return JSONResponse(body)
     # The contract's readiness fields plus the error shape every status >= 400 carries.
-    body.update(error_body("not_ready", "no model is loaded (see the server log)"))
+    why = (
+        "starting: the model and its indexes are loading"
+        if model.starting
+        else "no model is loaded (see the server log)"
+    )
+    body.update(error_body("not_ready", why))
     return JSONResponse(body, status_code=503)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from service.deps import ActiveModelDep, ReadAccess, SettingsDep, StorageDep, WriteAccess
-from service.errors import Conflict, NoModel, NotFound
-from service.schemas import Job, JobList, JobProgress, JobStatus, TrainingJobIn
+from service.errors import Conflict, NotFound
+from service.schemas import ID_PATTERN, Job, JobList, JobProgress, JobStatus, TrainingJobIn
 from service.storage import JobRow
 
 router = APIRouter(prefix="/v1/training", tags=["training"])
@@ -17,6 +17,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong API key"},
     403: {"description": "the key lacks write scope"},
 }
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "not_found: no such job"}}
+
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="an id this server gave out")]
 
 
 def job_view(row: JobRow) -> Job:
@@ -42,17 +45,18 @@ def job_view(row: JobRow) -> Job:
     "/jobs",
     status_code=202,
     response_model=Job,
-    responses={**_RESPONSES, 503: {"description": "no_model: nothing to start from"}},
+    responses={
+        **_RESPONSES,
+        400: {"description": "invalid_request: the body is not JSON text"},
+        413: {"description": "too_large: the body is over its limit"},
+        503: {"description": "no_model: nothing to start from"},
+    },
 )
 def start_job(
     body: TrainingJobIn, _: WriteAccess, storage: StorageDep, model: ActiveModelDep
 ) -> Job:
     """Queue a training job; a worker (`python -m service.worker`) claims it."""
-    if not model.loaded:
-        raise NoModel(
-            "no model is loaded, so there is nothing to train from or compare with: set "
-            "MMV_MODEL to a checkpoint folder and restart"
-        )
+    model.require("there is nothing to train from or compare with")
     request = body.model_dump()
     request["queued_after_seq"] = storage.items.last_seq()  # for automatic retraining
     return job_view(storage.jobs.create(request))
@@ -73,8 +77,8 @@ def list_jobs(
     return JobList(jobs=[job_view(j) for j in jobs[:limit]], workers=alive)
 
 
-@router.get("/jobs/{job_id}", response_model=Job)
-def get_job(job_id: str, _: ReadAccess, storage: StorageDep) -> Job:
+@router.get("/jobs/{job_id}", response_model=Job, responses=_NOT_FOUND)
+def get_job(job_id: JobId, _: ReadAccess, storage: StorageDep) -> Job:
     row = storage.jobs.get(job_id)
     if row is None:
         raise NotFound(f"no training job {job_id!r}")
@@ -84,9 +88,13 @@ def get_job(job_id: str, _: ReadAccess, storage: StorageDep) -> Job:
 @router.post(
     "/jobs/{job_id}/cancel",
     response_model=Job,
-    responses={**_RESPONSES, 409: {"description": "conflict: the job has already ended"}},
+    responses={
+        **_RESPONSES,
+        **_NOT_FOUND,
+        409: {"description": "conflict: the job has already ended"},
+    },
 )
-def cancel_job(job_id: str, _: WriteAccess, storage: StorageDep) -> Job:
+def cancel_job(job_id: JobId, _: WriteAccess, storage: StorageDep) -> Job:
     """A queued job is cancelled at once; a running one stops at its next step (then
     `cancelled`, its half-made run removed); `cancel_requested` says it was asked."""
     before = storage.jobs.get(job_id)

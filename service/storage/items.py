@@ -180,16 +180,68 @@ class Items:
         it had (of any version; its segments with theirs) go in the same transaction, and
         the change log takes it out of every replica's indexes."""
         with self._db.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE items SET status = 'failed', error = ?, processing_by = NULL WHERE seq = ?",
-                (error, seq),
-            )
-            if cur.rowcount:
-                segment_seqs = delete_segments(conn, seq)
-                conn.execute("DELETE FROM embeddings WHERE item_seq = ?", (seq,))
-                record_change(conn, seq, DELETED, segment_seqs)
+            failed = _fail(conn, seq, error)
         self._forget(seq)
-        return cur.rowcount > 0
+        return failed
+
+    def fail_if_media_missing(
+        self, seq: int, content_hash: str, missing: Callable[[str], bool], error: str
+    ) -> bool:
+        """Mark the item failed (as mark_failed) if it is still ready or processing with
+        this content hash and `missing(content_hash)` (its media file is gone) holds,
+        checked under the hash's lock: an upload of the same bytes cannot be putting the
+        file in place meanwhile. True when it was marked failed."""
+        with self._db.transaction(lock=_media_lock(content_hash)) as conn:
+            row = conn.execute(
+                f"SELECT status FROM items WHERE seq = ? AND content_hash = ?{self._db.for_update}",
+                (seq, content_hash),
+            ).fetchone()
+            if row is None or row[0] not in ("ready", "processing") or not missing(content_hash):
+                return False
+            failed = _fail(conn, seq, error)
+        self._forget(seq)
+        return failed
+
+    def media_in_use(self) -> dict[str, tuple[int, str]]:
+        """content hash -> (seq, status) of every item with a media file."""
+        rows = self._db.connection().execute(
+            "SELECT content_hash, seq, status FROM items WHERE content_hash IS NOT NULL"
+        )
+        return {r[0]: (int(r[1]), r[2]) for r in rows}
+
+    def drop_unowned_vectors(self) -> tuple[list[int], int, int]:
+        """Vectors and segments no live item owns: those of items that are gone (only a
+        write with foreign keys off, such as the sqlite3 shell, leaves them) or failed
+        (stored before failing dropped them), and vectors of segments that are gone.
+        Removed in one transaction, with a DELETED change per item so every replica's
+        indexes drop them too. Returns (the items' seqs, vectors removed, segments
+        removed)."""
+        unowned = (
+            "NOT EXISTS (SELECT 1 FROM items i WHERE i.seq = {0}.item_seq AND i.status <> 'failed')"
+        )
+        with self._db.transaction() as conn:
+            seqs: set[int] = set()
+            for table in ("embeddings", "segments"):
+                sql = f"SELECT DISTINCT item_seq FROM {table} WHERE {unowned.format(table)}"
+                seqs |= {int(r[0]) for r in conn.execute(sql)}
+            vectors = segments = 0
+            if seqs:
+                sql = f"DELETE FROM embeddings WHERE {unowned.format('embeddings')}"
+                vectors += conn.execute(sql).rowcount
+                for seq in sorted(seqs):
+                    vectors += conn.execute(
+                        "SELECT COUNT(*) FROM segment_embeddings WHERE segment_seq IN"
+                        " (SELECT seq FROM segments WHERE item_seq = ?)",
+                        (seq,),
+                    ).fetchone()[0]
+                    cut = delete_segments(conn, seq)
+                    segments += len(cut)
+                    record_change(conn, seq, DELETED, cut)
+            vectors += conn.execute(
+                "DELETE FROM segment_embeddings WHERE NOT EXISTS"
+                " (SELECT 1 FROM segments s WHERE s.seq = segment_embeddings.segment_seq)"
+            ).rowcount
+        return sorted(seqs), int(vectors), segments
 
     def delete(self, seq: int) -> tuple[ItemRow, list[int]] | None:
         """Delete the item, its metadata, its segments and all their embeddings; returns
@@ -437,3 +489,18 @@ class Items:
             if not found:
                 break
         return np.array(sorted(found or ()), dtype=np.int64)
+
+
+def _fail(conn: Connection, seq: int, error: str) -> bool:
+    """Failed with `error`, its vectors (of every version) and segments gone and a
+    DELETED change for the replicas, inside the caller's transaction."""
+    cur = conn.execute(
+        "UPDATE items SET status = 'failed', error = ?, processing_by = NULL WHERE seq = ?",
+        (error, seq),
+    )
+    if not cur.rowcount:
+        return False
+    segment_seqs = delete_segments(conn, seq)
+    conn.execute("DELETE FROM embeddings WHERE item_seq = ?", (seq,))
+    record_change(conn, seq, DELETED, segment_seqs)
+    return True

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from service.storage.errors import ConstraintViolation, StorageError
+
+
+class _Connection(sqlite3.Connection):
+    """sqlite3's connection, which can be referenced weakly (the base class cannot)."""
 
 
 class SqliteDatabase:
@@ -27,7 +32,10 @@ class SqliteDatabase:
         self.path = Path(path)
         self.name = str(self.path)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # Every open connection, to close them at shutdown; weakly, so that a thread's
+        # connection closes when the thread ends (anyio ends worker threads idle for
+        # 10 s: a list kept each burst's connections, two descriptors each, forever).
+        self._all: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._all_lock = threading.Lock()
         try:
             self.connection()
@@ -38,14 +46,16 @@ class SqliteDatabase:
         """This thread's connection (autocommit: transactions are explicit)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, factory=_Connection
+            )
             conn.execute("PRAGMA busy_timeout=30000")  # first: the next one may have to wait
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             with self._all_lock:
-                self._all.append(conn)
+                self._all.add(conn)
         return conn
 
     @contextmanager
@@ -78,7 +88,7 @@ class SqliteDatabase:
 
     def close(self) -> None:
         with self._all_lock:
-            for conn in self._all:
+            for conn in list(self._all):
                 conn.close()
             self._all.clear()
         self._local = threading.local()

@@ -215,9 +215,9 @@ class JobRun:
             return TrainingSet.read(spec)
         try:
             training_set = build_training_set(self.storage, self.settings.media_dir)
+            training_set = training_set.pinned(self.run_dir / "clips")
         except TrainingDataError as exc:
             raise JobFailed(str(exc)) from None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         training_set.write(spec)
         return training_set
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,35 @@ class TrainingSet:
             f"(at least {MIN_VAL}, at most {MAX_VAL})",
             "last_item_seq": self.last_seq,
         }
+
+    def pinned(self, folder: Path) -> TrainingSet:
+        """The same clips, each read from a hard link in `folder` (the job's run folder):
+        an item deleted while the job runs takes its media file away, and a job that
+        decodes its clips minutes after its claim would fail on it. A clip whose file is
+        already gone is left out; where a link cannot be made (another filesystem), the
+        clip is read from the media folder as before."""
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def pin(clips: list[SpecClip]) -> list[SpecClip]:
+            kept = []
+            for clip in clips:
+                link = folder / clip.content_hash
+                try:
+                    if not link.exists():
+                        os.link(clip.path, link)
+                    kept.append(replace(clip, path=str(link)))
+                except FileNotFoundError:
+                    continue  # deleted since the set was built
+                except OSError:
+                    kept.append(clip)
+            return kept
+
+        pinned = TrainingSet(pin(self.train), pin(self.val), self.last_seq)
+        if not pinned.train or not pinned.val:
+            raise TrainingDataError(
+                "the clips to train on were deleted while the job started; start it again"
+            )
+        return pinned
 
     def write(self, path: Path) -> None:
         spec = {

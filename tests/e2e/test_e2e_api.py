@@ -596,6 +596,36 @@ def test_delete_removes_the_item_from_search_storage_and_disk(
         assert item["id"] not in hits
 
 
+def test_an_insert_that_fails_leaves_no_media_file(
+    client: httpx.Client, server: Server, e2e_database: str, tmp_path: Path
+) -> None:
+    """The media file goes in place inside the transaction that creates its row; when
+    that insert fails (here a trigger refuses it: any database error at that point), the
+    file goes too, at once, not at the next start-up. SQLite only: the trigger is SQLite
+    SQL, and the path is the same code on both engines."""
+    import sqlite3
+
+    if e2e_database != "sqlite":
+        pytest.skip("the refusing trigger is SQLite SQL; the code path is engine-independent")
+    before = sorted(p.name for p in (server.data_dir / "media").iterdir())
+    db = sqlite3.connect(server.data_dir / "db.sqlite", timeout=30)
+    try:
+        db.execute(
+            "CREATE TRIGGER refuse_uploads BEFORE INSERT ON items WHEN NEW.kind = 'video' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+        db.commit()
+        r = upload(client, make_clip(tmp_path / "refused.mp4", "rgbtestsrc", 350))
+        assert_error(r, 500, "internal_error")
+    finally:
+        db.execute("DROP TRIGGER IF EXISTS refuse_uploads")
+        db.commit()
+        db.close()
+    assert sorted(p.name for p in (server.data_dir / "media").iterdir()) == before
+    assert list((server.data_dir / "tmp").iterdir()) == []
+    assert client.get("/healthz").status_code == 200
+
+
 # -- errors and limits -----------------------------------------------------------------
 def test_upload_limits_answer_413(
     client: httpx.Client, media: dict[str, Path], tmp_path: Path

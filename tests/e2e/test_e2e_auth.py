@@ -3,6 +3,7 @@ other machines without keys — against a real `python -m service`."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -148,3 +149,44 @@ def test_without_keys_only_local_pages_may_talk_to_the_server(server: Server) ->
         made = c.post("/v1/items/text", json=text, headers=own)
         assert made.status_code == 201, made.text
         assert c.delete(f"/v1/items/{made.json()['id']}", headers=own).status_code == 204
+
+
+# Routes anyone may call, keys or not (docs/service.md "Security").
+OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("GET", "/docs")}
+# POST routes a read key may call: searching reads.
+READ_POSTS = {"/v1/search", "/v1/search/upload"}
+
+
+def test_every_route_of_the_schema_checks_its_key_and_scope(keyed_server: Server) -> None:
+    """Every operation the live OpenAPI schema lists (so a route added later is covered
+    without touching this test): no key or a wrong one is 401 before anything else
+    happens; a read key is 403 on every write; nothing answers 401/403 to its scope."""
+    with client_for(keyed_server, None) as c:
+        paths = c.get("/openapi.json").json()["paths"]
+    operations = [
+        (method.upper(), path)
+        for path, ops in paths.items()
+        for method in ops
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
+    assert len(operations) >= 15, operations  # the schema lists the whole API
+    checked = 0
+    for method, template in operations:
+        if (method, template) in OPEN_ROUTES:
+            continue
+        path = re.sub(r"\{[^}]+\}", "no-such-id", template)
+        writes = method != "GET" and template not in READ_POSTS
+        for key in (None, "wrong-key-0000000000", READ_KEY + "x"):
+            with client_for(keyed_server, key) as c:
+                assert_error(c.request(method, path), 401, "unauthorized")
+        with client_for(keyed_server, READ_KEY) as c:
+            r = c.request(method, path)
+            if writes:
+                assert_error(r, 403, "forbidden")
+            else:
+                assert r.status_code not in (401, 403), (method, path, r.text)
+        with client_for(keyed_server, WRITE_KEY) as c:
+            r = c.request(method, path)
+            assert r.status_code not in (401, 403) and r.status_code < 500, (method, path, r.text)
+        checked += 1
+    assert checked >= 15

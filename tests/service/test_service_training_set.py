@@ -94,3 +94,27 @@ def test_the_recipe_fits_the_data() -> None:
     asked = choose_recipe(config, 170, "active", 7)
     assert asked.steps == 7 and "asked" in asked.steps_rule
     assert asked.overrides()["train.batch_size"] == 64
+
+
+def test_a_job_reads_its_clips_through_links_a_delete_cannot_take_away(tmp_path: Path) -> None:
+    """An item deleted while a job runs removes its media file; the job's pinned set
+    still reads it (a hard link in the run folder). A clip already gone when the set is
+    pinned is left out instead of failing the job when it is decoded."""
+    from service.worker.training_set import SpecClip, TrainingSet
+
+    media = tmp_path / "media"
+    media.mkdir()
+    clips = []
+    for name in ("a" * 64, "b" * 64, "c" * 64):
+        (media / name).write_bytes(name.encode())
+        clips.append(SpecClip(name[:1], str(media / name), name, 3.0, None))
+    (media / ("c" * 64)).unlink()  # deleted between the set's query and its pinning
+    with pytest.raises(TrainingDataError, match="deleted"):  # nothing left to validate on
+        TrainingSet(clips[:1], clips[2:], last_seq=7).pinned(tmp_path / "run" / "clips")
+    pinned = TrainingSet(clips[:1] + clips[2:], clips[1:2], 7).pinned(tmp_path / "run" / "clips")
+    assert [c.id for c in pinned.train] == ["a"] and [c.id for c in pinned.val] == ["b"]
+    for name in ("a" * 64, "b" * 64):
+        (media / name).unlink()  # the items are deleted
+    kept = pinned.train + pinned.val
+    assert [Path(c.path).read_bytes() for c in kept] == [b"a" * 64, b"b" * 64]
+    assert all(Path(c.path).parent == tmp_path / "run" / "clips" for c in kept)
