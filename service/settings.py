@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scope = Literal["read", "write"]
 SCOPES: tuple[str, ...] = ("read", "write")
+FFMPEG_MIN_MEMORY_MB = 512  # below this, ordinary files fail to decode
 
 
 class SettingsError(ValueError):
@@ -53,6 +54,11 @@ class Settings(BaseSettings):
     max_transcript_kb: int = Field(1024, gt=0)
     max_text_chars: int = Field(10_000, gt=0)
 
+    # Admission: work in flight and free disk (503 `overloaded`, 507 `insufficient_storage`).
+    max_uploads_in_flight: int = Field(64, ge=1)  # being received or processed
+    max_example_searches_in_flight: int = Field(32, ge=1)  # POST /v1/search/upload
+    min_free_disk_mb: float = Field(1024.0, ge=0)  # kept free on the data directory's disk
+
     # CORS: comma-separated origins ("*" allowed); empty = no CORS headers at all.
     cors_origins: str = ""
 
@@ -62,6 +68,19 @@ class Settings(BaseSettings):
     embed_windows: int = Field(0, ge=0, le=64)
     workers: int = Field(2, ge=1, le=64)  # threads for decode / ASR / embed of uploads
     asr: bool = True  # speech recognition for uploads with sound and no transcript
+    # Limits of the work one upload can cause (docs/service.md "Security"). Each ffmpeg /
+    # ffprobe process: CPU seconds (RLIMIT_CPU) and address space (RLIMIT_AS; 0 = none;
+    # ffmpeg's own libraries map ~260 MB, a 12-bit 4096² HEVC frame stream ~800 MB).
+    ffmpeg_cpu_s: float = Field(120.0, gt=0)
+    ffmpeg_memory_mb: int = Field(2048, ge=0)
+    # Speech recognition of one track: CPU seconds per second of sound, at least
+    # asr_timeout_s; past it (or past max_transcript_kb of text) the item is indexed
+    # without a transcript.
+    asr_timeout_s: float = Field(60.0, ge=0)
+    asr_cpu_per_audio_s: float = Field(1.0, ge=0)
+    # Address space of each media worker process (RLIMIT_AS; 0 = none): a decode or
+    # recognition that outgrows it fails that upload, not the host.
+    media_worker_memory_mb: int = Field(0, ge=0)
     # Moments: a file longer than a segment is also searchable by its stretches, cut every
     # hop (docs/service.md "Moments"). hop <= segment; 0 segment seconds: no segments.
     segment_s: float = Field(10.0, ge=0.0)
@@ -84,6 +103,16 @@ class Settings(BaseSettings):
     log_json: bool = True
     access_log: bool = True
     shutdown_timeout_s: float = Field(60.0, gt=0)  # how long shutdown waits for uploads
+
+    @field_validator("ffmpeg_memory_mb")
+    @classmethod
+    def _ffmpeg_memory_enough(cls, value: int) -> int:
+        if 0 < value < FFMPEG_MIN_MEMORY_MB:
+            raise ValueError(
+                f"MMV_FFMPEG_MEMORY_MB={value} is too small for ffmpeg to start (its libraries "
+                f"alone map ~260 MB): use at least {FFMPEG_MIN_MEMORY_MB}, or 0 for no limit"
+            )
+        return value
 
     @field_validator("host")
     @classmethod
@@ -116,6 +145,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def min_free_disk_bytes(self) -> int:
+        return int(self.min_free_disk_mb * 1024 * 1024)
 
     @property
     def is_loopback(self) -> bool:
