@@ -700,11 +700,16 @@ def test_container_commands_run_natively_and_fill_an_empty_volume_with_the_demo(
     check = run_check(api, api_env)
     assert check.returncode == 0, check.stderr
 
-    # The demo corpus, made and indexed on this first start, answers a search.
-    items = httpx.get(f"{url}/v1/items", params={"limit": 100}, headers=headers, timeout=10)
-    assert items.status_code == 200, items.text
-    demo = items.json()["items"]
-    assert len(demo) >= DEMO_CLIPS and all(item["status"] == "ready" for item in demo)
+    # The demo corpus, made and indexed on this first start (after the model serves:
+    # start-up goes on in the background), answers a search.
+    def demo_ready() -> list[dict[str, Any]] | None:
+        items = httpx.get(f"{url}/v1/items", params={"limit": 100}, headers=headers, timeout=10)
+        assert items.status_code == 200, items.text
+        demo = items.json()["items"]
+        done = len(demo) >= DEMO_CLIPS and all(item["status"] == "ready" for item in demo)
+        return demo if done else None
+
+    demo = wait_for(demo_ready, START_TIMEOUT_S, "the demo corpus indexed", api_log)
     found = httpx.post(
         f"{url}/v1/search", headers=headers, timeout=30,
         json={"query": {"text": "a dog barks"}, "target": "video", "k": 3},
