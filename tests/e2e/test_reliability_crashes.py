@@ -263,6 +263,8 @@ def storage_of() -> Iterator[Any]:
         s.close()
 
 
+# 20 rounds on PostgreSQL take ~12 minutes on 2 cores (a restart there is slower).
+@pytest.mark.timeout(1800 if SOAK else 300)
 def test_sigkill_during_ingestion_loses_nothing_acknowledged_and_leaves_no_orphan(
     tmp_path: Path, random_model: Path, e2e_database: str, storage_of: Any
 ) -> None:
