@@ -23,6 +23,20 @@ class _Connection(sqlite3.Connection):
     """sqlite3's connection, which can be referenced weakly (the base class cannot)."""
 
 
+class _ThreadConnection:
+    """A thread's connection, closed when the thread ends (its thread-local data goes).
+    Garbage collection alone does not release the file: a connection sits in a cycle with
+    its statement cache, and a collected one whose statements outlive it stays open."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        self.conn.close()
+
+
 class SqliteDatabase:
     engine = "sqlite"
     for_update = ""
@@ -44,7 +58,8 @@ class SqliteDatabase:
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit: transactions are explicit)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        held: _ThreadConnection | None = getattr(self._local, "held", None)
+        conn = held.conn if held is not None else None
         if conn is None:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, factory=_Connection
@@ -53,7 +68,7 @@ class SqliteDatabase:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
+            self._local.held = _ThreadConnection(conn)
             with self._all_lock:
                 self._all.add(conn)
         return conn
