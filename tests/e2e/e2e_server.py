@@ -162,6 +162,19 @@ def start_worker(data_dir: Path, model_dir: Path, log_path: Path, **settings: st
     return Worker(process, log_path)
 
 
+def training_running(job_id: str) -> bool:
+    """A training process of `job_id` is alive (it stops by itself once its worker dies)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "service.worker.train_run" in cmdline and job_id in cmdline:
+                return True
+    return False
+
+
 def wait_until(predicate: Any, timeout_s: float, what: str, every_s: float = 0.25) -> Any:
     """Poll `predicate()` until it returns something true; AssertionError naming `what`."""
     deadline = time.monotonic() + timeout_s

@@ -18,7 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_server import Server, running_server, start_server, start_worker, wait_until
+from e2e_server import (
+    Server,
+    running_server,
+    start_server,
+    start_worker,
+    training_running,
+    wait_until,
+)
 from unseen_world_client import UploadedWorld, audio_examples, measure, upload_world
 
 from model.corpus.unseen import UnseenWorld, make_unseen_world
@@ -180,7 +187,7 @@ def test_a_killed_worker_leaves_the_model_alone_and_its_job_says_what_happened(
 
     # The training process notices its worker is gone and stops by itself.
     run_dir = server.data_dir / "runs" / long_job
-    wait_until(lambda: not _training_running(long_job), 60, "the orphaned training stops")
+    wait_until(lambda: not training_running(long_job), 60, "the orphaned training stops")
 
     second = start_worker(server.data_dir, Path("unused"), tmp_path / "w2.log", **fast)
     try:
@@ -208,18 +215,6 @@ def test_a_killed_worker_leaves_the_model_alone_and_its_job_says_what_happened(
         assert serving(client) == old  # manual: made, not switched to
     finally:
         second.stop()
-
-
-def _training_running(job_id: str) -> bool:
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "service.worker.train_run" in cmdline and job_id in cmdline:
-                return True
-    return False
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ from e2e_server import (
     make_tone,
     start_server,
     start_worker,
+    training_running,
     wait_until,
 )
 from load_mix import WORDS, Call, Client, Ledger, MediaKind, Mix, Tally, Upload, unique_bytes
@@ -535,19 +536,6 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 # -- found by the long mode ----------------------------------------------------------------
-def training_running(job_id: str) -> bool:
-    """A training process of `job_id` is alive (it stops by itself once its worker dies)."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "service.worker.train_run" in cmdline and job_id in cmdline:
-                return True
-    return False
-
-
 @pytest.mark.skipif(not SOAK, reason="make soak: a training job's first minute")
 def test_a_training_clip_deleted_before_its_job_trains_does_not_fail_it(
     tmp_path: Path, random_model: Path, load_media: dict[str, MediaKind], e2e_database: str
