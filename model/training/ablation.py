@@ -1,6 +1,7 @@
 """The paper's ablation on our corpus: shared vs disjoint vs FAC, and three modalities vs two.
 
     python -m model.training.ablation --data CORPUS --out DIR [--steps N] [--seeds 0 1 2]
+                                      [--pair-seeds 0] [--set train.batch_size=256]
                                       [--variants fac shared ...] [--doc docs/ablation.md]
 
 Every variant trains the tiny config from scratch with the same budget (steps, batch,
@@ -31,7 +32,7 @@ from model.errors import ModelError
 from model.evaluation.eval_sets import DEFAULT_CANDIDATES, PROBE_TRAIN_CLIPS, prepare_corpus_eval
 from model.evaluation.evaluate import evaluate
 from model.training.ablation_report import figure, markdown, plot_ablation, summarise, update_doc
-from model.training.options import TrainOptions, apply_overrides
+from model.training.options import TrainOptions, apply_overrides, parse_overrides
 from model.training.train import train
 
 
@@ -64,6 +65,9 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+TWO_MODALITY = ("fac-va", "fac-vt")
+
+
 def _trained_steps(run_dir: Path) -> int | None:
     """The steps a finished run was trained for (its metrics.json), None if unknown."""
     try:
@@ -84,13 +88,20 @@ def run_ablation(
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
     table_only: bool = False,
+    pair_seeds: list[int] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every variant × seed not finished in `out`, then summarise.
-    With `table_only`, train nothing: summarise the runs already finished."""
+    With `table_only`, train nothing: summarise the runs already finished. `pair_seeds`:
+    the seeds of the two-modality variants, when fewer than the others' (they answer a
+    question the paper settles with one run each)."""
     out.mkdir(parents=True, exist_ok=True)
+
+    def seeds_of(name: str) -> list[int]:
+        return pair_seeds if pair_seeds is not None and name in TWO_MODALITY else seeds
+
     # Finished runs are reused: refuse, before any work, ones trained for another budget.
     for name in variants:
-        for seed in seeds:
+        for seed in seeds_of(name):
             run_dir = out / f"{name}-seed{seed}"
             trained = _trained_steps(run_dir)
             if (run_dir / "eval.json").is_file() and trained != steps:
@@ -107,7 +118,7 @@ def run_ablation(
     runs: list[dict[str, Any]] = []
     for name in variants:
         variant = VARIANTS[name]
-        for seed in seeds:
+        for seed in seeds_of(name):
             run_dir = out / f"{name}-seed{seed}"
             report = run_dir / "eval.json"
             if report.is_file():
@@ -168,6 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="folder for the runs and results")
     p.add_argument("--steps", type=int, default=600, help="training steps per run (default 600)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument(
+        "--pair-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds of the two-modality variants (fac-va, fac-vt); default: --seeds",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, e.g. train.batch_size=256 (repeatable)",
+    )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--config", default="tiny")
     p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
@@ -190,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             a.config,
             a.candidates,
             a.probe_train,
+            overrides=parse_overrides(a.set),
             progress=not a.no_progress,
             table_only=a.table_only,
+            pair_seeds=a.pair_seeds,
         )
     except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
