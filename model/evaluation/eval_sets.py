@@ -132,6 +132,7 @@ class CorpusEval:
     clips: EvalSet  # the retrieval candidates
     probe_train: EvalSet | None
     sounds: EvalSet | None
+    stills: EvalSet | None = None  # the split's still images (each a description)
 
 
 def prepare_corpus_eval(
@@ -169,4 +170,8 @@ def prepare_corpus_eval(
     sounds = None
     if len(sound_rows) >= 2:  # one sound alone would be found every time
         sounds = load_eval_set(corpus, cfg, sound_rows, f"{split}-sounds", None, progress)
-    return CorpusEval(corpus, split, clips, probe_train, sounds)
+    still_rows = read_manifest(corpus, kind="still", split=which)
+    stills = None
+    if len(still_rows) >= 2:
+        stills = load_eval_set(corpus, cfg, still_rows, f"{split}-stills", None, progress)
+    return CorpusEval(corpus, split, clips, probe_train, sounds, stills)

@@ -8,7 +8,8 @@ On the corpus test split (the first `--candidates` clips, 1,000 by default):
   averaged over uniformly spaced windows covering each clip (the paper's protocol);
   an image query is the middle frame of its clip, embedded by the deflated network.
   text→sound: the descriptions of the test split's sound files (no colour named),
-  against those sound files;
+  against those sound files; text→image and image→text: the test split's still images
+  (through the deflated network) and their descriptions;
 - linear probes on frozen backbone features (UCF101 / ESC-50 protocol): standardise,
   linear SVM fitted on train-split clips, accuracy on the test clips, labels from the
   manifest's attributes (single-object clips, so each label is unambiguous);
@@ -160,6 +161,14 @@ def evaluate(
             "text": embed_texts(model, [r["description"] for r in data.sounds.rows]),
         }
         result["retrieval_sounds"] = retrieval(option, sounds, (("text", "audio"),))
+    if data.stills is not None:
+        stills = {
+            "image": in_batches(model.embed_image, data.stills.middle_frames(), batch_size),
+            "text": embed_texts(model, [r["description"] for r in data.stills.rows]),
+        }
+        result["retrieval_stills"] = retrieval(
+            option, stills, (("text", "image"), ("image", "text"))
+        )
     stages.update()
     if data.probe_train is not None:
         result["probes"] = linear_probes(model, data.probe_train, clips, batch_size)
@@ -305,7 +314,7 @@ def record_in_metrics(checkpoint: Path, corpus: Path, report: dict[str, Any], na
         "retrieval": report["trained"]["retrieval"],
         **{
             k: report["trained"][k]
-            for k in ("retrieval_narration", "retrieval_sounds", "probes")
+            for k in ("retrieval_narration", "retrieval_sounds", "retrieval_stills", "probes")
             if k in report["trained"]
         },
     }

@@ -38,6 +38,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         ("Zero-shot retrieval", "retrieval"),
         ("Retrieval with the spoken narration as the query", "retrieval_narration"),
         ("Text → sound files", "retrieval_sounds"),
+        ("Still images and their descriptions", "retrieval_stills"),
     ):
         if key not in report["trained"]:
             continue
