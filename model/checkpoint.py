@@ -35,6 +35,8 @@ CONFIG = "config.json"
 VOCAB = "vocab.json"
 METRICS = "metrics.json"
 REQUIRED = (WEIGHTS, CONFIG, VOCAB, METRICS)
+# State keys an older checkpoint may lack (load leaves them at their defaults).
+OPTIONAL_PREFIXES = ("heads.audio_bridge.",)
 
 
 class CheckpointError(ModelError):
@@ -114,7 +116,10 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> MMV
             f"checkpoint {src} describes a model this code cannot build: {exc}"
         ) from exc
     expected = model.state_dict()
-    absent = sorted(set(expected) - set(state))
+    # Checkpoints from before the audio bridge lack it: it then stays uncalibrated, and
+    # audio reaches S_vat through g_va→vat as before.
+    optional = {k for k in expected if k.startswith(OPTIONAL_PREFIXES)}
+    absent = sorted(set(expected) - set(state) - optional)
     extra = sorted(set(state) - set(expected))
     if absent or extra:
         raise CheckpointError(
@@ -123,12 +128,15 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> MMV
             f"{'...' if len(extra) > 5 else ''}"
         )
     for key, value in expected.items():
+        if key not in state:
+            continue
         if tuple(value.shape) != tuple(state[key].shape):
             raise CheckpointError(
                 f"weights of {src}: '{key}' has shape {tuple(state[key].shape)}, the model "
                 f"built from config.json and vocab.json expects {tuple(value.shape)}"
             )
-    model.load_state_dict(state, strict=True)
+    missing_optional = optional - set(state)
+    model.load_state_dict(state, strict=not missing_optional)
     model.to(map_location)
     model.eval()
     return model

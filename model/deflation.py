@@ -7,9 +7,12 @@ clip borders, the deflated network on an image is not the video network on the c
 made of that image repeated. The paper closes the gap by learning new BN γ/β for the
 deflated network so that its output on an image matches, in L1, the video network's
 output on the repeated-frame clip; running means and variances stay those of the video
-network. `calibrate_image_bn` does that; the γ/β live in `model.image_bn` (buffers, so
-saved with the checkpoint and untouched by the trainer's optimiser), and
-`deflated_features` uses them once calibrated.
+network. `calibrate_image_bn` learns such γ/β, but against another target: on a trained
+network the static clip is the wrong one (it has learnt motion, and a static clip is
+unlike any video it indexes), so a still is fitted to the moving clip it was taken from,
+contrastively (docs/training.md, "Images", has the measurements). The γ/β live in
+`model.image_bn` (buffers, so saved with the checkpoint and untouched by the trainer's
+optimiser), and `deflated_features` uses them once calibrated.
 """
 
 from __future__ import annotations
@@ -103,25 +106,47 @@ def repeat_as_clip(images: Tensor, frames: int) -> Tensor:
 
 @dataclass
 class CalibrationReport:
-    # The calibration objective (relative L1 of features and embeddings, see
-    # calibrate_image_bn) on the held-out images: with the video γ/β, then with the learned.
-    l1_before: float
-    l1_after: float  # the learned γ/β are kept only when `applied`
+    # The calibration objective (see calibrate_image_bn) on the held-out images: with the
+    # video γ/β, then with the learned ones; and the share of held-out images whose own
+    # target is their nearest among the held-out targets (first video space).
+    loss_before: float
+    loss_after: float  # the learned γ/β are kept only when `applied`
     steps: int
-    applied: bool  # False when calibration did not improve L1 (model left as it was)
+    applied: bool  # False when calibration did not improve the objective (model left as it was)
+    target: str  # "clip": the moving clips the frames come from; "static": repeated frames
+    recall_before: float = 0.0
+    recall_after: float = 0.0
+
+    def as_dict(self) -> dict[str, float | bool | str]:
+        return {
+            "target": self.target,
+            "loss_before": self.loss_before,
+            "loss_after": self.loss_after,
+            "held_out_r1_before": self.recall_before,
+            "held_out_r1_after": self.recall_after,
+            "applied": self.applied,
+        }
 
 
-def _as_images(model: MMV, frames_or_images: Tensor) -> Tensor:
-    x = torch.as_tensor(frames_or_images)
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-    if x.ndim == 5:  # clips: calibrate on their middle frames
-        x = x[:, x.shape[1] // 2]
-    if x.ndim != 4 or x.shape[-1] != 3:
+def _pixels(x: Tensor) -> Tensor:
+    """uint8 or float pixels -> float in [0, 1]."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def _as_inputs(model: MMV, frames_or_clips: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(images [N, H, W, 3], clips [N, T, H, W, 3] or None), uint8 kept as uint8: a few
+    thousand stills of the paper's 200² frames would take 4 GB as floats."""
+    x = torch.as_tensor(frames_or_clips)
+    if x.ndim == 5:  # clips: their middle frames are the images
+        clips: Tensor | None = x.to(model.device)
+        images = x[:, x.shape[1] // 2].to(model.device)
+    else:
+        clips, images = None, x.to(model.device)
+    if images.ndim != 4 or images.shape[-1] != 3:
         raise ModelInputError(
             f"calibration wants images [N, H, W, 3] or clips [N, T, H, W, 3], got {tuple(x.shape)}"
         )
-    return x.float().to(model.device)
+    return images, clips
 
 
 @torch.no_grad()
@@ -199,37 +224,61 @@ def moment_matched_bn(model: MMV, images: Tensor, frames: int) -> dict[str, Tens
     return fitted
 
 
+def _nce(images: Tensor, targets: Tensor, temperature: float) -> Tensor:
+    """InfoNCE of images against their own targets, the other rows as negatives."""
+    logits = images @ targets.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(images), device=images.device))
+
+
+def _top1(images: Tensor, targets: Tensor) -> float:
+    """Share of images whose own target is the nearest of all targets."""
+    nearest = (images @ targets.T).argmax(dim=1)
+    return float((nearest == torch.arange(len(images), device=images.device)).float().mean())
+
+
 def calibrate_image_bn(
     model: MMV,
-    frames_or_images: Tensor,
-    steps: int = 200,
-    lr: float = 1e-3,
-    batch_size: int = 32,
+    frames_or_clips: Tensor,
+    steps: int = 400,
+    lr: float = 3e-3,
+    batch_size: int = 128,
     frames: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    clip_targets: dict[str, Tensor] | None = None,
 ) -> CalibrationReport:
-    """Learn the deflated network's BN γ/β so images match their static clips.
+    """Learn the deflated network's BN γ/β so that a still lands where its video does.
 
-    `frames_or_images`: float images in [0, 1] `[N, H, W, 3]` (or uint8), or clips
-    `[N, T, H, W, 3]` whose middle frames are used; use a few hundred (with a handful
-    the per-channel γ/β memorise them). Targets: the video network in eval mode on each
-    image repeated `frames` times (default `cfg.video.frames`). The objective is L1, as
-    in the paper, on the backbone features *and* on the L2-normalised embeddings of every
-    video space (what search compares; matching features alone sometimes moved the
-    embeddings apart), each part divided by its targets' mean magnitude. γ/β start from
-    the video network's, or from `moment_matched_bn` (first `batch_size` images) when
-    that scores better; Adam then fits them (only them); the better of start and fit is
-    kept, and only if it lowers the objective over all the given images. Call it after
-    training, before saving. With 10 images or more every 5th is held out: the start,
-    the fit and whether to keep the result are judged on those, and the report's L1
-    values are theirs.
+    `frames_or_clips`: clips `[N, T, H, W, 3]` (float in [0, 1] or uint8), whose middle
+    frames are the stills, or stills `[N, H, W, 3]` alone; use a few hundred or more
+    (with a handful the per-channel γ/β memorise them).
+
+    Targets (the video network in eval mode, L2-normalised embeddings in every video
+    space): for clips, the clip each still was taken from, *as it moves*; for stills
+    alone, the static clip of the still repeated `frames` times (default
+    `cfg.video.frames`), the paper's target. The paper's target loses on a trained
+    network: it has learnt motion, a static clip is unlike any video it indexes, and
+    image → video search with γ/β fitted to static clips scored below an untrained
+    network (docs/training.md, "Images"). The objective is InfoNCE, each still against
+    its own target with the batch's other targets as negatives (what search needs: its
+    target nearest, not merely near), at the model's temperature, averaged over spaces.
+
+    γ/β start from the video network's, or from `moment_matched_bn` (first `batch_size`
+    stills) when that scores better; Adam then fits them (only them); the better of
+    start and fit is kept, and only if it lowers the objective. With 10 stills or more
+    every 5th is held out: the start, the fit and whether to keep the result are judged
+    on those, and the report's figures are theirs. Call it after training, before saving.
+
+    `clip_targets` (space -> `[N, D]`, L2-normalised): the embeddings of the clips the
+    stills `[N, H, W, 3]` were taken from, when those were computed already (the clips
+    themselves then need not be held in memory; model/training/calibration.py).
     """
-    images = _as_images(model, frames_or_images)
+    images, clips = _as_inputs(model, frames_or_clips)
     frames = frames or model.config.video.frames
+    temperature = model.config.loss.temperature
     backbone = model.video_backbone
     # Every 5th image is held out to choose between candidates: γ/β fitted to a few
-    # images can lower their L1 while moving other images away (seen on small sets).
+    # images can lower their loss while moving other images away (seen on small sets).
     held = torch.zeros(images.shape[0], dtype=torch.bool)
     if images.shape[0] >= 10:
         held[::5] = True
@@ -244,34 +293,38 @@ def calibrate_image_bn(
 
         def outputs(features: Tensor) -> list[Tensor]:
             z = model.heads.video(features)
-            return [features] + [F.normalize(z[space].float(), dim=-1) for space in sorted(z)]
+            return [F.normalize(z[space].float(), dim=-1) for space in sorted(z)]
+
+        def target_outputs(rows: Tensor) -> list[Tensor]:
+            if clips is not None:
+                return outputs(backbone(_pixels(clips[rows])))
+            return outputs(backbone(repeat_as_clip(_pixels(images[rows]), frames)))
 
         with torch.no_grad():
-            targets = [
-                torch.cat(parts)
-                for parts in zip(
-                    *(
-                        outputs(backbone(repeat_as_clip(chunk, frames)))
-                        for chunk in images.split(batch_size)
-                    ),
-                    strict=True,
-                )
-            ]
-        scales = [t.abs().mean().clamp_min(1e-12) for t in targets]
+            every = torch.arange(images.shape[0])
+            targets = (
+                [clip_targets[space].to(images.device).float() for space in sorted(clip_targets)]
+                if clip_targets is not None
+                else [
+                    torch.cat(parts)
+                    for parts in zip(
+                        *(target_outputs(rows) for rows in every.split(batch_size)), strict=True
+                    )
+                ]
+            )
 
         def objective(out: list[Tensor], idx: Tensor) -> Tensor:
-            parts = [
-                (o - t[idx]).abs().mean() / s for o, t, s in zip(out, targets, scales, strict=True)
-            ]
+            parts = [_nce(o, t[idx], temperature) for o, t in zip(out, targets, strict=True)]
             return torch.stack(parts).mean()
 
-        def validation(bn_params: dict[str, Tensor] | None) -> float:
+        def validation(bn_params: dict[str, Tensor] | None) -> tuple[float, float]:
             with torch.no_grad():
                 outs = [
-                    outputs(deflated_features(backbone, images[chunk], bn_params))
-                    for chunk in val_idx.split(batch_size)
+                    outputs(deflated_features(backbone, _pixels(images[rows]), bn_params))
+                    for rows in val_idx.split(batch_size)
                 ]
-                return float(objective([torch.cat(p) for p in zip(*outs, strict=True)], val_idx))
+                joined = [torch.cat(p) for p in zip(*outs, strict=True)]
+                return float(objective(joined, val_idx)), _top1(joined[0], targets[0][val_idx])
 
         modules = dict(backbone.named_modules())
         video_bn = {
@@ -279,10 +332,13 @@ def calibrate_image_bn(
             for n in model.image_bn.names
             for w in ("weight", "bias")
         }
-        before = validation(None)
-        matched = moment_matched_bn(model, images[fit_idx[:batch_size]], frames)
-        at_matched = validation(matched)
-        start, at_start = (matched, at_matched) if at_matched < before else (video_bn, before)
+        before, recall_before = validation(None)
+        matched = moment_matched_bn(model, _pixels(images[fit_idx[:batch_size]]), frames)
+        at_matched, recall_matched = validation(matched)
+        if at_matched < before:
+            start, at_start, recall_start = matched, at_matched, recall_matched
+        else:
+            start, at_start, recall_start = video_bn, before, recall_before
         params = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
 
         optimizer = torch.optim.Adam(list(params.values()), lr=lr)
@@ -290,18 +346,23 @@ def calibrate_image_bn(
         for _ in tqdm(range(steps), desc="image BN calibration", disable=not progress):
             pick = torch.randperm(fit_idx.numel(), generator=generator)[:batch_size]
             idx = fit_idx[pick]
-            loss = objective(outputs(deflated_features(backbone, images[idx], params)), idx)
+            stills = _pixels(images[idx])
+            loss = objective(outputs(deflated_features(backbone, stills, params)), idx)
             grads = torch.autograd.grad(loss, list(params.values()))
             for p, g in zip(params.values(), grads, strict=True):
                 p.grad = g
             optimizer.step()
-        after = validation(params)
-        best = params if after <= at_start else start  # Adam may overshoot the start
-        after = min(after, at_start)
+        after, recall_after = validation(params)
+        best = params
+        if after > at_start:  # Adam may overshoot the start
+            best, after, recall_after = start, at_start, recall_start
         applied = after < before
         if applied:
             model.image_bn.set({k: v.detach() for k, v in best.items()})
-        return CalibrationReport(before, after, steps, applied)
+        else:
+            after, recall_after = before, recall_before
+        target = "static" if clips is None and clip_targets is None else "clip"
+        return CalibrationReport(before, after, steps, applied, target, recall_before, recall_after)
     finally:
         for name, p in model.named_parameters():
             p.requires_grad_(requires_grad[name])

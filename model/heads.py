@@ -5,7 +5,9 @@ Forms follow the official release (config `fac_relu`):
 - audio -> fine space, text -> its space: Linear (with bias), no BN
 - FAC  g_va->vat: ReLU -> Linear(D_va, D_vat, no bias) -> BN, applied to the
   un-normalised fine embedding of video (training and inference) and of audio
-  (inference only: keeps audio out of that head's BN statistics during training).
+  (inference only: keeps audio out of that head's BN statistics during training) —
+  until `audio_bridge`, audio's own copy of g fitted after training, is calibrated
+  (model/audio_bridge.py).
 - disjoint video -> vt: Linear (no bias) -> BN on the backbone features (the release's
   `vid2txt` head); shared: one head per modality into the single space `vat`.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.audio_bridge import AudioBridge
 from model.config import HeadConfig
 from model.spaces import SPACES
 
@@ -82,6 +85,8 @@ class FACHeads(ProjectionHeads):
         self.audio_to_va = nn.Linear(audio_dim, config.va_dim)
         self.va_to_vat = LinearBNHead(config.va_dim, config.vat_dim, config, relu_first=True)
         self.text_to_vat = nn.Linear(text_dim, config.vat_dim)
+        # Audio's own way into vat once fitted after training (model/audio_bridge.py).
+        self.audio_bridge = AudioBridge(config.va_dim, config.vat_dim, config.bn_eps)
 
     def video(self, h: Tensor) -> dict[str, Tensor]:
         va = self.video_to_va(h)
@@ -91,7 +96,8 @@ class FACHeads(ProjectionHeads):
         va = self.audio_to_va(h)
         out = {"va": va}
         if coarse:
-            out["vat"] = self.va_to_vat(va)
+            bridge = self.audio_bridge if self.audio_bridge.is_calibrated else self.va_to_vat
+            out["vat"] = bridge(va)
         return out
 
     def text(self, h: Tensor) -> dict[str, Tensor]:

@@ -18,7 +18,8 @@ longer than `cache_max_duration_s` are decoded per window instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,16 @@ class ClipDataset(Dataset[dict[str, Any]]):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @contextmanager
+    def centre_views(self) -> Iterator[None]:
+        """Within it, items are centre views (no augmentation, the middle window), as the
+        service and the evaluation see files: what the after-training fits read."""
+        augment, self.augment = self.augment, None
+        try:
+            yield
+        finally:
+            self.augment = augment
 
     @property
     def decode_count(self) -> int:

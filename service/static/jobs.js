@@ -13,7 +13,7 @@ export const directionLabel = (name) => name.replace("->", " → ");
 const STAGES = {
   preparing: "Preparing: choosing the clips to train on and the ones to hold out",
   training: "Training",
-  finishing: "Training: the last step is done; calibrating pictures and saving the run",
+  finishing: "Training: the last step is done; calibrating pictures and sounds, saving the run",
   evaluating: "Evaluating the serving version and the new one on the held-out clips",
   saving: "Saving the new version",
   activating: "Asking the service to switch to the new version",

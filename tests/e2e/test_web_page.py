@@ -672,7 +672,7 @@ def test_training_panel_explains_every_state(page: Page, server: Server) -> None
     assert "the last step is done, the run is finishing" in jobs["finishing"]
     assert "left" not in jobs["finishing"]  # no "about 0 s left" while it finishes
     assert "Queued again (attempt 2): its worker stopped responding" in jobs["again"]
-    assert "calibrating pictures and saving the run" in jobs["calibrating"]
+    assert "calibrating pictures and sounds, saving the run" in jobs["calibrating"]
     assert "left" not in jobs["calibrating"]
     assert "Queued: waiting for the worker to take it" in jobs["alone"]
     assert (

@@ -77,9 +77,10 @@ def test_embed_image_uses_the_calibrated_parameters() -> None:
         m.backbone_features("image", image),
         deflated_features(m.video_backbone, image.to(m.device)),
     )
-    calibrate_image_bn(
-        m, pictures(20, m.config.video.crop_size, seed=4), steps=3, batch_size=10, progress=False
-    )
+    cfg = m.config
+    clips = moving_clips(80, cfg.video.crop_size, cfg.video.frames, seed=4)
+    report = calibrate_image_bn(m, clips, steps=30, batch_size=32, progress=False)
+    assert report.applied
     assert bool(m.image_bn.calibrated)
     calibrated = m.embed_image(image)
     assert not torch.equal(plain["va"], calibrated["va"])
@@ -89,6 +90,48 @@ def test_embed_image_uses_the_calibrated_parameters() -> None:
     m.image_bn.reset()
     assert torch.equal(m.embed_image(image)["va"], plain["va"])
     assert torch.equal(m.embed_video(clip)["va"], video_before["va"])
+
+
+def moving_clips(n: int, size: int, frames: int, seed: int) -> torch.Tensor:
+    """Pictures sliding sideways, a different speed each: `[n, frames, size, size, 3]`."""
+    still = pictures(n, size, seed)
+    speeds = torch.randint(1, 4, (n,), generator=torch.Generator().manual_seed(seed))
+    return torch.stack(
+        [
+            torch.stack([torch.roll(still[i], int(speeds[i]) * t, dims=1) for t in range(frames)])
+            for i in range(n)
+        ]
+    )
+
+
+def test_calibration_on_clips_brings_stills_to_their_moving_clips() -> None:
+    """Given clips, the target is the clip the still was taken from, as it moves: on
+    held-out clips each middle frame's nearest video is more often its own afterwards."""
+    m = tiny_with_bn_statistics()
+    cfg = m.config
+    held_out = moving_clips(32, cfg.video.crop_size, cfg.video.frames, seed=77)
+    stills = held_out[:, cfg.video.frames // 2]
+
+    def found() -> float:
+        img, vid = m.embed_image(stills)["va"], m.embed_video(held_out)["va"]
+        return float(((img @ vid.T).argmax(1) == torch.arange(len(img))).float().mean())
+
+    def nce() -> float:
+        img, vid = m.embed_image(stills)["va"], m.embed_video(held_out)["va"]
+        return float(F.cross_entropy(img @ vid.T / 0.07, torch.arange(len(img))))
+
+    before, loss_before = found(), nce()
+    report = calibrate_image_bn(
+        m,
+        moving_clips(80, cfg.video.crop_size, cfg.video.frames, seed=3),
+        steps=30,
+        batch_size=32,
+        progress=False,
+    )
+    assert report.applied and report.target == "clip"
+    assert report.loss_after < report.loss_before
+    assert nce() < loss_before
+    assert found() >= before
 
 
 def test_calibration_leaves_training_state_and_weights_alone() -> None:

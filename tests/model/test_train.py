@@ -116,6 +116,32 @@ def test_refuses_to_continue_a_different_run(small_corpus: Path, tmp_path: Path)
         train(options)
 
 
+def test_a_run_saved_before_the_audio_bridge_resumes(small_corpus: Path, tmp_path: Path) -> None:
+    """A run state written by the code before model/audio_bridge.py (no bridge in its
+    weights) goes on from its step under the new code instead of failing to load."""
+    out = tmp_path / "run"
+    out.mkdir()
+    options = TrainOptions(
+        data=small_corpus,
+        out=out,
+        steps=4,
+        overrides=parse_overrides(FAST),
+        progress=False,
+        num_workers=0,
+        calibrate_images=False,
+    )
+    cfg = apply_overrides(load_config("tiny"), options.overrides)
+    model = build_model(cfg, Tokenizer(["ball"]))
+    del model.heads.audio_bridge  # the model as the older code built it
+    fingerprint = run_fingerprint(cfg, options, 4, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+    save_state(out / STATE_FILE, model, optimizer, 2, fingerprint, TrainingHistory(), {})
+    result = train(options)
+    assert result.steps == 4
+    assert [row["step"] for row in loss_rows(out)] == [3.0, 4.0]  # steps 3 and 4 only
+    assert not load_model(out).heads.audio_bridge.is_calibrated
+
+
 def test_a_finished_run_is_reused_only_with_the_settings_it_was_trained_with(
     tmp_path: Path,
 ) -> None:
