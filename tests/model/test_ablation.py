@@ -58,6 +58,26 @@ def test_table_only_summarises_the_finished_runs_and_trains_nothing(tmp_path: Pa
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_two_modality_variants_take_their_own_seeds(tmp_path: Path) -> None:
+    """--pair-seeds: the default recipe's ablation runs fac-va/fac-vt at one seed while
+    the space options run at two; a finished fac-va seed 1 is then not in the table."""
+    out = tmp_path / "ablation"
+    for seed in (0, 1):
+        _finished_run(out, "fac", seed, 2500, 0.9 + seed / 100)
+        _finished_run(out, "fac-va", seed, 2500, 0.5)
+    results = run_ablation(
+        tmp_path / "no-corpus",
+        out,
+        2500,
+        [0, 1],
+        ["fac", "fac-va"],
+        table_only=True,
+        pair_seeds=[0],
+    )
+    seeds = {(run["variant"], run["seed"]) for run in results["runs"]}
+    assert seeds == {("fac", 0), ("fac", 1), ("fac-va", 0)}
+
+
 def test_the_doc_gets_the_table_and_its_figure(tmp_path: Path) -> None:
     out, doc = tmp_path / "ablation", tmp_path / "docs" / "ablation.md"
     doc.parent.mkdir()
