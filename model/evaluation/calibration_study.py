@@ -38,7 +38,7 @@ from model.evaluation.eval_sets import DEFAULT_CANDIDATES, prepare_corpus_eval
 from model.evaluation.retrieval_metrics import retrieval_metrics
 from model.factory import build_model
 from model.mmv import MMV
-from model.training.calibration import CALIBRATION_CLIPS, collect_sample
+from model.training.calibration import CALIBRATION_CLIPS, calibration_steps, collect_sample
 from model.training.train import open_datasets
 
 BATCH = 64
@@ -91,11 +91,14 @@ def study(model: MMV, corpus: Path, split: str, candidates: int, seed: int) -> d
     )
     train_data, _ = open_datasets(corpus, model.config, seed)
     sample = collect_sample(model, train_data, CALIBRATION_CLIPS, seed, progress=False)
-    calibrate_image_bn(model, sample.frames, seed=seed, progress=False)  # static target
+    steps = calibration_steps(len(sample.frames))  # what the trainer runs
+    calibrate_image_bn(model, sample.frames, steps=steps, seed=seed, progress=False)  # static
     images["trained, γ/β fitted to static clips (the paper's target)"] = found(
         in_batches(lambda x: _raw(model, "image", x), frames, BATCH)["va"], video_va
     )
-    calibrate_image_bn(model, sample.frames, clip_targets=sample.video, seed=seed, progress=False)
+    calibrate_image_bn(
+        model, sample.frames, clip_targets=sample.video, steps=steps, seed=seed, progress=False
+    )
     images["trained, γ/β fitted to the moving clips (now)"] = found(
         in_batches(lambda x: _raw(model, "image", x), frames, BATCH)["va"], video_va
     )
@@ -140,6 +143,7 @@ def study(model: MMV, corpus: Path, split: str, candidates: int, seed: int) -> d
             sample.video["vat"][audible],
             sample.text_vat[audible],
             has_text[audible],
+            steps=steps,
             seed=seed,
             progress=False,
         )

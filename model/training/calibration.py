@@ -42,9 +42,9 @@ SAMPLE_BATCH = 64
 
 def calibration_steps(clips: int) -> int:
     """Optimiser steps for a sample of `clips`: 400 for thousands (the default model's),
-    down to 100 for a user's few dozen, where more steps only fit the same stills again
+    down to 50 for a user's few hundred, where more steps only fit the same stills again
     and the trainer's finishing stage would wait for nothing."""
-    return int(min(400, max(100, clips // 5)))
+    return int(min(400, max(50, clips // 5)))
 
 
 @dataclass

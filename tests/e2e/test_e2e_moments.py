@@ -157,8 +157,11 @@ def test_every_segment_as_a_result_and_the_next_best_under_the_best(
     every = search(server, {"query": {"text": scene.description}, "target": "video", "k": 10,
                             "group": False})  # fmt: skip
     mine = [r for r in every["results"] if r["item"]["id"] == ids["recording"]]
-    assert len(mine) >= 2 and all(r["segment"] for r in mine)
-    spans = [(r["segment"]["start_s"], r["segment"]["end_s"]) for r in mine]
+    # The contract: with group false a long item's whole-file match is a result beside its
+    # segments' (once), where it ranks among them; the rest are distinct segments.
+    stretches = [r for r in mine if r["segment"]]
+    assert len(stretches) >= 2 and len(mine) - len(stretches) <= 1
+    spans = [(r["segment"]["start_s"], r["segment"]["end_s"]) for r in stretches]
     assert len(set(spans)) == len(spans)
     got = httpx.get(f"{server.url}/v1/search", params={"q": scene.description, "target": "video",
                                                        "group": "false"}, timeout=60)  # fmt: skip

@@ -11,7 +11,7 @@ Two modes:
 - `make test`: MMV_LOAD_S (default 25 s) of load on SQLite. The switch is to a second
   version made before the load (a random checkpoint, published the way a job publishes
   its run) and activated during it. A real job does not fit the module's budget: however
-  few its steps, a job then fits its image BN and audio bridge (100 optimiser steps each) and
+  few its steps, a job then fits its image BN and audio bridge (50 optimiser steps each) and
   evaluates both versions: 56 s for 3 steps on 2 quiet cores, 4.5 minutes under this
   load. Its PostgreSQL run is in `make soak` (MMV_LOAD_SHORT=1 runs it alone): the
   budget holds one engine.
