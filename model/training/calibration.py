@@ -126,13 +126,19 @@ def calibrate(
     )
     out["image_bn"] = image.as_dict()
     audible = sample.has_audio
-    if sample.text_vat is not None and int(audible.sum()) >= 10:
+    if "vat" in sample.video and int(audible.sum()) >= 10:
+        # Without any narration (a user's clips with no transcripts) the clip's video
+        # alone is the target.
+        text_vat = sample.text_vat
+        has_text = sample.has_text
+        if text_vat is None:
+            text_vat, has_text = torch.zeros_like(sample.video["vat"]), torch.zeros_like(has_text)
         report = calibrate_audio_bridge(
             model,
             sample.audio_va[audible],
             sample.video["vat"][audible],
-            sample.text_vat[audible],
-            sample.has_text[audible],
+            text_vat[audible],
+            has_text[audible],
             steps=steps,
             seed=seed,
             progress=progress,

@@ -57,6 +57,18 @@ def test_the_bridge_takes_over_audio_to_vat_and_nothing_else(fac_model: MMV) -> 
     assert torch.equal(fac_model.embed_audio(audio)["vat"], before_audio["vat"])
 
 
+def test_without_any_narration_the_video_alone_is_the_target(fac_model: MMV) -> None:
+    _, audio = small_inputs(fac_model.config, batch=120, seed=12)
+    va = fine_audio(fac_model, audio)
+    video = learnable_targets(va, fac_model.config.heads.vat_dim, seed=3)
+    report = calibrate_audio_bridge(
+        fac_model, va, video, torch.zeros_like(video), torch.zeros(120, dtype=torch.bool),
+        steps=150, lr=1e-2, progress=False,
+    )  # fmt: skip
+    assert report is not None and report.applied and report.loss_after < report.loss_before
+    assert report.text_r1_before == report.text_r1_after == 0.0
+
+
 def test_training_forward_never_uses_the_bridge(fac_model: MMV) -> None:
     video, audio = small_inputs(fac_model.config, batch=4, seed=5)
     fac_model.train()
