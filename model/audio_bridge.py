@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from model.losses import info_nce
+
 
 class AudioBridge(nn.Module):
     """ReLU -> Linear(D_va, D_vat, no bias) -> BN (fixed statistics), all buffers: saved
@@ -91,11 +93,6 @@ class BridgeReport:
         }
 
 
-def _nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
-    logits = a @ b.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
-
-
 def calibrate_audio_bridge(
     model: nn.Module,
     audio_va: Tensor,
@@ -134,10 +131,10 @@ def calibrate_audio_bridge(
 
     def objective(z: Tensor, idx: Tensor) -> Tensor:
         z = F.normalize(z, dim=-1)
-        loss = _nce(z, video_vat[idx], temperature)
+        loss = info_nce(z, video_vat[idx], temperature)
         spoken = has_text[idx]
         if int(spoken.sum()) > 1:
-            loss = loss + _nce(z[spoken], text_vat[idx][spoken], temperature)
+            loss = loss + info_nce(z[spoken], text_vat[idx][spoken], temperature)
         return loss
 
     def text_r1(z: Tensor, idx: Tensor) -> float:

@@ -27,6 +27,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from model.errors import ModelInputError
+from model.losses import info_nce
 
 if TYPE_CHECKING:
     from model.mmv import MMV
@@ -224,12 +225,6 @@ def moment_matched_bn(model: MMV, images: Tensor, frames: int) -> dict[str, Tens
     return fitted
 
 
-def _nce(images: Tensor, targets: Tensor, temperature: float) -> Tensor:
-    """InfoNCE of images against their own targets, the other rows as negatives."""
-    logits = images @ targets.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(images), device=images.device))
-
-
 def _top1(images: Tensor, targets: Tensor) -> float:
     """Share of images whose own target is the nearest of all targets."""
     nearest = (images @ targets.T).argmax(dim=1)
@@ -314,7 +309,7 @@ def calibrate_image_bn(
             )
 
         def objective(out: list[Tensor], idx: Tensor) -> Tensor:
-            parts = [_nce(o, t[idx], temperature) for o, t in zip(out, targets, strict=True)]
+            parts = [info_nce(o, t[idx], temperature) for o, t in zip(out, targets, strict=True)]
             return torch.stack(parts).mean()
 
         def validation(bn_params: dict[str, Tensor] | None) -> tuple[float, float]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import LossConfig
@@ -107,6 +108,14 @@ def nce(video: Tensor, audio: Tensor, temperature: float) -> Tensor:
     cols = s.T.masked_fill(~off_diagonal, float("-inf"))
     denominator = torch.logsumexp(torch.cat((s, cols), dim=1), dim=1)
     return (denominator - s.diagonal()).mean()
+
+
+def info_nce(queries: Tensor, targets: Tensor, temperature: float) -> Tensor:
+    """One-way InfoNCE: row i of `queries` against its own target i, the other targets
+    as negatives; mean over rows. What the after-training fits use (model/deflation.py,
+    model/audio_bridge.py), where only the queries' side learns."""
+    logits = queries @ targets.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
 
 
 def mil_nce(video: Tensor, text: Tensor, positive_mask: Tensor, temperature: float) -> Tensor:
