@@ -276,6 +276,20 @@ def moments_server(tmp_path: Path, random_model: Path) -> Iterator[tuple[Server,
         yield server, items
 
 
+def wait_for_answer(page: Page, description: str) -> None:
+    """Wait until the search described so has answered: its status line is up and the
+    list is no longer busy. The line reads "Searching <description>…" while the request
+    is out and the previous answer's cards are still shown (CI once read those)."""
+    page.wait_for_function(
+        """s => {
+          const status = document.querySelector('#results-status').textContent;
+          return status.includes(s) && !status.startsWith('Searching')
+            && !document.querySelector('#results').hasAttribute('aria-busy');
+        }""",
+        arg=description,
+    )
+
+
 # The band's left and right edges as fractions of the timeline's inner width.
 _BAND_EDGES = """t => {
   const box = t.getBoundingClientRect();
@@ -355,10 +369,7 @@ def test_moments_play_at_their_stretch_and_find_similar_from_here(
     video.evaluate("v => { v.pause(); v.currentTime = 12; }")
     page.wait_for_function("v => !v.seeking && Math.abs(v.currentTime - 12) < 0.05", arg=video)
     page.click(f"{card} button.from-here")
-    page.wait_for_function(
-        "s => document.querySelector('#results-status').textContent.includes(s)",
-        arg=f"like moment 0:12–0:22 of video {long_id}",
-    )
+    wait_for_answer(page, f"like moment 0:12–0:22 of video {long_id}")
     assert sent[-1] == {
         "query": {"item_id": long_id, "start_s": 12, "end_s": 22},
         "target": "audio", "k": 12, "group": False,
@@ -374,10 +385,7 @@ def test_moments_play_at_their_stretch_and_find_similar_from_here(
     # One result per item again (it re-runs the text search): the long video once, its
     # further matching stretches as buttons; one pressed from the keyboard seeks there.
     page.check("#search-group")
-    page.wait_for_function(
-        "s => document.querySelector('#results-status').textContent.includes(s)",
-        arg="for “the small dog barks”",
-    )
+    wait_for_answer(page, "for “the small dog barks”")
     assert sent[-1]["group"] is True
     grouped = f'#results .card[data-item-id="{long_id}"]'
     assert page.locator(grouped).count() == 1
