@@ -93,6 +93,10 @@ class Settings(BaseSettings):
 
     # The training worker (`python -m service.worker`) and switching model versions.
     train_nproc: int = Field(1, ge=1, le=256)  # > 1: training runs under torchrun (DDP)
+    # CPU threads of each training process; 0: the host's cores shared among the processes.
+    # Fewer leaves cores to an API on the same host (threads that outnumber free cores
+    # spin waiting on each other: slower, not faster).
+    train_threads: int = Field(0, ge=0, le=1024)
     retrain_after_items: int = Field(0, ge=0)  # 0: off; N: queue a job after N new sounds
     job_lease_s: float = Field(30.0, ge=1.0)  # a worker silent this long is taken as dead
     worker_poll_s: float = Field(2.0, gt=0)  # how often an idle worker looks for a job

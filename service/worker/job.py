@@ -226,7 +226,9 @@ class JobRun:
             beat.set(**state.progress, history=state.curve)
 
         beat.set(stage="training")
-        process = TrainProcess(self.run_dir, self.settings.train_nproc, on_event)
+        process = TrainProcess(
+            self.run_dir, self.settings.train_nproc, on_event, self.settings.train_threads
+        )
         started = time.monotonic()
         code = wait_or_stop(
             process, lambda: beat.lost or beat.cancel_requested or self.stopping.is_set()

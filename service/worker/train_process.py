@@ -47,6 +47,15 @@ class RunState:
             self.curve = self.curve[::2]
 
 
+def threads_per_rank(threads: int, nproc: int, cores: int | None = None) -> int:
+    """CPU threads for each of `nproc` training processes: `threads` when set (above 0),
+    else each rank's share of the cores (torch would otherwise start one thread per core
+    in every rank)."""
+    if threads > 0:
+        return threads
+    return max(1, (cores or os.cpu_count() or 1) // max(1, nproc))
+
+
 def command(run_dir: Path, nproc: int) -> list[str]:
     entry = ["-m", "service.worker.train_run", str(run_dir)]
     if nproc <= 1:
@@ -61,15 +70,17 @@ def command(run_dir: Path, nproc: int) -> list[str]:
 
 class TrainProcess:
     def __init__(
-        self, run_dir: Path, nproc: int, on_event: Callable[[RunState], None] | None = None
+        self,
+        run_dir: Path,
+        nproc: int,
+        on_event: Callable[[RunState], None] | None = None,
+        threads: int = 0,
     ) -> None:
         self.run_dir = run_dir
         self.state = RunState()
         self._on_event = on_event
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        # Each rank uses its share of the cores (torch would otherwise start one thread
-        # per core in every rank).
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, nproc)))
+        env["OMP_NUM_THREADS"] = str(threads_per_rank(threads, nproc))
         (run_dir / STOP_FILE).unlink(missing_ok=True)
         self._process = subprocess.Popen(
             command(run_dir, nproc),

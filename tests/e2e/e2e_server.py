@@ -152,7 +152,10 @@ class Worker:
 def start_worker(data_dir: Path, model_dir: Path, log_path: Path, **settings: str) -> Worker:
     """Start `python -m service.worker` with the server's settings (no port needed)."""
     env = server_env(data_dir, model_dir, 0, **settings)
-    env.pop("OMP_NUM_THREADS")  # training uses the cores (the worker sets it per run)
+    env.pop("OMP_NUM_THREADS")  # the worker sets it per run, from MMV_TRAIN_THREADS
+    # One training thread: a test's server, its clients and the other pytest process share
+    # the 2 cores, and a second thread that finds no free core spins (a job took 3x longer).
+    env.setdefault("MMV_TRAIN_THREADS", "1")
     log = log_path.open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "service.worker"], cwd=REPO, env=env, stdout=log,

@@ -95,6 +95,9 @@ def search(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     return r.json()
 
 
+# Retrieval quality over segments: the same on either engine; segments on PostgreSQL are
+# stored, found and deleted by the other tests here (its whole-file server is soak only).
+@pytest.mark.postgres_in_soak
 def test_each_scene_is_found_at_its_stretch_and_the_whole_file_average_ranks_worse(
     segmented: tuple[Server, dict[str, str]],
     whole_only: tuple[Server, dict[str, str]],

@@ -16,7 +16,7 @@ same data directory, and then everything acknowledged is there and nothing else 
 - The training worker killed mid-training and mid-evaluation: the active model is
   untouched, and the job says what happened once its lease lapses.
 
-`make test` runs 5 ingestion rounds on SQLite and 2 on PostgreSQL, and the switch kills
+`make test` runs 3 ingestion rounds on SQLite and 1 on PostgreSQL, and the switch kills
 on SQLite; MMV_TEST_SOAK=1 (`make soak`) runs 20 rounds on each, the switch kills on
 both, and the worker kills (a first job decodes every clip: minutes).
 """
@@ -48,7 +48,7 @@ from service.storage import Storage
 
 pytestmark = pytest.mark.slow
 
-INGEST_ROUNDS = {"sqlite": 20 if SOAK else 5, "postgresql": 20 if SOAK else 2}
+INGEST_ROUNDS = {"sqlite": 20 if SOAK else 3, "postgresql": 20 if SOAK else 1}
 CLIENTS = 3
 KILL_AFTER_S = (0.2, 2.5)  # the seeded moment of each kill, after the clients start
 

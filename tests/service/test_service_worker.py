@@ -80,3 +80,14 @@ def test_tidy_removes_what_no_job_or_version_needs(storage: Storage, tmp_path: P
     assert remove_unlisted_versions(settings.models_dir, storage, older_than_s=0) == [
         "fresh-orphan"
     ]
+
+
+def test_training_threads_follow_the_setting_or_share_the_cores() -> None:
+    from service.worker.train_process import threads_per_rank
+
+    assert threads_per_rank(0, 1, cores=16) == 16  # auto: one process takes every core
+    assert threads_per_rank(0, 4, cores=16) == 4  # auto: each rank its share
+    assert threads_per_rank(0, 4, cores=2) == 1  # never below one
+    assert threads_per_rank(3, 4, cores=16) == 3  # MMV_TRAIN_THREADS wins
+    assert Settings(train_threads=2).train_threads == 2
+    assert Settings().train_threads == 0
