@@ -264,7 +264,7 @@ def _train(
         print(
             f"training {cfg.name} ({cfg.heads.space}) on {len(train_data)} clips, "
             f"steps {start}->{steps}, global batch {global_batch} over {ctx.world_size} "
-            f"process(es) on {ctx.device} ({torch.get_num_threads()} CPU thread(s) each) in "
+            f"process(es) ({torch.get_num_threads()} CPU thread(s) each) on {ctx.device} in "
             f"{PRECISION_NAMES[compute_dtype]}, "
             f"vocabulary {len(model.tokenizer)}"
         )

@@ -34,9 +34,10 @@ SOAK = os.environ.get("MMV_TEST_SOAK") == "1"  # make soak: every test on both e
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` stays within 15 minutes on 2 cores: tests marked `postgres_in_soak`
-    (retrieval quality, and the training panel of the page: what they check beyond
-    storage is the same on either engine, and jobs and switches on PostgreSQL are
-    tested elsewhere) run on SQLite only there; `make soak` runs them on PostgreSQL too."""
+    (retrieval quality, keys, the browser's policy, the page's training panel, DDP: what
+    they check beyond storage is the same on either engine, and jobs and switches on
+    PostgreSQL are tested elsewhere) run on SQLite only there; `make soak` runs them on
+    PostgreSQL too."""
     if SOAK:
         return
     kept, dropped = [], []

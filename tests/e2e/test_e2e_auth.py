@@ -17,6 +17,9 @@ READ_KEY = "reader-key-0123456789"
 WRITE_KEY = "writer-key-9876543210"
 ORIGIN = "http://app.example.test"
 
+# Keys and origins come from the settings, never from storage: on PostgreSQL in make soak.
+pytestmark = pytest.mark.postgres_in_soak
+
 
 @pytest.fixture(scope="module")
 def keyed_server(

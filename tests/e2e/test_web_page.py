@@ -45,6 +45,7 @@ def page() -> Iterator[Page]:
 
 
 @pytest.mark.slow  # ~25 s with its share of model and server start-up on 2 busy cores
+@pytest.mark.postgres_in_soak  # what the browser allows is the same on either engine
 def test_web_page_works_under_its_content_security_policy(
     server: Server, media: dict[str, Path]
 ) -> None:
@@ -698,6 +699,7 @@ def test_training_panel_explains_every_state(page: Page, server: Server) -> None
     }
 
 
+@pytest.mark.postgres_in_soak  # keys come from the settings, never from storage
 def test_training_panel_needs_keys_and_says_so(
     page: Page, tmp_path: Path, random_model: Path
 ) -> None:
