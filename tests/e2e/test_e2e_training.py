@@ -173,6 +173,9 @@ def test_a_job_teaches_the_service_an_unseen_world_and_it_switches_live(
 
 
 @pytest.mark.slow
+# Leases expire and jobs are handed on by the same SQL on either engine, tested on both in
+# tests/service/test_service_jobs.py; the processes' side here is engine-independent.
+@pytest.mark.postgres_in_soak
 def test_a_killed_worker_leaves_the_model_alone_and_its_job_says_what_happened(
     tmp_path: Path, world_server: tuple[Server, UploadedWorld]
 ) -> None:
