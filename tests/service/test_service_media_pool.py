@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pool_tasks
 
 from service.media_worker import MediaPool, WorkerCrashed
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_crash_fails_only_its_own_task_and_the_pool_keeps_serving() -> None:
@@ -31,3 +39,48 @@ def test_a_crash_fails_only_its_own_task_and_the_pool_keeps_serving() -> None:
     assert results[0] == 1 and results[2] == 2, results
     assert isinstance(results[1], WorkerCrashed)
     assert after == 3
+
+
+# A server process that starts a pool and is SIGKILLed at once, while its children are
+# still starting (as the crash tests' random kills sometimes land); prints their pids.
+_KILLED_WHILE_STARTING = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import pool_tasks
+from service.media_worker import MediaPool
+
+pool = MediaPool(2)
+pool.start()
+executor = pool._running()
+for _ in range(2):
+    executor.submit(pool_tasks.answers, 1, 0.0)
+print(" ".join(str(pid) for pid in executor._processes), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_children_of_a_parent_killed_while_they_start_exit_too() -> None:
+    """Each child was left behind for good (~400 MB each, torch loaded): it watched
+    os.getppid() taken after the parent had died, i.e. init's pid."""
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_STARTING, str(Path(pool_tasks.__file__).parent)],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    children = [int(pid) for pid in done.stdout.split()]
+    assert len(children) == 2, done.stdout
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in children if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)  # leave nothing behind when the test fails
+    assert not left, f"children {left} outlived their killed parent"
