@@ -224,6 +224,9 @@ def test_a_killed_worker_leaves_the_model_alone_and_its_job_says_what_happened(
 
 
 @pytest.mark.slow
+# A switch's state on PostgreSQL: test_service_jobs (both engines) and test_e2e_replicas (a
+# worker's version taken up by two replicas); killed mid-switch there: make soak.
+@pytest.mark.postgres_in_soak
 def test_an_api_killed_mid_switch_serves_one_whole_version_and_finishes_it(
     tmp_path: Path, world_server: tuple[Server, UploadedWorld], trained_model: Path
 ) -> None:
