@@ -122,13 +122,12 @@ _embedders: dict[str, Any] = {}
 _recognizers: dict[str, Any] = {}
 
 
-def _init_child(memory_mb: int | None = None, parent: int | None = None) -> None:
+def _init_child(memory_mb: int | None, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # The parent's pid as the parent saw it: a parent killed while this child was still
+    # `parent` is the pid as the parent saw it: a parent killed while this child was still
     # starting has already handed it on (to init), and os.getppid() here would watch that.
-    watched = parent if parent is not None else os.getppid()
-    threading.Thread(target=_exit_with_parent, args=(watched,), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
