@@ -46,12 +46,15 @@ bench-deps: system-deps
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq hey wrk haproxy >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip -c requirements.lock
 	# The CPU build of torch first, pinned, so nothing below can pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# Within pyproject.toml's ranges, the versions requirements.lock pins: what is tested
+	# and audited is what is installed, and a new upstream release changes nothing here
+	# until `make lock` takes it in.
+	$(PY) -m pip install -q -e '.[dev]' -c requirements.lock
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The image's virtual environment: torch first, pinned, from the index that has the
-# build the variant needs, then every other dependency as pyproject.toml lists it.
+# build the variant needs, then every other dependency as pyproject.toml lists it, at the
+# versions requirements.lock pins.
 #   cpu: torch's CPU build (the package index's default Linux wheel is the CUDA one and
 #        would pull ~3 GB of CUDA libraries into an image that cannot use them);
 #   gpu: the package index's torch (CUDA 13.0) and the `gpu` extra (faiss-gpu).
@@ -11,7 +12,7 @@ torch_version="$2"
 torch_cpu_index="$3"
 python3 -m venv /opt/venv
 pip="/opt/venv/bin/pip install --no-cache-dir"
-$pip --upgrade pip
+$pip --upgrade pip -c requirements.lock
 case "$variant" in
     cpu)
         $pip "torch==${torch_version}" --index-url "$torch_cpu_index"
@@ -27,7 +28,9 @@ case "$variant" in
         ;;
 esac
 /opt/venv/bin/python requirements.py pyproject.toml $extras > requirements.txt
-$pip -r requirements.txt
+# The versions requirements.lock pins (what `make test` tested and `make audit` audited);
+# what the lock does not name (the gpu extra, torch's CUDA libraries) as the ranges allow.
+$pip -r requirements.txt -c requirements.lock
 # faiss-cpu comes with the base dependencies; the GPU build replaces it (both install
 # the same `faiss` package, and the one installed last would win file by file).
 if [ "$variant" = gpu ]; then

@@ -7,12 +7,14 @@ import importlib.util
 import json
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 # tools/ is a folder of scripts, not a package: load the script as a module.
@@ -121,3 +123,20 @@ def test_the_lock_pins_every_package_but_the_project_itself() -> None:
     assert "mmv-search" not in locked
     assert {"torch", "fastapi", "starlette", "pip-audit"} <= set(locked)
     assert not [v for v in locked.values() if "+" in v]  # torch's +cpu is dropped
+
+
+def test_the_lock_is_within_every_range_pyproject_gives() -> None:
+    """`make venv` and the image install with the lock as constraints: a range raised in
+    pyproject.toml past its locked version would make that install fail, so say which
+    package and that `make lock` is due."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(line) for line in project["dependencies"]]
+    wanted += [Requirement(line) for line in project["optional-dependencies"]["dev"]]
+    locked = audit.read_lock(REPO / "requirements.lock")
+    outside = [
+        f"{req.name}{req.specifier}: locked {locked.get(audit.canonical(req.name), 'nothing')}"
+        for req in wanted
+        if audit.canonical(req.name) not in locked
+        or not req.specifier.contains(locked[audit.canonical(req.name)], prereleases=True)
+    ]
+    assert not outside, "run `make lock` after changing pyproject.toml: " + "; ".join(outside)
