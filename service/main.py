@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.answered_errors import AnsweredErrorsEndHere
 from service.body_limit import JsonBodyLimit
 from service.errors import install_error_handlers
 from service.fast_path import TextSearchFastPath
@@ -38,10 +39,12 @@ DESCRIPTION = (
 
 
 class SearchServiceApp(FastAPI):
-    """FastAPI behind two plain ASGI layers: the request context (id, latency histogram,
-    access log), which so covers every request and every error, and the fast path for
-    text search (service/fast_path.py), which answers before the framework's own
-    per-request work (telemetry checks, middleware stack, routing) starts."""
+    """FastAPI behind plain ASGI layers: the request context (id, latency histogram,
+    access log), which so covers every request and every error; the end of an error
+    whose 500 was sent (service/answered_errors.py), so the connection outlives it; and
+    the fast path for text search (service/fast_path.py), which answers before the
+    framework's own per-request work (telemetry checks, middleware stack, routing)
+    starts."""
 
     def __init__(
         self, metrics: Metrics, log_access: bool, settings: Settings, **kwargs: Any
@@ -66,7 +69,7 @@ class SearchServiceApp(FastAPI):
             if not self._settings.keys:  # no key to guard it: only local pages may talk
                 inner = OriginGuard(inner, self._settings.host, self._settings.cors_origin_list)
             self._outer = RequestContextMiddleware(
-                inner, metrics=self._metrics, log_access=self._log_access
+                AnsweredErrorsEndHere(inner), metrics=self._metrics, log_access=self._log_access
             )
         scope["app"] = self  # the fast path finds the runtime here, as routes do
         await self._outer(scope, receive, send)
