@@ -18,10 +18,10 @@ The tables and the claims: ablation_report.py.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,12 @@ from typing import Any
 from model.checkpoint import load as load_checkpoint
 from model.config import load_config
 from model.errors import ModelError
-from model.evaluation.eval_sets import DEFAULT_CANDIDATES, PROBE_TRAIN_CLIPS, prepare_corpus_eval
+from model.evaluation.eval_sets import (
+    DEFAULT_CANDIDATES,
+    PROBE_TRAIN_CLIPS,
+    CorpusEval,
+    prepare_corpus_eval,
+)
 from model.evaluation.evaluate import evaluate
 from model.training.ablation_report import figure, markdown, plot_ablation, summarise, update_doc
 from model.training.options import TrainOptions, apply_overrides, parse_overrides
@@ -68,6 +73,27 @@ VARIANTS: dict[str, Variant] = {
 TWO_MODALITY = ("fac-va", "fac-vt")
 
 
+def run_order(
+    variants: list[str], seeds: list[int], pair_seeds: list[int] | None
+) -> list[tuple[str, int]]:
+    """(variant, seed) in the order they train. Seed by seed, so an ablation run in pieces
+    compares shared, disjoint and FAC at one seed before any of them has a second; the
+    two-modality variants, a question the paper settles with one run each, come last."""
+    pairs = [
+        (name, seed)
+        for name in variants
+        for seed in (pair_seeds if pair_seeds is not None and name in TWO_MODALITY else seeds)
+    ]
+    return sorted(pairs, key=lambda run: (run[0] in TWO_MODALITY, run[1]))
+
+
+def _step_minutes(run_dir: Path) -> float:
+    """Minutes the run's training steps took, over every piece of a resumed run (its
+    loss.csv; validations not counted)."""
+    with (run_dir / "loss.csv").open(newline="") as f:
+        return round(sum(float(row["step_s"]) for row in csv.DictReader(f)) / 60, 2)
+
+
 def _trained_steps(run_dir: Path) -> int | None:
     """The steps a finished run was trained for (its metrics.json), None if unknown."""
     try:
@@ -95,59 +121,50 @@ def run_ablation(
     the seeds of the two-modality variants, when fewer than the others' (they answer a
     question the paper settles with one run each)."""
     out.mkdir(parents=True, exist_ok=True)
-
-    def seeds_of(name: str) -> list[int]:
-        return pair_seeds if pair_seeds is not None and name in TWO_MODALITY else seeds
-
+    order = run_order(variants, seeds, pair_seeds)
     # Finished runs are reused: refuse, before any work, ones trained for another budget.
-    for name in variants:
-        for seed in seeds_of(name):
-            run_dir = out / f"{name}-seed{seed}"
-            trained = _trained_steps(run_dir)
-            if (run_dir / "eval.json").is_file() and trained != steps:
-                raise ModelError(
-                    f"{run_dir} holds a run of {trained} steps, not {steps}: results of "
-                    "different budgets cannot share a table; choose another --out"
-                )
-    cfg = apply_overrides(load_config(config), overrides or {})
-    prepared = (
-        None
-        if table_only
-        else prepare_corpus_eval(data, cfg, "test", candidates, probe_train, progress)
-    )
-    runs: list[dict[str, Any]] = []
-    for name in variants:
-        variant = VARIANTS[name]
-        for seed in seeds_of(name):
-            run_dir = out / f"{name}-seed{seed}"
-            report = run_dir / "eval.json"
-            if report.is_file():
-                result = json.loads(report.read_text())
-            elif prepared is None:
-                continue
-            else:
-                started = time.perf_counter()
-                train(
-                    TrainOptions(
-                        data=data,
-                        out=run_dir,
-                        config=config,
-                        steps=steps,
-                        seed=seed,
-                        overrides={**(overrides or {}), **variant.overrides},
-                        progress=progress,
-                    )
-                )
-                minutes = (time.perf_counter() - started) / 60
-                result = evaluate(load_checkpoint(run_dir), prepared, progress=progress)
-                result["train_minutes"] = round(minutes, 2)
-                report.write_text(json.dumps(result, indent=2) + "\n")
-            runs.append({"variant": name, "seed": seed, "result": result})
-            print(
-                f"{name} seed {seed}: text->video R@10 "
-                f"{figure(result, ('retrieval', 'text->video', 'R@10'))}, video->audio R@10 "
-                f"{figure(result, ('retrieval', 'video->audio', 'R@10'))}"
+    for name, seed in order:
+        run_dir = out / f"{name}-seed{seed}"
+        trained = _trained_steps(run_dir)
+        if (run_dir / "eval.json").is_file() and trained != steps:
+            raise ModelError(
+                f"{run_dir} holds a run of {trained} steps, not {steps}: results of "
+                "different budgets cannot share a table; choose another --out"
             )
+    cfg = apply_overrides(load_config(config), overrides or {})
+    prepared: CorpusEval | None = None  # the test split, decoded when a run needs it
+    runs: list[dict[str, Any]] = []
+    for name, seed in order:
+        variant = VARIANTS[name]
+        run_dir = out / f"{name}-seed{seed}"
+        report = run_dir / "eval.json"
+        if report.is_file():
+            result = json.loads(report.read_text())
+        elif table_only:
+            continue
+        else:
+            if prepared is None:
+                prepared = prepare_corpus_eval(data, cfg, "test", candidates, probe_train, progress)
+            train(
+                TrainOptions(
+                    data=data,
+                    out=run_dir,
+                    config=config,
+                    steps=steps,
+                    seed=seed,
+                    overrides={**(overrides or {}), **variant.overrides},
+                    progress=progress,
+                )
+            )
+            result = evaluate(load_checkpoint(run_dir), prepared, progress=progress)
+            result["train_minutes"] = _step_minutes(run_dir)
+            report.write_text(json.dumps(result, indent=2) + "\n")
+        runs.append({"variant": name, "seed": seed, "result": result})
+        print(
+            f"{name} seed {seed}: text->video R@10 "
+            f"{figure(result, ('retrieval', 'text->video', 'R@10'))}, video->audio R@10 "
+            f"{figure(result, ('retrieval', 'video->audio', 'R@10'))}"
+        )
     if not runs:
         raise ModelError(f"no finished runs of {variants} × seeds {seeds} in {out}")
     budget = {

@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+from train_fixtures import FAST
 
 from model.errors import ModelError
-from model.training.ablation import main, run_ablation
+from model.training.ablation import main, run_ablation, run_order
 from model.training.ablation_report import claims, doc_markers, markdown, summarise, update_doc
 
 
@@ -145,3 +146,37 @@ def test_with_one_seed_a_claim_is_judged_on_the_means_and_says_so() -> None:
     line = _claim(_summary({"fac": [0.9], "fac-vt": [0.7]}), "- three modalities")
     assert "holds on the means (one seed: no spread to judge by)" in line
     assert "seeds with three ahead: 1 of 1" in line
+
+
+def test_runs_go_seed_by_seed_and_the_two_modality_variants_last() -> None:
+    """In pieces, the three spaces are compared at one seed before any has a second."""
+    order = run_order(["fac", "shared", "disjoint", "fac-va", "fac-vt"], [0, 1], [0])
+    assert order == [
+        ("fac", 0), ("shared", 0), ("disjoint", 0),
+        ("fac", 1), ("shared", 1), ("disjoint", 1),
+        ("fac-va", 0), ("fac-vt", 0),
+    ]  # fmt: skip
+    assert run_order(["fac", "fac-va"], [0, 1], None) == [
+        ("fac", 0), ("fac", 1), ("fac-va", 0), ("fac-va", 1),
+    ]  # fmt: skip
+
+
+def test_an_ablation_trains_evaluates_and_reuses_its_finished_runs(
+    small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real path: a variant trained and evaluated on the corpus test split, its
+    training minutes summed from loss.csv; run again, it is not trained twice."""
+    out = tmp_path / "ablation"
+    argv = ["--data", str(small_corpus), "--out", str(out), "--steps", "2", "--seeds", "0"]
+    argv += ["--variants", "fac", "--candidates", "10", "--probe-train", "0", "--no-progress"]
+    argv += [arg for kv in FAST for arg in ("--set", kv)]
+    assert main(argv) == 0
+    assert "training tiny (fac)" in capsys.readouterr().out
+    report = out / "fac-seed0" / "eval.json"
+    result = json.loads(report.read_text())
+    assert result["candidates"] == 10 and result["train_minutes"] > 0
+    stamp = report.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert "training tiny" not in capsys.readouterr().out
+    assert report.stat().st_mtime_ns == stamp
+    assert set(json.loads((out / "ablation.json").read_text())["summary"]) == {"fac"}
