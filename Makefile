@@ -111,9 +111,10 @@ MODEL_RUN ?= data/runs/default
 MODEL_BATCH ?= 256
 MODEL_STEPS ?= 2500
 # The ablation at the default model's recipe (batch 256 x 2,500 steps): FAC, shared and
-# disjoint at 2 seeds, the two-modality variants at 1. A run takes ~37 minutes on 2
-# cores (about 6 hours for the 8 runs); finished runs in ABLATION_OUT are kept, so it
-# can run in pieces, and `make ablation-table` reports those finished so far. The
+# disjoint at 2 seeds, then the two-modality variants at 1, seed by seed. A run takes
+# 37-110 minutes on 2 cores (0.9-2.6 s a step; this machine's speed drifts); finished
+# runs in ABLATION_OUT are kept and a stopped one resumes from its last save (every 100
+# steps), so it can run in pieces, and `make ablation-table` reports those finished. The
 # batch-32 x 2,000-step table stays in docs/ablation.md beside it (ABLATION_STEPS=2000
 # ABLATION_BATCH=32 ABLATION_SEEDS="0 1 2" ABLATION_PAIR_SEEDS="0 1 2" remakes it).
 ABLATION_STEPS ?= $(MODEL_STEPS)

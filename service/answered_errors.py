@@ -20,6 +20,8 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import LOGGED_NOTE
+
 log = logging.getLogger("service.errors")
 
 
@@ -41,8 +43,10 @@ class AnsweredErrorsEndHere:
 
         try:
             await self.app(scope, receive, watch)
-        except Exception:
+        except Exception as exc:
             if not answered:
                 raise
-            # Logged with its traceback by the handler that answered (service.errors).
-            log.debug("an error after its answer was sent", exc_info=True)
+            # Starlette calls the app's handler for every unhandled error, which logs it
+            # (an error in a background task after a 200 too); anything else is logged here.
+            if LOGGED_NOTE not in getattr(exc, "__notes__", ()):
+                log.exception("error after the answer to %s %s", scope["method"], scope["path"])

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("service.errors")
+# Added to an unexpected error once its traceback is in the log (service/answered_errors.py).
+LOGGED_NOTE = "logged by service.errors"
 
 
 class ServiceError(Exception):
@@ -204,6 +206,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        exc.add_note(LOGGED_NOTE)  # Starlette raises it on: it need not be logged again
         return error_response(
             500, "internal_error", "the server failed to answer this request; see its log"
         )

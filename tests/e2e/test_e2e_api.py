@@ -647,12 +647,16 @@ def test_an_insert_that_fails_leaves_no_media_file(
         # connection answers the next request (before, uvicorn closed it after every
         # 500, and a client still sending its upload could read a reset instead).
         host, port = server.url.removeprefix("http://").split(":")
+        logged_before = server.log().count("unhandled error on POST /v1/items")
         with socket.create_connection((host, int(port)), timeout=60) as conn:
             status, body = exchange(conn, refused)
             assert status == 500, body
             assert json.loads(body)["error"]["code"] == "internal_error"
             status, body = exchange(conn, httpx.Request("GET", f"{server.url}/healthz"))
             assert status == 200, body
+        # Its traceback logged once, by the app's handler; uvicorn did not see it.
+        assert server.log().count("unhandled error on POST /v1/items") == logged_before + 1
+        assert "Exception in ASGI application" not in server.log()
     finally:
         db.execute("DROP TRIGGER IF EXISTS refuse_uploads")
         db.commit()
