@@ -249,7 +249,8 @@ def plot_ablation(summary: dict[str, dict[str, Any]], budget: dict[str, Any], pa
                 if not s["values"]:  # e.g. text→audio of disjoint: no space holds both
                     ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
         ax.set_xticks(xs, [label.replace(" R@", "\nR@").replace("probe ", "") for label in labels])
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.15)  # room above 1.0 for the legend, clear of the bars
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].axhline(
