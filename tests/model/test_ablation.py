@@ -5,6 +5,7 @@ budget."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -174,7 +175,10 @@ def test_an_ablation_trains_evaluates_and_reuses_its_finished_runs(
     assert "training tiny (fac)" in capsys.readouterr().out
     report = out / "fac-seed0" / "eval.json"
     result = json.loads(report.read_text())
-    assert result["candidates"] == 10 and result["train_minutes"] > 0
+    assert result["candidates"] == 10
+    with (out / "fac-seed0" / "loss.csv").open(newline="") as f:
+        step_s = [float(row["step_s"]) for row in csv.DictReader(f)]
+    assert len(step_s) == 2 and result["train_minutes"] == round(sum(step_s) / 60, 2)
     stamp = report.stat().st_mtime_ns
     assert main(argv) == 0
     assert "training tiny" not in capsys.readouterr().out
