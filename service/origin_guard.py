@@ -36,6 +36,14 @@ def host_name(value: str) -> str:
         return ""
 
 
+def origin_host(origin: str) -> str:
+    """The host of an Origin header; "" when it is no URL (a foreign one, then)."""
+    try:
+        return host_name(urlsplit(origin).netloc)
+    except ValueError:  # e.g. "http://[": urlsplit raises "Invalid IPv6 URL"
+        return ""
+
+
 class OriginGuard:
     def __init__(self, app: ASGIApp, bound_host: str, cors_origins: list[str]) -> None:
         self.app = app
@@ -60,7 +68,7 @@ class OriginGuard:
             )
         elif origin is not None and scope["method"] not in SAFE_METHODS:
             allowed = origin.rstrip("/").lower() in self.origins
-            if not allowed and host_name(urlsplit(origin).netloc) not in self.hosts:
+            if not allowed and origin_host(origin) not in self.hosts:
                 problem = (
                     f"a page from {origin[:100]!r} cannot change anything here: without API "
                     "keys only this server's own page may (or add the origin to "

@@ -74,6 +74,7 @@ class _Receiver:
         self._file: IO[bytes] | None = None
         self._hash: Any = None
         self._field_buf = bytearray()
+        self.ended = False  # the closing boundary was read
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -84,6 +85,7 @@ class _Receiver:
             "on_headers_finished": self.on_headers_finished,
             "on_part_data": self.on_part_data,
             "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
         }
 
     def on_part_begin(self) -> None:
@@ -152,6 +154,9 @@ class _Receiver:
                 self.result.fields[self._name] = self._field_buf.decode("utf-8-sig")
             except UnicodeDecodeError:
                 raise InvalidRequest(f"the form field '{self._name}' is not UTF-8 text") from None
+
+    def on_end(self) -> None:
+        self.ended = True
 
     def abort(self) -> None:
         if self._file is not None:
@@ -243,6 +248,11 @@ async def receive_upload(
     if receiver._file is not None:  # the body ended inside the file part
         receiver.abort()
         raise InvalidRequest("the multipart body ended before the file part was complete")
+    if not receiver.ended:
+        # finalize() does not check for the closing boundary: without it the body was
+        # cut off, and a part after the file (metadata, transcript, k) was lost.
+        receiver.abort()
+        raise InvalidRequest("the multipart body ended before its closing boundary")
     if result.path is None or result.size == 0:
         result.discard()
         raise InvalidRequest(

@@ -76,12 +76,20 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
 
 
+# The largest seq a database integer holds (SQLite's and PostgreSQL's BIGINT).
+MAX_SEQ = 2**63 - 1
+
+
 def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not raw.startswith("s"):
             raise ValueError(raw)
-        return int(raw[1:])
+        seq = int(raw[1:])
+        # Past a 64-bit integer the database driver raises (OverflowError): a 500.
+        if not 0 <= seq <= MAX_SEQ:
+            raise ValueError(raw)
+        return seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest(
             "the cursor is not one this server gave out", {"cursor": cursor[:64]}
@@ -273,7 +281,11 @@ def check_range(header: str | None, size: int) -> None:
     else:
         for part in spec.split(","):
             first, dash, last = part.strip().partition("-")
-            sides_ok = all(side == "" or side.isdigit() for side in (first, last))
+            # ASCII only: str.isdigit() also takes '²' '³' '¹' (Latin-1 header bytes),
+            # which int() refuses.
+            sides_ok = all(
+                side == "" or (side.isascii() and side.isdigit()) for side in (first, last)
+            )
             if not dash or not sides_ok or not (first or last):
                 problem = f"the range {part.strip()!r} is malformed"
                 break

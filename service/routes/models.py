@@ -75,7 +75,10 @@ def activate_model(
     is `activating` meanwhile; /readyz shows the progress). Activating the active
     version calls off a switch in progress; any older version can be rolled back to."""
     row = _known(storage, version)
-    storage.models.request_switch(version)
+    try:
+        storage.models.request_switch(version)
+    except KeyError:  # deleted since the check, by a concurrent DELETE
+        raise NotFound(f"no model version {version!r}") from None
     switch.check()  # start now rather than at the next poll
     return model_view(row, storage.models.target(), switch)
 

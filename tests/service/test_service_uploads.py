@@ -172,3 +172,27 @@ def test_a_text_field_starting_with_a_byte_order_mark_is_read_without_it(
     )
     assert r.status_code == 200, r.text
     assert r.json()["fields"] == {"transcript": "", "metadata": '{"a": 1}'}
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b'--b\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n{"a": 1}',
+        b'--b\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n{"a": 1}\r\n--b',
+        b'--b\r\nContent-Disposition: form-data; name="transcript"',
+    ],
+)  # fmt: skip
+def test_a_body_cut_off_after_the_file_part_is_422_and_leaves_nothing(
+    client: TestClient, tmp_dir: Path, tail: bytes
+) -> None:
+    # python-multipart's finalize() does not check that the closing boundary came: a
+    # body ending inside a later part dropped that part (metadata, transcript, k) and
+    # the upload was taken without it.
+    body = b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc\r\n' + tail
+    r = client.post(
+        "/up", content=body, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+    assert "closing boundary" in r.json()["error"]["message"]
+    assert list(tmp_dir.iterdir()) == []  # the file part received is not kept

@@ -1,0 +1,40 @@
+"""Activating a model version that a concurrent DELETE removes.
+
+POST /v1/models/{v}/activate checked that the version exists, then asked for the switch
+in a transaction of its own: a DELETE of the version in between made `request_switch`
+raise KeyError, answered 500. It is 404 `not_found`, as the DELETE's own race is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from service.errors import NotFound
+from service.routes.models import activate_model
+from service.storage import ModelRow, Storage
+
+
+def test_activating_a_version_deleted_after_the_check_is_404(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = Storage(tmp_path / "db.sqlite")
+    try:
+        storage.models.add(ModelRow("a", "2026-12-06T00:00:00Z", {}, {}, None, True))
+        storage.models.add(ModelRow("b", "2026-12-06T00:00:01Z", {}, {}, "a", False))
+        read = storage.models.get
+
+        def read_then_deleted(version: str) -> ModelRow | None:
+            row = read(version)
+            storage.models.delete(version)  # the other request's DELETE, just after the check
+            return row
+
+        monkeypatch.setattr(storage.models, "get", read_then_deleted)
+        switch = SimpleNamespace(check=lambda: pytest.fail("no switch to start"))
+        with pytest.raises(NotFound):
+            activate_model("b", None, storage, switch)  # type: ignore[arg-type]
+        assert storage.models.target() is None
+    finally:
+        storage.close()

@@ -1,0 +1,72 @@
+"""Bad input is 4xx in the contract's shape, never 500 (docs/api.md): request parts that
+passed a check and then crashed a later step (a Range side of Latin-1 superscripts, a
+cursor too big for a database integer, an Origin that is not a URL)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+
+from service.errors import InvalidRequest, RangeNotSatisfiable
+from service.origin_guard import OriginGuard
+from service.routes.items import check_range, decode_cursor, encode_cursor, list_items
+from service.storage import Storage
+
+
+@pytest.mark.parametrize(
+    "raw",
+    # Header bytes are read as Latin-1: 0xB2, 0xB3 and 0xB9 become '²', '³' and '¹',
+    # which str.isdigit() accepts and int() refuses.
+    [b"bytes=0-\xb2", b"bytes=\xb2-", b"bytes=-\xb9", b"bytes=\xb3-\xb3", b"bytes=0-1,\xb9-"],
+)
+def test_a_range_side_of_non_ascii_digits_is_malformed_416(raw: bytes) -> None:
+    request = Request({"type": "http", "method": "GET", "headers": [(b"range", raw)]})
+    with pytest.raises(RangeNotSatisfiable) as caught:  # as for "bytes=5-abc"
+        check_range(request.headers.get("range"), 100)
+    assert "malformed" in caught.value.message
+    assert caught.value.headers == {"Content-Range": "bytes */100"}
+
+
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("seq", [2**63, 99999999999999999999, -(2**63) - 1, -(10**30)])
+def test_a_cursor_beyond_a_database_integer_is_invalid_request(seq: int, tmp_path: Path) -> None:
+    # Decoded as any integer, it reached SQLite, which raises OverflowError past 64 bits.
+    cursor = cursor_of(f"s{seq}")
+    storage = Storage(tmp_path / "db.sqlite")
+    try:
+        with pytest.raises(InvalidRequest) as caught:  # as a foreign cursor is
+            list_items(None, storage, cursor=cursor)
+    finally:
+        storage.close()
+    assert caught.value.detail == {"cursor": cursor}
+    assert cursor_of("s99999999999999999999") == "czk5OTk5OTk5OTk5OTk5OTk5OTk5"
+
+
+@pytest.mark.parametrize("seq", [1, 12345, 2**63 - 1])
+def test_the_cursors_this_server_gives_out_still_decode(seq: int) -> None:
+    assert decode_cursor(encode_cursor(seq)) == seq
+
+
+async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await PlainTextResponse("done")(scope, receive, send)
+
+
+@pytest.mark.parametrize("origin", ["http://[", "http://[::1", "http://]", "http://[zz]"])
+def test_an_origin_that_is_not_a_url_is_a_foreign_one_403(origin: str) -> None:
+    # Without keys a changing request's Origin must be local: one that cannot even be
+    # parsed (urlsplit raises "Invalid IPv6 URL") is not.
+    guard = OriginGuard(_ok, "127.0.0.1", [])
+    client = TestClient(guard, base_url="http://127.0.0.1:8000")
+    r = client.post("/v1/items/text", headers={"Origin": origin})
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "forbidden"
+    assert client.post("/x", headers={"Origin": "http://127.0.0.1:8000"}).text == "done"
