@@ -11,6 +11,10 @@
 Whatever happens, the job ends succeeded, failed (with the reason) or cancelled, and
 its run folder (DATA_DIR/runs/<job id>) is removed, unless the worker itself is
 stopping: then the job goes back to the queue and the folder stays for the next claim.
+A worker that lost its lease (it stalled, and the job was handed on) leaves the job and
+its folder alone: they are another worker's now, and it neither records, publishes nor
+activates anything more. It checks that it still holds the lease right before each
+step that others see (every record, the new version, the switch).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model import load_model
+from model.atomic_files import write_atomic
 from model.config import load_config
 from model.media import MediaLimits
 from service.settings import Settings
@@ -32,7 +37,12 @@ from service.storage import JobRow, Storage
 from service.worker.evaluation import evaluate_on_slice, not_worse
 from service.worker.recipe import choose_recipe
 from service.worker.train_process import RunState, TrainProcess, wait_or_stop
-from service.worker.training_set import TrainingDataError, TrainingSet, build_training_set
+from service.worker.training_set import (
+    TrainingDataError,
+    TrainingSet,
+    TrainingSetFileError,
+    build_training_set,
+)
 from service.worker.versions import publish_version
 
 log = logging.getLogger("service.worker")
@@ -78,18 +88,22 @@ class Heartbeat:
     def set(self, **fields: Any) -> None:
         self.progress = {**self.progress, **fields}
 
-    def beat(self) -> None:
-        try:
-            row = self.storage.jobs.heartbeat(self.job.id, self.owner, self.lease_s, self.progress)
-            # A worker busy with a long job is alive too (its container's health check).
-            self.storage.heartbeats.beat(self.owner, "worker")
-        except Exception:  # a busy database: the next beat tries again, well within the lease
-            log.exception("heartbeat of job %s failed", self.job.id)
-            return
+    def renew(self) -> None:
+        """Renew the lease and write the progress now, noting a lost lease or a cancel
+        request; database errors are raised."""
+        row = self.storage.jobs.heartbeat(self.job.id, self.owner, self.lease_s, self.progress)
         if row is None:
             self.lost = True
         elif row.cancel_requested:
             self.cancel_requested = True
+
+    def beat(self) -> None:
+        try:
+            self.renew()
+            # A worker busy with a long job is alive too (its container's health check).
+            self.storage.heartbeats.beat(self.owner, "worker")
+        except Exception:  # a busy database: the next beat tries again, well within the lease
+            log.exception("heartbeat of job %s failed", self.job.id)
 
     def _run(self) -> None:
         while not self._stop.wait(max(0.2, min(PROGRESS_EVERY_S, self.lease_s / 3))):
@@ -124,7 +138,9 @@ class JobRun:
                 outcome = Outcome("failed", f"the worker failed: {type(exc).__name__}: {exc}")
             beat.set(stage=None)  # an ended job's status says where it is
             beat.beat()  # the last progress before the job ends
-        if outcome.status != "released":
+        # Released: the next claim continues from the folder. Lost: the job may already
+        # run on another worker, in this same folder (DATA_DIR/runs is shared).
+        if outcome.status not in ("released", "lost"):
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return outcome
 
@@ -139,6 +155,20 @@ class JobRun:
         if beat.lost or beat.cancel_requested or self.stopping.is_set():
             raise JobStopped()
 
+    def _record(self, beat: Heartbeat, **fields: Any) -> None:
+        """Record on the job; JobStopped (lost) when this worker no longer holds it."""
+        if not self.storage.jobs.record(self.job.id, self.owner, **fields):
+            beat.lost = True
+            raise JobStopped()
+
+    def _hold_lease(self, beat: Heartbeat) -> None:
+        """Renew the lease now, before a step that cannot be taken back: the background
+        heartbeat may not have beaten since the lease ran out and the job was handed on.
+        JobStopped when it was."""
+        beat.renew()
+        if beat.lost:
+            raise JobStopped()
+
     def _execute(self, beat: Heartbeat) -> Outcome:
         request = self.job.request
         init = request.get("init", "active")
@@ -150,10 +180,10 @@ class JobRun:
         training_set = self._training_set()
         config = load_config(active_dir / "config.json")
         recipe = choose_recipe(config, len(training_set.train), init, request.get("steps"))
-        self.storage.jobs.record(
-            self.job.id, self.owner,
+        self._record(
+            beat,
             data={**training_set.describe(), "recipe": recipe.describe(), "parent": active.version},
-        )  # fmt: skip
+        )
         beat.set(steps=recipe.steps)
         self._check(beat)
 
@@ -168,7 +198,7 @@ class JobRun:
             "max_duration_s": self.settings.max_duration_s,
             "worker_pid": os.getpid(),
         }
-        (self.run_dir / "run.json").write_text(json.dumps(run, indent=2))
+        write_atomic(self.run_dir / "run.json", json.dumps(run, indent=2))
         self._train(beat)
 
         beat.set(stage="evaluating")
@@ -184,9 +214,10 @@ class JobRun:
         )  # fmt: skip
         activate, why = not_worse(before, after)
         metrics = {"before": before, "after": after, "compared_with": active.version}
-        self.storage.jobs.record(self.job.id, self.owner, metrics=metrics)
+        self._record(beat, metrics=metrics)
 
         beat.set(stage="saving")
+        self._hold_lease(beat)
         self._check(beat)
         texts = [t.text for c in training_set.train + training_set.val if (t := c.transcript())]
         row = publish_version(
@@ -196,7 +227,9 @@ class JobRun:
             texts=texts, compared_with=active.version,
             evaluation={"before": before, "after": after, "decision": why},
         )  # fmt: skip
-        self.storage.jobs.record(self.job.id, self.owner, model_version=row.version)
+        # A version published as the lease ran out stays, inactive (a later claim makes
+        # its own); it is never activated by a worker that no longer runs the job.
+        self._record(beat, model_version=row.version)
         log.info("job %s made version %s: %s", self.job.id, row.version, why)
 
         if request.get("activate", "auto") != "auto":
@@ -204,20 +237,36 @@ class JobRun:
         if not activate:
             return Outcome("succeeded", why)
         beat.set(stage="activating")
+        self._hold_lease(beat)
         self.storage.models.request_switch(row.version)
-        self.storage.jobs.record(self.job.id, self.owner, activated=True)
+        self._record(beat, activated=True)
         return Outcome("succeeded")
 
     def _training_set(self) -> TrainingSet:
         """The clips this job trains on: fixed at its first claim (kept in its run folder)."""
         spec = self.run_dir / "spec.json"
         if spec.is_file():
-            return TrainingSet.read(spec)
+            try:
+                return TrainingSet.read(spec)
+            except TrainingSetFileError as exc:
+                # Torn by a crash (a kill mid-write before it was written atomically, a
+                # power cut): choose the clips again rather than fail a job that can go on.
+                log.warning("job %s: %s; choosing its clips again", self.job.id, exc)
+        recorded = self.job.data  # what an earlier claim trained on, if one got that far
+        seen = recorded.get("last_item_seq")
         try:
-            training_set = build_training_set(self.storage, self.settings.media_dir)
+            training_set = build_training_set(
+                self.storage, self.settings.media_dir, None if seen is None else int(seen)
+            )
             training_set = training_set.pinned(self.run_dir / "clips")
         except TrainingDataError as exc:
             raise JobFailed(str(exc)) from None
+        chosen = training_set.describe()
+        if recorded and any(recorded.get(k) != chosen[k] for k in ("train", "val_ids")):
+            # Clips deleted since: the saved state is another set's (and may not fit its
+            # recipe, which the trainer refuses), so training starts over on this one.
+            log.warning("job %s: its clips changed; training starts over", self.job.id)
+            shutil.rmtree(self.run_dir / "model", ignore_errors=True)
         training_set.write(spec)
         return training_set
 

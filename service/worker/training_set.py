@@ -11,6 +11,11 @@ next: `bucket(id) < VAL_PERCENT`. A small collection whose hash share falls shor
 MIN_VAL clips borrows the lowest-bucket clips up to MIN_VAL, one whose share would leave
 fewer than MIN_TRAIN to train on holds out fewer (never below MIN_VAL); at most MAX_VAL
 clips are held out. The slice is recorded on the job (`data.val_ids`).
+
+The set is fixed at a job's first claim: written to its run folder (`spec.json`, whole
+or not at all) and read back by the training process and by a later claim. A set chosen
+again for a job (its file torn by a crash) takes only the items the first claim saw
+(`up_to_seq`), so it is the same set, less any clip deleted since.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from model.atomic_files import write_atomic
 from model.transcripts import Transcript, TranscriptError, parse_transcript
 from service.storage import Storage
 from service.storage.rows import TrainingClip
@@ -34,6 +40,10 @@ MIN_TRAIN = 16  # one batch of 16 at least: fewer negatives teach the contrastiv
 
 class TrainingDataError(ValueError):
     """Too little stored data to train on; the message says what is missing."""
+
+
+class TrainingSetFileError(ValueError):
+    """A training set file that cannot be read (torn by a crash, or not one at all)."""
 
 
 def bucket(item_id: str) -> int:
@@ -116,16 +126,23 @@ class TrainingSet:
             "val": [asdict(c) for c in self.val],
             "last_seq": self.last_seq,
         }
-        path.write_text(json.dumps(spec))
+        # Atomic: a worker killed mid-write must not leave half a file for the next claim.
+        write_atomic(path, json.dumps(spec))
 
     @classmethod
     def read(cls, path: Path) -> TrainingSet:
-        spec = json.loads(path.read_text())
-        return cls(
-            [SpecClip(**c) for c in spec["train"]],
-            [SpecClip(**c) for c in spec["val"]],
-            int(spec["last_seq"]),
-        )
+        """TrainingSetFileError when `path` holds no whole training set."""
+        try:
+            spec = json.loads(path.read_text())
+            return cls(
+                [SpecClip(**c) for c in spec["train"]],
+                [SpecClip(**c) for c in spec["val"]],
+                int(spec["last_seq"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TrainingSetFileError(
+                f"the training set file {path} cannot be read ({type(exc).__name__}: {exc})"
+            ) from exc
 
 
 def _spec(clip: TrainingClip, media_dir: Path) -> SpecClip:
@@ -138,10 +155,17 @@ def _spec(clip: TrainingClip, media_dir: Path) -> SpecClip:
     )
 
 
-def build_training_set(storage: Storage, media_dir: Path) -> TrainingSet:
-    """The stored clips, split into training and validation (see the module docstring).
-    TrainingDataError when there are too few to train on."""
-    clips = [c for c in storage.items.training_clips() if (media_dir / c.content_hash).is_file()]
+def build_training_set(
+    storage: Storage, media_dir: Path, up_to_seq: int | None = None
+) -> TrainingSet:
+    """The stored clips, split into training and validation (see the module docstring);
+    with `up_to_seq`, only the items up to that one. TrainingDataError when there are
+    too few to train on."""
+    clips = [
+        c
+        for c in storage.items.training_clips()
+        if (media_dir / c.content_hash).is_file() and (up_to_seq is None or c.seq <= up_to_seq)
+    ]
     ranked = sorted(clips, key=lambda c: (bucket(c.id), c.seq))
     held = [c for c in ranked if bucket(c.id) < VAL_PERCENT]
     if len(held) < MIN_VAL:
@@ -159,5 +183,5 @@ def build_training_set(storage: Storage, media_dir: Path) -> TrainingSet:
     return TrainingSet(
         train=[_spec(c, media_dir) for c in train],
         val=[_spec(c, media_dir) for c in sorted(held, key=lambda c: c.seq)],
-        last_seq=storage.items.last_seq(),
+        last_seq=storage.items.last_seq() if up_to_seq is None else up_to_seq,
     )

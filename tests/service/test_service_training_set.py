@@ -118,3 +118,39 @@ def test_a_job_reads_its_clips_through_links_a_delete_cannot_take_away(tmp_path:
     kept = pinned.train + pinned.val
     assert [Path(c.path).read_bytes() for c in kept] == [b"a" * 64, b"b" * 64]
     assert all(Path(c.path).parent == tmp_path / "run" / "clips" for c in kept)
+
+
+def test_a_training_set_file_is_whole_or_not_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed while it writes spec.json leaves the file it had, never half of
+    the new one; a file torn anyway (written before that, a power cut) reads as a
+    TrainingSetFileError the worker can act on."""
+    from service.worker.training_set import SpecClip
+
+    clips = [SpecClip(str(i), f"/media/{i}", f"{i:064x}", 4.0, VTT) for i in range(4)]
+    spec = tmp_path / "spec.json"
+    TrainingSet(clips[:2], clips[2:], last_seq=4).write(spec)
+
+    def killed(path: Path, data: str | bytes, *_: object, **__: object) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        with open(path, "wb") as f:
+            f.write(raw[: len(raw) // 2])
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(Path, "write_text", killed)
+    monkeypatch.setattr(Path, "write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        TrainingSet(clips[1:], clips[:1], last_seq=9).write(spec)
+    monkeypatch.undo()
+    assert TrainingSet.read(spec) == TrainingSet(clips[:2], clips[2:], last_seq=4)
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.json"]
+
+    from service.worker.training_set import TrainingSetFileError
+
+    spec.write_text(spec.read_text()[:40])
+    with pytest.raises(TrainingSetFileError, match=r"spec\.json cannot be read"):
+        TrainingSet.read(spec)
+    spec.write_text('{"train": []}')
+    with pytest.raises(TrainingSetFileError, match="KeyError"):
+        TrainingSet.read(spec)

@@ -1,16 +1,25 @@
-"""The worker's own bookkeeping, without training: automatic retraining and tidying."""
+"""The worker's own bookkeeping, without training: automatic retraining, tidying, and a
+job's steps around the trainer (its training set file, its lease)."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
+import service.worker.job as job_module
+from model import load_config
 from service.settings import Settings
 from service.storage import Embedding, ModelRow, NewItem, Storage
+from service.worker.job import Heartbeat, JobRun, JobStopped
 from service.worker.loop import Worker
+from service.worker.training_set import TrainingSet
 from service.worker.versions import remove_unlisted_versions
 
 
@@ -91,3 +100,170 @@ def test_training_threads_follow_the_setting_or_share_the_cores() -> None:
     assert threads_per_rank(3, 4, cores=16) == 3  # MMV_TRAIN_THREADS wins
     assert Settings(train_threads=2).train_threads == 2
     assert Settings().train_threads == 0
+
+
+# -- a job's steps around the trainer ---------------------------------------------------
+# The trainer, the models and the version's files are stand-ins (FakeTraining): what is
+# tested is the worker's own handling of the run folder, the database and the lease.
+VTT = "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\na teal crescent whistles\n"
+NO_SCORE = {"clips": 4, "directions": {}, "score": 0.0}  # the new model is "not worse"
+
+
+def add_clips(storage: Storage, media: Path, n: int) -> None:
+    media.mkdir(parents=True, exist_ok=True)
+    for _ in range(n):
+        digest = os.urandom(32).hex()
+        (media / digest).write_bytes(b"clip")
+        row = storage.items.create(NewItem(kind="video", modalities=["video", "audio"],
+                                           content_hash=digest, transcript_vtt=VTT,
+                                           duration_s=4.0))  # fmt: skip
+        storage.items.mark_ready(row.seq, "v", [Embedding("va", "video", np.ones(2, np.float32))],
+                                 ["video", "audio"], None, None, 4.0)  # fmt: skip
+
+
+def active_model(settings: Settings, storage: Storage) -> None:
+    folder = settings.models_dir / "v1"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(load_config("tiny").to_json())
+    storage.models.add(ModelRow("v1", "2026-12-06T00:00:00Z", {}, {}, None, True))
+
+
+@dataclass
+class FakeTraining:
+    stop_worker: bool = False  # the worker is asked to stop while the job trains
+    during_evaluation: Callable[[], None] | None = None
+    during_publishing: Callable[[], None] | None = None
+    trained_on: list[TrainingSet] = field(default_factory=list)
+    saved_state_seen: list[bool] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTraining:
+    fake = FakeTraining()
+
+    def train(run: JobRun, beat: Heartbeat) -> None:
+        # What the training process does first: read its clips (service/worker/train_run.py).
+        fake.trained_on.append(TrainingSet.read(run.run_dir / "spec.json"))
+        state = run.run_dir / "model" / "train_state.pt"
+        fake.saved_state_seen.append(state.is_file())
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_bytes(b"state")
+        if fake.stop_worker:
+            run.stopping.set()
+            raise JobStopped()
+
+    def evaluate(*_: Any) -> dict[str, Any]:
+        if fake.during_evaluation:
+            fake.during_evaluation()
+        return NO_SCORE
+
+    def publish(_run_model: Path, _models_dir: Path, storage: Storage, **kw: Any) -> ModelRow:
+        row = ModelRow(f"trained-{len(fake.published)}", "2026-12-06T00:00:00Z", {}, {},
+                       kw["parent"], False, kw["job_id"])  # fmt: skip
+        storage.models.add(row)
+        fake.published.append(row.version)
+        if fake.during_publishing:
+            fake.during_publishing()
+        return row
+
+    monkeypatch.setattr(JobRun, "_train", train)
+    monkeypatch.setattr(job_module, "load_model", lambda _path: None)
+    monkeypatch.setattr(job_module, "evaluate_on_slice", evaluate)
+    monkeypatch.setattr(job_module, "publish_version", publish)
+    return fake
+
+
+TORN_SPEC = '{"train": [{"id": "3f2a", "path": "/data/runs/'  # a write cut short by a kill
+
+
+def test_a_torn_training_set_file_is_chosen_again_instead_of_failing_the_job(
+    storage: Storage, tmp_path: Path, fake: FakeTraining
+) -> None:
+    """A worker killed while it wrote spec.json at the first claim left half a file;
+    the next claim chooses the clips again and the job goes on."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10})
+    (settings.runs_dir / job.id).mkdir(parents=True)
+    (settings.runs_dir / job.id / "spec.json").write_text(TORN_SPEC)
+    assert Worker(settings, storage, "w").run_once()
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    (trained,) = fake.trained_on
+    assert len(trained.train) + len(trained.val) == 24 and done.data["clips"] == 24
+    assert not (settings.runs_dir / job.id).exists()  # an ended job's folder goes
+
+
+@pytest.mark.parametrize("clip_deleted", [False, True])
+def test_a_torn_training_set_file_after_training_began_keeps_the_first_claims_clips(
+    storage: Storage, tmp_path: Path, fake: FakeTraining, clip_deleted: bool
+) -> None:
+    """spec.json torn after the run saved state (a power cut): the clips chosen again
+    are those of the first claim, not the items uploaded since, so the saved state
+    still fits the run and training continues from it; with one of them deleted since,
+    the state is another set's and training starts over (the trainer would refuse it)."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10})
+    fake.stop_worker = True
+    assert Worker(settings, storage, "w1").run_once()  # trains a while, then stops
+    queued = storage.jobs.get(job.id)
+    assert queued is not None and queued.status == "queued" and queued.data["clips"] == 24
+    first = fake.trained_on[0]
+    add_clips(storage, settings.media_dir, 30)  # uploads meanwhile
+    if clip_deleted:
+        (settings.media_dir / first.train[0].content_hash).unlink()
+    (settings.runs_dir / job.id / "spec.json").write_text(TORN_SPEC)
+    fake.stop_worker = False
+    assert Worker(settings, storage, "w2").run_once()
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "succeeded", done.error
+    again = fake.trained_on[1]
+    ids = {c.id for c in again.train + again.val}
+    assert ids == {c.id for c in first.train[clip_deleted:] + first.val}
+    assert again.last_seq == first.last_seq
+    assert fake.saved_state_seen == [False, not clip_deleted]
+    if not clip_deleted:  # the very same set: the split too
+        assert again == first and done.data["val_ids"] == queued.data["val_ids"]
+
+
+@pytest.mark.parametrize("lost_while", ["evaluating", "publishing"])
+def test_a_worker_that_lost_its_job_neither_activates_nor_removes_the_new_owners_folder(
+    storage: Storage,
+    tmp_path: Path,
+    fake: FakeTraining,
+    monkeypatch: pytest.MonkeyPatch,
+    lost_while: str,
+) -> None:
+    """The worker's lease runs out (a stalled process, a database outage) and another
+    worker takes the job up, in the same shared run folder, before this one notices."""
+    # No background heartbeat in this test: the worker's own checks must see the loss.
+    monkeypatch.setattr(job_module, "PROGRESS_EVERY_S", 3600.0)
+    settings = Settings(data_dir=tmp_path, job_lease_s=3600)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10, "activate": "auto"})
+
+    def lose_lease() -> None:
+        if storage.jobs.get(job.id).lease_owner == "w2":  # type: ignore[union-attr]
+            return  # evaluation runs twice (the active model, the new one)
+        storage.jobs.expire_leases(now=time.time() + 7200)
+        taken = storage.jobs.claim("w2", settings.job_lease_s)
+        assert taken is not None and taken.id == job.id
+
+    if lost_while == "evaluating":
+        fake.during_evaluation = lose_lease
+    else:
+        fake.during_publishing = lose_lease
+    assert Worker(settings, storage, "w1").run_once()
+    row = storage.jobs.get(job.id)
+    assert row is not None and row.status == "running" and row.lease_owner == "w2"
+    # Published before the loss could be seen at most; never asked to serve.
+    assert fake.published == ([] if lost_while == "evaluating" else ["trained-0"])
+    assert [m.version for m in storage.models.all() if m.job_id] == fake.published
+    assert storage.models.target() is None
+    assert (settings.runs_dir / job.id / "spec.json").is_file()  # w2's, left alone
+    assert row.model_version is None and not row.activated
