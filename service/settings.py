@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(30.0, ge=1.0)  # a worker silent this long is taken as dead
     worker_poll_s: float = Field(2.0, gt=0)  # how often an idle worker looks for a job
     switch_poll_s: float = Field(1.0, gt=0)  # how often the API looks for a version to use
+    # How often the API embeds ready items that lack a vector of the serving version.
+    repair_every_s: float = Field(60.0, gt=0)
 
     # Operations.
     log_level: Literal["debug", "info", "warning", "error"] = "info"

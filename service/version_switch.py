@@ -18,6 +18,19 @@ process); this process notices within MMV_SWITCH_POLL_S and, in a background thr
    place of the old ones, and the new model starts embedding queries — one assignment
    of the serving snapshot (service/active_model.py).
 
+An item the new version cannot embed now (its file unreadable for a while, a decode
+that ran out of time, a full disk) keeps the vectors it is found by: it is left out of
+this switch, never marked failed by it. More than SWAP_WHEN_LEFT such items fail the
+switch (tried again after RETRY_AFTER_S; the old version serves everything meanwhile);
+fewer are swapped without, and the repair below embeds them.
+
+Repair: while no switch runs, every MMV_REPAIR_EVERY_S, ready items without a vector of
+the serving version are embedded with it: the few a switch left out, and those another
+replica stored with the version it still served (PostgreSQL), or this process between
+the database's commit of a switch and a swap that failed. The change log brings them
+into every replica's indexes. An item that fails MAX_EMBED_TRIES repairs in a row is
+marked failed with the reason.
+
 Searches answer from the old version until the swap and from the new one after it;
 each search batch reads one snapshot, so no answer mixes the two. An upload embedded
 by the old version that finishes after the swap is embedded again (service/ingest.py).
@@ -33,7 +46,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -61,6 +74,11 @@ IN_FLIGHT = 4  # tasks queued at once (two per worker keeps both busy)
 TEXT_CHUNK = 256
 SWAP_WHEN_LEFT = 64  # catch up until at most this many items remain, then swap
 RETRY_AFTER_S = 30.0  # a failed switch is tried again after this long
+MAX_EMBED_TRIES = 3  # repairs that fail to embed an item before it is marked failed
+
+
+class UnembeddedItems(RuntimeError):
+    """Too many items could not be embedded with the new version to swap without them."""
 
 
 class SwitchCalledOff(Exception):
@@ -73,7 +91,7 @@ class SwitchStatus:
     stage: str  # loading | waiting | embedding | indexing | catching_up | swapping | done | ...
     done: int = 0  # items embedded with the new version in this switch
     total: int = 0  # items that had to be
-    failed_items: int = 0
+    failed_items: int = 0  # items that could not be embedded (left for the repair)
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     error: str | None = None
@@ -106,6 +124,9 @@ class VersionSwitch:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failed_at: dict[str, float] = {}
+        self._repaired_at = 0.0
+        # seq -> (repairs that failed to embed it, when it may be tried again)
+        self._embed_tries: dict[int, tuple[int, float]] = {}
 
     # -- noticing a target -------------------------------------------------------------
     async def watch(self) -> None:
@@ -127,15 +148,24 @@ class VersionSwitch:
         return active.version if active is not None else None
 
     def check(self) -> None:
-        """Start a switch when the database wants a version that does not serve here."""
+        """Start a switch when the database wants a version that does not serve here;
+        else, now and then, a repair of the serving version's vectors."""
         serving = self.model.serving
         if serving is None:
             return
         target = self.wanted()
-        if target is None or target == serving.version:
+        if target is None:
             return
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
+                return
+            if target == serving.version:
+                if time.monotonic() - self._repaired_at >= self.settings.repair_every_s:
+                    self._repaired_at = time.monotonic()
+                    self._thread = threading.Thread(
+                        target=self._repair_logged, name="repair", daemon=True
+                    )
+                    self._thread.start()
                 return
             if time.time() - self._failed_at.get(target, 0.0) < RETRY_AFTER_S:
                 return
@@ -189,7 +219,7 @@ class VersionSwitch:
         self._still_wanted(version)
 
         status.stage = "embedding"
-        failed: dict[int, str] = {}
+        failed: dict[int, str] = {}  # seq -> why: left out of this switch, kept as they are
         # One replica embeds the stored items (the others would repeat its work); the
         # rest wait for it, then embed only what came to them meanwhile.
         with self.storage.db.exclusive(f"switch:{version}") as leading:
@@ -222,6 +252,13 @@ class VersionSwitch:
                 break
             status.total += left
             self._embed_lacking(embedder, status, failed)
+        if len(failed) > SWAP_WHEN_LEFT:
+            seq, why = next(iter(failed.items()))
+            raise UnembeddedItems(
+                f"{len(failed)} items could not be embedded with model version {version}"
+                f" (item seq {seq}: {why}); they keep being found with the serving version,"
+                f" and the switch is tried again in {RETRY_AFTER_S:.0f} s"
+            )
 
         status.stage = "swapping"
         with self.ingestor.index_lock:  # uploads wait here; searches do not
@@ -233,10 +270,55 @@ class VersionSwitch:
             self.model.use(embedder, registry)
         self.metrics.set_model(version)
         status.stage = "done"
+        if failed:
+            log.warning(
+                "%d items could not be embedded with %s and are left to the repair: %s",
+                len(failed), version, "; ".join(f"seq {s}: {w}" for s, w in failed.items()),
+            )  # fmt: skip
+
+    # -- the repair ----------------------------------------------------------------------
+    def _repair_logged(self) -> None:
+        try:
+            self.repair()
+        except Exception:  # a database hiccup or a worker crash: the next round tries again
+            log.exception("embedding the items the serving version lacks failed")
+
+    def repair(self) -> int:
+        """Embed, with the serving version, the ready items that have no vector of it
+        (those that failed lately wait: MMV_REPAIR_EVERY_S doubled per failure); returns
+        how many were embedded. One replica at a time (the switch's database lock)."""
+        serving = self.model.serving
+        if serving is None:
+            return 0
+        version = serving.version
+        now = time.monotonic()
+        waiting = {seq for seq, (_, after) in self._embed_tries.items() if after > now}
+        with self.storage.db.exclusive(f"switch:{version}") as leading:
+            if not leading:
+                return 0
+            lacking = self.storage.items.count_lacking_embeddings(version) - len(waiting)
+            if lacking <= 0:
+                return 0
+            status = SwitchStatus(version, "repairing", total=lacking)
+            failed: dict[int, str] = {}
+            self._embed_lacking(serving.embedder, status, failed, skip=waiting)
+        embedded = status.done  # items whose vectors were stored
         for seq, why in failed.items():
+            tries = self._embed_tries.get(seq, (0, 0.0))[0] + 1
+            if tries < MAX_EMBED_TRIES:
+                wait_s = self.settings.repair_every_s * 2**tries
+                self._embed_tries[seq] = (tries, time.monotonic() + wait_s)
+                continue
+            self._embed_tries.pop(seq)
             self.storage.items.mark_failed(
-                seq, f"could not be embedded with model version {version}: {why}"
+                seq, f"could not be embedded with model version {version} ({tries} tries): {why}"
             )
+        for seq in [s for s in self._embed_tries if s not in failed and s not in waiting]:
+            del self._embed_tries[seq]  # embedded (or deleted) since
+        log.info(
+            "repair: %d items embedded with %s, %d could not be", embedded, version, len(failed)
+        )
+        return embedded
 
     def _wait_for_leader(self, version: str, status: SwitchStatus) -> None:
         """Until the replica embedding the stored items for `version` is done (or has
@@ -252,24 +334,31 @@ class VersionSwitch:
         status.total = self.storage.items.count_lacking_embeddings(version)
 
     # -- embedding what the new version lacks ------------------------------------------
-    def _lacking(self, version: str, skip: dict[int, str]) -> Iterator[list[ItemRow]]:
+    def _lacking(
+        self, version: str, failed: Container[int], skip: Container[int]
+    ) -> Iterator[list[ItemRow]]:
         after = 0
         while True:
             rows = self.storage.items.lacking_embeddings(version, CHUNK * IN_FLIGHT, after)
             if not rows:
                 return
             after = rows[-1].seq
-            yield [r for r in rows if r.seq not in skip]
+            yield [r for r in rows if r.seq not in failed and r.seq not in skip]
 
     def _embed_lacking(
-        self, embedder: Embedder, status: SwitchStatus, failed: dict[int, str]
+        self,
+        embedder: Embedder,
+        status: SwitchStatus,
+        failed: dict[int, str],
+        skip: Container[int] = (),
     ) -> None:
-        """One pass over the ready items without a vector of the new version."""
+        """One pass over the ready items without a vector of `embedder`'s version (but
+        those in `failed` or `skip`); what cannot be embedded goes into `failed`."""
         version = embedder.version
-        lacking = status.total - status.done  # this pass's items (_switch counted them)
+        lacking = status.total - status.done  # this pass's items (the caller counted them)
         chunk = max(MIN_CHUNK, min(CHUNK, -(-lacking // IN_FLIGHT)))
         pending: list[Future[ReembedResult]] = []
-        for rows in self._lacking(version, failed):
+        for rows in self._lacking(version, failed, skip):
             texts = [r for r in rows if r.kind == "text"]
             media = [r for r in rows if r.kind != "text" and r.content_hash]
             for start in range(0, len(media), chunk):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import shutil
 import signal
 import struct
 import threading
@@ -549,4 +550,70 @@ def test_a_worker_killed_mid_training_and_mid_evaluation_leaves_the_model_alone(
     finally:
         for w in workers:
             w.stop(signal.SIGKILL)
+        server.stop()
+
+
+def test_an_item_a_switch_cannot_embed_keeps_being_found_and_is_repaired(
+    tmp_path: Path, random_model: Path, media: dict[str, Path], storage_of: Any
+) -> None:
+    """A switch that cannot embed an item now (here its media file is unreadable) leaves
+    it ready with the vectors it is found by, never failed; once the file is back, the
+    repair embeds it with the new version, and so too an item another replica stored
+    with the old version after the switch (PostgreSQL)."""
+    data, log = tmp_path / "data", tmp_path / "server.log"
+    settings = {"MMV_SWITCH_POLL_S": "0.2", "MMV_ASR": "false", "MMV_REPAIR_EVERY_S": "0.5"}
+    server = start_server(data, random_model, log, **settings)
+    storage = storage_of(data)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            first = c.get("/readyz").json()["model_version"]
+            ids = {}
+            for name in ("clip", "tone"):
+                r = c.post("/v1/items", files={"file": (media[name].name,
+                                                        media[name].read_bytes())})  # fmt: skip
+                assert r.status_code == 201, r.text
+                ids[name] = r.json()["id"]
+            tone = storage.items.get(ids["tone"])
+            assert tone is not None and tone.content_hash is not None
+            # The tone's file unreadable for now, and nothing of it in the decode cache.
+            hidden = tmp_path / "hidden-tone"
+            (data / "media" / tone.content_hash).rename(hidden)
+            for entry in (data / "cache").glob(f"*/*/{tone.content_hash[:32]}*"):
+                shutil.rmtree(entry)
+            second = register_version(data, storage, "tiny-second")
+            assert c.post(f"/v1/models/{second}/activate").status_code == 200
+            wait_until(lambda: switched(c, second), 120, f"the switch to {second}")
+
+            after = c.get(f"/v1/items/{ids['tone']}").json()
+            assert after["status"] == "ready", after  # the old code marked it failed
+            assert storage.embeddings.get(tone.seq, first, "va", "audio") is not None
+            assert storage.embeddings.get(tone.seq, second, "va", "audio") is None
+            assert "left to the repair" in log.read_text()
+
+            # What a replica still serving the old version stores meanwhile.
+            dim = len(storage.embeddings.get(tone.seq, first, "vat", "audio"))
+            seed_texts(storage, first, dim, 1)
+            text_seq = storage.items.last_seq()
+
+            hidden.rename(data / "media" / tone.content_hash)
+
+            def repaired() -> bool:
+                return all(
+                    storage.embeddings.get(seq, second, "vat", modality) is not None
+                    for seq, modality in ((tone.seq, "audio"), (text_seq, "text"))
+                )
+
+            wait_until(repaired, 60, "the repair embeds both items with the new version")
+
+            def found(target: str, item_seq: int) -> bool:
+                r = c.post("/v1/search", json={"query": {"text": "red ball"},
+                                               "target": target, "k": 100})  # fmt: skip
+                assert r.status_code == 200 and r.json()["model_version"] == second, r.text
+                item = storage.items.get_by_seq(item_seq)
+                return any(x["item"]["id"] == item.id for x in r.json()["results"])
+
+            wait_until(lambda: found("audio", tone.seq), 30, "the tone found by the new version")
+            wait_until(lambda: found("text", text_seq), 30, "the text found by the new version")
+            assert c.get(f"/v1/items/{ids['tone']}").json()["status"] == "ready"
+    finally:
         server.stop()
