@@ -219,9 +219,10 @@ class IndexRegistry:
                 with self._lock:
                     self._next = None
 
-    def swap(self, version: str) -> IndexSet:
+    def swap(self, version: str, *, save: bool = True) -> IndexSet:
         """Make the built next set of `version` the active one: a last catch-up with the
-        source while adds and removes wait, then one reference assignment; then save it.
+        source while adds and removes wait, then one reference assignment; then save it
+        (save=False: the caller saves, e.g. once it has let go of its own locks).
         RebuildError when no built set of that version waits."""
         status = self._status
         with self._lock:
@@ -237,16 +238,23 @@ class IndexRegistry:
         if status is not None and status.to_version == version:
             status.state = "done"  # from here the new set serves, whatever the save does
             status.finished_at = time.time()
+        LOG.info(
+            "index set %s is now active (was %s)", version, previous.version if previous else None
+        )
+        if save:
+            self.save_swapped()
+        return built
+
+    def save_swapped(self) -> None:
+        """Save the set just swapped in; a failure is logged and noted on the rebuild's
+        status (it serves either way: the next upkeep saves it, a restart rebuilds it)."""
+        built, status = self._active, self._status
         try:
             built.save()
         except Exception as exc:  # the next upkeep save writes it; open rebuilds if not
             if status is not None:
                 status.error = f"active, but saving it failed: {type(exc).__name__}: {exc}"
-            LOG.exception("index set %s is active but could not be saved", version)
-        LOG.info(
-            "index set %s is now active (was %s)", version, previous.version if previous else None
-        )
-        return built
+            LOG.exception("index set %s is active but could not be saved", built.version)
 
     def discard_next(self) -> None:
         """Drop a built set that waits to be swapped in (a switch that was called off)."""

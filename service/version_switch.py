@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Container, Iterator
@@ -61,7 +62,7 @@ from service.media_jobs import media_limits, window_plan
 from service.media_worker import MediaPool, ReembedJob, ReembedResult, StoredItem, embed_stored
 from service.prometheus import Metrics
 from service.settings import Settings
-from service.storage import Embedding, ItemRow, Storage
+from service.storage import Embedding, ItemRow, Storage, UnknownVersion
 
 log = logging.getLogger("service.switch")
 
@@ -190,6 +191,8 @@ class VersionSwitch:
         except SwitchCalledOff:
             status.stage = "called_off"
             log.info("switch to %s called off: another version was asked for", version)
+            if self.storage.models.get(version) is None:  # deleted since: nothing of it stays
+                shutil.rmtree(self.settings.indexes_dir / version, ignore_errors=True)
         except Exception as exc:  # reported on /readyz and retried later; the old one serves
             status.stage, status.error = "failed", f"{type(exc).__name__}: {exc}"
             self._failed_at[version] = time.time()
@@ -266,8 +269,9 @@ class VersionSwitch:
             self._embed_lacking(embedder, status, failed)
             if not self.storage.models.complete_switch(version):
                 self._still_wanted(version)  # else another replica completed it: swap too
-            registry.swap(version)  # the last catch-up with the database, then swapped
+            registry.swap(version, save=False)  # a last catch-up with the database
             self.model.use(embedder, registry)
+        registry.save_swapped()  # uploads go on meanwhile (they add to the saved set)
         self.metrics.set_model(version)
         status.stage = "done"
         if failed:
@@ -301,7 +305,10 @@ class VersionSwitch:
                 return 0
             status = SwitchStatus(version, "repairing", total=lacking)
             failed: dict[int, str] = {}
-            self._embed_lacking(serving.embedder, status, failed, skip=waiting)
+            try:
+                self._embed_lacking(serving.embedder, status, failed, skip=waiting)
+            except SwitchCalledOff:  # another version is asked for: the switch goes first
+                return status.done
         embedded = status.done  # items whose vectors were stored
         for seq, why in failed.items():
             tries = self._embed_tries.get(seq, (0, 0.0))[0] + 1
@@ -359,6 +366,7 @@ class VersionSwitch:
         chunk = max(MIN_CHUNK, min(CHUNK, -(-lacking // IN_FLIGHT)))
         pending: list[Future[ReembedResult]] = []
         for rows in self._lacking(version, failed, skip):
+            self._still_wanted(version)  # a switch called off stops within a page
             texts = [r for r in rows if r.kind == "text"]
             media = [r for r in rows if r.kind != "text" and r.content_hash]
             for start in range(0, len(media), chunk):
@@ -407,11 +415,14 @@ class VersionSwitch:
     ) -> None:
         # Segments first: an item counts as embedded once its own vectors are stored.
         segment_rows = [(seq, e) for seq, vectors in result.segments.items() for e in vectors]
-        if segment_rows:
-            self.storage.segments.add_for_stored(version, segment_rows)
         rows = [(seq, e) for seq, vectors in result.embeddings.items() for e in vectors]
-        if rows:
-            self.storage.embeddings.add_for_stored(version, rows)
+        try:
+            if segment_rows:
+                self.storage.segments.add_for_stored(version, segment_rows)
+            if rows:
+                self.storage.embeddings.add_for_stored(version, rows)
+        except UnknownVersion:  # deleted (after it was called off): nothing more of it
+            raise SwitchCalledOff() from None
         status.done += len(result.embeddings)
         for seq, why in result.failed.items():
             log.warning("item seq %d cannot be embedded with %s: %s", seq, version, why)
@@ -420,9 +431,12 @@ class VersionSwitch:
 
     def _embed_texts(self, embedder: Embedder, rows: list[ItemRow], status: SwitchStatus) -> None:
         vectors = embedder.embed_texts([r.text or "" for r in rows])
-        self.storage.embeddings.add_for_stored(
-            embedder.version,
-            [(r.seq, Embedding(space, "text", v[n])) for space, v in vectors.items()
-             for n, r in enumerate(rows)],
-        )  # fmt: skip
+        try:
+            self.storage.embeddings.add_for_stored(
+                embedder.version,
+                [(r.seq, Embedding(space, "text", v[n])) for space, v in vectors.items()
+                 for n, r in enumerate(rows)],
+            )  # fmt: skip
+        except UnknownVersion:
+            raise SwitchCalledOff() from None
         status.done += len(rows)

@@ -25,7 +25,12 @@ from pathlib import Path
 from service.storage.changes import ChangeRow, Changes
 from service.storage.database import Database, open_database
 from service.storage.embeddings import Embeddings
-from service.storage.errors import ConstraintViolation, DuplicateContent, StorageError
+from service.storage.errors import (
+    ConstraintViolation,
+    DuplicateContent,
+    StorageError,
+    UnknownVersion,
+)
 from service.storage.heartbeats import Heartbeats
 from service.storage.items import READY_CACHE_ITEMS, Items
 from service.storage.jobs import Jobs
@@ -60,6 +65,7 @@ __all__ = [
     "SegmentRow",
     "Storage",
     "StorageError",
+    "UnknownVersion",
     "now_rfc3339",
 ]
 

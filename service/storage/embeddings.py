@@ -14,6 +14,7 @@ import numpy as np
 
 from service.storage.changes import INDEXED, record_changes
 from service.storage.database import Connection, Database
+from service.storage.errors import UnknownVersion
 from service.storage.rows import Embedding
 
 MAX_PARAMS = 900  # below SQLite's bound-parameter limit, for IN (...) lists
@@ -113,6 +114,16 @@ def lock_present(conn: Connection, db: Database, table: str, seqs: set[int]) -> 
     return out
 
 
+def lock_version(conn: Connection, db: Database, version: str) -> None:
+    """The model version's row, locked against its deletion until the transaction ends
+    (a DELETE of the version then waits, and removes what this one wrote); UnknownVersion
+    when it is gone: its vectors would be orphans."""
+    lock = " FOR KEY SHARE" if db.for_update else ""
+    found = conn.execute(f"SELECT 1 FROM models WHERE version = ?{lock}", (version,)).fetchone()
+    if found is None:
+        raise UnknownVersion(version)
+
+
 class Embeddings:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -120,8 +131,9 @@ class Embeddings:
     def add_for_stored(self, version: str, rows: Sequence[tuple[int, Embedding]]) -> int:
         """Another version's vectors for items already stored (re-indexing), in one
         transaction; items deleted meanwhile are skipped, not brought back. Returns how
-        many vectors were written."""
+        many vectors were written; UnknownVersion when the version was deleted."""
         with self._db.transaction() as conn:
+            lock_version(conn, self._db, version)
             # The items' rows locked first: one deleted meanwhile is skipped, not brought
             # back (on PostgreSQL a concurrent delete waits for this, or this for it).
             present = set(lock_present(conn, self._db, "items", {seq for seq, _ in rows}))

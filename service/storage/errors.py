@@ -23,3 +23,7 @@ class DuplicateContent(Exception):
 class ConstraintViolation(Exception):
     """A write broke a constraint (a unique key, a reference): the transaction was
     rolled back. Either engine's integrity error arrives as this."""
+
+
+class UnknownVersion(KeyError):
+    """Vectors for a model version the database does not hold (deleted meanwhile)."""

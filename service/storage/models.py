@@ -132,7 +132,9 @@ class Models:
             target = conn.execute("SELECT value FROM state WHERE key = ?", (TARGET_KEY,)).fetchone()
             if found[0] or (target is not None and target[0] == version):
                 raise ValueError(version)
+            # The row first: its delete waits for writers of the version's vectors
+            # (lock_version), so that the deletes below see what they wrote.
+            conn.execute("DELETE FROM models WHERE version = ?", (version,))
             conn.execute("DELETE FROM segment_embeddings WHERE version = ?", (version,))
             cur = conn.execute("DELETE FROM embeddings WHERE version = ?", (version,))
-            conn.execute("DELETE FROM models WHERE version = ?", (version,))
         return int(cur.rowcount)

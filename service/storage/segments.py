@@ -19,6 +19,7 @@ from service.storage.embeddings import (
     MAX_PARAMS,
     insert_rows,
     lock_present,
+    lock_version,
     read_present,
     read_vectors,
 )
@@ -178,8 +179,10 @@ class Segments:
 
     def add_for_stored(self, version: str, rows: Sequence[tuple[int, Embedding]]) -> int:
         """Another version's vectors for stored segments (re-indexing); segments deleted
-        meanwhile are skipped. Returns how many vectors were written."""
+        meanwhile are skipped. Returns how many vectors were written; UnknownVersion
+        when the version was deleted."""
         with self._db.transaction() as conn:
+            lock_version(conn, self._db, version)
             present = set(lock_present(conn, self._db, "segments", {seq for seq, _ in rows}))
             written = [(seq, e) for seq, e in rows if seq in present]
             insert_rows(conn, "segment_embeddings", "segment_seq", version, written)

@@ -203,6 +203,28 @@ def test_a_rebuild_can_wait_built_for_the_caller_to_swap_it_in(
         registry.swap("v2")
 
 
+def test_a_swap_can_leave_the_save_to_its_caller(tmp_path: Path, sphere: ClusteredSphere) -> None:
+    # The service swaps under its ingestion lock and saves after letting go of it: the
+    # save (every index serialised, hashed, fsynced) must not hold uploads up.
+    ids = np.arange(200, dtype=np.int64)
+    v1, v2 = ArraySource(), ArraySource()
+    v1.put("vat", "audio", ids, sphere.sample(200, seed=46))
+    v2.put("vat", "audio", ids, sphere.sample(200, seed=47))
+    registry = IndexRegistry(tmp_path)
+    registry.open("v1", LAYOUT, DIMS, v1)
+    registry.start_rebuild("v2", LAYOUT, DIMS, v2, swap=False)
+    assert registry.wait_rebuild(30)
+    manifest = tmp_path / "v2" / "manifest.json"
+    built = manifest.read_bytes()  # the rebuild saved what it built
+    added = sphere.sample(1, seed=48)
+    v2.put("vat", "audio", np.array([5000]), added)  # caught up by the swap
+    registry.swap("v2", save=False)
+    assert registry.version == "v2" and registry.active.count("vat", "audio") == 201
+    assert manifest.read_bytes() == built  # not saved by the swap
+    registry.save_swapped()
+    assert manifest.read_bytes() != built
+
+
 def test_a_waiting_set_can_be_discarded_and_the_old_one_serves_on(
     tmp_path: Path, sphere: ClusteredSphere
 ) -> None:

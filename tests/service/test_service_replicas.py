@@ -17,7 +17,7 @@ from service.active_model import ActiveModel
 from service.change_follower import GAP_WAIT_S, ChangeFollower
 from service.indexes import SEGMENT_ID_BASE, StorageSource
 from service.settings import Settings
-from service.storage import Embedding, NewItem, NewSegment, Storage
+from service.storage import Embedding, ModelRow, NewItem, NewSegment, Storage, now_rfc3339
 
 DIM = 8
 LAYOUT = {"va": ["audio", "audio_segments"]}
@@ -108,6 +108,7 @@ def test_changes_applied_twice_or_late_do_no_harm(storage: Storage, tmp_path: Pa
 def test_vectors_of_another_version_change_nothing_here(storage: Storage, tmp_path: Path) -> None:
     seq = make_ready(storage, "x", 1)
     follower, registry = replica(storage, tmp_path / "b")
+    storage.models.add(ModelRow("v2", now_rfc3339(), {}, {}, None, False))
     storage.embeddings.add_for_stored("v2", [(seq, Embedding("va", "audio", unit(9)))])
     assert follower.poll() == 1
     assert live(registry) == [seq]

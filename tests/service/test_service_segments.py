@@ -77,6 +77,7 @@ def test_deleting_an_item_removes_all_its_segments_at_once(storage: Storage) -> 
 
 def test_re_indexing_adds_vectors_only_for_segments_that_still_exist(storage: Storage) -> None:
     _, seqs, _ = long_video(storage, "h1", [(0, 10), (5, 15)])
+    storage.models.add(ModelRow("v2", now_rfc3339(), {}, {}, None, False))
     written = storage.segments.add_for_stored(
         "v2",
         [
@@ -87,7 +88,6 @@ def test_re_indexing_adds_vectors_only_for_segments_that_still_exist(storage: St
     assert written == 1
     assert storage.segments.seqs("v2", "va", "audio").tolist() == [seqs[0]]
     # Deleting a model version takes its segment vectors with it.
-    storage.models.add(ModelRow("v2", now_rfc3339(), {}, {}, None, False))
     storage.models.delete("v2")
     assert storage.segments.seqs("v2", "va", "audio").size == 0
     assert len(storage.segments.seqs("v1", "va", "audio")) == 2

@@ -18,6 +18,7 @@ from service.storage import (
     NewItem,
     Storage,
     StorageError,
+    UnknownVersion,
 )
 
 
@@ -155,6 +156,27 @@ def test_models_one_active_at_a_time(storage: Storage) -> None:
     assert storage.models.active().version == "b"
     storage.models.activate("a")
     assert [(m.version, m.active) for m in storage.models.all()] == [("b", False), ("a", True)]
+
+
+def test_no_vectors_are_written_for_a_version_deleted_meanwhile(storage: Storage) -> None:
+    # A switch called off goes on embedding until its next check; a DELETE of its version
+    # in between left the vectors it wrote after the delete as orphans, for good.
+    storage.models.add(ModelRow("v1", "2026-12-07T00:00:00Z", {}, {}, None, True))
+    storage.models.add(ModelRow("v2", "2026-12-07T00:00:01Z", {}, {}, "v1", False))
+    seq = storage.items.create_ready(
+        [(NewItem(kind="text", modalities=["text"], status="ready", text="a"),
+          [Embedding("vat", "text", np.ones(4, np.float32))])], "v1"
+    )[0]  # fmt: skip
+    vector = Embedding("vat", "text", np.full(4, 0.5, np.float32))
+    assert storage.embeddings.add_for_stored("v2", [(seq, vector)]) == 1
+    storage.models.delete("v2")
+    assert storage.embeddings.get(seq, "v2", "vat", "text") is None
+    with pytest.raises(UnknownVersion):
+        storage.embeddings.add_for_stored("v2", [(seq, vector)])
+    with pytest.raises(UnknownVersion):
+        storage.segments.add_for_stored("v2", [(seq, vector)])
+    assert storage.embeddings.get(seq, "v2", "vat", "text") is None
+    assert storage.embeddings.get(seq, "v1", "vat", "text") is not None
 
 
 def test_threads_each_get_a_connection_and_writes_serialise(storage: Storage) -> None:
