@@ -28,6 +28,7 @@ import numpy as np
 from model.atomic_files import fsync_file
 from model.errors import ModelError
 from model.media import MediaError, MediaInfo
+from model.media.decode_cache import DecodeCache
 from model.transcripts import Transcript, TranscriptError, parse_transcript, texts_in_spans
 from service import errors
 from service.active_model import ActiveModel, Serving
@@ -432,7 +433,13 @@ class Ingestor:
                 ids = [row.seq, *segment_ids(deleted[1]).tolist()]
                 self.model.indexes.remove(ids)
         if deleted is not None and deleted[0].content_hash:
-            self.storage.items.remove_media_if_unused(deleted[0].content_hash, self.media.remove)
+            self.storage.items.remove_media_if_unused(deleted[0].content_hash, self._remove_file)
+
+    def _remove_file(self, content_hash: str) -> None:
+        """The media file, and what the decode cache holds of it (this host's; other
+        hosts' go at their next sweep, service/runtime.py)."""
+        self.media.remove(content_hash)
+        DecodeCache(self.settings.cache_dir).remove(content_hash)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for background processing to finish (graceful shutdown)."""

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from model.media.decode_cache import DecodeCache
 from service.active_model import ActiveModel
 from service.change_follower import ChangeFollower
 from service.demo import ensure_demo_corpus
@@ -53,6 +54,8 @@ from service.version_switch import VersionSwitch
 log = logging.getLogger("service.runtime")
 
 UPKEEP_EVERY_S = 60.0  # save changed indexes and rebuild outgrown ones this often
+CACHE_SWEEP_EVERY_S = 3600.0  # decode cache entries of files no item names go this often
+CACHE_SWEEP_AGE_S = 3600.0  # ... once untouched this long (work under way is younger)
 HEARTBEATS_PER_TIMEOUT = 3  # beats in MMV_REPLICA_TIMEOUT_S: one late beat is no death
 TMP_STALE_S = 86400.0  # another replica's upload leftovers older than this are removed
 
@@ -101,6 +104,7 @@ class Runtime:
         self._starting: asyncio.Task[None] | None = None
         self.failed: Exception | None = None  # why start-up gave up (the exit status says 1)
         self._stopping = False
+        self._swept_at = time.monotonic()  # the first sweep an hour after start-up
         # How a failed start-up stops the process: `python -m service` sets uvicorn's
         # should_exit (then exits 1); elsewhere SIGTERM, which uvicorn handles the same.
         self.stop_server: Callable[[], None] = lambda: signal.raise_signal(signal.SIGTERM)
@@ -229,6 +233,9 @@ class Runtime:
         for job in self.storage.jobs.expire_leases():
             log.warning("training job %s: %s", job.id, job.error)
         self.storage.changes.prune()
+        if time.monotonic() - self._swept_at >= CACHE_SWEEP_EVERY_S:
+            self._swept_at = time.monotonic()
+            self.sweep_decode_cache(CACHE_SWEEP_AGE_S)
         if self.model.indexes is not None:
             if self.settings.shared_database:
                 # What the change log could not tell (a change committed long after its
@@ -241,6 +248,16 @@ class Runtime:
                                     name, added, removed)  # fmt: skip
             self.model.indexes.maintain()
             self.model.indexes.save()
+
+    def sweep_decode_cache(self, older_than_s: float) -> tuple[int, int]:
+        """This host's decode cache entries of files no item names any more: deleted on
+        another host, example queries, builds cut short. Returns (entries, bytes)."""
+        in_use = self.storage.items.media_in_use()
+        entries, size = DecodeCache(self.settings.cache_dir).sweep(in_use, older_than_s)
+        if entries:
+            log.info("decode cache: removed %d entries (%.1f MB) of files no item names",
+                     entries, size / 1e6)  # fmt: skip
+        return entries, size
 
     # -- shutdown ----------------------------------------------------------------------
     async def stop(self) -> None:

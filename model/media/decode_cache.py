@@ -19,6 +19,10 @@ with its meta.json is complete. A parameter or version change names a new entry.
 array shorter than its header (a damaged disk, a copy cut short) raises
 DecodeCacheError; a "windows" entry is then decoded again, while a training dataset
 names it (ClipDataset).
+
+The service removes a file's entries when its last item is deleted (`remove`), and
+now and then those of files no item names (`sweep`: another host's deletes, entries of
+example queries, builds cut short).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 FULL_VERSION = 1  # bump when a "full" entry's arrays change meaning
 WINDOWS_VERSION = 1  # bump when a "windows" entry's arrays change meaning
 META = "meta.json"  # written with the arrays: an entry with it is complete
+KINDS = ("decoded", "windows")  # the folders entries live in, by kind
 _HASH_CHUNK = 1 << 20
 
 
@@ -291,6 +297,38 @@ class DecodeCache:
         if not self.has(entry):
             publish_dir(entry, lambda tmp: _write_windows(tmp, windows, source))
         return entry
+
+    # -- removal ------------------------------------------------------------------------
+    def remove(self, digest: str) -> int:
+        """Every entry of the file with this content hash (a deleted item's decoded
+        frames and sound do not outlive it); returns how many went."""
+        removed = 0
+        for kind in KINDS:
+            for entry in (self.root / kind / digest[:2]).glob(f"{digest[:32]}-*"):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def sweep(self, in_use: Collection[str], older_than_s: float) -> tuple[int, int]:
+        """Remove the entries of files whose content hash is not in `in_use` (and the
+        leftovers of builds cut short), untouched for `older_than_s`: work under way is
+        younger. Returns (entries, bytes) removed."""
+        keep = {digest[:32] for digest in in_use}
+        cutoff = time.time() - older_than_s
+        entries = removed_bytes = 0
+        for kind in KINDS:
+            for entry in (self.root / kind).glob("*/*"):
+                if entry.name.split("-", 1)[0] in keep:
+                    continue
+                try:
+                    if entry.stat().st_mtime > cutoff:
+                        continue
+                    size = sum(f.stat().st_size for f in entry.iterdir())
+                except FileNotFoundError:  # removed meanwhile (another process's sweep)
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                entries, removed_bytes = entries + 1, removed_bytes + size
+        return entries, removed_bytes
 
 
 def cached_windows(

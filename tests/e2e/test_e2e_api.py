@@ -609,13 +609,21 @@ def test_delete_removes_the_item_from_search_storage_and_disk(
     assert_error(client.get(f"/v1/items/{text['id']}"), 404, "not_found")
     assert_error(client.delete(f"/v1/items/{text['id']}"), 404, "not_found")
 
+    before = {p.name for p in (server.data_dir / "media").iterdir()}
     clip = upload(client, make_clip(tmp_path / "doomed.mp4", "rgbtestsrc", 300))
     assert clip.status_code == 201, clip.text
     item = clip.json()
     stored = list((server.data_dir / "media").iterdir())
+    (digest,) = {p.name for p in stored} - before
+
+    def cached() -> list[Path]:  # the decode cache's entries of the file (any host folder)
+        return list(server.data_dir.glob(f"**/cache/*/{digest[:2]}/{digest[:32]}-*"))
+
+    assert cached(), "ingestion keeps the windows it decoded"
     assert client.delete(f"/v1/items/{item['id']}").status_code == 204
     assert_error(client.get(item["media_url"]), 404, "not_found")
     assert len(list((server.data_dir / "media").iterdir())) == len(stored) - 1
+    assert cached() == []  # its decoded frames and sound do not outlive it
     for target in ("audio", "video"):
         hits = result_ids(search(client, {"text": "anything"}, target, k=1000))
         assert item["id"] not in hits

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from model.config import load_config
-from model.media import Windows, load_windows
+from model.media import Windows, load_windows, read_media_info
 from model.media.decode_cache import DecodeCache, DecodeCacheError, cached_windows, content_hash
 
 TINY = load_config("tiny")
@@ -75,3 +75,37 @@ def test_a_damaged_windows_entry_is_decoded_again(
 def test_a_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     with pytest.raises(DecodeCacheError, match="cannot read"):
         DecodeCache(tmp_path).cached_windows(tmp_path / "gone.mp4", TINY)
+
+
+def test_a_files_entries_are_removed_by_hash_and_swept_when_no_item_names_it(
+    media_files: dict[str, Path], tmp_path: Path
+) -> None:
+    cache = DecodeCache(tmp_path / "cache")
+    mp4, wav = media_files["mp4"], media_files["wav"]
+    for path in (mp4, wav):
+        cache.cached_windows(path, TINY, 2)
+        cache.cached_windows(path, TINY, 3)
+    cache.full(
+        mp4, content_hash(mp4), fps=4, side=80, sample_rate=16000,
+        media_info=lambda: read_media_info(mp4),
+    )  # fmt: skip
+    gone, kept = content_hash(mp4), content_hash(wav)
+
+    def entries(digest: str) -> list[str]:
+        return sorted(p.name for p in (tmp_path / "cache").glob(f"*/*/{digest[:32]}-*"))
+
+    assert len(entries(gone)) == 3
+    assert cache.remove(gone) == 3  # both kinds, every parameter set
+    assert entries(gone) == [] and len(entries(kept)) == 2
+
+    cache.cached_windows(mp4, TINY, 2)  # decoded again (an example query of the same bytes)
+    leftover = tmp_path / "cache" / "windows" / "ab" / ".abcd-fps4.x1y2.tmp"  # a cut build
+    leftover.mkdir(parents=True)
+    (leftover / "video.npy").write_bytes(b"x" * 100)
+    assert cache.sweep({kept}, older_than_s=3600) == (0, 0)  # all younger than an hour
+    removed, size = cache.sweep({kept}, older_than_s=0)
+    assert removed == 2 and size > 100
+    assert entries(gone) == [] and not leftover.exists() and len(entries(kept)) == 2
+    decodes = cache.decodes
+    assert cache.cached_windows(wav, TINY, 2).load() is not None
+    assert cache.decodes == decodes  # what files in use have stays
