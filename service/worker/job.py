@@ -279,8 +279,12 @@ class JobRun:
             self.run_dir, self.settings.train_nproc, on_event, self.settings.train_threads
         )
         started = time.monotonic()
+        # A lost lease kills the run at once: the job, and this shared folder, may be
+        # another worker's already; a STOP file or a state saved here would be in its way.
         code = wait_or_stop(
-            process, lambda: beat.lost or beat.cancel_requested or self.stopping.is_set()
+            process,
+            lambda: beat.cancel_requested or self.stopping.is_set(),
+            must_kill=lambda: beat.lost,
         )
         log.info("job %s: training ended with status %s after %.0f s", self.job.id, code,
                  time.monotonic() - started)  # fmt: skip

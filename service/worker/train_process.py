@@ -151,15 +151,22 @@ class TrainProcess:
 
 
 def wait_or_stop(
-    process: TrainProcess, should_stop: Callable[[], bool], grace_s: float = 120.0
+    process: TrainProcess,
+    should_stop: Callable[[], bool],
+    grace_s: float = 120.0,
+    must_kill: Callable[[], bool] = lambda: False,
 ) -> int:
     """Wait for the run; when `should_stop()` turns true, ask it to stop, and kill it if
-    it has not within `grace_s`. Returns its exit status."""
+    it has not within `grace_s`; when `must_kill()` does, kill it at once (its folder is
+    no longer its own: no STOP file there, no state saved). Returns its exit status."""
     asked_at: float | None = None
     while True:
         code = process.wait(timeout=0.5)
         if code is not None:
             return code
+        if must_kill():
+            process.kill()
+            return process.wait() or -9
         if asked_at is None and should_stop():
             process.stop()
             asked_at = time.monotonic()

@@ -4,6 +4,7 @@ job's steps around the trainer (its training set file, its lease)."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -267,3 +268,42 @@ def test_a_worker_that_lost_its_job_neither_activates_nor_removes_the_new_owners
     assert storage.models.target() is None
     assert (settings.runs_dir / job.id / "spec.json").is_file()  # w2's, left alone
     assert row.model_version is None and not row.activated
+
+
+class EndlessTraining:
+    """A training process that runs until it is stopped (the STOP file) or killed."""
+
+    def __init__(self, run_dir: Path, *_: Any) -> None:
+        self.run_dir, self.killed, self.stopped_early = run_dir, False, False
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self.killed:
+            return -9
+        if (self.run_dir / "STOP").exists():
+            self.stopped_early = True
+            return 3
+        time.sleep(timeout or 0)
+        return None
+
+    def stop(self) -> None:
+        (self.run_dir / "STOP").touch()
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def test_a_run_whose_lease_was_lost_is_killed_without_a_stop_file_in_the_shared_folder(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder may already be the new owner's: a STOP file there would stop its run,
+    and a state saved on the way out would be written over its own."""
+    monkeypatch.setattr(job_module, "TrainProcess", EndlessTraining)
+    settings = Settings(data_dir=tmp_path)
+    job = storage.jobs.create({"steps": 10})
+    run = JobRun(settings, storage, job, "w1", threading.Event())
+    run.run_dir.mkdir(parents=True)
+    beat = Heartbeat(storage, job, "w1", 30.0)
+    beat.lost = True
+    with pytest.raises(JobStopped):
+        run._train(beat)
+    assert not (run.run_dir / "STOP").exists()
