@@ -10,7 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    FiniteFloat,
     StrictBool,
     StrictInt,
     model_validator,
@@ -23,6 +22,11 @@ Modality = Literal["video", "audio", "image", "text"]
 MODALITY_NAMES: tuple[str, ...] = ("video", "audio", "image", "text")
 Status = Literal["ready", "processing", "failed"]
 SpaceName = Literal["va", "vat", "vt"]
+
+# Numbers in request bodies are JSON numbers, never coerced: `true` is no 1 and "5" no 5
+# (what the schema says; lax parsing took {"steps": true} as one step).
+RequestInt = StrictInt
+RequestFloat = Annotated[float, Field(strict=True), AllowInfNan(False)]
 
 # Ids the server hands out (items, jobs, model versions) are printable: a control
 # character, NUL above all (PostgreSQL's text cannot hold one), names nothing stored.
@@ -58,7 +62,7 @@ StoredText = Annotated[str, AfterValidator(_storable)]
 MetaValue = (
     StrictBool
     | StrictInt
-    | Annotated[float, Field(strict=True), AllowInfNan(False)]
+    | RequestFloat
     | StoredText
     | None
 )
@@ -106,8 +110,8 @@ class ItemQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     item_id: str = Field(min_length=1, pattern=ID_PATTERN)
-    start_s: FiniteFloat | None = Field(None, ge=0)
-    end_s: FiniteFloat | None = Field(None, gt=0)
+    start_s: RequestFloat | None = Field(None, ge=0)
+    end_s: RequestFloat | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _whole_or_a_stretch(self) -> ItemQuery:
@@ -120,7 +124,7 @@ class ItemQuery(BaseModel):
 
 class VectorQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    vector: list[FiniteFloat] = Field(min_length=1, max_length=65536)
+    vector: list[RequestFloat] = Field(min_length=1, max_length=65536)
     space: SpaceName
 
 
@@ -128,7 +132,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: TextQuery | ItemQuery | VectorQuery
     target: Modality
-    k: int = Field(10, ge=1, le=1000)
+    k: RequestInt = Field(10, ge=1, le=1000)
     filter: Metadata | None = None
     # True: each item once, at its best match (a long item's best segment, its next best
     # under it); False: every matching segment is a result of its own.
@@ -171,7 +175,7 @@ class SearchResults(BaseModel):
 class TrainingJobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     init: Literal["active", "scratch"] = "active"
-    steps: int | None = Field(None, ge=1)
+    steps: RequestInt | None = Field(None, ge=1)
     activate: Literal["auto", "manual"] = "auto"
 
 

@@ -5,10 +5,13 @@ cursor too big for a database integer, an Origin that is not a URL)."""
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
@@ -16,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from service.errors import InvalidRequest, RangeNotSatisfiable
 from service.origin_guard import OriginGuard
 from service.routes.items import check_range, decode_cursor, encode_cursor, list_items
+from service.schemas import SearchRequest, TrainingJobIn
 from service.storage import Storage
 
 
@@ -70,3 +74,29 @@ def test_an_origin_that_is_not_a_url_is_a_foreign_one_403(origin: str) -> None:
     assert r.status_code == 403, r.text
     assert r.json()["error"]["code"] == "forbidden"
     assert client.post("/x", headers={"Origin": "http://127.0.0.1:8000"}).text == "done"
+
+
+@pytest.mark.parametrize(
+    "model, body",
+    [
+        (TrainingJobIn, {"steps": True}),  # was taken as 1 step (schemathesis found it)
+        (TrainingJobIn, {"steps": "100"}),
+        (TrainingJobIn, {"steps": 2.0}),
+        (SearchRequest, {"query": {"text": "a"}, "target": "audio", "k": True}),
+        (SearchRequest, {"query": {"text": "a"}, "target": "audio", "k": "5"}),
+        (SearchRequest, {"query": {"vector": [1.0, True], "space": "va"}, "target": "audio"}),
+        (SearchRequest, {"query": {"vector": ["0.5"], "space": "va"}, "target": "audio"}),
+        (SearchRequest, {"query": {"item_id": "x", "start_s": "1", "end_s": 2}, "target": "audio"}),
+    ],
+)
+def test_numbers_in_a_request_body_are_json_numbers_not_coerced(model: Any, body: dict) -> None:
+    with pytest.raises(ValidationError):
+        model.model_validate_json(json.dumps(body))
+
+
+def test_json_numbers_still_pass() -> None:
+    assert TrainingJobIn.model_validate_json('{"steps": 100}').steps == 100
+    found = SearchRequest.model_validate_json(
+        '{"query": {"item_id": "x", "start_s": 1, "end_s": 2.5}, "target": "audio", "k": 7}'
+    )
+    assert found.k == 7 and found.query.start_s == 1.0  # type: ignore[union-attr]
