@@ -59,13 +59,7 @@ StoredText = Annotated[str, AfterValidator(_storable)]
 
 # A metadata value: flat JSON only (no nested objects or lists), so filters match exactly;
 # numbers finite, since JSON has no NaN or Infinity to answer with.
-MetaValue = (
-    StrictBool
-    | StrictInt
-    | RequestFloat
-    | StoredText
-    | None
-)
+MetaValue = StrictBool | StrictInt | RequestFloat | StoredText | None
 Metadata = dict[StoredText, MetaValue]
 
 
