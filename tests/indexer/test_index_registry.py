@@ -203,17 +203,25 @@ def test_a_rebuild_can_wait_built_for_the_caller_to_swap_it_in(
         registry.swap("v2")
 
 
-def test_a_swap_can_leave_the_save_to_its_caller(tmp_path: Path, sphere: ClusteredSphere) -> None:
-    # The service swaps under its ingestion lock and saves after letting go of it: the
-    # save (every index serialised, hashed, fsynced) must not hold uploads up.
-    ids = np.arange(200, dtype=np.int64)
+def built_beside(
+    tmp_path: Path, sphere: ClusteredSphere, n: int, seed: int
+) -> tuple[IndexRegistry, ArraySource]:
+    """v1 serving n vectors, v2's set built beside it and waiting to be swapped in."""
+    ids = np.arange(n, dtype=np.int64)
     v1, v2 = ArraySource(), ArraySource()
-    v1.put("vat", "audio", ids, sphere.sample(200, seed=46))
-    v2.put("vat", "audio", ids, sphere.sample(200, seed=47))
+    v1.put("vat", "audio", ids, sphere.sample(n, seed=seed))
+    v2.put("vat", "audio", ids, sphere.sample(n, seed=seed + 1))
     registry = IndexRegistry(tmp_path)
     registry.open("v1", LAYOUT, DIMS, v1)
     registry.start_rebuild("v2", LAYOUT, DIMS, v2, swap=False)
     assert registry.wait_rebuild(30)
+    return registry, v2
+
+
+def test_a_swap_can_leave_the_save_to_its_caller(tmp_path: Path, sphere: ClusteredSphere) -> None:
+    # The service swaps under its ingestion lock and saves after letting go of it: the
+    # save (every index serialised, hashed, fsynced) must not hold uploads up.
+    registry, v2 = built_beside(tmp_path, sphere, 200, seed=46)
     manifest = tmp_path / "v2" / "manifest.json"
     built = manifest.read_bytes()  # the rebuild saved what it built
     added = sphere.sample(1, seed=48)
@@ -228,14 +236,7 @@ def test_a_swap_can_leave_the_save_to_its_caller(tmp_path: Path, sphere: Cluster
 def test_a_waiting_set_can_be_discarded_and_the_old_one_serves_on(
     tmp_path: Path, sphere: ClusteredSphere
 ) -> None:
-    ids = np.arange(300, dtype=np.int64)
-    v1, v2 = ArraySource(), ArraySource()
-    v1.put("vat", "audio", ids, sphere.sample(300, seed=44))
-    v2.put("vat", "audio", ids, sphere.sample(300, seed=45))
-    registry = IndexRegistry(tmp_path)
-    registry.open("v1", LAYOUT, DIMS, v1)
-    registry.start_rebuild("v2", LAYOUT, DIMS, v2, swap=False)
-    assert registry.wait_rebuild(30)
+    registry, v2 = built_beside(tmp_path, sphere, 300, seed=44)
     registry.discard_next()
     status = registry.rebuild_status()
     assert status is not None and status["state"] == "failed" and "discarded" in status["error"]
