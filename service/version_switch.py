@@ -271,9 +271,9 @@ class VersionSwitch:
                 self._still_wanted(version)  # else another replica completed it: swap too
             registry.swap(version, save=False)  # a last catch-up with the database
             self.model.use(embedder, registry)
+            self.metrics.set_model(version)
+            status.stage = "done"  # the new version serves: /readyz reports no switch
         registry.save_swapped()  # uploads go on meanwhile (they add to the saved set)
-        self.metrics.set_model(version)
-        status.stage = "done"
         if failed:
             log.warning(
                 "%d items could not be embedded with %s and are left to the repair: %s",

@@ -1,0 +1,61 @@
+"""What /readyz says at the end of a switch of model versions.
+
+The switch saves the swapped-in index set after it lets uploads go on again; while it
+saved, /readyz already named the new version as the one serving and still reported the
+switch under way (stage `swapping`): a client waiting for "serves v2, no switch running"
+saw the two disagree for as long as the save took (CI caught it in
+test_an_api_killed_mid_switch_serves_one_whole_version_and_finishes_it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.prometheus import Metrics
+from service.routes.ops import readiness
+from service.runtime import Runtime
+from service.settings import Settings
+from service.storage import Embedding, ModelRow, NewItem, now_rfc3339
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_readyz_reports_no_switch_once_the_new_version_serves(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", asr=False, workers=1)
+    runtime = Runtime(settings, Metrics())
+    try:
+        for version in ("v1", "v2"):  # the same weights under two names: a real switch
+            (settings.models_dir / version).symlink_to(REPO / "models" / "default")
+            runtime.storage.models.add(
+                ModelRow(version, now_rfc3339(), {}, {}, None, version == "v1")
+            )
+        runtime.load_model_and_indexes()
+        embedder = runtime.model.embedder
+        assert embedder is not None and embedder.version == "v1"
+        by_space = embedder.embed_texts(["a teal crescent"])
+        runtime.storage.items.create(
+            NewItem(kind="text", modalities=["text"], text="a teal crescent", status="ready"),
+            "v1", [Embedding(space, "text", vectors[0]) for space, vectors in by_space.items()],
+        )  # fmt: skip
+
+        registry = runtime.model.indexes
+        assert registry is not None
+        seen: list[dict[str, Any]] = []
+        save = registry.save_swapped
+
+        def save_swapped() -> None:
+            seen.append(readiness(runtime.model, runtime.switch).model_dump())
+            save()
+
+        registry.save_swapped = save_swapped  # type: ignore[method-assign]
+        runtime.storage.models.request_switch("v2")
+        runtime.switch.check()
+        assert runtime.switch.wait(120)
+        status = runtime.switch.status
+        assert status is not None and status.stage == "done", status
+        assert len(seen) == 1
+        assert seen[0]["model_version"] == "v2" and seen[0]["reindex"] is None, seen[0]
+    finally:
+        runtime.media_pool.shutdown()
+        runtime.storage.close()
