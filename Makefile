@@ -112,9 +112,10 @@ MODEL_BATCH ?= 256
 MODEL_STEPS ?= 2500
 # The ablation at the default model's recipe (batch 256 x 2,500 steps): FAC, shared and
 # disjoint at 2 seeds, then the two-modality variants at 1, seed by seed. A run takes
-# 37-110 minutes on 2 cores (0.9-2.6 s a step; this machine's speed drifts); finished
-# runs in ABLATION_OUT are kept and a stopped one resumes from its last save (every 100
-# steps), so it can run in pieces, and `make ablation-table` reports those finished. The
+# 37-110 minutes on 2 cores (0.9-2.6 s a step; this machine's speed drifts). Each
+# finished run's result is kept in git, in ABLATION_KEEP, and not trained again on any
+# machine; a stopped run resumes from its last save (every 100 steps) in ABLATION_OUT
+# while that folder lasts. So it runs in pieces; `make ablation-table` reports those kept. The
 # batch-32 x 2,000-step table stays in docs/ablation.md beside it (ABLATION_STEPS=2000
 # ABLATION_BATCH=32 ABLATION_SEEDS="0 1 2" ABLATION_PAIR_SEEDS="0 1 2" remakes it).
 ABLATION_STEPS ?= $(MODEL_STEPS)
@@ -122,7 +123,8 @@ ABLATION_BATCH ?= $(MODEL_BATCH)
 ABLATION_SEEDS ?= 0 1
 ABLATION_PAIR_SEEDS ?= 0
 ABLATION_OUT ?= data/ablation-$(ABLATION_STEPS)
-ABLATION_ARGS = --data $(CORPUS) --out $(ABLATION_OUT) --steps $(ABLATION_STEPS) \
+ABLATION_KEEP ?= docs/ablation-runs/$(ABLATION_STEPS)
+ABLATION_ARGS = --data $(CORPUS) --out $(ABLATION_OUT) --keep $(ABLATION_KEEP) --steps $(ABLATION_STEPS) \
 	--set train.batch_size=$(ABLATION_BATCH) --seeds $(ABLATION_SEEDS) \
 	--pair-seeds $(ABLATION_PAIR_SEEDS) --doc docs/ablation.md
 # Training uses every core (the OMP_NUM_THREADS=1 above is for tests and the server).

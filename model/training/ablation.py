@@ -3,11 +3,14 @@
     python -m model.training.ablation --data CORPUS --out DIR [--steps N] [--seeds 0 1 2]
                                       [--pair-seeds 0] [--set train.batch_size=256]
                                       [--variants fac shared ...] [--doc docs/ablation.md]
+                                      [--keep docs/ablation-runs/2500]
 
 Every variant trains the tiny config from scratch with the same budget (steps, batch,
 schedule, data) for each seed, then is evaluated like `python -m model.evaluation` on the
 corpus test split (decoded once, shared by every run). Runs already finished in DIR are
-not trained again, so an interrupted ablation continues where it stopped. Results:
+not trained again, so an interrupted ablation continues where it stopped; with --keep,
+each finished run's result is also kept in a folder in git (ablation_records.py) and a
+run kept there is not trained again on any machine. Results:
 DIR/ablation.json (every run), DIR/ablation.md (mean ± std per variant) and, with
 --doc, the doc's section for this budget (steps) is replaced by the new one; sections
 of other budgets stay. --table-only trains nothing and makes the table from the runs
@@ -36,6 +39,7 @@ from model.evaluation.eval_sets import (
     prepare_corpus_eval,
 )
 from model.evaluation.evaluate import evaluate
+from model.training.ablation_records import corpus_digest, kept_path, read_kept, write_kept
 from model.training.ablation_report import figure, markdown, plot_ablation, summarise, update_doc
 from model.training.options import TrainOptions, apply_overrides, parse_overrides
 from model.training.train import train
@@ -115,15 +119,24 @@ def run_ablation(
     progress: bool = True,
     table_only: bool = False,
     pair_seeds: list[int] | None = None,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate every variant × seed not finished in `out`, then summarise.
-    With `table_only`, train nothing: summarise the runs already finished. `pair_seeds`:
-    the seeds of the two-modality variants, when fewer than the others' (they answer a
-    question the paper settles with one run each)."""
+    """Train and evaluate every variant × seed not finished in `out` (nor kept in
+    `keep`), then summarise. With `table_only`, train nothing: summarise the runs already
+    finished. `pair_seeds`: the seeds of the two-modality variants, when fewer than the
+    others' (they answer a question the paper settles with one run each). `keep`: a
+    folder in git where each finished run's result is kept (ablation_records.py)."""
     out.mkdir(parents=True, exist_ok=True)
     order = run_order(variants, seeds, pair_seeds)
+    cfg = apply_overrides(load_config(config), overrides or {})
+    kept_budget = {"steps": steps, "batch_size": cfg.train.batch_size, "config": config}
+    digest = corpus_digest(data)
     # Finished runs are reused: refuse, before any work, ones trained for another budget.
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
     for name, seed in order:
+        if keep is not None and kept_path(keep, name, seed).is_file():
+            kept[name, seed] = read_kept(kept_path(keep, name, seed), kept_budget, digest)
+            continue
         run_dir = out / f"{name}-seed{seed}"
         trained = _trained_steps(run_dir)
         if (run_dir / "eval.json").is_file() and trained != steps:
@@ -131,14 +144,16 @@ def run_ablation(
                 f"{run_dir} holds a run of {trained} steps, not {steps}: results of "
                 "different budgets cannot share a table; choose another --out"
             )
-    cfg = apply_overrides(load_config(config), overrides or {})
     prepared: CorpusEval | None = None  # the test split, decoded when a run needs it
     runs: list[dict[str, Any]] = []
     for name, seed in order:
         variant = VARIANTS[name]
         run_dir = out / f"{name}-seed{seed}"
         report = run_dir / "eval.json"
-        if report.is_file():
+        run_overrides = {**(overrides or {}), **variant.overrides}
+        if (name, seed) in kept:
+            result = kept[name, seed]
+        elif report.is_file():
             result = json.loads(report.read_text())
         elif table_only:
             continue
@@ -152,13 +167,17 @@ def run_ablation(
                     config=config,
                     steps=steps,
                     seed=seed,
-                    overrides={**(overrides or {}), **variant.overrides},
+                    overrides=run_overrides,
                     progress=progress,
                 )
             )
             result = evaluate(load_checkpoint(run_dir), prepared, progress=progress)
             result["train_minutes"] = _step_minutes(run_dir)
             report.write_text(json.dumps(result, indent=2) + "\n")
+        if keep is not None and (name, seed) not in kept:
+            path = kept_path(keep, name, seed)
+            write_kept(path, name, seed, kept_budget, run_overrides, digest, result)
+            print(f"kept {name} seed {seed}'s result in {path}")
         runs.append({"variant": name, "seed": seed, "result": result})
         print(
             f"{name} seed {seed}: text->video R@10 "
@@ -215,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     p.add_argument("--probe-train", type=int, default=PROBE_TRAIN_CLIPS)
     p.add_argument("--doc", type=Path, default=None, help="markdown file whose results to replace")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="folder (in git) where each finished run's result is kept; runs kept there "
+        "are not trained again on any machine",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--table-only",
@@ -236,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not a.no_progress,
             table_only=a.table_only,
             pair_seeds=a.pair_seeds,
+            keep=a.keep,
         )
     except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,12 +1,13 @@
 """The ablation runner's bookkeeping: it refuses to mix budgets (a finished run of another
 step count in the output folder would otherwise be reused silently in the new table),
-reports finished runs without training (--table-only), and keeps one doc section per
-budget."""
+reports finished runs without training (--table-only), keeps each finished run's result
+where it outlives the machine (--keep), and keeps one doc section per budget."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from train_fixtures import FAST
 
 from model.errors import ModelError
 from model.training.ablation import main, run_ablation, run_order
+from model.training.ablation_records import corpus_digest, kept_path, write_kept
 from model.training.ablation_report import claims, doc_markers, markdown, summarise, update_doc
 
 
@@ -162,6 +164,50 @@ def test_runs_go_seed_by_seed_and_the_two_modality_variants_last() -> None:
     ]  # fmt: skip
 
 
+def _kept(keep: Path, name: str, seed: int, t2v: float, **budget: object) -> None:
+    write_kept(
+        kept_path(keep, name, seed), name, seed,
+        {"steps": 2500, "batch_size": 256, "config": "tiny", **budget},
+        {"heads.space": name}, "c0ffee",
+        {"candidates": 1000, "retrieval": {"text->video": {"R@10": t2v}}},
+    )  # fmt: skip
+
+
+def test_kept_results_make_the_table_on_a_machine_without_the_runs(tmp_path: Path) -> None:
+    """A fresh machine has no data/: the runs kept in git are the finished ones."""
+    keep = tmp_path / "docs" / "ablation-runs" / "2500"
+    _kept(keep, "fac", 0, 0.9)
+    _kept(keep, "fac", 1, 0.8)
+    # A run finished on this machine before results were kept: kept now.
+    _finished_run(tmp_path / "ablation", "shared", 0, 2500, 0.5)
+    results = run_ablation(
+        tmp_path / "no-corpus", tmp_path / "ablation", 2500, [0, 1], ["fac", "shared"],
+        overrides={"train.batch_size": 256}, table_only=True, keep=keep,
+    )  # fmt: skip
+    assert results["summary"]["fac"]["text→video R@10"]["values"] == [0.9, 0.8]
+    assert results["summary"]["shared"]["text→video R@10"]["values"] == [0.5]
+    shared = json.loads(kept_path(keep, "shared", 0).read_text())
+    assert shared["budget"] == {"steps": 2500, "batch_size": 256, "config": "tiny"}
+    assert shared["result"]["retrieval"]["text->video"]["R@10"] == 0.5
+    assert sorted(p.name for p in keep.iterdir()) == [
+        "fac-seed0.json", "fac-seed1.json", "shared-seed0.json",
+    ]  # fmt: skip
+
+
+def test_a_kept_result_of_another_budget_or_corpus_is_refused(tmp_path: Path) -> None:
+    keep, corpus = tmp_path / "keep", tmp_path / "corpus"
+    _kept(keep, "fac", 0, 0.9, batch_size=32)
+    with pytest.raises(ModelError, match="batch_size=32, not 256"):
+        run_ablation(corpus, tmp_path / "a", 2500, [0], ["fac"],
+                     overrides={"train.batch_size": 256}, keep=keep)  # fmt: skip
+    _kept(keep, "fac", 0, 0.9)  # the budget matches, the corpus (c0ffee) does not
+    corpus.mkdir()
+    (corpus / "manifest.jsonl").write_text('{"id": "clip-000000"}\n')
+    with pytest.raises(ModelError, match="another corpus"):
+        run_ablation(corpus, tmp_path / "a", 2500, [0], ["fac"],
+                     overrides={"train.batch_size": 256}, keep=keep)  # fmt: skip
+
+
 def test_an_ablation_trains_evaluates_and_reuses_its_finished_runs(
     small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -184,3 +230,15 @@ def test_an_ablation_trains_evaluates_and_reuses_its_finished_runs(
     assert "training tiny" not in capsys.readouterr().out
     assert report.stat().st_mtime_ns == stamp
     assert set(json.loads((out / "ablation.json").read_text())["summary"]) == {"fac"}
+
+    # Kept in git (--keep): a machine without the run folder trains nothing either.
+    keep = tmp_path / "keep"
+    assert main([*argv, "--keep", str(keep)]) == 0
+    kept = json.loads(kept_path(keep, "fac", 0).read_text())
+    assert kept["result"] == result and kept["corpus_sha256"] == corpus_digest(small_corpus)
+    assert kept["overrides"]["heads.space"] == "fac"
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main([*argv, "--keep", str(keep)]) == 0
+    assert "training tiny" not in capsys.readouterr().out
+    assert not (out / "fac-seed0").exists()
