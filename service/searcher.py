@@ -25,6 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import faiss
 import numpy as np
 
 from indexer import IndexerError, IndexSet
@@ -295,6 +296,7 @@ class Searcher:
                     name = segment_name(q.space, q.target)
                     if name is not None:
                         allowed_segments = segment_ids(self.storage.segments.seqs_of_items(allowed))
+                        allowed_segments = np.setdiff1d(allowed_segments, self._own_segments(q))
                         moments[i] = _search_one(
                             indexes, q, name, allowed_segments, _segment_k(q.k), exclude=False
                         )
@@ -311,10 +313,19 @@ class Searcher:
             for row, i in enumerate(members):
                 found[i] = (scores[row], seqs[row])
             name = segment_name(space, target)
-            if name is not None:
-                scores, ids = indexes.search(space, name, queries, _segment_k(k))
-                for row, i in enumerate(members):
-                    moments[i] = (scores[row], ids[row])
+            if name is None:
+                continue
+            # A query item's own segments are its nearest: searched together with the
+            # others they would fill the fetch and leave no moment of any other item.
+            own = {i: self._own_segments(batch[i]) for i in members}
+            shared = [row for row, i in enumerate(members) if own[i].size == 0]
+            if shared:
+                scores, ids = indexes.search(space, name, queries[shared], _segment_k(k))
+                for at, row in enumerate(shared):
+                    moments[members[row]] = (scores[at], ids[at])
+            for row, i in enumerate(members):
+                if own[i].size:
+                    moments[i] = _search_without(indexes, space, name, queries[row], own[i], k)
         self.metrics.search_stage.labels("index").observe(time.perf_counter() - t1)
 
         t2 = time.perf_counter()
@@ -336,6 +347,13 @@ class Searcher:
             answers[i] = Answer(_results(q, candidates, payloads), q.space, embedder.version)
         self.metrics.search_stage.labels("join").observe(time.perf_counter() - t2)
         return answers  # type: ignore[return-value]
+
+    def _own_segments(self, q: Query) -> np.ndarray:
+        """Ids, in the segment indexes, of the query item's segments that are no answer."""
+        if q.exclude_seq is None:
+            return np.empty(0, np.int64)
+        rows = self.storage.segments.of_item(q.exclude_seq)
+        return segment_ids([g.seq for g in rows if _is_own(q, g)])
 
     def _resolve_item(self, q: Query, embedder: Embedder) -> None:
         assert q.item_id is not None
@@ -407,6 +425,26 @@ def _search_one(
     return scores[0], ids[0]
 
 
+def _search_without(
+    indexes: IndexSet, space: str, index: str, query: np.ndarray, left_out: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Moments of one query among every segment but `left_out` (the query item's own)."""
+    listed = faiss.IDSelectorBatch(left_out)
+    others = faiss.IDSelectorNot(listed)  # holds a pointer to `listed`: both live to the end
+    scores, ids = indexes.search(space, index, query[None, :], _segment_k(k), filter=others)
+    del listed, others
+    return scores[0], ids[0]
+
+
+def _is_own(q: Query, segment: SegmentRow) -> bool:
+    """A segment of the query item that is not an answer: any, for a whole-item query;
+    those overlapping the stretch, for a moment query (the rest of the recording is)."""
+    if segment.item_seq != q.exclude_seq:
+        return False
+    span = q.exclude_span
+    return span is None or (segment.start_s < span[1] and segment.end_s > span[0])
+
+
 def _segment_k(k: int) -> int:
     return max(SEGMENT_FETCH_MIN, SEGMENT_FETCH * k)
 
@@ -432,10 +470,7 @@ def _candidates(
             segment = segments.get(segment_id - SEGMENT_ID_BASE) if segment_id >= 0 else None
             if segment is None or segment.item_seq not in payloads:
                 continue
-            if segment.item_seq == q.exclude_seq and (
-                q.exclude_span is None
-                or (segment.start_s < q.exclude_span[1] and segment.end_s > q.exclude_span[0])
-            ):
+            if _is_own(q, segment):
                 continue
             out.append((score, segment.item_seq, segment))
     out.sort(key=lambda c: -c[0])

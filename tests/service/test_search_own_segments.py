@@ -1,0 +1,117 @@
+"""Searching by a long stored item: its own segments are no answer, and must not take
+the places of other items' moments.
+
+The segment index was asked for max(16, 4·(k+1)) hits with nothing left out. A long
+item's own segments are the nearest to its whole-file vector, so they filled those hits
+and were then dropped as "the query itself": another long item's matching stretch came
+back without its `segment`, at its whole-file score and rank ("find similar" on the web
+page, `{"query": {"item_id": …}}`). Real Storage, real FAISS indexes, the real model's
+spaces; the vectors are made so that the answer is known.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.active_model import ActiveModel
+from service.embedder import Embedder, ModelHandle
+from service.indexes import open_indexes
+from service.prometheus import Metrics
+from service.searcher import Searcher, results_json
+from service.settings import Settings
+from service.storage import Embedding, ModelRow, NewItem, NewSegment, Storage, now_rfc3339
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder.load(ModelHandle("v1", REPO / "models" / "default"), "cpu")
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, embedder: Embedder
+) -> Iterator[tuple[Storage, ThreadPoolExecutor, Embedder]]:
+    storage = Storage(tmp_path / "db.sqlite")
+    storage.models.add(ModelRow("v1", now_rfc3339(), {}, {}, None, True))
+    executor = ThreadPoolExecutor(1)
+    try:
+        yield storage, executor, embedder
+    finally:
+        executor.shutdown()
+        storage.close()
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def audio(
+    storage: Storage, dims: dict[str, int], name: str, whole: np.ndarray,
+    segments: list[np.ndarray], rng: np.random.Generator,
+) -> str:  # fmt: skip
+    """A stored sound: `whole` its va vector, one 10 s segment every 5 s per vector."""
+    row = storage.items.create(
+        NewItem(kind="audio", modalities=["audio"], content_hash=name, metadata={"album": "talks"})
+    )
+    other = {s: unit(rng.standard_normal(d)) for s, d in dims.items() if s != "va"}
+    vectors = [Embedding("va", "audio", whole)] + [
+        Embedding(s, "audio", v) for s, v in other.items()
+    ]
+    cut = [
+        NewSegment(5.0 * n, 5.0 * n + 10, [Embedding("va", "audio", v)]
+                   + [Embedding(s, "audio", unit(rng.standard_normal(dims[s]))) for s in other])
+        for n, v in enumerate(segments)
+    ]  # fmt: skip
+    storage.items.mark_ready(
+        row.seq, "v1", vectors, ["audio"], None, None, 5.0 * len(segments) + 5, segments=cut
+    )
+    return row.id
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["unfiltered", "filtered"])
+@pytest.mark.parametrize("group", [True, False], ids=["grouped", "every-segment"])
+def test_a_long_query_items_own_segments_leave_room_for_other_items_moments(
+    world: Any, tmp_path: Path, filtered: bool, group: bool
+) -> None:
+    storage, executor, embedder = world
+    dims = {space: embedder.dim(space) for space in embedder.model.spaces}
+    rng = np.random.default_rng(0)
+    u = unit(rng.standard_normal(dims["va"]))
+
+    def near(spread: float) -> np.ndarray:
+        return unit(u + spread * unit(rng.standard_normal(dims["va"])))
+
+    # A: 5 minutes, every stretch close to its whole (59 segments); the query.
+    a = audio(storage, dims, "a", u, [near(0.2) for _ in range(59)], rng)
+    # B: one minute, its 40-50 s stretch close to A, the rest and the whole far.
+    b_segments = [unit(rng.standard_normal(dims["va"])) for _ in range(11)]
+    b_segments[8] = near(0.8)
+    b = audio(storage, dims, "b", near(3.0), b_segments, rng)
+    for n in range(5):  # short sounds, none near
+        audio(storage, dims, f"d{n}", unit(rng.standard_normal(dims["va"])), [], rng)
+
+    registry = open_indexes(
+        tmp_path / "indexes", storage, "v1", embedder.index_pairs(), dims, 1 << 30
+    )
+    model = ActiveModel()
+    model.use(embedder, registry)
+    searcher = Searcher(storage, model, Metrics(), executor, Settings(data_dir=tmp_path))
+    query = searcher.item_query(a, "audio", 3, {"album": "talks"} if filtered else None, group)
+    answer = searcher.run_batch([query])[0]
+    assert not isinstance(answer, Exception), answer
+    results = json.loads(results_json(answer, 0.0))["results"]
+
+    assert a not in [r["item"]["id"] for r in results]  # never its own answer
+    best = results[0]
+    assert best["item"]["id"] == b, results
+    assert best["segment"] == {"start_s": 40.0, "end_s": 50.0}
+    assert best["score"] == pytest.approx(float(b_segments[8] @ u), abs=1e-4)
