@@ -4,7 +4,8 @@ Each modality through the public API (`MMV.embed_*`: input checks, eval mode,
 no_grad, L2 normalisation, tokenisation for text), batched and one at a time.
 Measured beside, in the same run, the baseline: the same network called directly
 (backbone + heads on ready tensors, text already tokenised) — the ratio API / raw
-shows what the API costs on top of the network.
+shows what the API costs on top of the network; and batched video and audio with the
+ResNet trunks on NCHW maps, the layout before channels-last.
 
 Targets (issue #2, tiny on 2 cores): ≥ 20 video clips/s, ≥ 100 audio clips/s and
 ≥ 2,000 texts/s batched. docs/benchmarks.md measured ≈ 250 / 500 / 25k for a tiny MMV.
@@ -32,6 +33,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model import MMV, Tokenizer, build_model, load_config
+from model.backbones.resnet_v2 import ResNetV2Trunk
+
+
+def set_trunk_layout(model: torch.nn.Module, layout: torch.memory_format) -> None:
+    for module in model.modules():
+        if isinstance(module, ResNetV2Trunk):
+            module.set_memory_format(layout)
+
 
 GOALS = {"video": 20.0, "audio": 100.0, "text": 2000.0}  # items/s, batched
 _WORDS_TEXT = """
@@ -151,6 +160,20 @@ def main() -> None:
             f"{modality:<9}{mode:<9}{n:>6}{api_rate:>11,.0f}{api_ms:>10.2f}"
             f"{api_cpu:>13,.0f}{raw_rate:>13,.0f}{api_rate / raw_rate:>9.2f}"
         )
+    # The layout the ResNet trunks ran on before channels-last, measured beside it.
+    speedups = []
+    for modality, fn in (
+        ("video", lambda: m.embed_video(video)),
+        ("audio", lambda: m.embed_audio(audio)),
+    ):
+        set_trunk_layout(m, torch.contiguous_format)
+        nchw_rate, _, _ = rate(fn, batch, seconds, sync)
+        set_trunk_layout(m, torch.channels_last)
+        last_rate, _, _ = rate(fn, batch, seconds, sync)
+        speedups.append(
+            f"{modality} {last_rate:,.0f} / {nchw_rate:,.0f} = {last_rate / nchw_rate:.2f}"
+        )
+    print("batched items/s, channels-last / NCHW maps: " + ", ".join(speedups))
     print(
         f"load average at end: {os.getloadavg()[0]:.1f} (above ~2, other processes "
         "share the 2 cores and wall-clock rates drop; items/CPU-s much less)"

@@ -10,7 +10,8 @@ loads in-process), compute = forward + backward + Adam. Beside it, in the same r
 trainer with one loader process when its default is in-process (the setting it replaced),
 the same model on an in-memory batch (the compute-only ceiling), and that ceiling with
 glibc's default malloc, measured first, before the trainer keeps freed memory for the
-rest of the process (`model.training.cpu_allocator`; it cannot be undone in-process). Every row
+rest of the process (`model.training.cpu_allocator`; it cannot be undone in-process), and the
+ResNet trunks on NCHW maps (the layout before channels-last). Every row
 computes as the trainer does (`train.precision`: bf16 autocast on CUDA and on CPUs with
 native bf16); where that is bf16, compute only in float32 is measured beside it.
 Target: data loading never the bottleneck, ≤ 20% of the step time (median).
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from model import MMVLoss, build_model, load_config  # noqa: E402
+from model.backbones.resnet_v2 import ResNetV2Trunk  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.corpus import make_corpus  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402
@@ -82,13 +84,21 @@ def trainer_timings(
 
 
 def compute_only(
-    data: Path, steps: int, batch: int, config: str, device: str, dtype: torch.dtype
+    data: Path,
+    steps: int,
+    batch: int,
+    config: str,
+    device: str,
+    dtype: torch.dtype,
+    layout: torch.memory_format = torch.channels_last,
 ) -> dict[str, float]:
-    """The same model and loss on one batch held in memory (on the device): no loader."""
+    """The same model and loss on one batch held in memory (on the device): no loader.
+    `layout`: the ResNet trunks' maps (channels-last as trained; NCHW, what it replaced)."""
     cfg = load_config(config)
     dataset = CorpusDataset(data, cfg, "train", show_progress=False)
     torch.manual_seed(0)
     model = build_model(cfg, Tokenizer.build(training_texts(dataset), cfg.text.vocab_size))
+    set_trunk_layout(model, layout)
     dev = torch.device(device)
     model.train().to(dev)
     samples = [dataset[(i % len(dataset), 0)] for i in range(batch)]
@@ -97,8 +107,19 @@ def compute_only(
     return time_steps(model, cfg, inputs, steps, batch, dev, dtype)
 
 
+def set_trunk_layout(model: torch.nn.Module, layout: torch.memory_format) -> None:
+    for module in model.modules():
+        if isinstance(module, ResNetV2Trunk):
+            module.set_memory_format(layout)
+
+
 def synthetic(
-    steps: int, batch: int, config: str, device: str, dtype: torch.dtype
+    steps: int,
+    batch: int,
+    config: str,
+    device: str,
+    dtype: torch.dtype,
+    layout: torch.memory_format = torch.channels_last,
 ) -> dict[str, float]:
     """Compute only on random inputs of the config's shapes: for configs whose decode
     cache is too big to make here (the paper's 32 frames of 200² at 48 kHz)."""
@@ -106,6 +127,7 @@ def synthetic(
     torch.manual_seed(0)
     words = [f"word{i}" for i in range(500)]
     model = build_model(cfg, Tokenizer.build([" ".join(words)], cfg.text.vocab_size))
+    set_trunk_layout(model, layout)
     dev = torch.device(device)
     model.train().to(dev)
     v, k, n = cfg.video, cfg.loss.num_positives, cfg.text.max_words
@@ -182,12 +204,14 @@ def main() -> int:
     dtype = training_dtype(cfg.train.precision, torch.device(a.device))
     before = "compute only, glibc's own malloc"  # measured before keep_freed_memory()
     f32 = "compute only, float32"
+    nchw = "compute only, NCHW maps"  # the trunks' layout before channels-last
     if a.synthetic:
         rows = {before: synthetic(steps, a.batch, a.config, a.device, dtype)}
         keep_freed_memory()
         rows["compute only (random inputs)"] = synthetic(steps, a.batch, a.config, a.device, dtype)
         if dtype != torch.float32:
             rows[f32] = synthetic(steps, a.batch, a.config, a.device, torch.float32)
+        rows[nchw] = synthetic(steps, a.batch, a.config, a.device, dtype, torch.contiguous_format)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
             data = a.data
@@ -216,6 +240,9 @@ def main() -> int:
                 rows[f32] = compute_only(
                     data, compute_steps, a.batch, a.config, a.device, torch.float32
                 )
+            rows[nchw] = compute_only(
+                data, compute_steps, a.batch, a.config, a.device, dtype, torch.contiguous_format
+            )
     gpu = f" ({torch.cuda.get_device_name()})" if a.device == "cuda" else ""
     print(
         f"\nmachine: {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -239,6 +266,10 @@ def main() -> int:
         "\ncompute throughput, freed memory kept / glibc's own malloc: "
         f"{kept['clips_per_s'] / rows[before]['clips_per_s']:.2f}"
         + ("" if changed else " (not glibc: nothing was changed)")
+    )
+    print(
+        "compute throughput, channels-last / NCHW maps: "
+        f"{kept['clips_per_s'] / rows[nchw]['clips_per_s']:.2f}"
     )
     if f32 in rows:
         print(

@@ -24,7 +24,7 @@ BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {
 
 
 def temporal_shift(x: Tensor, num_frames: int, fraction: float) -> Tensor:
-    """Shift channels in time: `[B*T, C, H, W]` -> same shape.
+    """Shift channels in time: `[B*T, C, H, W]` -> same shape and memory layout.
 
     `int(C * fraction)` channels take the next frame's values and as many take the
     previous frame's (the official release: 1/8 each way); the rest stay. Clip borders
@@ -35,26 +35,35 @@ def temporal_shift(x: Tensor, num_frames: int, fraction: float) -> Tensor:
     n = int(c * fraction)
     if n == 0:
         return x
-    x = x.view(nt // num_frames, num_frames, c, h, w)
-    # F.pad pads the last dims first: (W, H, C, T) pairs; T gets one zero frame.
-    from_next = F.pad(x[:, 1:, :n], (0, 0, 0, 0, 0, 0, 0, 1))
-    from_prev = F.pad(x[:, :-1, n : 2 * n], (0, 0, 0, 0, 0, 0, 1, 0))
-    out = torch.cat((from_next, from_prev, x[:, :, 2 * n :]), dim=2)
-    return out.view(nt, c, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # The trunk's maps: shift on the [B, T, H, W, C] view they already are (no copy
+        # to make it, and the result needs no reorder before the next conv).
+        y = x.permute(0, 2, 3, 1).view(nt // num_frames, num_frames, h, w, c)
+        # F.pad pads the last dims first: (C, W, H, T) pairs; T gets one zero frame.
+        from_next = F.pad(y[:, 1:, ..., :n], (0, 0, 0, 0, 0, 0, 0, 1))
+        from_prev = F.pad(y[:, :-1, ..., n : 2 * n], (0, 0, 0, 0, 0, 0, 1, 0))
+        out = torch.cat((from_next, from_prev, y[..., 2 * n :]), dim=-1)
+        return out.view(nt, h, w, c).permute(0, 3, 1, 2)
+    z = x.reshape(nt // num_frames, num_frames, c, h, w)
+    # Here the pairs are (W, H, C, T).
+    from_next = F.pad(z[:, 1:, :n], (0, 0, 0, 0, 0, 0, 0, 1))
+    from_prev = F.pad(z[:, :-1, n : 2 * n], (0, 0, 0, 0, 0, 0, 1, 0))
+    return torch.cat((from_next, from_prev, z[:, :, 2 * n :]), dim=2).view(nt, c, h, w)
 
 
 def max_pool_3x3_stride2(x: Tensor) -> Tensor:
-    """`nn.MaxPool2d(3, stride=2, padding=1)`, run channels-last on CPU.
+    """`nn.MaxPool2d(3, stride=2, padding=1)`, run channels-last on CPU; the result has
+    the input's memory layout.
 
     PyTorch's CPU pooling kernels are slow on contiguous NCHW maps and fast on NHWC
     (256x16x32x32, 2 cores, forward + backward: 33 ms NCHW, 10 ms NHWC). Strided slices
     with `torch.maximum` were as fast forward but 120 ms with the backward, which routes
-    through masks: a third of a `tiny` training step. The result is returned NCHW.
+    through masks.
     """
     if x.device.type != "cpu":
         return F.max_pool2d(x, 3, 2, 1)
     pooled = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, 2, 1)
-    return pooled.contiguous()
+    return pooled if not x.is_contiguous() else pooled.contiguous()
 
 
 def conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -144,9 +153,18 @@ class ResNetV2Trunk(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.set_memory_format(torch.channels_last)
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> None:
+        """The layout of the weights and maps: channels-last (the default) or contiguous
+        NCHW. oneDNN's CPU convolutions, forward and backward, are faster channels-last
+        at these channel counts (bench/train.py and bench/embed.py measure one beside
+        the other). Weights loaded later keep the layout (load_state_dict copies into it)."""
+        self.memory_format = memory_format
+        self.to(memory_format=memory_format)
 
     def forward(self, x: Tensor, num_frames: int | None = None) -> Tensor:
-        x = max_pool_3x3_stride2(self.stem(x))
+        x = max_pool_3x3_stride2(self.stem(x.contiguous(memory_format=self.memory_format)))
         for block in self.blocks:
             x = block(x, num_frames)
         return F.relu(self.final_bn(x))

@@ -15,11 +15,13 @@ from model.backbones.s3d import ConvBNReLU3d
 from model.config import AudioConfig, TextConfig, VideoConfig
 
 
-def test_temporal_shift_moves_an_eighth_each_way() -> None:
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_temporal_shift_moves_an_eighth_each_way(layout: torch.memory_format) -> None:
     t, c = 4, 16
     # value = frame index + 1 everywhere, so a moved channel shows its source frame
     x = (torch.arange(t, dtype=torch.float32) + 1).view(t, 1, 1, 1).expand(t, c, 2, 2)
-    y = temporal_shift(x.contiguous(), num_frames=t, fraction=0.125)
+    y = temporal_shift(x.contiguous(memory_format=layout), num_frames=t, fraction=0.125)
+    assert y.is_contiguous(memory_format=layout)  # the next conv needs no reorder
     n = 2  # int(16 * 0.125)
     for f in range(t):
         assert torch.all(y[f, :n] == (f + 2 if f + 1 < t else 0))  # from the next frame
@@ -41,6 +43,29 @@ def test_tsm_shapes_and_deflation_without_shift_is_exact() -> None:
     shifted.load_state_dict(net.state_dict())
     with torch.no_grad():  # the shift's zero padding at clip borders makes them differ
         assert not torch.allclose(shifted(clip), shifted(image, deflated=True), atol=1e-4)
+
+
+def test_channels_last_trunks_compute_what_nchw_ones_do() -> None:
+    """The trunks run channels-last (faster on CPU); the same weights on NCHW maps give
+    the same features and gradients, shift and deflation included."""
+    torch.manual_seed(0)
+    video = TSMResNet(VideoConfig(depth=18, width=8))
+    audio = AudioResNet(AudioConfig(depth=18, width=8))
+    assert video.trunk.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    clip, image, wave = torch.rand(2, 4, 32, 32, 3), torch.rand(3, 32, 32, 3), torch.rand(2, 8000)
+    runs = []
+    for layout in (torch.channels_last, torch.contiguous_format):
+        video.trunk.set_memory_format(layout)
+        audio.trunk.set_memory_format(layout)
+        video.zero_grad()
+        features = (video(clip), video(image, deflated=True), audio(wave))
+        sum(f.square().sum() for f in features).backward()
+        runs.append((features, video.trunk.blocks[0].conv1.weight.grad.clone()))
+    (cl, cl_grad), (nchw, nchw_grad) = runs
+    for a, b in zip(cl, nchw, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)  # float summation order
+    # Max pooling may route a tie (zeros after ReLU) to another element of its window.
+    assert float((cl_grad - nchw_grad).norm() / nchw_grad.norm()) < 1e-3
 
 
 def test_s3d_summed_temporal_kernel_equals_video_conv_inside_a_static_clip() -> None:
@@ -70,7 +95,9 @@ def test_fast_max_pool_equals_torch(shape: tuple[int, ...]) -> None:
     ref = x.detach().clone().requires_grad_(True)
     out, expected = max_pool_3x3_stride2(x), F.max_pool2d(ref, 3, 2, 1)
     assert torch.equal(out, expected)
-    assert out.is_contiguous()  # NCHW again for the convolutions after it
+    assert out.is_contiguous()  # the input's layout: NCHW for the convolutions after it
+    last = max_pool_3x3_stride2(x.detach().contiguous(memory_format=torch.channels_last))
+    assert torch.equal(last, expected) and last.is_contiguous(memory_format=torch.channels_last)
     grad = torch.randn_like(out)
     out.backward(grad)
     expected.backward(grad)
