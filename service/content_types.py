@@ -31,7 +31,14 @@ _CONTENT_TYPES: dict[str, dict[str, str]] = {
 }
 
 
+# A picture container holds a moving picture (an animated GIF or APNG is a video item)
+# and a video container a still (a one-frame mp4 is an image item): the container's
+# type, whichever kind the item is. Sound is never served as a picture, nor the reverse.
+_SAME_BYTES = {"video": "image", "image": "video"}
+
+
 def content_type_of(info: MediaInfo) -> str:
     container = info.container.split(",")[0]
     by_kind = _CONTENT_TYPES.get(container, {})
-    return by_kind.get(info.kind, "application/octet-stream")
+    found = by_kind.get(info.kind) or by_kind.get(_SAME_BYTES.get(info.kind, ""))
+    return found or "application/octet-stream"
