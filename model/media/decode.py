@@ -362,7 +362,7 @@ def _decode(
         cap = min(expected * 4, limits.max_output_bytes)
         # Down-mix by averaging the channels (rematrix_maxval=1): ffmpeg's default
         # keeps power instead, which lifts a stereo track by 3 dB and can clip.
-        sound = source[str(info.audio_stream)].filter("aresample", rematrix_maxval=1.0)
+        sound = source[str(info.audio_stream)].filter("aresample", rematrix_maxval=1.0, first_pts=0)
         outputs.append(
             ffmpeg.output(
                 sound,

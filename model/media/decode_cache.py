@@ -50,10 +50,14 @@ from model.media.windows import Windows, load_windows
 
 log = logging.getLogger(__name__)
 
-FULL_VERSION = 1  # bump when a "full" entry's arrays change meaning
-WINDOWS_VERSION = 1  # bump when a "windows" entry's arrays change meaning
+# Bump when an entry's arrays change meaning; the sweep removes entries of older ones.
+# 2: a sound track that starts after the file does is decoded in its place, silence
+# before it (it was decoded from 0 s).
+FULL_VERSION = 2  # "full" entries
+WINDOWS_VERSION = 2  # "windows" entries
 META = "meta.json"  # written with the arrays: an entry with it is complete
 KINDS = ("decoded", "windows")  # the folders entries live in, by kind
+_VERSION_OF = {"decoded": FULL_VERSION, "windows": WINDOWS_VERSION}
 _HASH_CHUNK = 1 << 20
 
 
@@ -310,15 +314,16 @@ class DecodeCache:
         return removed
 
     def sweep(self, in_use: Collection[str], older_than_s: float) -> tuple[int, int]:
-        """Remove the entries of files whose content hash is not in `in_use` (and the
-        leftovers of builds cut short), untouched for `older_than_s`: work under way is
-        younger. Returns (entries, bytes) removed."""
+        """Remove the entries of files whose content hash is not in `in_use`, those of
+        an older cache version, and the leftovers of builds cut short, untouched for
+        `older_than_s`: work under way is younger. Returns (entries, bytes) removed."""
         keep = {digest[:32] for digest in in_use}
         cutoff = time.time() - older_than_s
         entries = removed_bytes = 0
         for kind in KINDS:
+            current = f"-v{_VERSION_OF[kind]}"
             for entry in (self.root / kind).glob("*/*"):
-                if entry.name.split("-", 1)[0] in keep:
+                if entry.name.split("-", 1)[0] in keep and entry.name.endswith(current):
                     continue
                 try:
                     if entry.stat().st_mtime > cutoff:

@@ -102,10 +102,16 @@ def test_a_files_entries_are_removed_by_hash_and_swept_when_no_item_names_it(
     leftover = tmp_path / "cache" / "windows" / "ab" / ".abcd-fps4.x1y2.tmp"  # a cut build
     leftover.mkdir(parents=True)
     (leftover / "video.npy").write_bytes(b"x" * 100)
+    # An entry of a file in use, of a cache version before this one: never read again.
+    current = entries(kept)[0]
+    old_version = tmp_path / "cache" / "windows" / kept[:2] / current.replace("-v2", "-v1")
+    old_version.mkdir()
+    (old_version / "audio.npy").write_bytes(b"x" * 10)
     assert cache.sweep({kept}, older_than_s=3600) == (0, 0)  # all younger than an hour
     removed, size = cache.sweep({kept}, older_than_s=0)
-    assert removed == 2 and size > 100
-    assert entries(gone) == [] and not leftover.exists() and len(entries(kept)) == 2
+    assert removed == 3 and size > 110
+    assert entries(gone) == [] and not leftover.exists() and not old_version.exists()
+    assert len(entries(kept)) == 2
     decodes = cache.decodes
     assert cache.cached_windows(wav, TINY, 2).load() is not None
     assert cache.decodes == decodes  # what files in use have stays

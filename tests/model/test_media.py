@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -183,6 +184,30 @@ def test_windows_are_uniform_and_seeking_matches_one_pass(media_files: dict[str,
         np.testing.assert_allclose(rms, TONE_RMS, rtol=0.15)
     diff = np.abs(seek.video.astype(float) - single.video.astype(float)).mean()
     assert diff < 6
+
+
+def test_a_sound_track_that_starts_late_is_decoded_in_its_place(tmp_path: Path) -> None:
+    """A tone from 3 s to 5 s of a 6 s video (its sound track starts at 3 s): it was
+    decoded from 0 s, so every window heard the sound of 3 s later. Silence first now,
+    in one pass and seeking alike."""
+    path = tmp_path / "late.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=96x96:rate=10:duration=6", "-itsoffset", "3", "-f", "lavfi", "-i",
+         "sine=frequency=440:duration=2", "-map", "0", "-map", "1", "-c:v", "libx264",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    for strategy in ("single", "seek"):
+        windows = load_windows(path, TINY, 3, strategy=strategy)  # at 0, 2 and 4 s
+        assert windows.audio is not None
+        np.testing.assert_allclose(windows.starts_s, [0.0, 2.0, 4.0])
+        rms = np.sqrt((windows.audio**2).mean(axis=1))
+        half = 0.125 / np.sqrt(2) * np.sqrt(0.5)  # lavfi's tone (amplitude 1/8), half a window
+        assert rms[0] < 0.005, (strategy, rms)  # before the sound starts
+        np.testing.assert_allclose(rms[1:], [half, half], rtol=0.1, err_msg=strategy)
+    whole = decode_audio(path, sample_rate=16000)
+    assert np.abs(whole[: 2 * 16000]).max() < 0.01 and np.abs(whole[3 * 16000 + 800 :]).max() > 0.05
 
 
 def test_short_files_give_one_padded_window(media_files: dict[str, Path]) -> None:
