@@ -218,8 +218,11 @@ def parse_probe(
             video_span = _span(fmt, video) if video is not None else None
             audio_span = _span(fmt, audio) if audio is not None else None
             ends = [s[1] for s in (video_span, audio_span) if s is not None]
-            # The used streams' own lengths (another, longer stream may be in the file).
+            # The used streams' own lengths (another, longer stream may be in the file:
+            # a subtitle cue an hour after a 5 s clip ends makes the file's duration).
             declared = max(ends) if ends else _seconds(fmt.get("duration"))
+            if ends and len(ends) == len([s for s in (video, audio) if s is not None]):
+                duration = max(ends)
     return MediaInfo(
         kind=kind,
         duration_s=duration,
@@ -305,13 +308,24 @@ def _aspect(text: object) -> float:
 
 
 def _span(fmt: dict[str, Any], stream: dict[str, Any]) -> tuple[float, float] | None:
-    """Where `stream` lies on the file's time line, from its own declared length (mp4:
-    `duration`; Matroska: the `DURATION` tag); None when it declares none."""
-    length = _seconds(stream.get("duration")) or _clock((stream.get("tags") or {}).get("DURATION"))
-    if length is None:
+    """Where `stream` lies on the file's time line (0 = the file's start), from its own
+    declared length (mp4: `duration`; Matroska: the `DURATION` tag); None when it
+    declares none."""
+    origin = _number(fmt.get("start_time"))
+    begin = max(0.0, _number(stream.get("start_time")) - origin)
+    length = _seconds(stream.get("duration"))
+    if length is not None:
+        return (begin, begin + length)
+    tag = _clock((stream.get("tags") or {}).get("DURATION"))
+    if tag is None:
         return None
-    begin = max(0.0, _number(stream.get("start_time")) - _number(fmt.get("start_time")))
-    return (begin, begin + length)
+    # ffmpeg's Matroska muxer writes the stream's end time in this tag (and the file's
+    # end time as its duration), not a length: a track that starts late, or a file whose
+    # timestamps do not start at 0, would otherwise seem to run past the file's end.
+    file_end = _seconds(fmt.get("duration"))
+    if file_end is not None and begin + tag > file_end - origin + 0.5:
+        return (begin, max(begin, tag - origin))
+    return (begin, begin + tag)
 
 
 def _seconds(text: object) -> float | None:

@@ -153,3 +153,43 @@ def test_the_tolerance_is_half_a_second_or_a_tenth(
             check()
     else:
         check()
+
+
+def test_matroska_files_whose_streams_do_not_start_at_zero_are_whole(tmp_path: Path) -> None:
+    """ffmpeg's Matroska muxer writes a stream's end time in its DURATION tag, not its
+    length: a sound track that starts 3 s late, and a remux whose timestamps start at 3 s,
+    were refused as truncated ("decoded 8.0 of 11.0 s")."""
+    late = tmp_path / "late_sound.mkv"
+    ffmpeg_make(
+        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=8", "-itsoffset", "3",
+        "-f", "lavfi", "-i", "sine=d=5:sample_rate=16000", "-map", "0", "-map", "1",
+        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "libopus", str(late),
+    )  # fmt: skip
+    shifted = tmp_path / "shifted.mkv"
+    ffmpeg_make("-i", str(late), "-c", "copy", "-output_ts_offset", "3", str(shifted))
+    for path in (late, shifted):
+        info = read_media_info(path)
+        assert info.duration_s == pytest.approx(8.0, abs=0.1), path.name
+        assert info.audio_span_s is not None
+        assert info.audio_span_s == pytest.approx((3.0, 8.0), abs=0.1), path.name
+        for strategy in ("single", "seek"):
+            windows = load_windows(path, TINY, 4, info, strategy=strategy)
+            assert windows.audio is not None and windows.video is not None
+
+
+def test_a_subtitle_cue_long_after_the_clip_is_not_its_length(tmp_path: Path) -> None:
+    """The file's duration counts every stream: a 5 s clip with a subtitle cue at 1:30:00
+    was 5,401 s long (refused as too long; a nearer cue stretched its windows)."""
+    subs = tmp_path / "subs.srt"
+    subs.write_text(
+        "1\n00:00:01,000 --> 00:00:02,000\nhi\n\n2\n01:30:00,000 --> 01:30:01,000\nbye\n"
+    )
+    path = tmp_path / "subs.mkv"
+    ffmpeg_make(
+        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=5", "-f", "lavfi", "-i",
+        "sine=d=5:sample_rate=16000", "-i", str(subs), "-map", "0", "-map", "1", "-map", "2",
+        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "libopus", "-c:s", "srt", str(path),
+    )  # fmt: skip
+    info = read_media_info(path)
+    assert info.duration_s == pytest.approx(5.0, abs=0.1)
+    assert load_windows(path, TINY, None, info).starts_s.max() <= 3.1  # 5 s less a 2 s window
