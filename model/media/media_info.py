@@ -32,6 +32,8 @@ _IMAGE_CODECS = {
     "pgm", "ppm", "pbm", "pam", "qoi", "jpegxl", "sgi", "targa", "photocd", "exr",
 }  # fmt: skip
 _PROBE_OUTPUT_CAP = 4 << 20
+# ~20 bytes a packet line: 4 h of 20 ms Opus frames (720k packets) fits.
+_PACKETS_OUTPUT_CAP = 32 << 20
 _OVER_MAX_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
 # ffprobe runs at `-v level+warning` to see this warning: the length is then a guess from
 # the bit rate (e.g. 31.8 s for an 8 s VBR mp3 without a Xing header), not a declaration.
@@ -160,10 +162,54 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
     except json.JSONDecodeError as exc:
         raise UnreadableMedia(f"'{name}': ffprobe returned no readable description") from exc
     info = parse_probe(data, name=name, size_bytes=size_bytes, length_guessed=guessed)
+    if info.kind != "image" and (guessed or info.duration_s is None) and path.is_file():
+        # Nothing declared the length (a browser's MediaRecorder WebM) or ffprobe guessed
+        # it from the bit rate (a VBR mp3 without a Xing header, off by minutes): windows,
+        # segments and the stored duration need the real one.
+        info = replace(info, duration_s=_measured_length(path, info, limits) or info.duration_s)
     check_limits(info, limits, name=name)
     if info.container == "wav" and path.is_file():
         check_wav_header(path)  # ffprobe hides a data chunk longer than the file
     return info
+
+
+def _measured_length(path: Path, info: MediaInfo, limits: MediaLimits) -> float | None:
+    """A file's length from its packets' timestamps (a demux of one stream, no decode:
+    about a second for an hour of sound); None when they say nothing."""
+    stream = info.audio_stream if info.audio_stream is not None else info.video_stream
+    args = [
+        ffmpeg_binary("ffprobe"),
+        "-v", "error", "-hide_banner", "-protocol_whitelist", "file",
+        "-select_streams", str(stream),
+        "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0",
+        "-i", input_url(path),
+    ]  # fmt: skip
+    result = run(
+        args,
+        [OutputSpec(max_bytes=_PACKETS_OUTPUT_CAP)],
+        what=f"measuring '{path.name}'",
+        **limits.process_limits(),
+    )
+    first = last = None
+    for line in bytes(result.outputs[0]).decode("ascii", "replace").splitlines():
+        pts, _, duration = line.partition(",")
+        start = _finite(pts)
+        if start is None:
+            continue
+        end = start + (_finite(duration.rstrip(",")) or 0.0)
+        first = start if first is None else min(first, start)
+        last = end if last is None else max(last, end)
+    if first is None or last is None or last <= first:
+        return None
+    return last - first
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def parse_probe(

@@ -101,20 +101,47 @@ def test_a_wav_without_a_declared_length_is_accepted(
         assert decode_audio(path, sample_rate=16000, info=info).size == pytest.approx(32000, abs=2)
 
 
-def test_a_length_guessed_from_the_bit_rate_is_not_a_declaration(tmp_path: Path) -> None:
-    # A VBR mp3 without a Xing header that starts quiet: ffprobe guesses its length from
-    # the first frame's bit rate, several times too long. It is whole: it must pass.
+@pytest.mark.parametrize("quiet_first", [True, False], ids=["guessed-too-long", "too-short"])
+def test_a_length_guessed_from_the_bit_rate_is_measured(tmp_path: Path, quiet_first: bool) -> None:
+    """A VBR mp3 without a Xing header: ffprobe guesses its length from the first frame's
+    bit rate, several times too long when it starts quiet (windows and moments were
+    placed in the padding past its end, and that length was stored), too short when it
+    starts loud (its decode passed the output cap: 413 for a small, whole file). Its
+    packets give the real length; it is still no declaration to hold the decode to."""
     path = tmp_path / "vbr.mp3"
+    quiet, loud = "anullsrc=r=22050:d=1", "anoisesrc=r=22050:d=1:a=0.9"
+    rest = "sine=r=22050:d=20" if quiet_first else "anullsrc=r=22050:d=20"
     ffmpeg_make(
-        "-f", "lavfi", "-i", "anullsrc=r=22050:d=1", "-f", "lavfi", "-i", "anoisesrc=r=22050:d=2",
+        "-f", "lavfi", "-i", quiet if quiet_first else loud, "-f", "lavfi", "-i", rest,
         "-filter_complex", "[0][1]concat=n=2:v=0:a=1",
-        "-c:a", "libmp3lame", "-q:a", "0", "-write_xing", "0", str(path),
+        "-c:a", "libmp3lame", "-q:a", "9" if not quiet_first else "0", "-write_xing", "0",
+        str(path),
     )  # fmt: skip
     info = read_media_info(path)
-    assert info.duration_s is not None and info.duration_s > 4  # 3 s of sound
+    assert info.duration_s == pytest.approx(21.0, abs=0.1)
     assert info.declared_s is None and info.audio_span_s is None
     audio = decode_audio(path, sample_rate=16000, info=info)
-    assert len(audio) / 16000 == pytest.approx(3.0, abs=0.1)
+    assert len(audio) / 16000 == pytest.approx(21.0, abs=0.1)
+    windows = load_windows(path, TINY, None, info)
+    assert windows.starts_s.max() == pytest.approx(19.0, abs=0.1)  # the last full window
+
+
+def test_a_webm_that_declares_no_length_is_measured(tmp_path: Path) -> None:
+    """What a browser's MediaRecorder writes (WebM streamed, no duration in its header):
+    it had one window at 0 s, no moments and no stored duration."""
+    path = tmp_path / "recorded.webm"
+    with path.open("wb") as out:
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+             "testsrc2=size=64x48:rate=10:duration=30", "-f", "lavfi", "-i", "sine=d=30",
+             "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus",
+             "-f", "webm", "pipe:1"],
+            stdout=out, check=True, timeout=120,
+        )  # fmt: skip
+    info = read_media_info(path)
+    assert info.duration_s == pytest.approx(30.0, abs=0.1)
+    windows = load_windows(path, TINY, None, info)
+    assert len(windows) == 10 and windows.starts_s.max() == pytest.approx(28.0, abs=0.1)
 
 
 def test_a_sound_track_shorter_than_its_picture_is_whole(tmp_path: Path) -> None:
