@@ -362,7 +362,15 @@ def _decode(
         cap = min(expected * 4, limits.max_output_bytes)
         # Down-mix by averaging the channels (rematrix_maxval=1): ffmpeg's default
         # keeps power instead, which lifts a stereo track by 3 dB and can clip.
-        sound = source[str(info.audio_stream)].filter("aresample", rematrix_maxval=1.0, first_pts=0)
+        sound = source[str(info.audio_stream)]
+        channels = info.channels or 1
+        if channels > 2 and info.channel_layout is None:
+            # No layout (a 10-channel recorder's WAV): the resampler cannot tell how to
+            # mix it and fails; the plain average of the channels is asked for instead.
+            # `<`: gains renormalised to sum to 1, the average (and no `=`, which
+            # ffmpeg-python would escape once too often).
+            sound = sound.filter("pan", "mono|c0<" + "+".join(f"c{c}" for c in range(channels)))
+        sound = sound.filter("aresample", rematrix_maxval=1.0, first_pts=0)
         outputs.append(
             ffmpeg.output(
                 sound,

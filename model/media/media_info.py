@@ -67,6 +67,9 @@ class MediaInfo:
     declared_s: float | None = None
     video_span_s: tuple[float, float] | None = None
     audio_span_s: tuple[float, float] | None = None
+    # ffprobe's name of the sound's channel layout ("stereo", "5.1"); None when it has
+    # none (a 10-channel field recorder's WAV).
+    channel_layout: str | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -282,6 +285,7 @@ def parse_probe(
         audio_codec=str(audio.get("codec_name")) if audio is not None else None,
         sample_rate=int(audio.get("sample_rate") or 0) or None if audio is not None else None,
         channels=int(audio.get("channels") or 0) or None if audio is not None else None,
+        channel_layout=_layout(audio) if audio is not None else None,
         video_stream=int(video["index"]) if video is not None else None,
         audio_stream=int(audio["index"]) if audio is not None and kind != "image" else None,
         pixel_aspect=_aspect(video.get("sample_aspect_ratio")) if video is not None else 1.0,
@@ -321,6 +325,11 @@ def _is_still(video: dict[str, Any], container: str) -> bool:
         return True
     codec = str(video.get("codec_name"))
     return codec in _IMAGE_CODECS and str(video.get("nb_frames")) in {"1", "0"}
+
+
+def _layout(audio: dict[str, Any]) -> str | None:
+    layout = str(audio.get("channel_layout") or "")
+    return None if layout in ("", "unknown") else layout
 
 
 def _rotation(video: dict[str, Any]) -> int:

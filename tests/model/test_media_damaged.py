@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import struct
 import subprocess
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 from media_fixtures import ffmpeg_make, lavfi_file
 
@@ -220,3 +222,26 @@ def test_a_subtitle_cue_long_after_the_clip_is_not_its_length(tmp_path: Path) ->
     info = read_media_info(path)
     assert info.duration_s == pytest.approx(5.0, abs=0.1)
     assert load_windows(path, TINY, None, info).starts_s.max() <= 3.1  # 5 s less a 2 s window
+
+
+@pytest.mark.parametrize("channels", [3, 10, 32])
+def test_sound_of_many_channels_without_a_layout_is_their_average(
+    tmp_path: Path, channels: int
+) -> None:
+    """A field recorder's poly WAV names no channel layout: with 10 or 32 channels
+    ffmpeg's resampler could not tell how to mix it down ("Rematrix is needed ... not
+    enough information"): 422 for a file any player opens. Channel c holds a constant
+    (c + 1) / 100: the mean of them is what comes out."""
+    path = tmp_path / f"poly{channels}.wav"
+    levels = np.array([(c + 1) / 100 for c in range(channels)], dtype=np.float64)
+    frames = np.tile(np.round(levels * 32767).astype("<i2"), (16000, 1))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(frames.tobytes())
+    info = read_media_info(path)
+    assert info.channels == channels and info.channel_layout is None
+    audio = decode_audio(path, sample_rate=16000, info=info)
+    assert len(audio) == 16000
+    assert float(np.median(audio)) == pytest.approx(levels.mean(), abs=0.002)
