@@ -241,6 +241,10 @@ def parse_probe(
         )
     video = _preferred(pictures)
     audio = _preferred(sounds)
+    if video is not None and audio is not None and _is_still(video, container):
+        # One picture beside a sound track (a podcast's cover as a real one-frame track,
+        # not flagged attached_pic): the sound is the item, as with a flagged cover.
+        video = None
     is_image = video is not None and _is_still(video, container)
 
     width = height = None

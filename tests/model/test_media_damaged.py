@@ -245,3 +245,21 @@ def test_sound_of_many_channels_without_a_layout_is_their_average(
     audio = decode_audio(path, sample_rate=16000, info=info)
     assert len(audio) == 16000
     assert float(np.median(audio)) == pytest.approx(levels.mean(), abs=0.002)
+
+
+def test_a_sound_track_with_a_one_frame_cover_track_is_a_sound(tmp_path: Path) -> None:
+    """A podcast mp4 whose cover is a real one-frame MJPEG track (not flagged as an
+    attached picture) became an image item: the sound was never embedded or
+    transcribed."""
+    cover = tmp_path / "cover.jpg"
+    ffmpeg_make("-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1", str(cover))
+    path = tmp_path / "podcast.mp4"
+    ffmpeg_make(
+        "-f", "lavfi", "-i", "sine=d=3", "-i", str(cover), "-map", "0", "-map", "1",
+        "-c:a", "aac", "-c:v", "mjpeg", str(path),
+    )  # fmt: skip
+    info = read_media_info(path)
+    assert info.kind == "audio" and info.modalities == ("audio",)
+    assert info.duration_s == pytest.approx(3.0, abs=0.1)
+    windows = load_windows(path, TINY, None, info)
+    assert windows.video is None and windows.audio is not None
