@@ -185,13 +185,37 @@ def decode_clip(
     )  # fmt: skip
     if clip.video is not None:
         if len(clip.video) == 0:
-            raise UnreadableMedia(
-                f"'{Path(path).name}': no video frames could be decoded at {start_s:.2f} s"
-            )
+            # No picture begins in the window (a picture track that ended before the
+            # sound, a screen recording's frame every few seconds): the one on screen
+            # is the last before it, as in a decode of the whole file.
+            clip.video = _last_picture_before(path, info, limits or DEFAULT_LIMITS, start_s, size)
         clip.video = pad_frames(clip.video, frames)
     if clip.audio is not None and samples is not None:
         clip.audio = pad_audio(clip.audio, samples)
     return clip
+
+
+HOLD_LOOKBACK_S = 30.0  # how far before an empty window its held picture is looked for
+
+
+def _last_picture_before(
+    path: str | Path, info: MediaInfo, limits: MediaLimits, start_s: float, size: int
+) -> np.ndarray:
+    """[1, size, size, 3]: the last picture shown before `start_s`, looked for in the
+    HOLD_LOOKBACK_S before it, else before the picture track's declared end."""
+    tries = [max(0.0, start_s - HOLD_LOOKBACK_S)]
+    if info.video_span_s is not None and info.video_span_s[1] < tries[0]:
+        tries.append(max(0.0, info.video_span_s[1] - HOLD_LOOKBACK_S))
+    for begin in tries:
+        clip = _decode(
+            path, info, limits, start_s=begin, duration_s=max(start_s - begin, 1.0),
+            fps=1.0, side=size,
+        )  # fmt: skip
+        if clip.video is not None and len(clip.video):
+            return clip.video[-1:]
+    raise UnreadableMedia(
+        f"'{Path(path).name}': no video frames could be decoded at {start_s:.2f} s"
+    )
 
 
 def decode_full(

@@ -263,3 +263,26 @@ def test_a_sound_track_with_a_one_frame_cover_track_is_a_sound(tmp_path: Path) -
     assert info.duration_s == pytest.approx(3.0, abs=0.1)
     windows = load_windows(path, TINY, None, info)
     assert windows.video is None and windows.audio is not None
+
+
+def test_a_window_after_the_picture_ends_holds_its_last_frame_when_seeking(
+    tmp_path: Path,
+) -> None:
+    """Seeking (long files: search by an example, ingestion without moments) to a window
+    where no picture begins (the picture track ended at 5 s of 70) was a 422 ("no video
+    frames could be decoded at 13.11 s"); one pass over the file held the last frame."""
+    path = tmp_path / "early_picture_end.mp4"
+    ffmpeg_make(
+        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=5", "-f", "lavfi", "-i",
+        "sine=d=70", "-map", "0", "-map", "1", "-c:v", "libx264", "-preset", "ultrafast",
+        "-pix_fmt", "yuv420p", "-c:a", "aac", str(path),
+    )  # fmt: skip
+    info = read_media_info(path)
+    seek = load_windows(path, TINY, 5, info, strategy="seek")
+    single = load_windows(path, TINY, 5, info, strategy="single")
+    assert seek.video is not None and single.video is not None
+    assert seek.video.shape == single.video.shape == (5, 8, 64, 64, 3)
+    # Every window after 5 s shows the last picture, held, as the one pass has it.
+    later = seek.video[1:].astype(float)
+    assert np.abs(later - single.video[1:].astype(float)).mean() < 6
+    assert np.abs(later - later[:1, :1]).max() == 0  # one picture, held
