@@ -170,9 +170,39 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
         # it from the bit rate (a VBR mp3 without a Xing header, off by minutes): windows,
         # segments and the stored duration need the real one.
         info = replace(info, duration_s=_measured_length(path, info, limits) or info.duration_s)
+    if info.kind == "image" and info.video_codec == "mjpeg" and path.is_file():
+        info = _upright(path, info, limits)
     check_limits(info, limits, name=name)
     if info.container == "wav" and path.is_file():
         check_wav_header(path)  # ffprobe hides a data chunk longer than the file
+    return info
+
+
+def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:
+    """A JPEG's size as displayed. A phone photo's EXIF orientation reaches ffmpeg as the
+    decoded frame's display matrix, which the decoder applies, while the stream reports
+    the stored size: a portrait photo was scaled as a landscape one (squeezed)."""
+    args = [
+        ffmpeg_binary("ffprobe"),
+        "-v", "error", "-hide_banner", "-protocol_whitelist", "file",
+        "-max_pixels", str(limits.max_pixels),
+        "-select_streams", "v:0", "-read_intervals", "%+#1",
+        "-show_frames", "-show_entries", "frame_side_data_list", "-of", "json",
+        "-i", input_url(path),
+    ]  # fmt: skip
+    result = run(
+        args, [OutputSpec(max_bytes=_PROBE_OUTPUT_CAP)], what=f"probing '{path.name}'",
+        **limits.process_limits(),
+    )  # fmt: skip
+    try:
+        frames = json.loads(bytes(result.outputs[0]).decode("utf-8", "replace")).get("frames")
+    except json.JSONDecodeError:
+        return info
+    first = frames[0] if isinstance(frames, list) and frames else {}
+    for side in first.get("side_data_list") or []:
+        rotation = side.get("rotation")
+        if isinstance(rotation, int | float) and round(rotation) % 180 == 90:
+            return replace(info, width=info.height, height=info.width)
     return info
 
 

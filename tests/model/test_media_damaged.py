@@ -20,6 +20,7 @@ from model.media import (
     UnreadableMedia,
     decode_audio,
     decode_clip,
+    decode_image,
     decode_video,
     load_windows,
     read_media_info,
@@ -286,3 +287,25 @@ def test_a_window_after_the_picture_ends_holds_its_last_frame_when_seeking(
     later = seek.video[1:].astype(float)
     assert np.abs(later - single.video[1:].astype(float)).mean() < 6
     assert np.abs(later - later[:1, :1]).max() == 0  # one picture, held
+
+
+def test_a_portrait_photo_stored_sideways_with_exif_orientation_is_upright(
+    tmp_path: Path,
+) -> None:
+    """A phone's portrait photo: pixels stored landscape (160×90), EXIF orientation 6.
+    ffmpeg's decoder turns the picture, but the probe reported the stored size, so the
+    upright 90×160 picture was scaled as if 160×90 (squeezed) and stored as 160×90."""
+    from PIL import Image
+
+    upright = np.zeros((160, 90, 3), np.uint8)
+    upright[:40] = (255, 0, 0)  # a red band at the top of the picture as seen
+    stored = np.rot90(upright, k=1)  # orientation 6: turn 90° clockwise to display
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "phone.jpg", exif=exif)
+    Image.fromarray(upright).save(tmp_path / "upright.jpg")
+    info = read_media_info(tmp_path / "phone.jpg")
+    assert (info.width, info.height) == (90, 160)
+    turned = decode_image(tmp_path / "phone.jpg", size=64, info=info).astype(float)
+    reference = decode_image(tmp_path / "upright.jpg", size=64).astype(float)
+    assert np.abs(turned - reference).mean() < 4
