@@ -15,6 +15,7 @@ from model.media.errors import (
     MediaLimits,
     MediaTooLong,
     NoUsableStream,
+    OutputTooLarge,
     TooManyPixels,
     UnreadableMedia,
     UnsupportedFormat,
@@ -22,6 +23,9 @@ from model.media.errors import (
 from model.media.process import OutputSpec, ffmpeg_binary, input_url, run
 
 MediaKind = Literal["video", "audio", "image"]
+# Bump when what a probe finds changes, so probes kept on disk are made again (2:
+# undeclared lengths measured, the channel layout, EXIF-turned JPEG sizes, covers).
+PROBE_VERSION = 2
 
 # Demuxers that open further files or URLs (playlists) or draw text as video: an
 # upload in one of these formats could make ffmpeg read files it was never given.
@@ -32,8 +36,8 @@ _IMAGE_CODECS = {
     "pgm", "ppm", "pbm", "pam", "qoi", "jpegxl", "sgi", "targa", "photocd", "exr",
 }  # fmt: skip
 _PROBE_OUTPUT_CAP = 4 << 20
-# ~20 bytes a packet line: 4 h of 20 ms Opus frames (720k packets) fits.
-_PACKETS_OUTPUT_CAP = 32 << 20
+# ~25 bytes a packet line: 4 h of 30 fps video with 20 ms Opus frames (1.2M packets) fits.
+_PACKETS_OUTPUT_CAP = 64 << 20
 _OVER_MAX_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
 # ffprobe runs at `-v level+warning` to see this warning: the length is then a guess from
 # the bit rate (e.g. 31.8 s for an 8 s VBR mp3 without a Xing header), not a declaration.
@@ -187,7 +191,8 @@ def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:
         "-v", "error", "-hide_banner", "-protocol_whitelist", "file",
         "-max_pixels", str(limits.max_pixels),
         "-select_streams", "v:0", "-read_intervals", "%+#1",
-        "-show_frames", "-show_entries", "frame_side_data_list", "-of", "json",
+        "-show_frames", "-show_entries", "frame=width,height:frame_side_data_list",
+        "-of", "json",
         "-i", input_url(path),
     ]  # fmt: skip
     result = run(
@@ -199,6 +204,8 @@ def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:
     except json.JSONDecodeError:
         return info
     first = frames[0] if isinstance(frames, list) and frames else {}
+    if (first.get("width"), first.get("height")) != (info.width, info.height):
+        return info  # already turned (an ffmpeg that puts the rotation on the stream)
     for side in first.get("side_data_list") or []:
         rotation = side.get("rotation")
         if isinstance(rotation, int | float) and round(rotation) % 180 == 90:
@@ -207,29 +214,34 @@ def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:
 
 
 def _measured_length(path: Path, info: MediaInfo, limits: MediaLimits) -> float | None:
-    """A file's length from its packets' timestamps (a demux of one stream, no decode:
-    about a second for an hour of sound); None when they say nothing."""
-    stream = info.audio_stream if info.audio_stream is not None else info.video_stream
+    """A file's length from its packets' timestamps: from the first packet of the streams
+    used to the end of their last (a demux, no decode: about a second for an hour).
+    None when they say nothing, or a file has too many packets to list."""
+    used = {s for s in (info.video_stream, info.audio_stream) if s is not None}
     args = [
         ffmpeg_binary("ffprobe"),
         "-v", "error", "-hide_banner", "-protocol_whitelist", "file",
-        "-select_streams", str(stream),
-        "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0",
+        "-show_entries", "packet=stream_index,pts_time,duration_time", "-of", "csv=p=0",
         "-i", input_url(path),
     ]  # fmt: skip
-    result = run(
-        args,
-        [OutputSpec(max_bytes=_PACKETS_OUTPUT_CAP)],
-        what=f"measuring '{path.name}'",
-        **limits.process_limits(),
-    )
+    try:
+        result = run(
+            args,
+            [OutputSpec(max_bytes=_PACKETS_OUTPUT_CAP)],
+            what=f"measuring '{path.name}'",
+            **limits.process_limits(),
+        )
+    except OutputTooLarge:  # millions of packets: the length stays as ffprobe had it
+        return None
     first = last = None
     for line in bytes(result.outputs[0]).decode("ascii", "replace").splitlines():
-        pts, _, duration = line.partition(",")
-        start = _finite(pts)
+        fields = line.split(",")
+        if len(fields) < 3 or not fields[0].isdigit() or int(fields[0]) not in used:
+            continue
+        start = _finite(fields[1])
         if start is None:
             continue
-        end = start + (_finite(duration.rstrip(",")) or 0.0)
+        end = start + (_finite(fields[2]) or 0.0)
         first = start if first is None else min(first, start)
         last = end if last is None else max(last, end)
     if first is None or last is None or last <= first:

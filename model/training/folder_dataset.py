@@ -22,6 +22,7 @@ from model.media import (
     read_media_info,
 )
 from model.media.decode_cache import ContentHashes, DecodeCacheError
+from model.media.media_info import PROBE_VERSION
 from model.training.clip_dataset import ClipDataset, ClipItem, quiet
 from model.training.errors import DatasetError
 from model.transcripts import Transcript, TranscriptError, read_transcript
@@ -166,7 +167,7 @@ def _cached_media_info(
 ) -> MediaInfo:
     """ffprobe once per content: later datasets over the same folder read the result.
     Only successful probes are kept (a limit may change between runs)."""
-    cached = cache / "probe" / f"{digest}.json"
+    cached = cache / f"probe-v{PROBE_VERSION}" / f"{digest}.json"
     if cached.is_file():
         try:
             return MediaInfo.from_dict(json.loads(cached.read_text()))

@@ -248,6 +248,28 @@ def test_sound_of_many_channels_without_a_layout_is_their_average(
     assert float(np.median(audio)) == pytest.approx(levels.mean(), abs=0.002)
 
 
+@pytest.mark.parametrize("offset", [0, 5], ids=["sound-ends-early", "sound-starts-late"])
+def test_an_undeclared_length_is_the_longest_used_streams(tmp_path: Path, offset: int) -> None:
+    """8 s of picture with 3 s of sound, streamed (no length declared): measured from
+    the sound alone, the file was 3 s long (its picture cut at 3 s), and with the sound
+    at 5-8 s the decode of its padded start passed the output cap (413)."""
+    path = tmp_path / "recorded.webm"
+    with path.open("wb") as out:
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+             "testsrc2=size=64x48:rate=10:duration=8", "-itsoffset", str(offset), "-f",
+             "lavfi", "-i", "sine=d=3", "-map", "0", "-map", "1", "-c:v", "libvpx",
+             "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus", "-f", "webm",
+             "pipe:1"],
+            stdout=out, check=True, timeout=120,
+        )  # fmt: skip
+    info = read_media_info(path)
+    assert info.duration_s == pytest.approx(8.0, abs=0.1)
+    windows = load_windows(path, TINY, 4, info)
+    assert windows.video is not None and windows.audio is not None
+    np.testing.assert_allclose(windows.starts_s, [0.0, 2.0, 4.0, 6.0], atol=0.1)
+
+
 def test_a_sound_track_with_a_one_frame_cover_track_is_a_sound(tmp_path: Path) -> None:
     """A podcast mp4 whose cover is a real one-frame MJPEG track (not flagged as an
     attached picture) became an image item: the sound was never embedded or
