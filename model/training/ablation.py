@@ -135,7 +135,8 @@ def run_ablation(
     kept: dict[tuple[str, int], dict[str, Any]] = {}
     for name, seed in order:
         if keep is not None and kept_path(keep, name, seed).is_file():
-            kept[name, seed] = read_kept(kept_path(keep, name, seed), kept_budget, digest)
+            asked = {**(overrides or {}), **VARIANTS[name].overrides}
+            kept[name, seed] = read_kept(kept_path(keep, name, seed), kept_budget, asked, digest)
             continue
         run_dir = out / f"{name}-seed{seed}"
         trained = _trained_steps(run_dir)
@@ -174,7 +175,9 @@ def run_ablation(
             result = evaluate(load_checkpoint(run_dir), prepared, progress=progress)
             result["train_minutes"] = _step_minutes(run_dir)
             report.write_text(json.dumps(result, indent=2) + "\n")
-        if keep is not None and (name, seed) not in kept:
+        # Kept only with the corpus's digest: a result nobody can check against its
+        # corpus could later join a table of another.
+        if keep is not None and (name, seed) not in kept and digest is not None:
             path = kept_path(keep, name, seed)
             write_kept(path, name, seed, kept_budget, run_overrides, digest, result)
             print(f"kept {name} seed {seed}'s result in {path}")

@@ -63,13 +63,16 @@ def write_kept(
     os.replace(tmp, path)
 
 
-def read_kept(path: Path, budget: dict[str, Any], digest: str | None) -> dict[str, Any]:
-    """The kept result of a run; ModelError when it was trained on another budget or
-    another corpus (`digest` None: the corpus is not here to compare, e.g. --table-only
-    on a machine that never made it)."""
+def read_kept(
+    path: Path, budget: dict[str, Any], overrides: dict[str, Any], digest: str | None
+) -> dict[str, Any]:
+    """The kept result of a run; ModelError when it was trained on another budget, with
+    other settings or on another corpus (`digest` None: the corpus is not here to
+    compare, e.g. --table-only on a machine that never made it)."""
     try:
         record = json.loads(path.read_text())
         kept_budget, result = record["budget"], record["result"]
+        kept_overrides = record["overrides"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{path} is not a kept ablation result ({exc}); remove it") from exc
     for key, value in budget.items():
@@ -78,10 +81,19 @@ def read_kept(path: Path, budget: dict[str, Any], digest: str | None) -> dict[st
                 f"{path} was trained with {key}={kept_budget.get(key)!r}, not {value!r}: "
                 "results of different budgets cannot share a table; choose another --keep"
             )
-    kept_digest = record.get("corpus_sha256")
-    if digest is not None and kept_digest is not None and kept_digest != digest:
+    if kept_overrides != overrides:
+        differ = sorted(
+            k for k in {*kept_overrides, *overrides} if kept_overrides.get(k) != overrides.get(k)
+        )
         raise ModelError(
-            f"{path} was trained on another corpus (manifest sha256 {kept_digest[:12]}…, "
+            f"{path} was trained with other settings ({', '.join(differ)}: "
+            f"{ {k: kept_overrides.get(k) for k in differ} }, asked "
+            f"{ {k: overrides.get(k) for k in differ} }); choose another --keep"
+        )
+    kept_digest = record.get("corpus_sha256")
+    if digest is not None and kept_digest != digest:
+        raise ModelError(
+            f"{path} was trained on another corpus (manifest sha256 {str(kept_digest)[:12]}…, "
             f"this one {digest[:12]}…): make the corpus with the same --n and --seed, or "
             "choose another --keep"
         )

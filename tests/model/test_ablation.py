@@ -164,13 +164,27 @@ def test_runs_go_seed_by_seed_and_the_two_modality_variants_last() -> None:
     ]  # fmt: skip
 
 
-def _kept(keep: Path, name: str, seed: int, t2v: float, **budget: object) -> None:
+def _kept(
+    keep: Path, name: str, seed: int, t2v: float, digest: str | None = "c0ffee",
+    lr: float | None = None, **budget: object,
+) -> None:  # fmt: skip
+    overrides: dict[str, object] = {"train.batch_size": 256, "heads.space": name}
+    if lr is not None:
+        overrides["train.lr"] = lr
     write_kept(
         kept_path(keep, name, seed), name, seed,
-        {"steps": 2500, "batch_size": 256, "config": "tiny", **budget},
-        {"heads.space": name}, "c0ffee",
+        {"steps": 2500, "batch_size": 256, "config": "tiny", **budget}, overrides, digest,
         {"candidates": 1000, "retrieval": {"text->video": {"R@10": t2v}}},
     )  # fmt: skip
+
+
+def _corpus(folder: Path) -> str:
+    """A corpus folder (its manifest is all the digest reads); returns its digest."""
+    folder.mkdir()
+    (folder / "manifest.jsonl").write_text('{"id": "clip-000000"}\n')
+    digest = corpus_digest(folder)
+    assert digest is not None
+    return digest
 
 
 def test_kept_results_make_the_table_on_a_machine_without_the_runs(tmp_path: Path) -> None:
@@ -178,34 +192,50 @@ def test_kept_results_make_the_table_on_a_machine_without_the_runs(tmp_path: Pat
     keep = tmp_path / "docs" / "ablation-runs" / "2500"
     _kept(keep, "fac", 0, 0.9)
     _kept(keep, "fac", 1, 0.8)
-    # A run finished on this machine before results were kept: kept now.
-    _finished_run(tmp_path / "ablation", "shared", 0, 2500, 0.5)
     results = run_ablation(
         tmp_path / "no-corpus", tmp_path / "ablation", 2500, [0, 1], ["fac", "shared"],
         overrides={"train.batch_size": 256}, table_only=True, keep=keep,
     )  # fmt: skip
     assert results["summary"]["fac"]["text→video R@10"]["values"] == [0.9, 0.8]
-    assert results["summary"]["shared"]["text→video R@10"]["values"] == [0.5]
+    assert results["summary"]["shared"]["text→video R@10"]["values"] == []
+
+
+def test_a_run_finished_before_results_were_kept_is_kept_with_its_corpus(tmp_path: Path) -> None:
+    keep, corpus = tmp_path / "keep", tmp_path / "corpus"
+    _finished_run(tmp_path / "ablation", "shared", 0, 2500, 0.5)
+    ask = dict(overrides={"train.batch_size": 256}, table_only=True, keep=keep)
+    # Without its corpus nobody can tell which corpus it was trained on: not kept.
+    run_ablation(corpus, tmp_path / "ablation", 2500, [0], ["shared"], **ask)  # type: ignore[arg-type]
+    assert not kept_path(keep, "shared", 0).exists()
+    digest = _corpus(corpus)
+    run_ablation(corpus, tmp_path / "ablation", 2500, [0], ["shared"], **ask)  # type: ignore[arg-type]
     shared = json.loads(kept_path(keep, "shared", 0).read_text())
     assert shared["budget"] == {"steps": 2500, "batch_size": 256, "config": "tiny"}
+    assert shared["overrides"] == {"train.batch_size": 256, "heads.space": "shared"}
+    assert shared["corpus_sha256"] == digest
     assert shared["result"]["retrieval"]["text->video"]["R@10"] == 0.5
-    assert sorted(p.name for p in keep.iterdir()) == [
-        "fac-seed0.json", "fac-seed1.json", "shared-seed0.json",
-    ]  # fmt: skip
 
 
-def test_a_kept_result_of_another_budget_or_corpus_is_refused(tmp_path: Path) -> None:
+def test_a_kept_result_of_another_budget_settings_or_corpus_is_refused(tmp_path: Path) -> None:
     keep, corpus = tmp_path / "keep", tmp_path / "corpus"
+    ask = dict(overrides={"train.batch_size": 256}, keep=keep)
+
+    def refused(match: str) -> None:
+        with pytest.raises(ModelError, match=match):
+            run_ablation(corpus, tmp_path / "a", 2500, [0], ["fac"], **ask)  # type: ignore[arg-type]
+
     _kept(keep, "fac", 0, 0.9, batch_size=32)
-    with pytest.raises(ModelError, match="batch_size=32, not 256"):
-        run_ablation(corpus, tmp_path / "a", 2500, [0], ["fac"],
-                     overrides={"train.batch_size": 256}, keep=keep)  # fmt: skip
-    _kept(keep, "fac", 0, 0.9)  # the budget matches, the corpus (c0ffee) does not
-    corpus.mkdir()
-    (corpus / "manifest.jsonl").write_text('{"id": "clip-000000"}\n')
-    with pytest.raises(ModelError, match="another corpus"):
-        run_ablation(corpus, tmp_path / "a", 2500, [0], ["fac"],
-                     overrides={"train.batch_size": 256}, keep=keep)  # fmt: skip
+    refused("batch_size=32, not 256")
+    _kept(keep, "fac", 0, 0.9, lr=1e-4)  # any --set changes the result
+    refused(r"other settings \(train.lr")
+    digest = _corpus(corpus)
+    _kept(keep, "fac", 0, 0.9)  # the budget and settings match, the corpus does not
+    refused("another corpus")
+    _kept(keep, "fac", 0, 0.9, digest=None)  # kept without its corpus: unknowable
+    refused("another corpus")
+    _kept(keep, "fac", 0, 0.9, digest=digest)
+    results = run_ablation(corpus, tmp_path / "a", 2500, [0], ["fac"], table_only=True, **ask)  # type: ignore[arg-type]
+    assert results["summary"]["fac"]["text→video R@10"]["values"] == [0.9]
 
 
 def test_an_ablation_trains_evaluates_and_reuses_its_finished_runs(
