@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service import searcher as searcher_module
 from service.active_model import ActiveModel
 from service.embedder import Embedder, ModelHandle
 from service.indexes import open_indexes
@@ -79,9 +80,14 @@ def audio(
 
 @pytest.mark.parametrize("filtered", [False, True], ids=["unfiltered", "filtered"])
 @pytest.mark.parametrize("group", [True, False], ids=["grouped", "every-segment"])
+@pytest.mark.parametrize("fetch_max", [2048, 0], ids=["fetched-past", "selector"])
 def test_a_long_query_items_own_segments_leave_room_for_other_items_moments(
-    world: Any, tmp_path: Path, filtered: bool, group: bool
-) -> None:
+    world: Any, tmp_path: Path, filtered: bool, group: bool, fetch_max: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Fetched past them (up to 2,048 hits), or left out by a FAISS selector (an item of
+    more segments than that): either way the other item's moment comes first."""
+    monkeypatch.setattr(searcher_module, "OWN_SEGMENTS_FETCH_MAX", fetch_max)
     storage, executor, embedder = world
     dims = {space: embedder.dim(space) for space in embedder.model.spaces}
     rng = np.random.default_rng(0)
