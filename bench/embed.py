@@ -33,14 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model import MMV, Tokenizer, build_model, load_config
-from model.backbones.resnet_v2 import ResNetV2Trunk
-
-
-def set_trunk_layout(model: torch.nn.Module, layout: torch.memory_format) -> None:
-    for module in model.modules():
-        if isinstance(module, ResNetV2Trunk):
-            module.set_memory_format(layout)
-
+from model.backbones.resnet_v2 import set_trunk_memory_format
 
 GOALS = {"video": 20.0, "audio": 100.0, "text": 2000.0}  # items/s, batched
 _WORDS_TEXT = """
@@ -166,9 +159,9 @@ def main() -> None:
         ("video", lambda: m.embed_video(video)),
         ("audio", lambda: m.embed_audio(audio)),
     ):
-        set_trunk_layout(m, torch.contiguous_format)
+        set_trunk_memory_format(m, torch.contiguous_format)
         nchw_rate, _, _ = rate(fn, batch, seconds, sync)
-        set_trunk_layout(m, torch.channels_last)
+        set_trunk_memory_format(m, torch.channels_last)
         last_rate, _, _ = rate(fn, batch, seconds, sync)
         speedups.append(
             f"{modality} {last_rate:,.0f} / {nchw_rate:,.0f} = {last_rate / nchw_rate:.2f}"

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from model import MMVLoss, build_model, load_config  # noqa: E402
-from model.backbones.resnet_v2 import ResNetV2Trunk  # noqa: E402
+from model.backbones.resnet_v2 import set_trunk_memory_format  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.corpus import make_corpus  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402
@@ -98,19 +98,13 @@ def compute_only(
     dataset = CorpusDataset(data, cfg, "train", show_progress=False)
     torch.manual_seed(0)
     model = build_model(cfg, Tokenizer.build(training_texts(dataset), cfg.text.vocab_size))
-    set_trunk_layout(model, layout)
+    set_trunk_memory_format(model, layout)
     dev = torch.device(device)
     model.train().to(dev)
     samples = [dataset[(i % len(dataset), 0)] for i in range(batch)]
     b = collate_batch(samples, model.tokenizer, cfg.loss.num_positives)
     inputs = {k: b[k].to(dev) for k in FORWARD_INPUTS}
     return time_steps(model, cfg, inputs, steps, batch, dev, dtype)
-
-
-def set_trunk_layout(model: torch.nn.Module, layout: torch.memory_format) -> None:
-    for module in model.modules():
-        if isinstance(module, ResNetV2Trunk):
-            module.set_memory_format(layout)
 
 
 def synthetic(
@@ -127,7 +121,7 @@ def synthetic(
     torch.manual_seed(0)
     words = [f"word{i}" for i in range(500)]
     model = build_model(cfg, Tokenizer.build([" ".join(words)], cfg.text.vocab_size))
-    set_trunk_layout(model, layout)
+    set_trunk_memory_format(model, layout)
     dev = torch.device(device)
     model.train().to(dev)
     v, k, n = cfg.video, cfg.loss.num_positives, cfg.text.max_words

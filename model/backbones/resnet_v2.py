@@ -168,3 +168,11 @@ class ResNetV2Trunk(nn.Module):
         for block in self.blocks:
             x = block(x, num_frames)
         return F.relu(self.final_bn(x))
+
+
+def set_trunk_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
+    """Every ResNet trunk inside `model` on `memory_format` (benchmarks measure NCHW, the
+    layout before channels-last, beside it)."""
+    for module in model.modules():
+        if isinstance(module, ResNetV2Trunk):
+            module.set_memory_format(memory_format)
