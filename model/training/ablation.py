@@ -188,7 +188,11 @@ def run_ablation(
             f"{figure(result, ('retrieval', 'video->audio', 'R@10'))}"
         )
     if not runs:
-        raise ModelError(f"no finished runs of {variants} × seeds {seeds} in {out}")
+        where = f"{out}" + (f" nor kept in {keep}" if keep is not None else "")
+        raise ModelError(
+            f"no finished runs of {variants} × seeds {seeds} in {where}: `make ablation` "
+            "trains them (each result is kept as it finishes)"
+        )
     budget = {
         "steps": steps,
         "batch_size": cfg.train.batch_size,

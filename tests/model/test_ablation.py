@@ -96,7 +96,7 @@ def test_the_doc_gets_the_table_and_its_figure(tmp_path: Path) -> None:
 
 
 def test_table_only_with_nothing_finished_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="no finished runs"):
+    with pytest.raises(ModelError, match=r"no finished runs .* in .*/a: `make ablation`"):
         run_ablation(tmp_path / "c", tmp_path / "a", 2000, [0], ["fac"], table_only=True)
 
 
