@@ -182,25 +182,34 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
     return info
 
 
-def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:
-    """A JPEG's size as displayed. A phone photo's EXIF orientation reaches ffmpeg as the
-    decoded frame's display matrix, which the decoder applies, while the stream reports
-    the stored size: a portrait photo was scaled as a landscape one (squeezed)."""
+def _probe_again(path: Path, limits: MediaLimits, cap: int, asked: list[str]) -> bytes:
+    """What one more ffprobe of `path` prints for `asked` (what the first probe does not
+    show), under the same limits."""
     args = [
         ffmpeg_binary("ffprobe"),
         "-v", "error", "-hide_banner", "-protocol_whitelist", "file",
         "-max_pixels", str(limits.max_pixels),
-        "-select_streams", "v:0", "-read_intervals", "%+#1",
-        "-show_frames", "-show_entries", "frame=width,height:frame_side_data_list",
-        "-of", "json",
+        *asked,
         "-i", input_url(path),
     ]  # fmt: skip
     result = run(
-        args, [OutputSpec(max_bytes=_PROBE_OUTPUT_CAP)], what=f"probing '{path.name}'",
+        args, [OutputSpec(max_bytes=cap)], what=f"probing '{path.name}'",
         **limits.process_limits(),
     )  # fmt: skip
+    return bytes(result.outputs[0])
+
+
+def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:
+    """A JPEG's size as displayed. A phone photo's EXIF orientation reaches ffmpeg as the
+    decoded frame's display matrix, which the decoder applies, while the stream reports
+    the stored size: a portrait photo was scaled as a landscape one (squeezed)."""
+    shown = _probe_again(
+        path, limits, _PROBE_OUTPUT_CAP,
+        ["-select_streams", "v:0", "-read_intervals", "%+#1", "-show_frames",
+         "-show_entries", "frame=width,height:frame_side_data_list", "-of", "json"],
+    )  # fmt: skip
     try:
-        frames = json.loads(bytes(result.outputs[0]).decode("utf-8", "replace")).get("frames")
+        frames = json.loads(shown.decode("utf-8", "replace")).get("frames")
     except json.JSONDecodeError:
         return info
     first = frames[0] if isinstance(frames, list) and frames else {}
@@ -218,23 +227,15 @@ def _measured_length(path: Path, info: MediaInfo, limits: MediaLimits) -> float 
     used to the end of their last (a demux, no decode: about a second for an hour).
     None when they say nothing, or a file has too many packets to list."""
     used = {s for s in (info.video_stream, info.audio_stream) if s is not None}
-    args = [
-        ffmpeg_binary("ffprobe"),
-        "-v", "error", "-hide_banner", "-protocol_whitelist", "file",
-        "-show_entries", "packet=stream_index,pts_time,duration_time", "-of", "csv=p=0",
-        "-i", input_url(path),
-    ]  # fmt: skip
     try:
-        result = run(
-            args,
-            [OutputSpec(max_bytes=_PACKETS_OUTPUT_CAP)],
-            what=f"measuring '{path.name}'",
-            **limits.process_limits(),
-        )
+        packets = _probe_again(
+            path, limits, _PACKETS_OUTPUT_CAP,
+            ["-show_entries", "packet=stream_index,pts_time,duration_time", "-of", "csv=p=0"],
+        )  # fmt: skip
     except OutputTooLarge:  # millions of packets: the length stays as ffprobe had it
         return None
     first = last = None
-    for line in bytes(result.outputs[0]).decode("ascii", "replace").splitlines():
+    for line in packets.decode("ascii", "replace").splitlines():
         fields = line.split(",")
         if len(fields) < 3 or not fields[0].isdigit() or int(fields[0]) not in used:
             continue
@@ -316,8 +317,8 @@ def parse_probe(
             # The used streams' own lengths (another, longer stream may be in the file:
             # a subtitle cue an hour after a 5 s clip ends makes the file's duration).
             declared = max(ends) if ends else _seconds(fmt.get("duration"))
-            if ends and len(ends) == len([s for s in (video, audio) if s is not None]):
-                duration = max(ends)
+            if ends and len(ends) == (video is not None) + (audio is not None):
+                duration = max(ends)  # every used stream declares its span
     return MediaInfo(
         kind=kind,
         duration_s=duration,
