@@ -131,12 +131,16 @@ def run_ablation(
     cfg = apply_overrides(load_config(config), overrides or {})
     kept_budget = {"steps": steps, "batch_size": cfg.train.batch_size, "config": config}
     digest = corpus_digest(data)
+
+    def settings_of(name: str) -> dict[str, Any]:  # every --set, then the variant's own
+        return {**(overrides or {}), **VARIANTS[name].overrides}
+
     # Finished runs are reused: refuse, before any work, ones trained for another budget.
     kept: dict[tuple[str, int], dict[str, Any]] = {}
     for name, seed in order:
         if keep is not None and kept_path(keep, name, seed).is_file():
-            asked = {**(overrides or {}), **VARIANTS[name].overrides}
-            kept[name, seed] = read_kept(kept_path(keep, name, seed), kept_budget, asked, digest)
+            path = kept_path(keep, name, seed)
+            kept[name, seed] = read_kept(path, kept_budget, settings_of(name), digest)
             continue
         run_dir = out / f"{name}-seed{seed}"
         trained = _trained_steps(run_dir)
@@ -148,10 +152,9 @@ def run_ablation(
     prepared: CorpusEval | None = None  # the test split, decoded when a run needs it
     runs: list[dict[str, Any]] = []
     for name, seed in order:
-        variant = VARIANTS[name]
         run_dir = out / f"{name}-seed{seed}"
         report = run_dir / "eval.json"
-        run_overrides = {**(overrides or {}), **variant.overrides}
+        run_overrides = settings_of(name)
         if (name, seed) in kept:
             result = kept[name, seed]
         elif report.is_file():
