@@ -47,7 +47,13 @@ def new_id() -> str:
 
 
 def _meta_value(value: Any) -> str:
-    """Canonical text of a metadata value, so filters compare exactly (1 != "1" != true)."""
+    """Canonical text of a metadata value, so filters compare exactly (1 != "1" != true)
+    and a number is one number however it was written: JSON has no integer type, so 4.0
+    (a Python client's float) and 4 (a browser's) are the same value. Migration step 5
+    rewrites the rows stored before, by the same rule: an integral float whose text
+    ends in ".0" (|x| < 1e16, where Python stops writing exponents) becomes the integer."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        value = int(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 

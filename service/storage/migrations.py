@@ -128,6 +128,13 @@ STEPS: dict[int, tuple[str, ...]] = {
         "DELETE FROM state WHERE key LIKE 'worker:%'",
         "ALTER TABLE items ADD COLUMN processing_by TEXT",
     ),
+    # One text per number in the filter table (items._meta_value): integral floats
+    # stored as "4.0" become "4", so a filter written either way finds them.
+    5: (
+        "UPDATE item_metadata SET value = CASE WHEN value = '-0.0' THEN '0'"
+        " ELSE substr(value, 1, length(value) - 2) END"
+        " WHERE value LIKE '%.0' AND value NOT LIKE '\"%'",
+    ),
 }
 
 SCHEMA_VERSION = max(STEPS)

@@ -123,6 +123,46 @@ def test_metadata_filter_is_exact_and_typed(storage: Storage) -> None:
     assert storage.items.seqs_matching({"missing": None}).tolist() == []
 
 
+def test_a_number_matches_however_it_was_written(storage: Storage) -> None:
+    # JSON has one number type: a Python client's 4.0 and a browser's 4 are one value.
+    a = storage.items.create(video("a", fps=4.0, zero=-0.0, half=2.5))
+    b = storage.items.create(video("b", fps=4, zero=0, half="2.5"))
+    assert storage.items.seqs_matching({"fps": 4}).tolist() == [a.seq, b.seq]
+    assert storage.items.seqs_matching({"fps": 4.0}).tolist() == [a.seq, b.seq]
+    assert storage.items.seqs_matching({"zero": 0.0}).tolist() == [a.seq, b.seq]
+    assert storage.items.seqs_matching({"half": 2.5}).tolist() == [a.seq]
+    assert storage.items.seqs_matching({"fps": "4"}).tolist() == []  # a string is not
+    shown = storage.items.get(a.id)
+    assert shown is not None and shown.metadata == {"fps": 4.0, "zero": -0.0, "half": 2.5}
+
+
+def test_numbers_stored_by_an_older_version_are_found_after_the_upgrade(
+    database: str | Path,
+) -> None:
+    # Version 4 kept 4.0 as the text "4.0": the upgrade rewrites it the way filters write.
+    storage = Storage(database)
+    item = storage.items.create(video("old"))
+    stored = {"f": "4.0", "neg": "-12.0", "z": "-0.0", "s": '"4.0"', "h": "4.5", "e": "1e+16"}
+    with storage.db.transaction() as conn:
+        for key, text in stored.items():
+            conn.execute("INSERT INTO item_metadata (item_seq, key, value) VALUES (?, ?, ?)",
+                         (item.seq, key, text))  # fmt: skip
+        conn.execute("UPDATE state SET value = '4' WHERE key = 'schema_version'")
+    storage.close()
+    storage = Storage(database)
+    try:
+        assert storage.migrated_from == 4
+        for key, value in {"f": 4, "neg": -12, "z": 0, "s": "4.0", "h": 4.5, "e": 1e16}.items():
+            assert storage.items.seqs_matching({key: value}).tolist() == [item.seq], key
+        rows = storage.db.connection().execute(
+            "SELECT key, value FROM item_metadata WHERE item_seq = ?", (item.seq,)
+        )
+        assert dict(rows) == {"f": "4", "neg": "-12", "z": "0", "s": '"4.0"', "h": "4.5",
+                              "e": "1e+16"}  # fmt: skip
+    finally:
+        storage.close()
+
+
 def test_list_is_newest_first_and_pages_stay_stable_under_inserts(storage: Storage) -> None:
     rows = [storage.items.create(video(f"h{i}")) for i in range(7)]
     text = storage.items.create(NewItem(kind="text", modalities=["text"], text="hello"))
