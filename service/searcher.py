@@ -83,6 +83,10 @@ class Query:
     # A moment query leaves out only the query item's segments that overlap it (other
     # stretches of the same recording are fair answers); a whole-item query all of them.
     exclude_span: tuple[float, float] | None = None
+    # A moment query's other stretches, scored against it here rather than searched for:
+    # the search leaves out every segment of the query item, since they are the nearest
+    # and would fill the fetch (scores, segment-index ids).
+    own_stretches: tuple[np.ndarray, np.ndarray] | None = None
     future: asyncio.Future[Any] | None = field(default=None, repr=False)
     enqueued: float = 0.0
 
@@ -296,10 +300,15 @@ class Searcher:
                     name = segment_name(q.space, q.target)
                     if name is not None:
                         allowed_segments = segment_ids(self.storage.segments.seqs_of_items(allowed))
-                        allowed_segments = np.setdiff1d(allowed_segments, self._own_segments(q))
-                        moments[i] = _search_one(
+                        own = self._own_segments(q)
+                        allowed_segments = np.setdiff1d(allowed_segments, own)
+                        hit = _search_one(
                             indexes, q, name, allowed_segments, _segment_k(q.k), exclude=False
                         )
+                        in_filter = q.exclude_seq is not None and bool(
+                            np.isin(q.exclude_seq, allowed)
+                        )
+                        moments[i] = _with_own_stretches(hit, q, own, in_filter)
                 except Exception:  # this query's own failure: the batch's others go on
                     log.exception("a filtered search failed")
                     found[i] = moments[i] = None
@@ -325,7 +334,8 @@ class Searcher:
                     moments[members[row]] = (scores[at], ids[at])
             for row, i in enumerate(members):
                 if own[i].size:
-                    moments[i] = _search_without(indexes, space, name, queries[row], own[i], k)
+                    hit = _search_without(indexes, space, name, queries[row], own[i], k)
+                    moments[i] = _with_own_stretches(hit, batch[i], own[i], True)
         self.metrics.search_stage.labels("index").observe(time.perf_counter() - t1)
 
         t2 = time.perf_counter()
@@ -349,11 +359,11 @@ class Searcher:
         return answers  # type: ignore[return-value]
 
     def _own_segments(self, q: Query) -> np.ndarray:
-        """Ids, in the segment indexes, of the query item's segments that are no answer."""
+        """Ids, in the segment indexes, of every segment of the query item: left out of
+        the search (a moment query's other stretches come back as q.own_stretches)."""
         if q.exclude_seq is None:
             return np.empty(0, np.int64)
-        rows = self.storage.segments.of_item(q.exclude_seq)
-        return segment_ids([g.seq for g in rows if _is_own(q, g)])
+        return segment_ids([g.seq for g in self.storage.segments.of_item(q.exclude_seq)])
 
     def _resolve_item(self, q: Query, embedder: Embedder) -> None:
         assert q.item_id is not None
@@ -395,9 +405,24 @@ class Searcher:
         if not found:
             return  # the whole (short) item is the moment
         weights = overlap_weights([(g.start_s, g.end_s) for g in found], q.start_s, q.end_s)
-        mixed = (weights[:, None] * vectors).sum(axis=0)
+        covered = float(weights.sum())
+        if covered <= 0.0:  # past the last segment's end (the length rounds to the ms)
+            last = max(g.end_s for g in found)
+            raise InvalidRequest(
+                f"item {q.item_id!r}: the stretch {q.start_s:g}-{q.end_s:g} s covers none of "
+                f"its segments, which end at {last:g} s",
+                {"duration_s": row.duration_s},
+            )
+        # Weights as fractions first: a stretch of a nanosecond is a segment's direction
+        # too, not a vector of norm ~1e-9 that would scale every score down.
+        mixed = ((weights / covered)[:, None] * vectors).sum(axis=0)
         q.vector = (mixed / max(float(np.linalg.norm(mixed)), 1e-12)).astype(np.float32)
         q.exclude_span = (q.start_s, q.end_s)
+        others = np.flatnonzero(weights <= 0.0)
+        q.own_stretches = (
+            (vectors[others] @ q.vector).astype(np.float32),
+            segment_ids([found[j].seq for j in others]),
+        )
 
 
 def _space(embedder: Embedder, query_modality: str, target: str) -> str:
@@ -429,7 +454,7 @@ def _search_without(
     indexes: IndexSet, space: str, index: str, query: np.ndarray, left_out: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Moments of one query among every segment but `left_out` (the query item's own;
-    _candidates drops them from what comes back)."""
+    _with_own_stretches drops them from what comes back)."""
     fetch = _segment_k(k) + len(left_out)
     if fetch <= OWN_SEGMENTS_FETCH_MAX:
         # Fetched past them: as fast as any search (a GPU copy serves it), where a
@@ -442,6 +467,23 @@ def _search_without(
     scores, ids = indexes.search(space, index, query[None, :], _segment_k(k), filter=others)
     del listed, others
     return scores[0], ids[0]
+
+
+def _with_own_stretches(
+    hit: tuple[np.ndarray, np.ndarray], q: Query, own: np.ndarray, item_allowed: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One query's segment hits without any of the query item's own (fetched past, or
+    already left out), and with its other stretches for a moment query (when the
+    item passes the filter), best first."""
+    scores, ids = hit
+    keep = ~np.isin(ids, own)
+    scores, ids = scores[keep], ids[keep]
+    if q.own_stretches is not None and item_allowed:
+        scores = np.concatenate([scores, q.own_stretches[0]])
+        ids = np.concatenate([ids, q.own_stretches[1]])
+        order = np.argsort(-scores, kind="stable")
+        scores, ids = scores[order], ids[order]
+    return scores, ids
 
 
 def _is_own(q: Query, segment: SegmentRow) -> bool:

@@ -121,3 +121,73 @@ def test_a_long_query_items_own_segments_leave_room_for_other_items_moments(
     assert best["item"]["id"] == b, results
     assert best["segment"] == {"start_s": 40.0, "end_s": 50.0}
     assert best["score"] == pytest.approx(float(b_segments[8] @ u), abs=1e-4)
+
+
+def two_long_sounds(world: Any, tmp_path: Path) -> tuple[Searcher, str, str, list[np.ndarray]]:
+    """A (5 minutes, every stretch near u), B (one minute, its 40-50 s near u) and five
+    short sounds far from both, indexed."""
+    storage, executor, embedder = world
+    dims = {space: embedder.dim(space) for space in embedder.model.spaces}
+    rng = np.random.default_rng(0)
+    u = unit(rng.standard_normal(dims["va"]))
+
+    def near(spread: float) -> np.ndarray:
+        return unit(u + spread * unit(rng.standard_normal(dims["va"])))
+
+    a = audio(storage, dims, "a", u, [near(0.2) for _ in range(59)], rng)
+    b_segments = [unit(rng.standard_normal(dims["va"])) for _ in range(11)]
+    b_segments[8] = near(0.8)
+    b = audio(storage, dims, "b", near(3.0), b_segments, rng)
+    for n in range(5):
+        audio(storage, dims, f"d{n}", unit(rng.standard_normal(dims["va"])), [], rng)
+    registry = open_indexes(
+        tmp_path / "indexes", storage, "v1", embedder.index_pairs(), dims, 1 << 30
+    )
+    model = ActiveModel()
+    model.use(embedder, registry)
+    searcher = Searcher(storage, model, Metrics(), executor, Settings(data_dir=tmp_path))
+    return searcher, a, b, b_segments
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["unfiltered", "filtered"])
+@pytest.mark.parametrize("fetch_max", [2048, 0], ids=["fetched-past", "selector"])
+def test_a_moment_querys_other_stretches_answer_without_crowding_out_other_items(
+    world: Any, tmp_path: Path, filtered: bool, fetch_max: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Find similar from here (a moment query): the rest of the same recording is a
+    fair answer, but its stretches, the nearest of all, took every place of the fetch
+    and B came back at its whole-file score with no segment."""
+    monkeypatch.setattr(searcher_module, "OWN_SEGMENTS_FETCH_MAX", fetch_max)
+    searcher, a, b, b_segments = two_long_sounds(world, tmp_path)
+    query = searcher.item_query(
+        a, "audio", 3, {"album": "talks"} if filtered else None, True, 20.0, 30.0
+    )
+    answer = searcher.run_batch([query])[0]
+    assert not isinstance(answer, Exception), answer
+    results = {r["item"]["id"]: r for r in json.loads(results_json(answer, 0.0))["results"]}
+
+    assert results[b]["segment"] == {"start_s": 40.0, "end_s": 50.0}, results
+    assert query.vector is not None
+    assert results[b]["score"] == pytest.approx(float(b_segments[8] @ query.vector), abs=1e-4)
+    own = results[a]["segment"]  # another stretch of A, never one overlapping 20-30 s
+    assert own is not None and (own["end_s"] <= 20.0 or own["start_s"] >= 30.0), own
+
+
+def test_a_stretch_past_the_last_segment_is_refused_and_a_tiny_one_is_a_unit_vector(
+    world: Any, tmp_path: Path
+) -> None:
+    """A stretch in the gap between the last segment's end and the stored length (or
+    any covering no segment) mixed to a zero vector: every score 0, a random order."""
+    searcher, a, _, _ = two_long_sounds(world, tmp_path)
+    # A is 300 s long and its last segment ends there; pretend the length was rounded up.
+    storage = world[0]
+    with storage.db.transaction() as conn:
+        conn.execute("UPDATE items SET duration_s = 300.0004 WHERE id = ?", (a,))
+    past = searcher.run_batch([searcher.item_query(a, "audio", 3, None, True, 300.0002, 305.0)])
+    assert isinstance(past[0], searcher_module.InvalidRequest), past
+    assert "covers none of its segments" in past[0].message
+    tiny = searcher.item_query(a, "audio", 3, None, True, 30.0, 30.0 + 1e-13)
+    assert not isinstance(searcher.run_batch([tiny])[0], Exception)
+    assert tiny.vector is not None
+    assert float(np.linalg.norm(tiny.vector)) == pytest.approx(1.0, abs=1e-5)
