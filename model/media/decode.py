@@ -202,17 +202,19 @@ def _last_picture_before(
     path: str | Path, info: MediaInfo, limits: MediaLimits, start_s: float, size: int
 ) -> np.ndarray:
     """[1, size, size, 3]: the last picture shown before `start_s`, looked for in the
-    HOLD_LOOKBACK_S before it, else before the picture track's declared end."""
-    tries = [max(0.0, start_s - HOLD_LOOKBACK_S)]
-    if info.video_span_s is not None and info.video_span_s[1] < tries[0]:
-        tries.append(max(0.0, info.video_span_s[1] - HOLD_LOOKBACK_S))
-    for begin in tries:
-        clip = _decode(
-            path, info, limits, start_s=begin, duration_s=max(start_s - begin, 1.0),
-            fps=1.0, side=size,
-        )  # fmt: skip
-        if clip.video is not None and len(clip.video):
-            return clip.video[-1:]
+    HOLD_LOOKBACK_S before the picture track's end where it ended before that (declared,
+    or measured from packets), else in the HOLD_LOOKBACK_S before `start_s`."""
+    end = info.video_span_s[1] if info.video_span_s is not None else info.measured_video_end_s
+    if end is not None and end < start_s - HOLD_LOOKBACK_S:
+        # Up to just past its end, not on through the rest of a long file's sound.
+        begin, stop = max(0.0, end - HOLD_LOOKBACK_S), end + 1.0
+    else:
+        begin, stop = max(0.0, start_s - HOLD_LOOKBACK_S), start_s
+    clip = _decode(
+        path, info, limits, start_s=begin, duration_s=max(stop - begin, 1.0), fps=1.0, side=size
+    )
+    if clip.video is not None and len(clip.video):
+        return clip.video[-1:]
     raise UnreadableMedia(
         f"'{Path(path).name}': no video frames could be decoded at {start_s:.2f} s"
     )

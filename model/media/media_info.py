@@ -24,8 +24,9 @@ from model.media.process import OutputSpec, ffmpeg_binary, input_url, run
 
 MediaKind = Literal["video", "audio", "image"]
 # Bump when what a probe finds changes, so probes kept on disk are made again (2:
-# undeclared lengths measured, the channel layout, EXIF-turned JPEG sizes, covers).
-PROBE_VERSION = 2
+# undeclared lengths measured, the channel layout, EXIF-turned JPEG sizes, covers; 3:
+# a moving picture chosen before a still one, where a measured picture ends).
+PROBE_VERSION = 3
 
 # Demuxers that open further files or URLs (playlists) or draw text as video: an
 # upload in one of these formats could make ffmpeg read files it was never given.
@@ -74,6 +75,10 @@ class MediaInfo:
     # ffprobe's name of the sound's channel layout ("stereo", "5.1"); None when it has
     # none (a 10-channel field recorder's WAV).
     channel_layout: str | None = None
+    # Where the picture's last packet ends, when the length was measured from packets
+    # (nothing declared it: a MediaRecorder WebM whose camera stopped before its sound);
+    # decode.py looks there for the picture a later window holds.
+    measured_video_end_s: float | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -169,11 +174,17 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
     except json.JSONDecodeError as exc:
         raise UnreadableMedia(f"'{name}': ffprobe returned no readable description") from exc
     info = parse_probe(data, name=name, size_bytes=size_bytes, length_guessed=guessed)
-    if info.kind != "image" and (guessed or info.duration_s is None) and path.is_file():
+    if (
+        info.kind != "image"
+        and (guessed or info.duration_s is None)
+        and not (guessed and _constant_rate(info))
+        and path.is_file()
+    ):
         # Nothing declared the length (a browser's MediaRecorder WebM) or ffprobe guessed
         # it from the bit rate (a VBR mp3 without a Xing header, off by minutes): windows,
         # segments and the stored duration need the real one.
-        info = replace(info, duration_s=_measured_length(path, info, limits) or info.duration_s)
+        length, video_end = _measured_length(path, info, limits)
+        info = replace(info, duration_s=length or info.duration_s, measured_video_end_s=video_end)
     if info.kind == "image" and info.video_codec == "mjpeg" and path.is_file():
         info = _upright(path, info, limits)
     check_limits(info, limits, name=name)
@@ -222,19 +233,25 @@ def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:
     return info
 
 
-def _measured_length(path: Path, info: MediaInfo, limits: MediaLimits) -> float | None:
-    """A file's length from its packets' timestamps: from the first packet of the streams
-    used to the end of their last (a demux, no decode: about a second for an hour).
-    None when they say nothing, or a file has too many packets to list."""
+def _measured_length(
+    path: Path, info: MediaInfo, limits: MediaLimits
+) -> tuple[float | None, float | None]:
+    """(length, where the picture ends) from the packets' timestamps of the streams used:
+    from their first packet to the end of their last (a demux, no decode: about a second
+    for an hour). None where they say nothing, or a file has too many packets to list."""
     used = {s for s in (info.video_stream, info.audio_stream) if s is not None}
+    # Only the streams used are listed, and no further than a file the limits accept:
+    # one too long is measured as just past them, and refused as too long.
+    only = ["-select_streams", str(next(iter(used)))] if len(used) == 1 else []
     try:
         packets = _probe_again(
             path, limits, _PACKETS_OUTPUT_CAP,
-            ["-show_entries", "packet=stream_index,pts_time,duration_time", "-of", "csv=p=0"],
+            [*only, "-read_intervals", f"%+{limits.max_duration_s + 1:g}",
+             "-show_entries", "packet=stream_index,pts_time,duration_time", "-of", "csv=p=0"],
         )  # fmt: skip
     except OutputTooLarge:  # millions of packets: the length stays as ffprobe had it
-        return None
-    first = last = None
+        return None, None
+    first = last = video_last = None
     for line in packets.decode("ascii", "replace").splitlines():
         fields = line.split(",")
         if len(fields) < 3 or not fields[0].isdigit() or int(fields[0]) not in used:
@@ -245,9 +262,18 @@ def _measured_length(path: Path, info: MediaInfo, limits: MediaLimits) -> float 
         end = start + (_finite(fields[2]) or 0.0)
         first = start if first is None else min(first, start)
         last = end if last is None else max(last, end)
+        if int(fields[0]) == info.video_stream:
+            video_last = end if video_last is None else max(video_last, end)
     if first is None or last is None or last <= first:
-        return None
-    return last - first
+        return None, None
+    return last - first, None if video_last is None else video_last - first
+
+
+def _constant_rate(info: MediaInfo) -> bool:
+    """A sound whose length from its bit rate is exact (PCM: a WAV streamed to a pipe,
+    which declares no length), so its packets need no listing: an hour of them is
+    hundreds of thousands of lines."""
+    return info.kind == "audio" and (info.audio_codec or "").startswith("pcm_")
 
 
 def _finite(text: str) -> float | None:
@@ -282,7 +308,9 @@ def parse_probe(
         raise NoUsableStream(
             f"'{name}' has no video, audio or image stream (found: {', '.join(found)})"
         )
-    video = _preferred(pictures)
+    # A moving picture before a still one: a one-frame thumbnail track listed first
+    # (not flagged attached_pic) is not what a video file is.
+    video = _preferred([s for s in pictures if not _is_still(s, container)]) or _preferred(pictures)
     audio = _preferred(sounds)
     if video is not None and audio is not None and _is_still(video, container):
         # One picture beside a sound track (a podcast's cover as a real one-frame track,

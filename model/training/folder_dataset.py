@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -73,6 +74,7 @@ class FolderDataset(ClipDataset):
         self.asr_count = 0  # files transcribed by this process (not from the cache)
         items: list[ClipItem] = []
         hashes = ContentHashes(cache)
+        _remove_older_probes(cache)
         files = _media_files(root)
         for path in tqdm(files, desc="scanning folder", unit="file", disable=quiet(show_progress)):
             rel = path.relative_to(root).as_posix()
@@ -160,6 +162,14 @@ def _media_files(root: Path) -> list[Path]:
 
 def _split_of(digest: str, val_fraction: float) -> str:
     return "val" if int(digest[:8], 16) / 0x1_0000_0000 < val_fraction else "train"
+
+
+def _remove_older_probes(cache: Path) -> None:
+    """Probes kept by earlier versions (`probe/`, `probe-v<k>/`) are never read again."""
+    current = f"probe-v{PROBE_VERSION}"
+    for old in (*cache.glob("probe-v*"), cache / "probe"):
+        if old.is_dir() and old.name != current:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _cached_media_info(

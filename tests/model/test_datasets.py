@@ -15,6 +15,7 @@ import torch
 from model.config import load_config
 from model.media import load_windows
 from model.media.decode_cache import content_hash
+from model.media.media_info import PROBE_VERSION
 from model.tokenizer import Tokenizer
 from model.training.batches import collate_batch
 from model.training.clip_dataset import ClipDataset, ClipItem
@@ -309,10 +310,16 @@ def test_folder_dataset_sidecars_asr_and_skips(
     sample = ds[ids.index("d.mp4")]
     assert sample["texts"] == ["a tone of 600 hertz"] and sample["video"].shape == (8, 64, 64, 3)
 
-    # A second dataset over the same folder reads the transcription from the cache.
+    # A second dataset over the same folder reads the transcription from the cache;
+    # probes kept by earlier versions are removed, the current ones kept.
+    (tmp_path / "cache" / "probe").mkdir()
+    (tmp_path / "cache" / "probe-v1").mkdir()
     again_asr = ToneTranscriber()
     again = FolderDataset(folder, TINY, seed=0, cache_dir=tmp_path / "cache", asr=again_asr)
     assert again_asr.calls == 0 and again.asr_count == 0
+    assert sorted(p.name for p in (tmp_path / "cache").glob("probe*")) == [
+        f"probe-v{PROBE_VERSION}"
+    ]
     assert again.items[3].transcript is not None
     assert again.items[3].transcript.text == "a tone of 600 hertz"
     # Stable split by content hash (its first 32 bits as a fraction): choose a

@@ -25,6 +25,7 @@ from model.media import (
     load_windows,
     read_media_info,
 )
+from model.media import media_info as media_info_module
 from model.media.completeness import check_decoded
 from model.media.media_info import parse_probe
 
@@ -102,6 +103,25 @@ def test_a_wav_without_a_declared_length_is_accepted(
     for path in (streamed, zero):
         info = read_media_info(path)
         assert decode_audio(path, sample_rate=16000, info=info).size == pytest.approx(32000, abs=2)
+
+
+def test_a_streamed_wav_is_not_listed_packet_by_packet(
+    media_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PCM's length from its bit rate is exact: listing the packets of a two-hour WAV
+    written to a pipe took 16.5 s of the upload's probe (0.35 s without)."""
+    streamed = tmp_path / "streamed.wav"
+    with streamed.open("wb") as out:
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(media_files["wav"]), "-f", "wav", "pipe:"],
+            stdout=out, check=True, timeout=60,
+        )  # fmt: skip
+
+    def listed(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("the packets of a PCM sound were listed")
+
+    monkeypatch.setattr(media_info_module, "_probe_again", listed)
+    assert read_media_info(streamed).duration_s == pytest.approx(2.0, abs=0.01)
 
 
 @pytest.mark.parametrize("quiet_first", [True, False], ids=["guessed-too-long", "too-short"])
@@ -309,6 +329,50 @@ def test_a_window_after_the_picture_ends_holds_its_last_frame_when_seeking(
     later = seek.video[1:].astype(float)
     assert np.abs(later - single.video[1:].astype(float)).mean() < 6
     assert np.abs(later - later[:1, :1]).max() == 0  # one picture, held
+
+
+def test_a_recording_whose_camera_stopped_early_holds_its_last_frame_when_seeking(
+    tmp_path: Path,
+) -> None:
+    """A MediaRecorder WebM (no length declared, measured from packets) whose picture
+    stops at 10 s of 70: a seeked window more than 30 s after it was a 422, since the
+    picture's end was unknown; the measured end is where its last frame is looked for."""
+    path = tmp_path / "camera_stopped.webm"
+    with path.open("wb") as out:
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+             "testsrc2=size=64x48:rate=10:duration=10", "-f", "lavfi", "-i", "sine=d=70",
+             "-map", "0", "-map", "1", "-c:v", "libvpx", "-deadline", "realtime",
+             "-cpu-used", "8", "-c:a", "libopus", "-f", "webm", "pipe:1"],
+            stdout=out, check=True, timeout=120,
+        )  # fmt: skip
+    info = read_media_info(path)
+    assert info.video_span_s is None and info.duration_s == pytest.approx(70.0, abs=0.1)
+    seek = load_windows(path, TINY, 3, info, strategy="seek")
+    single = load_windows(path, TINY, 3, info, strategy="single")
+    assert seek.video is not None and single.video is not None
+    assert seek.starts_s.max() > 40.0  # a window well past the lookback from its start
+    later = seek.video[1:].astype(float)
+    assert np.abs(later - single.video[1:].astype(float)).mean() < 6
+    assert getattr(info, "measured_video_end_s", None) == pytest.approx(10.0, abs=0.2)
+
+
+def test_a_thumbnail_track_listed_first_does_not_hide_the_video(tmp_path: Path) -> None:
+    """An mp4 whose first picture track is a one-frame MJPEG thumbnail (not flagged as
+    an attached picture) beside the real H.264 video: it was taken for the picture and,
+    being a still beside a sound, the file became a sound item."""
+    thumb = tmp_path / "thumb.jpg"
+    ffmpeg_make("-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1", str(thumb))
+    path = tmp_path / "with_thumbnail.mp4"
+    ffmpeg_make(
+        "-i", str(thumb), "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=4",
+        "-f", "lavfi", "-i", "sine=d=4", "-map", "0", "-map", "1", "-map", "2",
+        "-c:v:0", "mjpeg", "-c:v:1", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", str(path),
+    )  # fmt: skip
+    info = read_media_info(path)
+    assert info.kind == "video" and info.video_codec == "h264" and info.video_stream == 1
+    assert info.modalities == ("video", "audio") and (info.width, info.height) == (160, 90)
 
 
 def test_a_portrait_photo_stored_sideways_with_exif_orientation_is_upright(
