@@ -25,7 +25,8 @@ from model.media.process import OutputSpec, ffmpeg_binary, input_url, run
 MediaKind = Literal["video", "audio", "image"]
 # Bump when what a probe finds changes, so probes kept on disk are made again (2:
 # undeclared lengths measured, the channel layout, EXIF-turned JPEG sizes, covers; 3:
-# a moving picture chosen before a still one, where a measured picture ends).
+# a moving picture chosen before a still one, where a measured picture ends, a
+# Matroska or MPEG-TS stream starting at its first packet).
 PROBE_VERSION = 3
 
 # Demuxers that open further files or URLs (playlists) or draw text as video: an
@@ -173,6 +174,8 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
         data = json.loads(bytes(result.outputs[0]).decode("utf-8", "replace"))
     except json.JSONDecodeError as exc:
         raise UnreadableMedia(f"'{name}': ffprobe returned no readable description") from exc
+    if path.is_file() and _starts_unreliable(data):
+        _start_at_first_packets(data, path, limits)
     info = parse_probe(data, name=name, size_bytes=size_bytes, length_guessed=guessed)
     if (
         info.kind != "image"
@@ -208,6 +211,42 @@ def _probe_again(path: Path, limits: MediaLimits, cap: int, asked: list[str]) ->
         **limits.process_limits(),
     )  # fmt: skip
     return bytes(result.outputs[0])
+
+
+# Containers whose demuxer gives a stream whose first packet lies past ffprobe's
+# analysis the file's start time (a sound track starting 20 s late read as from 0).
+_STARTS_GUESSED = {"matroska,webm", "mpegts"}
+
+
+def _starts_unreliable(data: dict[str, Any]) -> bool:
+    """A picture and a sound in a container that may have guessed where they start."""
+    if str((data.get("format") or {}).get("format_name")) not in _STARTS_GUESSED:
+        return False
+    kinds = {s.get("codec_type") for s in data.get("streams") or []}
+    return {"video", "audio"} <= kinds
+
+
+def _start_at_first_packets(data: dict[str, Any], path: Path, limits: MediaLimits) -> None:
+    """Move each stream's start in `data` to its first packet where that is later (its
+    end stays): the windows seeked before a late sound would expect sound there and
+    refuse the file. Each picture and sound stream's first packet is read (the file as
+    far as it)."""
+    for stream in data.get("streams") or []:
+        if stream.get("codec_type") not in ("video", "audio") or "index" not in stream:
+            continue
+        listed = _probe_again(
+            path, limits, _PROBE_OUTPUT_CAP,
+            ["-select_streams", str(int(stream["index"])), "-read_intervals", "%+#1",
+             "-show_entries", "packet=pts_time", "-of", "csv=p=0"],
+        )  # fmt: skip
+        pts = _finite(listed.decode("ascii", "replace").split("\n", 1)[0].strip(" ,\r"))
+        declared = _number(stream.get("start_time"))
+        if pts is None or pts <= declared + 0.05:
+            continue
+        stream["start_time"] = f"{pts:.6f}"
+        length = _seconds(stream.get("duration"))
+        if length is not None:
+            stream["duration"] = f"{max(length - (pts - declared), 0.0):.6f}"
 
 
 def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:

@@ -227,6 +227,33 @@ def test_matroska_files_whose_streams_do_not_start_at_zero_are_whole(tmp_path: P
             assert windows.audio is not None and windows.video is not None
 
 
+@pytest.mark.parametrize("suffix", ["mkv", "ts"])
+def test_a_sound_starting_past_the_probes_reach_is_placed_where_it_starts(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A sound track starting 20 s late, past what ffprobe reads to describe a file:
+    Matroska's and MPEG-TS's demuxers then said it starts with the file, so a window
+    seeked before 20 s expected sound and the file was refused ("the sound track cannot
+    be decoded (none of its 2.0 s decoded)"); one pass over it worked."""
+    path = tmp_path / f"sound_20s_late.{suffix}"
+    ffmpeg_make(
+        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=50", "-itsoffset", "20",
+        "-f", "lavfi", "-i", "sine=d=30:sample_rate=16000", "-map", "0", "-map", "1",
+        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+        "-c:a", "libopus" if suffix == "mkv" else "aac", str(path),
+    )  # fmt: skip
+    info = read_media_info(path)
+    windows = load_windows(path, TINY, 5, info, strategy="seek")
+    assert info.audio_span_s is not None
+    assert info.audio_span_s[0] == pytest.approx(20.0, abs=0.2)
+    assert info.duration_s == pytest.approx(50.0, abs=0.2)
+    assert windows.audio is not None and windows.video is not None
+    before = windows.starts_s < 19.0
+    assert before.any() and (~before).any()
+    assert np.abs(windows.audio[before]).max() == 0  # silence before it starts
+    assert np.abs(windows.audio[windows.starts_s > 21.0]).max() > 0.1
+
+
 def test_a_subtitle_cue_long_after_the_clip_is_not_its_length(tmp_path: Path) -> None:
     """The file's duration counts every stream: a 5 s clip with a subtitle cue at 1:30:00
     was 5,401 s long (refused as too long; a nearer cue stretched its windows)."""
