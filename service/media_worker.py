@@ -340,6 +340,14 @@ class MediaPool:
         self.workers = workers
         self.memory_mb = memory_mb
         self._executor: ProcessPoolExecutor | None = None
+        # Tasks submitted through run() and submit() and not yet finished; warm-ups are
+        # not counted: shutdown() waits for the former and not for the latter.
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+
+    def _count(self, delta: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight += delta
 
     def _new_executor(self, workers: int) -> ProcessPoolExecutor:
         # spawn, not fork: the parent has torch, sqlite and event-loop threads running.
@@ -379,6 +387,13 @@ class MediaPool:
         fresh process, so a crash there is its own (WorkerCrashed), and the others
         succeed rather than fail with it."""
         executor = self._running()
+        self._count(+1)
+        try:
+            return await self._run(executor, fn, *args)
+        finally:
+            self._count(-1)
+
+    async def _run(self, executor: ProcessPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(executor, fn, *args)
@@ -410,10 +425,16 @@ class MediaPool:
         """For threads other than the event loop's (re-indexing): a future to wait on;
         `result()` raises WorkerCrashed when a child died (the pool restarts)."""
         executor = self._running()
-        inner = executor.submit(fn, *args)
+        self._count(+1)
+        try:
+            inner = executor.submit(fn, *args)
+        except BaseException:
+            self._count(-1)
+            raise
         outer: Future[T] = Future()
 
         def done(future: Future[T]) -> None:
+            self._count(-1)
             try:
                 outer.set_result(future.result())
             except BrokenProcessPool:
@@ -426,14 +447,18 @@ class MediaPool:
 
     def shutdown(self, grace_s: float = 5.0) -> None:
         """Stop the children. Called after uploads in flight are finished, so what may
-        still run is a warm-up (loading the model): children that do not exit within
-        `grace_s` are terminated rather than waited for."""
+        still run is a warm-up (loading the model), which is stopped at once: a service
+        stopped just after it started would otherwise wait seconds for a model nobody
+        will use. Children still running a task get `grace_s` to finish it and are then
+        terminated rather than waited for."""
         executor, self._executor = self._executor, None
         if executor is None:
             return
         children = list(getattr(executor, "_processes", {}).values())
         executor.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + grace_s
+        with self._in_flight_lock:
+            busy = self._in_flight > 0
+        deadline = time.monotonic() + (grace_s if busy else 0.0)
         for child in children:
             child.join(max(0.0, deadline - time.monotonic()))
         for child in children:
