@@ -189,19 +189,8 @@ class Searcher:
         filter: dict | None,
         group: bool = True,
     ) -> Query:
-        embedder = self.require_model()
-        if (space, target) not in embedder.indexed_pairs():
-            raise UnsupportedPair(
-                f"the active model has no {target} embeddings in space {space!r}",
-                {"space": space, "target": target},
-            )
         vec = np.asarray(vector, dtype=np.float32)
-        dim = embedder.dim(space)
-        if vec.ndim != 1 or vec.shape[0] != dim:
-            raise InvalidRequest(
-                f"the vector must have {dim} numbers for space {space!r}, got {vec.shape[0]}",
-                {"expected_dim": dim},
-            )
+        _check_vector(self.require_model(), vec, space, target)
         norm = float(np.linalg.norm(vec))
         if not np.isfinite(norm) or norm == 0.0:
             raise InvalidRequest("the vector must be finite and not all zeros")
@@ -257,6 +246,15 @@ class Searcher:
             elif q.item_id is not None:
                 try:
                     self._resolve_item(q, embedder)
+                except ServiceError as exc:
+                    answers[i] = exc
+            else:  # resolved by the version serving when it arrived: check it with this one
+                try:
+                    if q.text is not None:
+                        q.space = _space(embedder, "text", q.target)
+                    elif q.kind == "vector":
+                        assert q.space is not None and q.vector is not None
+                        _check_vector(embedder, q.vector, q.space, q.target)
                 except ServiceError as exc:
                     answers[i] = exc
 
@@ -422,6 +420,22 @@ class Searcher:
         q.own_stretches = (
             (vectors[others] @ q.vector).astype(np.float32),
             segment_ids([found[j].seq for j in others]),
+        )
+
+
+def _check_vector(embedder: Embedder, vector: np.ndarray, space: str, target: str) -> None:
+    """A query vector fits the model's (space, target) index: InvalidRequest if not."""
+    if (space, target) not in embedder.indexed_pairs():
+        raise UnsupportedPair(
+            f"the active model ({embedder.version}) has no {target} embeddings in space {space!r}",
+            {"space": space, "target": target},
+        )
+    dim = embedder.dim(space)
+    if vector.ndim != 1 or vector.shape[0] != dim:
+        raise InvalidRequest(
+            f"the vector must have {dim} numbers for space {space!r} of the active model "
+            f"({embedder.version}), got {vector.shape[0] if vector.ndim == 1 else vector.shape}",
+            {"expected_dim": dim},
         )
 
 
