@@ -12,7 +12,8 @@ from model.errors import ModelError
 from model.media import MediaError
 from service.active_model import ActiveModel
 from service.admission import InFlightLimit
-from service.media_errors import as_api_error
+from service.errors import ServiceError
+from service.media_errors import as_api_error, naming
 from service.media_jobs import media_job, media_limits, read_info
 from service.media_worker import MediaPool, WorkerCrashed, process_media
 from service.prometheus import Metrics
@@ -43,16 +44,20 @@ class ExampleEmbedder:
             settings.max_example_searches_in_flight,
         )
 
-    async def embed(self, path: Path) -> Example:
+    async def embed(self, path: Path, shown_as: str | None = None) -> Example:
         """The example's kind and its vector in each space, from its own modality only
         (a video's pictures, not its sound), with the version that embedded it. API
-        errors for files that cannot be used, as for uploads."""
+        errors for files that cannot be used, as for uploads, naming the file `shown_as`
+        (the sender's name for it)."""
         embedder = self.model.require(NOTHING_TO_SEARCH_WITH).embedder
-        info = await read_info(path, self.limits, self.metrics)
+        try:
+            info = await read_info(path, self.limits, self.metrics)
+        except ServiceError as exc:
+            raise naming(exc, path.name, shown_as) from None
         job = media_job(path, info, embedder, self.settings, modalities=(info.kind,))
         try:
             result = await self.pool.run(process_media, job)
         except (MediaError, ModelError, WorkerCrashed) as exc:
-            raise as_api_error(exc) from None
+            raise naming(as_api_error(exc), path.name, shown_as) from None
         vectors = {e.space: e.vector for e in result.embeddings if e.modality == info.kind}
         return Example(info.kind, vectors, embedder.version)

@@ -35,7 +35,7 @@ from service.active_model import ActiveModel, Serving
 from service.admission import InFlightLimit
 from service.content_types import content_type_of
 from service.indexes import segment_ids, segment_index
-from service.media_errors import as_api_error
+from service.media_errors import as_api_error, naming
 from service.media_files import MediaFiles
 from service.media_jobs import media_job, media_limits, read_info
 from service.media_worker import MediaPool, WorkerCrashed, process_media
@@ -141,7 +141,10 @@ class Ingestor:
             return existing, 200
         if existing is not None:  # a failed earlier try: start over
             await self._run(self.delete, existing)
-        info = await read_info(upload.path, self.limits, self.metrics)
+        try:
+            info = await read_info(upload.path, self.limits, self.metrics)
+        except errors.ServiceError as exc:
+            raise naming(exc, upload.path.name, upload.filename) from None
         transcript = self._parse_transcript(transcript_text, info.duration_s)
         new = NewItem(
             kind=info.kind,
@@ -162,9 +165,9 @@ class Ingestor:
         except DuplicateContent as dup:  # the same bytes arrived twice at once
             return await self._same_bytes(dup.existing, wait)
         if not wait:
-            self.spawn(row, info, asr)
+            self.spawn(row, info, asr, shown_as=upload.filename)
             return row, 202
-        ready = await self.process(row, info, raise_errors=True, asr=asr)
+        ready = await self.process(row, info, raise_errors=True, asr=asr, shown_as=upload.filename)
         return ready, 201
 
     async def _same_bytes(self, row: ItemRow, wait: bool) -> tuple[ItemRow, int] | None:
@@ -220,23 +223,37 @@ class Ingestor:
                 log.exception("could not remove the media file of a failed insert")
             raise
 
-    def spawn(self, row: ItemRow, info: MediaInfo | None = None, asr: bool = True) -> None:
+    def spawn(
+        self,
+        row: ItemRow,
+        info: MediaInfo | None = None,
+        asr: bool = True,
+        shown_as: str | None = None,
+    ) -> None:
         task = asyncio.get_running_loop().create_task(
-            self.process(row, info, raise_errors=False, asr=asr), name=f"ingest-{row.id}"
+            self.process(row, info, raise_errors=False, asr=asr, shown_as=shown_as),
+            name=f"ingest-{row.id}",
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def process(
-        self, row: ItemRow, info: MediaInfo | None, raise_errors: bool, asr: bool = True
+        self,
+        row: ItemRow,
+        info: MediaInfo | None,
+        raise_errors: bool,
+        asr: bool = True,
+        shown_as: str | None = None,
     ) -> ItemRow:
         """Decode, ASR, embed, store, index. With raise_errors (wait=true) a failure
-        removes the item and raises the API error; otherwise the item is marked failed."""
+        removes the item and raises the API error; otherwise the item is marked failed.
+        `shown_as`: the sender's name for the file, used in the error's message."""
         started = time.perf_counter()
         try:
             return await self._process(row, info, asr)
         except (MediaError, ModelError, errors.ServiceError, WorkerCrashed) as exc:
-            err = as_api_error(exc)
+            stored = self.media.path(row.content_hash).name if row.content_hash else ""
+            err = naming(as_api_error(exc), stored, shown_as)
             self.metrics.ingested.labels(row.kind, "failed").inc()
             if raise_errors and row.seq not in self._shared:
                 await self._run(self.delete, row)

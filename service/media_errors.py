@@ -30,3 +30,18 @@ def as_api_error(exc: Exception) -> errors.ServiceError:
     if isinstance(exc, MediaError):
         return api_error(exc)
     return errors.UnreadableMedia(str(exc))
+
+
+def naming(err: errors.ServiceError, file_name: str, shown_as: str | None) -> errors.ServiceError:
+    """`err` with the file called what its sender called it: media errors name the file
+    the server holds (an upload's temporary file, a stored item's content hash), which
+    means nothing to the person who sent holiday.mp4. Without a name of the sender's it
+    is "the file"."""
+    if not file_name or file_name not in err.message:
+        return err
+    quoted = f"'{shown_as}'" if shown_as else "the file"
+    err.message = err.message.replace(f"'{file_name}'", quoted).replace(
+        file_name, shown_as or "the file"
+    )
+    err.args = (err.message,)
+    return err

@@ -59,6 +59,15 @@ class ReceivedUpload:
             self.path = None
 
 
+def shown_name(sent: str) -> str | None:
+    """The client's name for a file, fit to show in a message: its last path component
+    (browsers on Windows once sent C:\\Users\\…), no control characters, at most 255
+    characters; None when nothing is left."""
+    last = sent.replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(c for c in last if c.isprintable()).strip()
+    return text[:255] or None
+
+
 class _Receiver:
     """Callbacks for python-multipart's streaming parser."""
 
@@ -118,7 +127,7 @@ class _Receiver:
             self._hash = hashlib.sha256()
             self.result.path = Path(tmp)
             if b"filename" in options:
-                self.result.filename = options[b"filename"].decode("utf-8", "replace")[:255]
+                self.result.filename = shown_name(options[b"filename"].decode("utf-8", "replace"))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]

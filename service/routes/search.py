@@ -121,7 +121,7 @@ async def search_by_example(
         group = form_bool(upload.fields.get("group"), default=True, name="group")
         assert upload.path is not None
         for attempt in range(3):
-            example = await examples.embed(upload.path)
+            example = await examples.embed(upload.path, upload.filename)
             query = searcher.example_query(
                 example.kind, example.vectors, target, k, example.version, group
             )

@@ -26,6 +26,7 @@ import socket
 import sqlite3
 import struct
 import threading
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -328,17 +329,24 @@ class Row:
         return pytest.param(self, id=self.name, marks=self.marks)
 
 
+# Messages name a file as its sender did, never by the server's temporary or stored name.
+SENT_AS = "holiday 2026.mp4"
+
+
 def file_row(name: str, key: str, status: int, code: str, **extra: Any) -> Row:
-    return Row(name, lambda c, x: [upload(c, x[key], "upload.mp4")], status, code, **extra)
+    return Row(name, lambda c, x: [upload(c, x[key], SENT_AS)], status, code, **extra)
 
 
 ROWS = [
-    file_row("truncated mp4 cut in its index", "cut_in_index", 422, "unreadable_media"),
+    file_row("truncated mp4 cut in its index", "cut_in_index", 422, "unreadable_media",
+             says=f"'{SENT_AS}' is not a media file ffmpeg can read: "),
     # ffprobe reads the whole index of a faststart mp4 cut in half (3 s, 30 frames); the
     # decoder stops at the end of the bytes (1.3 s) without an error: "looks truncated".
     file_row("truncated mp4 cut in its data", "cut_in_data", 422, "unreadable_media",
-             says="the file ends before its media does: it looks truncated (decoded 1."),
-    file_row("random bytes named .mp4", "random", 422, "unreadable_media"),
+             says=f"'{SENT_AS}': the file ends before its media does: it looks truncated "
+             "(decoded 1."),
+    file_row("random bytes named .mp4", "random", 422, "unreadable_media",
+             says=f"'{SENT_AS}' is not a media file ffmpeg can read: {SENT_AS}: Invalid data"),
     Row("zero-byte file", lambda c, x: [upload(c, b"")], 422, "invalid_request"),
     Row("text declared video/mp4",
         lambda c, x: [upload(c, x["text"], "movie.mp4", "video/mp4")], 422, "unreadable_media"),
@@ -351,7 +359,8 @@ ROWS = [
     # So not 413 too_long: nothing plays for 10 hours. The header is read and compared
     # with the bytes: 36000 s declared, 1 s held, "looks truncated" (422).
     file_row("wav header claiming 10 hours", "ten_hours", 422, "unreadable_media",
-             says="its header declares 36000.0 s of sound; the file holds 1.0 s"),
+             says=f"'{SENT_AS}': the file ends before its media does: it looks truncated (its "
+             "header declares 36000.0 s of sound; the file holds 1.0 s)"),
     file_row("clip over the duration cap", "long", 413, "too_long"),
     file_row("video of no frames (no stream)", "no_frames", 415, "unsupported_media"),
     file_row("video stream of no frames", "frameless", 422, "unreadable_media"),
@@ -360,7 +369,8 @@ ROWS = [
     # file the service cannot read; it was stored as video+audio, its "sound" embedded
     # from the silence the decoder pads in.
     file_row("corrupt audio stream in a valid mp4", "corrupt_audio", 422, "unreadable_media",
-             says="the sound track cannot be decoded (none of its 3.0 s decoded): "),
+             says=f"'{SENT_AS}': the sound track cannot be decoded (none of its 3.0 s "
+             "decoded): "),
     Row("file name with ../ and NUL", dangerous_name, 201),
     Row("metadata not JSON",
         lambda c, x: [upload(c, x["tone"], "t.wav", metadata="{not json")], 422, "invalid_request"),
@@ -541,3 +551,25 @@ def test_nothing_half_written(server: Server, inputs: Inputs) -> None:
     assert media == {r[3] for r in items if r[3]}
     leftovers = [p for p in (server.data_dir / "tmp").rglob("*") if p.is_file()]
     assert not leftovers, leftovers
+
+
+def test_a_failed_item_names_its_file_as_sent(server: Server, inputs: Inputs) -> None:
+    """An upload accepted at once (wait=false) that fails while processing keeps the
+    reason on the item: it named the file by its content hash, which its sender never
+    saw. Deleted after, so the table's checks above see only their own items."""
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        files = {"file": (SENT_AS, inputs["cut_in_data"], "video/mp4")}
+        r = c.post("/v1/items", params={"asr": "false", "wait": "false"}, files=files)
+        assert r.status_code == 202, r.text
+        item = r.json()
+        deadline = time.monotonic() + 60
+        while item["status"] == "processing" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            item = c.get(f"/v1/items/{item['id']}").json()
+        try:
+            assert item["status"] == "failed", item
+            assert item["error"].startswith(
+                f"'{SENT_AS}': the file ends before its media does: it looks truncated"
+            ), item["error"]
+        finally:
+            assert c.delete(f"/v1/items/{item['id']}").status_code == 204
