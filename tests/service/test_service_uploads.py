@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from service.errors import install_error_handlers
-from service.uploads import PARSE_BLOCK_BYTES, receive_upload
+from service.uploads import PARSE_BLOCK_BYTES, receive_upload, shown_name
 
 CAP = 64 * 1024
 
@@ -62,7 +62,7 @@ def test_file_is_streamed_to_a_random_name_and_hashed(client: TestClient, tmp_di
     assert body["size"] == len(data)
     assert body["sha256"] == body["on_disk"] == hashlib.sha256(data).hexdigest()
     assert body["name"].startswith("upload-") and "passwd" not in body["name"]
-    assert body["filename"] == "../../etc/passwd"  # kept as text only
+    assert body["filename"] == "passwd"  # a name to show: its last path component
     assert body["fields"] == {"transcript": "héllo", "metadata": '{"a": 1}'}
     assert list(tmp_dir.iterdir()) == []  # discarded
 
@@ -196,3 +196,18 @@ def test_a_body_cut_off_after_the_file_part_is_422_and_leaves_nothing(
     assert r.json()["error"]["code"] == "invalid_request"
     assert "closing boundary" in r.json()["error"]["message"]
     assert list(tmp_dir.iterdir()) == []  # the file part received is not kept
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ("holiday 2026.mp4", "holiday 2026.mp4"),
+        ("C:\\Users\\ana\\Videos\\beach.MOV", "beach.MOV"),
+        ("../../etc/pass\x00wd\x1b[31m.wav", "passwd[31m.wav"),
+        ("clips/", None),
+        ("\x00\x01", None),
+        ("é" * 300, "é" * 255),
+    ],
+)
+def test_the_senders_file_name_is_kept_as_a_name_to_show(sent: str, shown: str | None) -> None:
+    assert shown_name(sent) == shown
