@@ -33,7 +33,8 @@ FOLDER = "demo-corpus"
 
 
 def copy_to_upload(source: Path, tmp_dir: Path) -> ReceivedUpload:
-    """A local file as if it were uploaded: a hashed copy in DATA_DIR/tmp."""
+    """A local file as if it were uploaded (under its own name): a hashed copy in
+    DATA_DIR/tmp."""
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix="local-", dir=tmp_dir)
     size = 0
@@ -42,7 +43,9 @@ def copy_to_upload(source: Path, tmp_dir: Path) -> ReceivedUpload:
             digest.update(block)
             dst.write(block)
             size += len(block)
-    return ReceivedUpload(path=Path(tmp), size=size, sha256=digest.hexdigest())
+    return ReceivedUpload(
+        path=Path(tmp), size=size, sha256=digest.hexdigest(), filename=source.name
+    )
 
 
 async def ingest_local_file(

@@ -159,6 +159,7 @@ class Ingestor:
             transcript_source="upload" if transcript else None,
             transcript_vtt=transcript.to_vtt() if transcript else None,
             metadata=metadata,
+            filename=upload.filename,
         )
         try:
             row = await self._run(self._store_item, upload.path, new)

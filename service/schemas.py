@@ -81,6 +81,12 @@ class Item(BaseModel):
     size_bytes: int | None = None
     width: int | None = None
     height: int | None = None
+    filename: str | None = Field(
+        None,
+        description="the name the file was uploaded under (its last path component); null "
+        "for text items and where none was sent. The same bytes uploaded again under "
+        "another name are the same item, with its first name",
+    )
 
 
 class ItemList(BaseModel):
@@ -286,4 +292,5 @@ def item_payload(row: ItemRow) -> dict[str, Any]:
         "size_bytes": row.size_bytes,
         "width": row.width,
         "height": row.height,
+        "filename": row.filename,
     }

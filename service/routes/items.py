@@ -8,6 +8,7 @@ import json
 import math
 import os
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -23,6 +24,7 @@ from service.deps import (
 from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable
 from service.media_response import OpenedFileResponse
 from service.schemas import ID_PATTERN, Item, ItemList, Kind, TextItemIn, item_payload, unstorable
+from service.storage import ItemRow
 from service.uploads import received_upload
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -257,9 +259,19 @@ def get_media(
             # The bytes are anyone's upload: a browser must take them for what the
             # server says they are, and show them rather than run them as a page.
             "X-Content-Type-Options": "nosniff",
-            "Content-Disposition": f'inline; filename="{row.id}.{extension}"',
+            "Content-Disposition": content_disposition(row, extension),
         },
     )
+
+
+def content_disposition(row: ItemRow, extension: str) -> str:
+    """`inline`, named by the item's id (plain ASCII, for any client) and, where the
+    sender named the file, by that name (RFC 6266's filename*, which browsers prefer
+    when saving: holiday.mp4 rather than an id)."""
+    header = f'inline; filename="{row.id}.{extension}"'
+    if row.filename:
+        header += f"; filename*=UTF-8''{quote(row.filename, safe='')}"
+    return header
 
 
 MAX_RANGES = 8

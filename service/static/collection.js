@@ -2,7 +2,7 @@
 
 import { ApiError, forgetMedia, request } from "./api.js";
 import { $, clearError, setStatus, showError } from "./page.js";
-import { itemRow, kindLabel } from "./render.js";
+import { itemLabel, itemRow, kindLabel } from "./render.js";
 import { findSimilar } from "./search.js";
 
 export const PAGE_SIZE = 20;
@@ -63,7 +63,7 @@ function showItemCount(prefix = "") {
 }
 
 async function deleteItem(item, row) {
-  const what = `${kindLabel(item.kind)} ${item.id}`;
+  const what = itemLabel(item);
   if (!confirm(`Delete ${what}? It disappears from search at once and cannot be undone.`)) {
     return;
   }

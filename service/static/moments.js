@@ -4,7 +4,7 @@
 // stretches (more_segments) are buttons that play from there. "Find similar from here"
 // searches with the stretch that starts at the player's current time.
 
-import { h, kindLabel, snippet } from "./render.js";
+import { h, itemLabel, snippet } from "./render.js";
 
 export const MOMENT_S = 10; // a moment query's length: the service's segment length
 
@@ -62,7 +62,7 @@ export function momentParts(result, media, opts) {
   if (!player) return parts;
   const duration = () =>
     item.duration_s || (Number.isFinite(player.duration) ? player.duration : NaN);
-  const what = `${kindLabel(item.kind)} ${item.id}`;
+  const what = itemLabel(item);
 
   parts.actions.push(h("button", {
     type: "button", class: "secondary small from-here",

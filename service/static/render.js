@@ -37,6 +37,10 @@ const KIND_GLYPH = { video: "▶", audio: "♪", image: "◩", text: "¶" };
 
 export const kindLabel = (kind) => KIND_LABEL[kind] || kind;
 
+/** An item in a sentence: its kind and the name it was uploaded under, else its id. */
+export const itemLabel = (item) =>
+  `${kindLabel(item.kind)} ${item.filename ? `“${item.filename}”` : item.id}`;
+
 /** "model tiny-3f2a", without doubling the word when the version already says it. */
 export const modelLabel = (version) =>
   /^model\b/i.test(version) ? version : `model ${version}`;
@@ -176,6 +180,12 @@ function facts(item) {
   return parts.join(" · ");
 }
 
+/** The name the file was uploaded under, where one was sent. */
+function fileName(item) {
+  if (!item.filename) return null;
+  return h("span", { class: "filename", title: item.filename }, item.filename);
+}
+
 function statusBadge(item) {
   if (!item.status || item.status === "ready") return null;
   return h("span", { class: `badge status-${item.status}` }, item.status);
@@ -193,7 +203,8 @@ function statusBadge(item) {
 export function resultCard(result, rank, opts) {
   const { item, score, segment } = result;
   const text = (item.kind === "text" && item.text) || transcriptText(item.transcript);
-  const label = `${kindLabel(item.kind)} result ${rank}` + (text ? `: ${text.slice(0, 60)}` : "");
+  const named = item.filename || (text ? text.slice(0, 60) : "");
+  const label = `${kindLabel(item.kind)} result ${rank}` + (named ? `: ${named}` : "");
   const scorePct = Math.max(0, Math.min(1, (score + 1) / 2)); // cosine in [-1, 1]
   const media = mediaFor(item, label);
   const moment = opts.moments ? opts.moments(result, media) : null;
@@ -212,6 +223,7 @@ export function resultCard(result, rank, opts) {
         h("span", { class: "rank" }, `#${rank}`),
         h("span", { class: `badge kind-${item.kind}` }, kindLabel(item.kind)),
         statusBadge(item),
+        fileName(item),
         h(
           "span",
           { class: "score", title: "cosine similarity in the shared space" },
@@ -275,6 +287,7 @@ export function itemRow(item, opts) {
         { class: "item-head" },
         h("span", { class: `badge kind-${item.kind}` }, kindLabel(item.kind)),
         statusBadge(item),
+        fileName(item),
         h("code", { class: "item-id", title: "item id" }, item.id),
       ),
       text ? h("p", { class: "transcript" }, snippet(text, "", 140)) : null,
@@ -289,12 +302,12 @@ export function itemRow(item, opts) {
     h("button", {
       type: "button", class: "secondary small",
       disabled: item.status !== "ready",
-      "aria-label": `Find items similar to ${kindLabel(item.kind)} ${item.id}`,
+      "aria-label": `Find items similar to ${itemLabel(item)}`,
       onclick: () => opts.onSimilar(item),
     }, "Find similar"),
     h("button", {
       type: "button", class: "danger small",
-      "aria-label": `Delete ${kindLabel(item.kind)} ${item.id}`,
+      "aria-label": `Delete ${itemLabel(item)}`,
       onclick: () => opts.onDelete(item, row),
     }, "Delete"),
   );

@@ -4,7 +4,7 @@
 import { request, upload } from "./api.js";
 import { momentParts, spanLabel } from "./moments.js";
 import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
-import { formatBytes, h, kindLabel, modelLabel, resultCard } from "./render.js";
+import { formatBytes, h, itemLabel, kindLabel, modelLabel, resultCard } from "./render.js";
 
 const state = {
   controller: null, // aborts the previous search when a new one starts
@@ -113,12 +113,12 @@ function searchItem(item, description, start, end) {
 }
 
 export function findSimilar(item) {
-  return searchItem(item, `like ${kindLabel(item.kind)} ${item.id}`);
+  return searchItem(item, `like ${itemLabel(item)}`);
 }
 
 /** "Find similar from here": the stretch of a sound or video from the player's time. */
 export function findMoment(item, start, end) {
-  const what = `moment ${spanLabel(start, end)} of ${kindLabel(item.kind)} ${item.id}`;
+  const what = `moment ${spanLabel(start, end)} of ${itemLabel(item)}`;
   return searchItem(item, `like ${what}`, start, end);
 }
 

@@ -34,7 +34,7 @@ READY_CACHE_ITEMS = 50_000  # item rows kept in memory for joining search result
 
 _COLUMNS = (
     "seq, id, kind, status, content_hash, media_type, size_bytes, duration_s, width, height, "
-    "modalities, transcript, transcript_source, text, metadata, error, created_at"
+    "modalities, transcript, transcript_source, text, metadata, error, created_at, filename"
 )
 
 
@@ -92,14 +92,15 @@ class Items:
                 seq = conn.execute(
                     "INSERT INTO items (id, kind, status, content_hash, media_type, size_bytes,"
                     " duration_s, width, height, modalities, transcript, transcript_source,"
-                    " transcript_vtt, text, metadata, created_at, processing_by)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
+                    " transcript_vtt, text, metadata, created_at, processing_by, filename)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
                     (
                         new_id(), new.kind, new.status, new.content_hash, new.media_type,
                         new.size_bytes, new.duration_s, new.width, new.height,
                         json.dumps(new.modalities), new.transcript, new.transcript_source,
                         new.transcript_vtt, new.text, json.dumps(new.metadata, sort_keys=True),
                         now_rfc3339(), processing_by if new.status == "processing" else None,
+                        new.filename,
                     ),
                 ).fetchone()[0]  # fmt: skip
                 _insert_metadata(conn, seq, new.metadata)
@@ -128,13 +129,13 @@ class Items:
                 seq = conn.execute(
                     "INSERT INTO items (id, kind, status, content_hash, media_type, size_bytes,"
                     " duration_s, width, height, modalities, transcript, transcript_source,"
-                    " text, metadata, created_at) VALUES (?,?,'ready',?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " RETURNING seq",
+                    " text, metadata, created_at, filename)"
+                    " VALUES (?,?,'ready',?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
                     (
                         new_id(), new.kind, new.content_hash, new.media_type, new.size_bytes,
                         new.duration_s, new.width, new.height, json.dumps(new.modalities),
                         new.transcript, new.transcript_source, new.text,
-                        json.dumps(new.metadata, sort_keys=True), created,
+                        json.dumps(new.metadata, sort_keys=True), created, new.filename,
                     ),
                 ).fetchone()[0]  # fmt: skip
                 seqs.append(seq)

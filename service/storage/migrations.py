@@ -135,6 +135,8 @@ STEPS: dict[int, tuple[str, ...]] = {
         " ELSE substr(value, 1, length(value) - 2) END"
         " WHERE value LIKE '%.0' AND value NOT LIKE '\"%'",
     ),
+    # The sender's name for an uploaded file (the multipart filename), shown with it.
+    6: ("ALTER TABLE items ADD COLUMN filename TEXT",),
 }
 
 SCHEMA_VERSION = max(STEPS)

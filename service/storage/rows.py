@@ -36,6 +36,7 @@ class ItemRow:
     metadata: dict[str, Any]
     error: str | None
     created_at: str
+    filename: str | None = None  # the sender's name for an uploaded file
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ItemRow:
@@ -75,6 +76,7 @@ class NewItem:
     transcript_vtt: str | None = None  # timed segments, for training (not in the API)
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    filename: str | None = None  # the sender's name for the file, to show (not a path)
 
 
 @dataclass

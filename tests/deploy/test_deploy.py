@@ -710,6 +710,8 @@ def test_container_commands_run_natively_and_fill_an_empty_volume_with_the_demo(
         return demo if done else None
 
     demo = wait_for(demo_ready, START_TIMEOUT_S, "the demo corpus indexed", api_log)
+    # Each under its own file's name, as if uploaded from the demo folder.
+    assert all(item["filename"] for item in demo), demo
     found = httpx.post(
         f"{url}/v1/search", headers=headers, timeout=30,
         json={"query": {"text": "a dog barks"}, "target": "video", "k": 3},

@@ -144,6 +144,10 @@ def test_every_kind_uploads_with_its_modalities(items: dict[str, dict[str, Any]]
     assert items["clip"]["metadata"] == {"color": "red", "n": 1}
     assert items["picture"]["duration_s"] is None
     assert items["text"]["media_url"] is None and items["text"]["text"] == "a red ball bounces"
+    # Each file under the name it was sent with; a text item has none.
+    assert {n: items[n]["filename"] for n in ("clip", "tone", "picture", "text")} == {
+        "clip": "clip.mp4", "tone": "tone.wav", "picture": "picture.png", "text": None,
+    }  # fmt: skip
 
 
 def test_same_bytes_give_the_same_item(
@@ -153,6 +157,7 @@ def test_same_bytes_give_the_same_item(
     assert r.status_code == 200
     assert r.json()["id"] == items["clip"]["id"]
     assert r.json()["metadata"] == {"color": "red", "n": 1}  # the stored item, unchanged
+    assert r.json()["filename"] == "clip.mp4"  # its first name too
 
 
 def test_type_comes_from_the_content_never_the_name(
@@ -358,7 +363,11 @@ def test_media_download_supports_range(
     # Anyone's bytes: never sniffed into a page, shown inline under a name the server
     # chose; and not cut into hundreds of parts in one answer.
     assert full.headers["x-content-type-options"] == "nosniff"
-    assert full.headers["content-disposition"] == f'inline; filename="{items["clip"]["id"]}.mp4"'
+    # Saved by a browser under the sender's name (filename*), by its id where that is
+    # not understood.
+    assert full.headers["content-disposition"] == (
+        f"inline; filename=\"{items['clip']['id']}.mp4\"; filename*=UTF-8''clip.mp4"
+    )
     some = client.get(url, headers={"Range": "bytes=0-1,10-11,20-21"})
     assert some.status_code == 206 and "multipart/byteranges" in some.headers["content-type"]
     many = ",".join(f"{i}-{i}" for i in range(0, 400, 2))

@@ -92,6 +92,11 @@ def test_upload_search_play_delete(page: Page, server: Server, media: dict[str, 
     row = f'#item-list li[data-item-id="{item_id}"]'
     page.wait_for_selector(row)
     assert "e2e" in page.text_content(row)
+    # Shown under the name it was uploaded with, beside its id.
+    assert page.text_content(f"{row} .filename") == media["clip"].name
+    assert page.get_attribute(f'{row} button:has-text("Delete")', "aria-label") == (
+        f"Delete video “{media['clip'].name}”"
+    )
 
     # The same bytes again: the API answers 200 with the stored item, and the page says so.
     page.set_input_files("#upload-file", str(media["clip"]))
@@ -111,6 +116,7 @@ def test_upload_search_play_delete(page: Page, server: Server, media: dict[str, 
     assert status.startswith(f"1 video for “{TRANSCRIPT}”"), status
     assert "space vat" in status and " ms" in status, status
     assert page.text_content(f"{card} .transcript") == TRANSCRIPT
+    assert page.text_content(f"{card} .filename") == media["clip"].name
 
     # It plays: muted, so no autoplay policy stands in the way.
     video = page.query_selector(f"{card} video")
@@ -131,7 +137,9 @@ def test_upload_search_play_delete(page: Page, server: Server, media: dict[str, 
     page.select_option("#search-target", "video")
     page.click(f'{row} button:has-text("Find similar")')
     page.wait_for_selector("#results .empty")
-    assert page.text_content("#results-status").startswith(f"0 videos like video {item_id}")
+    assert page.text_content("#results-status").startswith(
+        f"0 videos like video “{media['clip'].name}”"
+    )
 
     # Query by example: drop the same clip on the search area; it finds the stored one.
     page.fill("#search-text", "")  # so that changing the target re-runs no text search
@@ -185,6 +193,7 @@ def test_errors_are_explained(page: Page, server: Server, media: dict[str, Path]
     page.wait_for_selector("#upload-error:not([hidden])")
     message = page.text_content("#upload-error")
     assert message and "server answered" not in message, message
+    assert f"'{media['text_file'].name}' is not a media file" in message, message
 
     # An empty query is not sent; the user is told what to do.
     page.fill("#search-text", "")
@@ -356,7 +365,7 @@ def test_moments_play_at_their_stretch_and_find_similar_from_here(
     # Its play button plays from the start of the stretch.
     play = f'{card} .stretches button[aria-pressed="true"]'
     assert page.text_content(play) == "0:10–0:20"
-    assert page.get_attribute(play, "aria-label").startswith(f"Play video {long_id} from 0:10")
+    assert page.get_attribute(play, "aria-label").startswith("Play video “long.mp4” from 0:10")
     video.evaluate(_WATCH_PLAYER)
     page.click(play)
     page.wait_for_function(
@@ -370,7 +379,7 @@ def test_moments_play_at_their_stretch_and_find_similar_from_here(
     video.evaluate("v => { v.pause(); v.currentTime = 12; }")
     page.wait_for_function("v => !v.seeking && Math.abs(v.currentTime - 12) < 0.05", arg=video)
     page.click(f"{card} button.from-here")
-    wait_for_answer(page, f"like moment 0:12–0:22 of video {long_id}")
+    wait_for_answer(page, "like moment 0:12–0:22 of video “long.mp4”")
     assert sent[-1] == {
         "query": {"item_id": long_id, "start_s": 12, "end_s": 22},
         "target": "audio", "k": 12, "group": False,

@@ -46,7 +46,7 @@ def test_a_download_begun_before_a_delete_gets_the_whole_file(tmp_path: Path) ->
     sha = hashlib.sha256(content).hexdigest()
     (tmp_path / sha).write_bytes(content)
     media = MediaFiles(tmp_path)
-    row = SimpleNamespace(id="item-1", content_hash=sha, media_type="video/mp4")
+    row = SimpleNamespace(id="item-1", content_hash=sha, media_type="video/mp4", filename=None)
     storage = SimpleNamespace(items=SimpleNamespace(get=lambda item_id: row))
 
     for headers, status, body in (

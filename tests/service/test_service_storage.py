@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from old_schemas import sqlite_at_version
 
 from service.storage import (
     ConstraintViolation,
@@ -147,6 +150,7 @@ def test_numbers_stored_by_an_older_version_are_found_after_the_upgrade(
         for key, text in stored.items():
             conn.execute("INSERT INTO item_metadata (item_seq, key, value) VALUES (?, ?, ?)",
                          (item.seq, key, text))  # fmt: skip
+        conn.execute("ALTER TABLE items DROP COLUMN filename")  # as version 4 had it
         conn.execute("UPDATE state SET value = '4' WHERE key = 'schema_version'")
     storage.close()
     storage = Storage(database)
@@ -159,6 +163,32 @@ def test_numbers_stored_by_an_older_version_are_found_after_the_upgrade(
         )
         assert dict(rows) == {"f": "4", "neg": "-12", "z": "0", "s": '"4.0"', "h": "4.5",
                               "e": "1e+16"}  # fmt: skip
+    finally:
+        storage.close()
+
+
+def test_an_items_file_name_is_kept_and_older_items_have_none(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    sqlite_at_version(path, 5)  # before file names were kept
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "INSERT INTO items (id, kind, status, content_hash, modalities, created_at)"
+            " VALUES ('old', 'video', 'ready', 'h0', '[\"video\"]', '2026-12-01T00:00:00Z')"
+        )
+        conn.commit()
+    storage = Storage(path)
+    try:
+        assert storage.migrated_from == 5
+        old = storage.items.get("old")
+        assert old is not None and old.filename is None
+        new = storage.items.create(replace(video("h1"), filename="Strand é 2026.mp4"))
+        assert new.filename == "Strand é 2026.mp4"
+        seqs = storage.items.create_ready([(replace(video("h2"), filename="b.wav"), [])], "v1")
+        shown = storage.items.by_seqs({new.seq, *seqs})
+        assert sorted(r.filename for r in shown.values()) == ["Strand é 2026.mp4", "b.wav"]
+        assert [r.filename for r in storage.items.page(None, 10, None)] == [
+            "b.wav", "Strand é 2026.mp4", None,
+        ]  # fmt: skip
     finally:
         storage.close()
 
