@@ -28,8 +28,9 @@ export function setStatus(box, text, busy = false) {
 
 const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
 
-/** Make `zone` accept dropped files; `onFile` gets the first one. */
-export function dropTarget(zone, onFile) {
+/** Make `zone` accept dropped files; `onFile` gets the first one, or with `all` the
+ * list of them. */
+export function dropTarget(zone, onFile, all = false) {
   let depth = 0; // dragenter/leave fire for every child; count to know when we left
   zone.addEventListener("dragenter", (e) => {
     if (!hasFiles(e)) return;
@@ -52,7 +53,7 @@ export function dropTarget(zone, onFile) {
     depth = 0;
     zone.classList.remove("dragging");
     const files = e.dataTransfer && e.dataTransfer.files;
-    if (files && files.length) onFile(files[0]);
+    if (files && files.length) onFile(all ? [...files] : files[0]);
   });
 }
 

@@ -1,10 +1,12 @@
 // The upload form: file, transcript, metadata (checked here first), a real progress
 // bar, and the outcome: 201 added, 200 already stored, 202 processing (polled).
+// Several files go one after another, each its own request, with one bar for all of
+// them and, at the end, what became of each.
 
-import { ApiError, request, upload } from "./api.js";
+import { ApiError, describeError, request, upload } from "./api.js";
 import { loadItems } from "./collection.js";
 import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
-import { formatBytes, formatDuration, kindLabel } from "./render.js";
+import { formatBytes, formatDuration, h, kindLabel } from "./render.js";
 
 const POLL_LIMIT_MS = 15 * 60 * 1000; // stop watching a background upload after this
 
@@ -79,11 +81,88 @@ async function watchProcessing(item) {
   finish(current);
 }
 
+function showProgress(sent, total) {
+  const bar = $("upload-progress");
+  bar.value = total ? Math.round((100 * sent) / total) : 100;
+  $("upload-progress-text").textContent =
+    `${bar.value}% · ${formatBytes(sent)} of ${formatBytes(total)}`;
+}
+
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+/** Several files, one request each and one after another (the server admits a bounded
+ * number of uploads at once): the bar counts the bytes of all of them; a file that is
+ * refused is listed with the server's reason and the others go on. */
+async function submitMany(files, metadata, background) {
+  const total = files.reduce((n, f) => n + f.size, 0);
+  const counts = { added: 0, already: 0, processing: 0 };
+  const failed = []; // [file name, reason]
+  let finished = 0; // bytes of the files done with
+  let cancelled = false;
+  $("upload-progress-wrap").hidden = false;
+  showProgress(0, total);
+  busy(true);
+  try {
+    for (const [i, file] of files.entries()) {
+      const form = new FormData();
+      form.append("file", file);
+      if (metadata) form.append("metadata", metadata);
+      setStatus($("upload-status"),
+        `Uploading ${i + 1} of ${files.length}: ${file.name}…`, true);
+      job = upload("/v1/items", form, {
+        query: { wait: background ? "false" : "true" },
+        onProgress: (sent) => showProgress(finished + sent, total),
+      });
+      try {
+        const { status, body: item } = await job.promise;
+        if (status === 200) counts.already++;
+        else if (item.status === "processing") counts.processing++;
+        else if (item.status === "failed") failed.push([file.name, item.error || "failed"]);
+        else counts.added++;
+      } catch (err) {
+        if (err instanceof ApiError && err.code === "cancelled") {
+          cancelled = true;
+          break;
+        }
+        failed.push([file.name, describeError(err)]);
+      }
+      finished += file.size;
+      showProgress(finished, total);
+    }
+  } finally {
+    job = null;
+    busy(false);
+  }
+  const parts = [];
+  if (counts.added) parts.push(`${counts.added} added`);
+  if (counts.already) parts.push(`${counts.already} already in the collection`);
+  if (counts.processing) parts.push(`${counts.processing} processing in the background`);
+  if (failed.length) parts.push(`${failed.length} could not be added`);
+  const done = counts.added + counts.already + counts.processing + failed.length;
+  const head = cancelled
+    ? `Cancelled after ${plural(done, "file", "files")} of ${files.length}`
+    : plural(files.length, "file", "files");
+  setStatus($("upload-status"), `${head}: ${parts.join(", ") || "none sent"}.`);
+  if (failed.length) {
+    const box = $("upload-error");
+    box.replaceChildren(
+      h("p", {}, `${plural(failed.length, "file was", "files were")} not added:`),
+      h("ul", { class: "upload-failures" },
+        ...failed.map(([name, reason]) => h("li", {}, h("strong", {}, name), ` — ${reason}`))),
+    );
+    box.hidden = false;
+  }
+  $("upload-form").reset();
+  checkMetadataField();
+  loadItems(true);
+}
+
 async function submit(e) {
   e.preventDefault();
   clearError($("upload-error"));
   delete $("upload-status").dataset.itemId;
-  const file = $("upload-file").files[0];
+  const files = [...$("upload-file").files];
+  const file = files[0];
   if (!file) {
     showError($("upload-error"), new ApiError(0, "no_file", "Choose a file to upload first."));
     $("upload-file").focus();
@@ -91,6 +170,17 @@ async function submit(e) {
   }
   if (!checkMetadataField()) {
     $("upload-metadata").focus();
+    return;
+  }
+  if (files.length > 1) {
+    if ($("upload-transcript").value.trim()) {
+      showError($("upload-error"), new ApiError(0, "transcript_for_many",
+        "A transcript belongs to one file: clear it to upload several (speech " +
+        "recognition then fills each), or upload its file alone."));
+      $("upload-transcript").focus();
+      return;
+    }
+    await submitMany(files, $("upload-metadata").value.trim(), $("upload-background").checked);
     return;
   }
   const form = new FormData();
@@ -152,15 +242,18 @@ export function setupUpload() {
   $("upload-cancel").addEventListener("click", () => job && job.abort());
   $("upload-metadata").addEventListener("input", checkMetadataField);
   $("upload-file").addEventListener("change", () => {
-    const file = $("upload-file").files[0];
+    const files = [...$("upload-file").files];
     clearError($("upload-error"));
-    setStatus($("upload-status"), file ? `${file.name} · ${formatBytes(file.size)}` : "");
+    const bytes = formatBytes(files.reduce((n, f) => n + f.size, 0));
+    setStatus($("upload-status"), files.length > 1
+      ? `${files.length} files · ${bytes}`
+      : files.length ? `${files[0].name} · ${bytes}` : "");
   });
-  // A file dropped on the file field becomes the file to upload.
-  dropTarget($("upload-drop"), (file) => {
+  // Files dropped on the file field become the files to upload.
+  dropTarget($("upload-drop"), (dropped) => {
     const files = new DataTransfer();
-    files.items.add(file);
+    for (const file of dropped) files.items.add(file);
     $("upload-file").files = files.files;
     $("upload-file").dispatchEvent(new Event("change"));
-  });
+  }, true);
 }

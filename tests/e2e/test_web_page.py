@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import CHROMIUM, chromium_page, drop_file, open_page
-from e2e_server import Server, make_clip, running_server, start_worker
+from e2e_server import Server, make_clip, make_tone, running_server, start_worker
 from playwright.sync_api import Page
 from unseen_world_client import upload_world
 
@@ -199,6 +199,42 @@ def test_errors_are_explained(page: Page, server: Server, media: dict[str, Path]
     page.fill("#search-text", "")
     page.click("#search-submit")
     assert "Type a few words" in page.text_content("#results-status")
+
+
+def test_several_files_upload_one_after_another_and_each_outcome_is_said(
+    page: Page, server: Server, media: dict[str, Path], tmp_path: Path
+) -> None:
+    open_page(page, server.url)
+    tones = [make_tone(tmp_path / f"several-{hz}.wav", hz) for hz in (1237, 1409)]
+    chosen = [str(tones[0]), str(media["text_file"]), str(tones[1])]
+
+    # A transcript belongs to one file: with several it is refused before anything is sent.
+    page.fill("#upload-transcript", "words")
+    page.set_input_files("#upload-file", chosen)
+    assert page.text_content("#upload-status").startswith("3 files · ")
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-error:not([hidden])")
+    assert "A transcript belongs to one file" in page.text_content("#upload-error")
+    page.fill("#upload-transcript", "")
+
+    # Each is its own request; the one the server refuses is named with its reason, and
+    # the others are added all the same.
+    page.fill("#upload-metadata", json.dumps({"batch": "several"}))
+    page.click("#upload-submit")
+    page.wait_for_function(
+        "document.querySelector('#upload-status').textContent.startsWith('3 files:')"
+    )
+    assert page.text_content("#upload-status") == "3 files: 2 added, 1 could not be added."
+    assert page.eval_on_selector("#upload-progress", "p => p.value") == 100
+    failures = page.query_selector_all("#upload-error .upload-failures li")
+    assert len(failures) == 1
+    reason = failures[0].text_content()
+    assert reason.startswith(f"{media['text_file'].name} — '{media['text_file'].name}' is not")
+    listed = httpx.get(f"{server.url}/v1/items", params={"limit": 1000}, timeout=10).json()
+    added = {i["filename"]: i for i in listed["items"] if i["metadata"].get("batch")}
+    assert sorted(added) == sorted(t.name for t in tones)
+    for name in added:
+        page.wait_for_selector(f'#item-list .filename:text-is("{name}")')
 
 
 def test_collection_pages_filters_and_texts(page: Page, server: Server) -> None:
