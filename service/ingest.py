@@ -166,9 +166,9 @@ class Ingestor:
         except DuplicateContent as dup:  # the same bytes arrived twice at once
             return await self._same_bytes(dup.existing, wait)
         if not wait:
-            self.spawn(row, info, asr, shown_as=upload.filename)
+            self.spawn(row, info, asr)
             return row, 202
-        ready = await self.process(row, info, raise_errors=True, asr=asr, shown_as=upload.filename)
+        ready = await self.process(row, info, raise_errors=True, asr=asr)
         return ready, 201
 
     async def _same_bytes(self, row: ItemRow, wait: bool) -> tuple[ItemRow, int] | None:
@@ -224,37 +224,25 @@ class Ingestor:
                 log.exception("could not remove the media file of a failed insert")
             raise
 
-    def spawn(
-        self,
-        row: ItemRow,
-        info: MediaInfo | None = None,
-        asr: bool = True,
-        shown_as: str | None = None,
-    ) -> None:
+    def spawn(self, row: ItemRow, info: MediaInfo | None = None, asr: bool = True) -> None:
         task = asyncio.get_running_loop().create_task(
-            self.process(row, info, raise_errors=False, asr=asr, shown_as=shown_as),
-            name=f"ingest-{row.id}",
+            self.process(row, info, raise_errors=False, asr=asr), name=f"ingest-{row.id}"
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def process(
-        self,
-        row: ItemRow,
-        info: MediaInfo | None,
-        raise_errors: bool,
-        asr: bool = True,
-        shown_as: str | None = None,
+        self, row: ItemRow, info: MediaInfo | None, raise_errors: bool, asr: bool = True
     ) -> ItemRow:
         """Decode, ASR, embed, store, index. With raise_errors (wait=true) a failure
-        removes the item and raises the API error; otherwise the item is marked failed.
-        `shown_as`: the sender's name for the file, used in the error's message."""
+        removes the item and raises the API error (naming the file as its sender did);
+        otherwise the item is marked failed."""
         started = time.perf_counter()
         try:
             return await self._process(row, info, asr)
         except (MediaError, ModelError, errors.ServiceError, WorkerCrashed) as exc:
             stored = self.media.path(row.content_hash).name if row.content_hash else ""
-            err = naming(as_api_error(exc), stored, shown_as)
+            err = naming(as_api_error(exc), stored, row.filename)
             self.metrics.ingested.labels(row.kind, "failed").inc()
             if raise_errors and row.seq not in self._shared:
                 await self._run(self.delete, row)
