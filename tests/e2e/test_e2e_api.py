@@ -450,6 +450,12 @@ def test_search_by_uploaded_example(
     r = client.post("/v1/search/upload", data={"target": "smell"},
                     files={"file": ("x.wav", media["tone"].read_bytes())})  # fmt: skip
     assert_error(r, 422, "invalid_request")
+    # An example that is not media is named as it was sent.
+    r = client.post("/v1/search/upload", data={"target": "audio"},
+                    files={"file": ("my sample.mp3", b"no sound in here" * 64)})  # fmt: skip
+    assert assert_error(r, 422, "unreadable_media")["message"].startswith(
+        "'my sample.mp3' is not a media file ffmpeg can read"
+    )
 
 
 def test_metadata_filter_matches_exactly(
