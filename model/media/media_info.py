@@ -188,7 +188,12 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
         # segments and the stored duration need the real one.
         length, video_end = _measured_length(path, info, limits)
         info = replace(info, duration_s=length or info.duration_s, measured_video_end_s=video_end)
-    if info.kind == "image" and info.video_codec == "mjpeg" and path.is_file():
+    if (
+        info.kind == "image"
+        and info.video_codec == "mjpeg"
+        and path.is_file()
+        and _exif_quarter_turn(path) is not False
+    ):
         info = _upright(path, info, limits)
     check_limits(info, limits, name=name)
     if info.container == "wav" and path.is_file():
@@ -247,6 +252,25 @@ def _start_at_first_packets(data: dict[str, Any], path: Path, limits: MediaLimit
         length = _seconds(stream.get("duration"))
         if length is not None:
             stream["duration"] = f"{max(length - (pts - declared), 0.0):.6f}"
+
+
+# EXIF orientations that show the stored picture turned a quarter (mirrored or not).
+_QUARTER_TURNS = {5, 6, 7, 8}
+
+
+def _exif_quarter_turn(path: Path) -> bool | None:
+    """Whether a JPEG's EXIF orientation turns it a quarter, from its header (Pillow
+    reads the APP1 segment, decodes nothing); None when Pillow cannot tell. Only then
+    is the first frame decoded to see the size shown (`_upright`): that decode cost a
+    40-megapixel photo 0.3 s more than its probe, and most photos are not turned."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return isinstance(orientation, int) and orientation in _QUARTER_TURNS
 
 
 def _upright(path: Path, info: MediaInfo, limits: MediaLimits) -> MediaInfo:
