@@ -9,9 +9,11 @@ from pydantic import (
     AllowInfNan,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StrictBool,
     StrictInt,
+    Tag,
     model_validator,
 )
 
@@ -128,9 +130,33 @@ class VectorQuery(BaseModel):
     space: SpaceName
 
 
+def _query_kind(value: Any) -> str | None:
+    """Which query a body means, by the key it names: its mistakes are then reported
+    against that query alone ("end_s must be after start_s"), not as the first of every
+    kind's ("query.TextQuery.text: Field required (and 9 more problems)")."""
+    if isinstance(value, dict):
+        return next((key for key in ("text", "item_id", "vector") if key in value), None)
+    for model, key in ((TextQuery, "text"), (ItemQuery, "item_id"), (VectorQuery, "vector")):
+        if isinstance(value, model):
+            return key
+    return None
+
+
+SearchQuery = Annotated[
+    Annotated[TextQuery, Tag("text")]
+    | Annotated[ItemQuery, Tag("item_id")]
+    | Annotated[VectorQuery, Tag("vector")],
+    Discriminator(
+        _query_kind,
+        custom_error_type="invalid_query",
+        custom_error_message="the query needs one of text, item_id or vector",
+    ),
+]
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: TextQuery | ItemQuery | VectorQuery
+    query: SearchQuery
     target: Modality
     k: RequestInt = Field(10, ge=1, le=1000)
     filter: Metadata | None = None

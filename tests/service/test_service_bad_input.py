@@ -100,3 +100,35 @@ def test_json_numbers_still_pass() -> None:
         '{"query": {"item_id": "x", "start_s": 1, "end_s": 2.5}, "target": "audio", "k": 7}'
     )
     assert found.k == 7 and found.query.start_s == 1.0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ({"item_id": "abc", "start_s": 30, "end_s": 10}, "end_s must be after start_s"),
+        ({"item_id": "abc", "start_s": 5}, "a moment needs both start_s and end_s"),
+        ({"text": ""}, "query.text.text: String should have at least 1 character"),
+        ({"vector": [1.0], "space": "xy"}, "query.vector.space: Input should be 'va'"),
+        ({"txt": "a dog"}, "query: the query needs one of text, item_id or vector"),
+    ],
+)
+def test_a_bad_query_is_explained_as_the_kind_of_query_it_names(
+    query: dict[str, Any], says: str
+) -> None:
+    """The query is one of three kinds; an item query whose stretch ends before it starts
+    was told "query.TextQuery.text: Field required (and 9 more problems)"."""
+    from fastapi import FastAPI
+
+    from service.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/search")
+    def search(body: SearchRequest) -> dict[str, str]:
+        return {}
+
+    r = TestClient(app).post("/search", json={"query": query, "target": "audio"})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert says in message and "more problems" not in message, message
