@@ -151,7 +151,8 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
         return "the request is not valid"
     first = errors[0]
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    what = first.get("msg", "is not valid")
+    # pydantic prefixes the sentence a validator of ours raised with its class.
+    what = str(first.get("msg", "is not valid")).removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return f"{where}: {what}{more}" if where else f"{what}{more}"
 

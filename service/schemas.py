@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     AllowInfNan,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -59,9 +61,26 @@ def _storable(text: str) -> str:
 
 StoredText = Annotated[str, AfterValidator(_storable)]
 
+
 # A metadata value: flat JSON only (no nested objects or lists), so filters match exactly;
 # numbers finite, since JSON has no NaN or Infinity to answer with.
-MetaValue = StrictBool | StrictInt | RequestFloat | StoredText | None
+def _flat_value(value: Any) -> Any:
+    """A nested value or a number JSON cannot hold, said in one sentence before the
+    union below tries each type (which reported "a.bool: Input should be a valid boolean
+    (and 3 more problems)")."""
+    if isinstance(value, dict | list):
+        kind = "an object" if isinstance(value, dict) else "a list"
+        raise ValueError(
+            f"must be a string, a number, true, false or null, not {kind}: metadata is flat"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value} (JSON has no NaN or Infinity)")
+    return value
+
+
+MetaValue = Annotated[
+    StrictBool | StrictInt | RequestFloat | StoredText | None, BeforeValidator(_flat_value)
+]
 Metadata = dict[StoredText, MetaValue]
 
 

@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from service.errors import InvalidRequest, RangeNotSatisfiable
 from service.origin_guard import OriginGuard
 from service.routes.items import check_range, decode_cursor, encode_cursor, list_items
-from service.schemas import SearchRequest, TrainingJobIn
+from service.schemas import SearchRequest, TextItemIn, TrainingJobIn
 from service.storage import Storage
 
 
@@ -132,3 +132,43 @@ def test_a_bad_query_is_explained_as_the_kind_of_query_it_names(
     assert r.status_code == 422
     message = r.json()["error"]["message"]
     assert says in message and "more problems" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ('{"text": "x", "metadata": {"a": {"b": 1}}}',
+         "metadata.a: must be a string, a number, true, false or null, not an object"),
+        ('{"text": "x", "metadata": {"a": [1]}}', "metadata.a: must be a string, a number, "),
+        ('{"text": "x", "metadata": {"a": NaN}}', "metadata.a: must be a finite number, not nan"),
+        ('{"query": {"text": "x"}, "target": "audio", "filter": {"a": {"b": 1}}}',
+         "filter.a: must be a string, a number, true, false or null, not an object"),
+        ('{"query": {"text": "x"}, "target": "audio", "filter": {"a": -Infinity}}',
+         "filter.a: must be a finite number, not -inf"),
+    ],
+)  # fmt: skip
+def test_a_nested_or_infinite_metadata_value_is_explained_in_one_sentence(
+    body: str, says: str
+) -> None:
+    """A metadata or filter value that is an object was told "metadata.a.bool: Input
+    should be a valid boolean (and 3 more problems)": one complaint per type it is not."""
+    from fastapi import FastAPI
+
+    from service.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/text")
+    def text(body: TextItemIn) -> dict[str, str]:
+        return {}
+
+    @app.post("/search")
+    def search(body: SearchRequest) -> dict[str, str]:
+        return {}
+
+    route = "/search" if '"query"' in body else "/text"
+    r = TestClient(app).post(route, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert message.startswith(says) and "more problems" not in message, message
