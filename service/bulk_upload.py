@@ -1,0 +1,312 @@
+"""Upload a folder of media to a running service: `python -m service.bulk_upload DIR`.
+
+A media library is imported file by file through the public API (`POST /v1/items`, the
+same checks as any upload), a few at once, with a progress bar:
+
+- every video, sound and picture under DIR (by its extension; hidden files skipped), in
+  path order; a transcript beside a file (same name, `.vtt`, `.srt` or `.txt`) goes with
+  it, so speech recognition is not needed for it;
+- each file's folder, relative to DIR, becomes its `folder` metadata (searches can then
+  be filtered to one folder), besides any `--metadata` given to all;
+- a file the server refuses is reported with its reason and the rest go on; a server
+  that is busy (503, `Retry-After`) is waited for; one that cannot be reached is tried
+  again a few times, then the run stops;
+- `--report FILE` (JSON lines, one per file) records what became of each file; run
+  again with the same report, the files it records as stored and unchanged since (size
+  and modification time) are not sent again: an interrupted import continues where it
+  stopped. Bytes already stored under another name are the same item (200).
+
+Exit status: 0 when every file is stored, 1 when some were refused, 2 when the run could
+not go on (the server unreachable, a bad argument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from service.errors import InvalidRequest
+from service.routes.items import check_metadata
+
+# What ffmpeg reads that a library is likely to hold; anything else is left alone (the
+# server would refuse it by its content anyway, but a folder holds notes and sidecars).
+MEDIA_EXTENSIONS = frozenset(
+    {
+        "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "m2ts",
+        "flv", "wmv", "asf", "ogv", "3gp",
+        "wav", "mp3", "m4a", "aac", "flac", "ogg", "oga", "opus", "wma", "aif", "aiff", "au",
+        "jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff",
+    }
+)  # fmt: skip
+TRANSCRIPT_EXTENSIONS = (".vtt", ".srt", ".txt")
+STORED = ("added", "already")
+BUSY_TRIES = 30  # 503 answers waited out per file (each waits its Retry-After)
+CONNECT_TRIES = 5  # connection failures per file before the run stops
+TIMEOUT_S = 3600.0  # one upload: sending and processing a long file (wait=true)
+
+
+class ServerUnreachable(RuntimeError):
+    """The service could not be reached: the run stops rather than fail every file."""
+
+
+@dataclass
+class Outcome:
+    path: str  # relative to the folder
+    status: str  # added | already | refused | skipped
+    size: int
+    mtime_ns: int
+    item_id: str | None = None
+    error: str | None = None
+
+
+def media_files(root: Path) -> Iterator[Path]:
+    """Media files under `root`, in path order; hidden files and folders skipped."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower().lstrip(".") in MEDIA_EXTENSIONS:
+                yield path
+
+
+def sidecar_transcript(path: Path) -> Path | None:
+    for suffix in TRANSCRIPT_EXTENSIONS:
+        for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_report(path: Path | None) -> dict[str, Outcome]:
+    """What an earlier run recorded, by relative path (the last line per file wins)."""
+    if path is None or not path.is_file():
+        return {}
+    found: dict[str, Outcome] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            outcome = Outcome(**json.loads(line))
+        except (ValueError, TypeError):
+            continue  # a line cut off when the earlier run was killed
+        found[outcome.path] = outcome
+    return found
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(60.0, max(0.5, float(response.headers.get("retry-after", "2"))))
+    except ValueError:
+        return 2.0
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+def upload_one(
+    client: httpx.Client,
+    root: Path,
+    path: Path,
+    metadata: dict[str, Any],
+    folder_key: str | None,
+    asr: bool,
+) -> Outcome:
+    stat = path.stat()
+    relative = path.relative_to(root).as_posix()
+    outcome = Outcome(relative, "refused", stat.st_size, stat.st_mtime_ns)
+    meta = dict(metadata)
+    if folder_key:
+        parent = path.parent.relative_to(root).as_posix()
+        meta[folder_key] = "" if parent == "." else parent
+    data = {"metadata": json.dumps(meta)} if meta else {}
+    transcript = sidecar_transcript(path)
+    if transcript is not None:
+        try:
+            data["transcript"] = transcript.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            outcome.error = f"its transcript {transcript.name} cannot be read: {exc}"
+            return outcome
+    busy = connect = 0
+    while True:
+        try:
+            with path.open("rb") as f:
+                response = client.post(
+                    "/v1/items",
+                    params={"wait": "true", "asr": str(asr).lower()},
+                    data=data,
+                    files={"file": (path.name, f)},
+                )
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            connect += 1
+            if connect >= CONNECT_TRIES:
+                raise ServerUnreachable(f"{client.base_url}: {exc}") from None
+            time.sleep(2.0 * connect)
+            continue
+        except httpx.TimeoutException:
+            outcome.error = f"no answer within {TIMEOUT_S:.0f} s"
+            return outcome
+        except OSError as exc:  # the file went away or cannot be read
+            outcome.error = f"cannot be read: {exc}"
+            return outcome
+        if response.status_code == 503 and busy < BUSY_TRIES:
+            busy += 1
+            time.sleep(_retry_after(response))
+            continue
+        if response.status_code in (200, 201):
+            outcome.status = "added" if response.status_code == 201 else "already"
+            outcome.item_id = response.json()["id"]
+            return outcome
+        if response.status_code in (401, 403):
+            raise ServerUnreachable(_error_message(response))
+        outcome.error = _error_message(response)
+        return outcome
+
+
+def run(
+    root: Path,
+    url: str,
+    *,
+    key: str | None = None,
+    jobs: int = 2,
+    metadata: dict[str, Any] | None = None,
+    folder_key: str | None = "folder",
+    asr: bool = True,
+    report: Path | None = None,
+    progress: bool = True,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Upload every media file under `root`; returns what became of each."""
+    earlier = read_report(report)
+    todo: list[Path] = []
+    outcomes: list[Outcome] = []
+    for path in media_files(root):
+        before = earlier.get(path.relative_to(root).as_posix())
+        stat = path.stat()
+        if (
+            before is not None
+            and before.status in STORED
+            and (before.size, before.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        ):
+            outcomes.append(Outcome(**{**asdict(before), "status": "skipped"}))
+        else:
+            todo.append(path)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    lock = threading.Lock()
+    written = report.open("a", encoding="utf-8") if report is not None else None
+    bar = tqdm(total=sum(p.stat().st_size for p in todo), unit="B", unit_scale=True,
+               desc=f"uploading {len(todo)} files", disable=not progress)  # fmt: skip
+    stop = threading.Event()
+
+    def one(client: httpx.Client, path: Path) -> Outcome | None:
+        if stop.is_set():
+            return None
+        try:
+            outcome = upload_one(client, root, path, metadata or {}, folder_key, asr)
+        except ServerUnreachable:
+            stop.set()
+            raise
+        with lock:
+            outcomes.append(outcome)
+            bar.update(outcome.size)
+            if written is not None:
+                written.write(json.dumps(asdict(outcome), ensure_ascii=False) + "\n")
+                written.flush()
+            if outcome.status == "refused":
+                bar.write(f"refused {outcome.path}: {outcome.error}")
+            if on_outcome is not None:
+                on_outcome(outcome)
+        return outcome
+
+    limits = httpx.Limits(max_connections=jobs)
+    timeout = httpx.Timeout(TIMEOUT_S, connect=10.0)
+    try:
+        with (
+            httpx.Client(base_url=url, headers=headers, timeout=timeout, limits=limits) as client,
+            ThreadPoolExecutor(max_workers=jobs) as pool,
+        ):
+            try:  # a wrong address is said at once, not after every file's retries
+                client.get("/healthz", timeout=10.0).raise_for_status()
+            except httpx.HTTPError as exc:
+                raise ServerUnreachable(f"{url}: {exc}") from None
+            for future in [pool.submit(one, client, path) for path in todo]:
+                future.result()
+    finally:
+        bar.close()
+        if written is not None:
+            written.close()
+    return sorted(outcomes, key=lambda o: o.path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folder", type=Path, help="the folder to import (with its subfolders)")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the service's address")
+    p.add_argument(
+        "--key",
+        default=os.environ.get("MMV_API_KEY"),
+        help="a write key where the service has keys (default: $MMV_API_KEY)",
+    )
+    p.add_argument("--jobs", type=int, default=2, help="uploads at once (default 2)")
+    p.add_argument("--metadata", default=None, help="a flat JSON object given to every file")
+    p.add_argument("--folder-key", default="folder",
+                   help="the metadata key holding each file's folder ('' for none)")  # fmt: skip
+    p.add_argument("--no-asr", action="store_true", help="no speech recognition")
+    p.add_argument("--report", type=Path, default=None,
+                   help="JSON lines of what became of each file; files it records as stored "
+                   "are not sent again")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    if not a.folder.is_dir():
+        print(f"{a.folder} is not a folder", file=sys.stderr)
+        return 2
+    if a.jobs < 1:
+        print("--jobs must be at least 1", file=sys.stderr)
+        return 2
+    metadata: dict[str, Any] = {}
+    if a.metadata:
+        try:
+            metadata = json.loads(a.metadata)
+        except json.JSONDecodeError as exc:
+            print(f"--metadata is not JSON: {exc.msg}", file=sys.stderr)
+            return 2
+        try:
+            check_metadata(metadata)  # the server's own rule, before any file is sent
+        except InvalidRequest as exc:
+            print(f"--metadata: {exc.message}", file=sys.stderr)
+            return 2
+    try:
+        outcomes = run(
+            a.folder, a.url, key=a.key, jobs=a.jobs, metadata=metadata,
+            folder_key=a.folder_key or None, asr=not a.no_asr, report=a.report,
+            progress=not a.quiet,
+        )  # fmt: skip
+    except ServerUnreachable as exc:
+        print(f"stopped: the service cannot be used: {exc}", file=sys.stderr)
+        return 2
+    counts = {s: sum(o.status == s for o in outcomes) for s in (*STORED, "skipped", "refused")}
+    print(
+        f"{len(outcomes)} files: {counts['added']} added, {counts['already']} already stored, "
+        f"{counts['skipped']} skipped (stored by an earlier run), {counts['refused']} refused"
+    )
+    for o in outcomes:
+        if o.status == "refused":
+            print(f"  {o.path}: {o.error}")
+    return 1 if counts["refused"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""`python -m service.bulk_upload`: a folder of media imported into a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from e2e_server import REPO, Server, make_picture, make_tone
+
+VTT = "WEBVTT\n\n00:00.000 --> 00:02.000\na bell rings twice\n"
+
+
+@pytest.fixture
+def library(tmp_path: Path, media: dict[str, Path]) -> Path:
+    root = tmp_path / "library"
+    (root / "interviews" / "2024").mkdir(parents=True)
+    (root / ".trash").mkdir()
+    make_tone(root / "bell.wav", 1733)
+    (root / "bell.vtt").write_text(VTT)
+    shutil.copy(media["clip2"], root / "interviews" / "2024" / "ana take 3.mp4")
+    make_picture(root / "poster.png", source="smptehdbars")
+    (root / "broken.mp4").write_bytes(b"this is no video" * 100)
+    (root / "notes.txt").write_text("not media, not beside a media file")
+    make_tone(root / ".trash" / "old.wav", 1801)  # hidden: left alone
+    return root
+
+
+def bulk_upload(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.bulk_upload", str(root), "--quiet", "--no-asr", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def test_a_folder_is_imported_with_names_folders_and_transcripts_and_resumes(
+    server: Server, library: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.jsonl"
+    args = ("--url", server.url, "--report", str(report), "--metadata", '{"source": "archive"}')
+    done = bulk_upload(library, *args)
+    # One file refused, named as it is in the folder, with the server's reason.
+    assert done.returncode == 1, done.stderr
+    assert "4 files: 3 added, 0 already stored, 0 skipped (stored by an earlier run), 1 refused" \
+        in done.stdout, done.stdout  # fmt: skip
+    assert "  broken.mp4: 'broken.mp4' is not a media file ffmpeg can read" in done.stdout
+
+    listed = httpx.get(f"{server.url}/v1/items", params={"limit": 1000}, timeout=10).json()
+    ours = {i["filename"]: i for i in listed["items"] if i["metadata"].get("source") == "archive"}
+    assert sorted(ours) == ["ana take 3.mp4", "bell.wav", "poster.png"]
+    assert ours["ana take 3.mp4"]["metadata"] == {"source": "archive", "folder": "interviews/2024"}
+    assert ours["bell.wav"]["metadata"]["folder"] == ""
+    assert (ours["bell.wav"]["transcript"], ours["bell.wav"]["transcript_source"]) == (
+        "a bell rings twice", "upload",
+    )  # fmt: skip
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert sorted((r["path"], r["status"]) for r in lines) == [
+        ("bell.wav", "added"), ("broken.mp4", "refused"),
+        ("interviews/2024/ana take 3.mp4", "added"), ("poster.png", "added"),
+    ]  # fmt: skip
+
+    # Again with the same report: what it stored is not sent again; a file changed since
+    # (its modification time) is, and its bytes are the stored item's.
+    os.utime(library / "poster.png")
+    again = bulk_upload(library, *args)
+    assert again.returncode == 1
+    assert "4 files: 0 added, 1 already stored, 2 skipped (stored by an earlier run), 1 refused" \
+        in again.stdout, again.stdout  # fmt: skip
+    after = httpx.get(f"{server.url}/v1/items", params={"limit": 1000}, timeout=10).json()
+    assert len(after["items"]) == len(listed["items"])
+
+
+def test_a_server_that_cannot_be_reached_stops_the_run_at_once(library: Path) -> None:
+    done = bulk_upload(library, "--url", "http://127.0.0.1:9")
+    assert done.returncode == 2
+    assert "stopped: the service cannot be used: http://127.0.0.1:9" in done.stderr, done.stderr
+    bad = bulk_upload(library, "--metadata", '{"a": {"b": 1}}')
+    assert bad.returncode == 2 and "--metadata: metadata must be flat" in bad.stderr, bad.stderr
