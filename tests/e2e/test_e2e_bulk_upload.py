@@ -39,6 +39,9 @@ def bulk_upload(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+# A client of the API: the same on either engine (storage on PostgreSQL is covered by
+# the rest); its PostgreSQL run is in make soak.
+@pytest.mark.postgres_in_soak
 def test_a_folder_is_imported_with_names_folders_and_transcripts_and_resumes(
     server: Server, library: Path, tmp_path: Path
 ) -> None:
@@ -76,6 +79,7 @@ def test_a_folder_is_imported_with_names_folders_and_transcripts_and_resumes(
     assert len(after["items"]) == len(listed["items"])
 
 
+@pytest.mark.postgres_in_soak
 def test_a_server_that_cannot_be_reached_stops_the_run_at_once(library: Path) -> None:
     done = bulk_upload(library, "--url", "http://127.0.0.1:9")
     assert done.returncode == 2

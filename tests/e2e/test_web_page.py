@@ -201,6 +201,7 @@ def test_errors_are_explained(page: Page, server: Server, media: dict[str, Path]
     assert "Type a few words" in page.text_content("#results-status")
 
 
+@pytest.mark.postgres_in_soak  # the page's own logic; uploads on PostgreSQL are tested above
 def test_several_files_upload_one_after_another_and_each_outcome_is_said(
     page: Page, server: Server, media: dict[str, Path], tmp_path: Path
 ) -> None:
