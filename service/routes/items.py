@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import TypeAdapter, ValidationError
 
 from service.deps import (
     IngestorDep,
@@ -23,8 +24,18 @@ from service.deps import (
 )
 from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable
 from service.media_response import OpenedFileResponse
-from service.schemas import ID_PATTERN, Item, ItemList, Kind, TextItemIn, item_payload, unstorable
+from service.schemas import (
+    ID_PATTERN,
+    Item,
+    ItemList,
+    Kind,
+    Metadata,
+    TextItemIn,
+    item_payload,
+    unstorable,
+)
 from service.storage import ItemRow
+from service.storage.items import MAX_LIST_FILTER_KEYS
 from service.uploads import received_upload
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -110,6 +121,37 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
     return check_metadata(value)
 
 
+_FILTER = TypeAdapter(Metadata)
+
+
+def parse_filter(raw: str | None) -> dict[str, Any] | None:
+    """A listing's `filter` query parameter, by the rules of a search's filter."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"filter is not valid JSON: {exc.msg}", {"field": "filter"}) from None
+    except RecursionError:
+        raise InvalidRequest("filter is nested too deeply to read", {"field": "filter"}) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            'filter must be a JSON object like {"folder": "interviews"}', {"field": "filter"}
+        )
+    if len(value) > MAX_LIST_FILTER_KEYS:
+        raise InvalidRequest(
+            f"filter has {len(value)} keys; a listing filters by at most {MAX_LIST_FILTER_KEYS}",
+            {"field": "filter"},
+        )
+    try:
+        return _FILTER.validate_python(value) or None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        what = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidRequest(f"filter.{where}: {what}", {"field": "filter"}) from None
+
+
 def check_metadata(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequest('metadata must be a JSON object like {"key": "value"}')
@@ -192,9 +234,17 @@ def list_items(
     kind: Kind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
+    filter: Annotated[
+        str | None,
+        Query(
+            description='a flat JSON object, e.g. {"folder": "interviews/2024"}: only items '
+            "whose metadata has every key with exactly that value (as a search's filter)",
+        ),
+    ] = None,
 ) -> JSONResponse:
     before = decode_cursor(cursor) if cursor else None
-    rows = storage.items.page(kind, limit + 1, before)
+    filters = parse_filter(filter)
+    rows = storage.items.page(kind, limit + 1, before, filters)
     page, more = rows[:limit], len(rows) > limit
     return JSONResponse(
         {

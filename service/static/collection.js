@@ -1,4 +1,5 @@
-// The collection: stored items page by page ("load more"), a kind filter, delete.
+// The collection: stored items page by page ("load more"), a kind filter, a metadata
+// filter (a value clicked in an item: the items sharing it), delete.
 
 import { ApiError, forgetMedia, request } from "./api.js";
 import { $, clearError, setStatus, showError } from "./page.js";
@@ -7,7 +8,15 @@ import { findSimilar } from "./search.js";
 
 export const PAGE_SIZE = 20;
 
-const state = { cursor: null, loading: null, shown: 0 };
+const state = { cursor: null, loading: null, shown: 0, filter: null };
+
+/** Show only the items whose metadata has `key` = `value` (null: all of them). */
+export function filterItems(key, value) {
+  state.filter = key === null ? null : { [key]: value };
+  $("items-filter").hidden = !state.filter;
+  $("items-filter-text").textContent = state.filter ? `${key} = ${JSON.stringify(value)}` : "";
+  loadItems(true);
+}
 
 /** Load the first page (`reset`) or the next one. */
 export async function loadItems(reset) {
@@ -27,11 +36,14 @@ export async function loadItems(reset) {
   $("items-more").disabled = true;
   try {
     const body = await request("GET", "/v1/items", {
-      query: { kind, limit: PAGE_SIZE, cursor: reset ? null : state.cursor },
+      query: {
+        kind, limit: PAGE_SIZE, cursor: reset ? null : state.cursor,
+        filter: state.filter ? JSON.stringify(state.filter) : null,
+      },
       signal: controller.signal,
     });
     const rows = body.items.map(
-      (item) => itemRow(item, { onSimilar: findSimilar, onDelete: deleteItem }),
+      (item) => itemRow(item, { onSimilar: findSimilar, onDelete: deleteItem, onFilter: filterItems }),
     );
     if (reset) list.replaceChildren(...rows);
     else list.append(...rows);
@@ -54,7 +66,9 @@ function showItemCount(prefix = "") {
   const plural = kind ? $("items-kind").selectedOptions[0].textContent : "items";
   const what = state.shown === 1 ? (kind ? kindLabel(kind) : "item") : plural;
   let text;
-  if (!state.shown) {
+  if (!state.shown && state.filter) {
+    text = `No ${plural} with ${$("items-filter-text").textContent}.`;
+  } else if (!state.shown) {
     text = kind ? `No ${plural} stored.` : "The collection is empty. Add a clip, sound or picture.";
   } else {
     text = `Showing ${state.shown} ${what}${state.cursor ? "; more below" : ""}.`;
@@ -93,4 +107,5 @@ export function setupCollection() {
   $("items-kind").addEventListener("change", () => loadItems(true));
   $("items-refresh").addEventListener("click", () => loadItems(true));
   $("items-more").addEventListener("click", () => loadItems(false));
+  $("items-filter-clear").addEventListener("click", () => filterItems(null));
 }

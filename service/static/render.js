@@ -110,15 +110,23 @@ export function snippet(text, query, maxChars = 220) {
   return part.split(re).map((piece, i) => (i % 2 ? h("mark", {}, piece) : piece));
 }
 
-function metadataList(metadata) {
+/** An item's metadata; with `onFilter`, each value is a button that shows the items
+ * sharing it (the collection's filter). */
+function metadataList(metadata, onFilter) {
   const entries = Object.entries(metadata || {});
   if (!entries.length) return null;
+  const shown = (v) => (typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
   return h(
     "dl",
     { class: "meta" },
     entries.flatMap(([k, v]) => [
       h("dt", {}, k),
-      h("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v)),
+      h("dd", {}, onFilter
+        ? h("button", {
+          type: "button", class: "meta-filter", title: `Show only the items with ${k} = ${shown(v)}`,
+          onclick: () => onFilter(k, v),
+        }, shown(v) || "(empty)")
+        : shown(v)),
     ]),
   );
 }
@@ -271,7 +279,8 @@ function thumbnail(item) {
 /**
  * One row of the collection list.
  * @param {any} item
- * @param {{onSimilar: (item: any) => void, onDelete: (item: any, row: HTMLElement) => void}} opts
+ * @param {{onSimilar: (item: any) => void, onDelete: (item: any, row: HTMLElement) => void,
+ *          onFilter?: (key: string, value: any) => void}} opts
  */
 export function itemRow(item, opts) {
   const text = item.text || transcriptText(item.transcript);
@@ -292,7 +301,7 @@ export function itemRow(item, opts) {
       ),
       text ? h("p", { class: "transcript" }, snippet(text, "", 140)) : null,
       item.error ? h("p", { class: "media-error" }, item.error) : null,
-      metadataList(item.metadata),
+      metadataList(item.metadata, opts.onFilter),
       h("p", { class: "facts" }, facts(item)),
     ),
     h("div", { class: "item-actions" }),

@@ -38,6 +38,10 @@ _COLUMNS = (
 )
 
 
+# Keys a listing's filter may hold: one SQL statement's bound parameters (two a key).
+MAX_LIST_FILTER_KEYS = 100
+
+
 def _media_lock(content_hash: str | None) -> str | None:
     return f"media:{content_hash}" if content_hash else None
 
@@ -355,13 +359,31 @@ class Items:
         with self._cache_lock:
             self._ready_rows.pop(seq, None)
 
-    def page(self, kind: str | None, limit: int, before_seq: int | None) -> list[ItemRow]:
+    def page(
+        self,
+        kind: str | None,
+        limit: int,
+        before_seq: int | None,
+        filters: dict[str, Any] | None = None,
+    ) -> list[ItemRow]:
         """Up to `limit` items, newest first; `before_seq` continues a listing (stable
-        under inserts)."""
-        where, args = [], []
+        under inserts). `filters`: only items whose metadata has every key with exactly
+        that value, as searches filter (at most MAX_LIST_FILTER_KEYS keys)."""
+        where: list[str] = []
+        args: list[Any] = []
         if kind is not None:
             where.append("kind = ?")
             args.append(kind)
+        if filters:
+            if len(filters) > MAX_LIST_FILTER_KEYS:
+                raise ValueError(f"a listing filters by at most {MAX_LIST_FILTER_KEYS} keys")
+            pairs = [(key, _meta_value(value)) for key, value in filters.items()]
+            marks = ",".join("(?,?)" for _ in pairs)
+            where.append(
+                f"seq IN (SELECT item_seq FROM item_metadata WHERE (key, value) IN (VALUES {marks})"
+                " GROUP BY item_seq HAVING COUNT(*) = ?)"
+            )
+            args += [*(x for pair in pairs for x in pair), len(pairs)]
         if before_seq is not None:
             where.append("seq < ?")
             args.append(before_seq)

@@ -62,6 +62,13 @@ def test_a_folder_is_imported_with_names_folders_and_transcripts_and_resumes(
     assert (ours["bell.wav"]["transcript"], ours["bell.wav"]["transcript_source"]) == (
         "a bell rings twice", "upload",
     )  # fmt: skip
+    # The collection listed by folder, as the import recorded it.
+    folder = httpx.get(f"{server.url}/v1/items", timeout=10,
+                       params={"filter": '{"folder": "interviews/2024"}'}).json()  # fmt: skip
+    assert [i["filename"] for i in folder["items"]] == ["ana take 3.mp4"]
+    bad = httpx.get(f"{server.url}/v1/items", params={"filter": '{"folder": ["a"]}'}, timeout=10)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["message"].startswith("filter.folder: must be a string, a number")
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     assert sorted((r["path"], r["status"]) for r in lines) == [
         ("bell.wav", "added"), ("broken.mp4", "refused"),

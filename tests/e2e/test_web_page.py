@@ -237,6 +237,24 @@ def test_several_files_upload_one_after_another_and_each_outcome_is_said(
     for name in added:
         page.wait_for_selector(f'#item-list .filename:text-is("{name}")')
 
+    # A metadata value in the collection shows the items sharing it, and only them.
+    row = f'#item-list li[data-item-id="{added[tones[0].name]["id"]}"]'
+    page.click(f'{row} button.meta-filter:text-is("several")')
+    page.wait_for_selector("#items-filter:not([hidden])")
+    assert page.text_content("#items-filter-text") == 'batch = "several"'
+    page.wait_for_function(
+        "document.querySelector('#items-status').textContent.startsWith('Showing 2 ')"
+    )
+    shown = page.eval_on_selector_all("#item-list .filename", "els => els.map(e => e.textContent)")
+    assert sorted(shown) == sorted(t.name for t in tones)
+    page.click("#items-filter-clear")
+    page.wait_for_selector("#items-filter", state="hidden")
+    page.wait_for_function("!document.querySelector('#items-status').classList.contains('busy')")
+    everything = httpx.get(f"{server.url}/v1/items", params={"limit": 20}, timeout=10).json()
+    assert page.eval_on_selector_all("#item-list li", "els => els.length") == len(
+        everything["items"]
+    )
+
 
 def test_collection_pages_filters_and_texts(page: Page, server: Server) -> None:
     # One more text item than a page holds (PAGE_SIZE = 20 in service/static/collection.js).

@@ -193,6 +193,25 @@ def test_an_items_file_name_is_kept_and_older_items_have_none(tmp_path: Path) ->
         storage.close()
 
 
+def test_a_listing_filtered_by_metadata_pages_through_only_the_matching_items(
+    storage: Storage,
+) -> None:
+    rows = [
+        storage.items.create(video(f"f{i}", folder="a/b" if i % 2 else "c", take=i % 3))
+        for i in range(9)
+    ]
+    in_ab = [r.seq for r in rows if r.metadata["folder"] == "a/b"][::-1]  # newest first
+    first = storage.items.page(None, 2, None, {"folder": "a/b"})
+    assert [r.seq for r in first] == in_ab[:2]
+    rest = storage.items.page(None, 10, first[-1].seq, {"folder": "a/b"})
+    assert [r.seq for r in rest] == in_ab[2:]
+    both = storage.items.page(None, 10, None, {"folder": "a/b", "take": 0.0})  # 0 == 0.0
+    assert [r.seq for r in both] == [r.seq for r in rows[::-1] if r.metadata == {
+        "folder": "a/b", "take": 0}]  # fmt: skip
+    assert storage.items.page("text", 10, None, {"folder": "a/b"}) == []
+    assert storage.items.page(None, 10, None, {"folder": "nowhere"}) == []
+
+
 def test_list_is_newest_first_and_pages_stay_stable_under_inserts(storage: Storage) -> None:
     rows = [storage.items.create(video(f"h{i}")) for i in range(7)]
     text = storage.items.create(NewItem(kind="text", modalities=["text"], text="hello"))
