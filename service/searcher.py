@@ -259,14 +259,16 @@ class Searcher:
                     answers[i] = exc
 
         t0 = time.perf_counter()
-        texts = sorted({q.text for q in batch if q.text is not None})
+        # Only the queries still to answer: one refused above may name a space this
+        # model lacks.
+        asked = [q for i, q in enumerate(batch) if q.text is not None and answers[i] is None]
+        texts = sorted({q.text for q in asked if q.text is not None})
         if texts:
             by_space = embedder.embed_texts(texts)
             row_of = {t: j for j, t in enumerate(texts)}
-            for q in batch:
-                if q.text is not None:
-                    assert q.space is not None
-                    q.vector = by_space[q.space][row_of[q.text]]
+            for q in asked:
+                assert q.space is not None and q.text is not None
+                q.vector = by_space[q.space][row_of[q.text]]
             self.metrics.search_stage.labels("embed").observe(time.perf_counter() - t0)
 
         t1 = time.perf_counter()

@@ -66,7 +66,8 @@ def test_queries_waiting_across_a_switch_are_answered_by_the_new_model_or_refuse
         by_text = searcher.text_query(TEXT, "text", 5, None)
         by_vector = searcher.vector_query(by_space["vat"][0], "vat", "text", 5, None)
         by_item = searcher.item_query(item.id, "text", 5, None)
-        assert by_text.space == by_vector.space == "vat"
+        to_audio = searcher.text_query(TEXT, "audio", 5, None)  # no such pair in disjoint
+        assert by_text.space == by_vector.space == to_audio.space == "vat"
 
         runtime.storage.models.request_switch("v2")
         runtime.switch.check()
@@ -74,7 +75,7 @@ def test_queries_waiting_across_a_switch_are_answered_by_the_new_model_or_refuse
         assert runtime.model.embedder is not None
         assert runtime.model.embedder.version == "v2"
 
-        answers = searcher.run_batch([by_text, by_vector, by_item])
+        answers = searcher.run_batch([by_text, by_vector, by_item, to_audio])
         new_space = "vt" if space == "disjoint" else "vat"
         for answer in (answers[0], answers[2]):  # the new model can answer these
             assert isinstance(answer, Answer), answer
@@ -84,6 +85,10 @@ def test_queries_waiting_across_a_switch_are_answered_by_the_new_model_or_refuse
         refused = answers[1]
         assert isinstance(refused, ServiceError) and refused.status in (400, 422), refused
         assert "v2" in refused.message, refused.message
+        if space == "disjoint":  # text meets no sound there: refused alone too
+            assert isinstance(answers[3], ServiceError) and answers[3].status == 422, answers[3]
+        else:
+            assert isinstance(answers[3], Answer), answers[3]
     finally:
         runtime.media_pool.shutdown()
         runtime.storage.close()
