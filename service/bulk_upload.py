@@ -16,8 +16,14 @@ same checks as any upload), a few at once, with a progress bar:
   and modification time) are not sent again: an interrupted import continues where it
   stopped. Bytes already stored under another name are the same item (200).
 
+A file that cannot be read (a broken link, removed meanwhile) is refused alone; a name
+that is not UTF-8 (an old archive's Latin-1) is sent with its odd bytes replaced. A
+server without a model (503 without `Retry-After`) stops the run, as does Ctrl-C, after
+the uploads under way.
+
 Exit status: 0 when every file is stored, 1 when some were refused, 2 when the run could
-not go on (the server unreachable, a bad argument).
+not go on (the server unreachable or without a model, a key refused, a bad argument),
+130 when interrupted.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ MEDIA_EXTENSIONS = frozenset(
         "jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff",
     }
 )  # fmt: skip
+PICTURE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff"})
 TRANSCRIPT_EXTENSIONS = (".vtt", ".srt", ".txt")
 STORED = ("added", "already")
 BUSY_TRIES = 30  # 503 answers waited out per file (each waits its Retry-After)
@@ -82,6 +89,10 @@ def media_files(root: Path) -> Iterator[Path]:
 
 
 def sidecar_transcript(path: Path) -> Path | None:
+    """The transcript beside a video or sound (a picture has none: notes.txt beside
+    photo.jpg is not what it says)."""
+    if path.suffix.lower().lstrip(".") in PICTURE_EXTENSIONS:
+        return None
     for suffix in TRANSCRIPT_EXTENSIONS:
         for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
             if candidate.is_file():
@@ -110,6 +121,12 @@ def _retry_after(response: httpx.Response) -> float:
         return 2.0
 
 
+def _text(name: str) -> str:
+    """A file or folder name as text the server can store: one that is not UTF-8 (an
+    old archive's Latin-1 names) with its undecodable bytes replaced."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         return str(response.json()["error"]["message"])
@@ -125,13 +142,16 @@ def upload_one(
     folder_key: str | None,
     asr: bool,
 ) -> Outcome:
-    stat = path.stat()
     relative = path.relative_to(root).as_posix()
+    try:
+        stat = path.stat()
+    except OSError as exc:  # gone since the folder was read, or a broken link
+        return Outcome(relative, "refused", 0, 0, error=f"cannot be read: {exc.strerror}")
     outcome = Outcome(relative, "refused", stat.st_size, stat.st_mtime_ns)
     meta = dict(metadata)
     if folder_key:
         parent = path.parent.relative_to(root).as_posix()
-        meta[folder_key] = "" if parent == "." else parent
+        meta[folder_key] = "" if parent == "." else _text(parent)
     data = {"metadata": json.dumps(meta)} if meta else {}
     transcript = sidecar_transcript(path)
     if transcript is not None:
@@ -148,20 +168,34 @@ def upload_one(
                     "/v1/items",
                     params={"wait": "true", "asr": str(asr).lower()},
                     data=data,
-                    files={"file": (path.name, f)},
+                    files={"file": (_text(path.name), f)},
                 )
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             connect += 1
             if connect >= CONNECT_TRIES:
                 raise ServerUnreachable(f"{client.base_url}: {exc}") from None
             time.sleep(2.0 * connect)
             continue
-        except httpx.TimeoutException:
-            outcome.error = f"no answer within {TIMEOUT_S:.0f} s"
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # The connection closed while this file was sent: the server may have
+            # refused it early (too large) or gone away. Which one, /healthz says.
+            if _answers(client):
+                outcome.error = f"the server closed the connection while it was sent ({exc})"
+                return outcome
+            connect += 1
+            if connect >= CONNECT_TRIES:
+                raise ServerUnreachable(f"{client.base_url}: {exc}") from None
+            time.sleep(2.0 * connect)
+            continue
+        except httpx.TimeoutException as exc:
+            outcome.error = f"no answer within {TIMEOUT_S:.0f} s ({type(exc).__name__})"
             return outcome
         except OSError as exc:  # the file went away or cannot be read
             outcome.error = f"cannot be read: {exc}"
             return outcome
+        if response.status_code == 503 and "retry-after" not in response.headers:
+            # Not busy: unable (no model loaded), for this file as for every other.
+            raise ServerUnreachable(_error_message(response))
         if response.status_code == 503 and busy < BUSY_TRIES:
             busy += 1
             time.sleep(_retry_after(response))
@@ -174,6 +208,13 @@ def upload_one(
             raise ServerUnreachable(_error_message(response))
         outcome.error = _error_message(response)
         return outcome
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/healthz", timeout=10.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def run(
@@ -195,7 +236,11 @@ def run(
     outcomes: list[Outcome] = []
     for path in media_files(root):
         before = earlier.get(path.relative_to(root).as_posix())
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError:  # a broken link: upload_one reports it
+            todo.append(path)
+            continue
         if (
             before is not None
             and before.status in STORED
@@ -207,7 +252,8 @@ def run(
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     lock = threading.Lock()
     written = report.open("a", encoding="utf-8") if report is not None else None
-    bar = tqdm(total=sum(p.stat().st_size for p in todo), unit="B", unit_scale=True,
+    sizes = {p: p.stat().st_size if p.exists() else 0 for p in todo}
+    bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True,
                desc=f"uploading {len(todo)} files", disable=not progress)  # fmt: skip
     stop = threading.Event()
 
@@ -219,11 +265,16 @@ def run(
         except ServerUnreachable:
             stop.set()
             raise
+        except Exception as exc:  # this file's own trouble: the others go on
+            stat_size = sizes.get(path, 0)
+            outcome = Outcome(path.relative_to(root).as_posix(), "refused", stat_size, 0,
+                              error=f"{type(exc).__name__}: {exc}")  # fmt: skip
         with lock:
             outcomes.append(outcome)
-            bar.update(outcome.size)
+            bar.update(sizes.get(path, 0))
             if written is not None:
-                written.write(json.dumps(asdict(outcome), ensure_ascii=False) + "\n")
+                # ASCII: a name that is not UTF-8 is written escaped, read back the same.
+                written.write(json.dumps(asdict(outcome)) + "\n")
                 written.flush()
             if outcome.status == "refused":
                 bar.write(f"refused {outcome.path}: {outcome.error}")
@@ -242,8 +293,14 @@ def run(
                 client.get("/healthz", timeout=10.0).raise_for_status()
             except httpx.HTTPError as exc:
                 raise ServerUnreachable(f"{url}: {exc}") from None
-            for future in [pool.submit(one, client, path) for path in todo]:
-                future.result()
+            futures = [pool.submit(one, client, path) for path in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # unreachable, or Ctrl-C: send nothing more
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         bar.close()
         if written is not None:
@@ -297,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     except ServerUnreachable as exc:
         print(f"stopped: the service cannot be used: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = " with the same --report" if a.report else " with --report FILE next time"
+        print(f"interrupted: the files sent so far are stored; run again{again} to go on",
+              file=sys.stderr)  # fmt: skip
+        return 130
     counts = {s: sum(o.status == s for o in outcomes) for s in (*STORED, "skipped", "refused")}
     print(
         f"{len(outcomes)} files: {counts['added']} added, {counts['already']} already stored, "

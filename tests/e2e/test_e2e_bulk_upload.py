@@ -28,6 +28,9 @@ def library(tmp_path: Path, media: dict[str, Path]) -> Path:
     (root / "broken.mp4").write_bytes(b"this is no video" * 100)
     (root / "notes.txt").write_text("not media, not beside a media file")
     make_tone(root / ".trash" / "old.wav", 1801)  # hidden: left alone
+    (root / "gone.wav").symlink_to(root / "nowhere.wav")  # a broken link: refused alone
+    # A name from an archive written in Latin-1 (not UTF-8): sent with the byte replaced.
+    make_tone(root / "latin.wav", 1907).rename(root / os.fsdecode(b"caf\xe9.wav"))
     return root
 
 
@@ -50,13 +53,14 @@ def test_a_folder_is_imported_with_names_folders_and_transcripts_and_resumes(
     done = bulk_upload(library, *args)
     # One file refused, named as it is in the folder, with the server's reason.
     assert done.returncode == 1, done.stderr
-    assert "4 files: 3 added, 0 already stored, 0 skipped (stored by an earlier run), 1 refused" \
+    assert "6 files: 4 added, 0 already stored, 0 skipped (stored by an earlier run), 2 refused" \
         in done.stdout, done.stdout  # fmt: skip
     assert "  broken.mp4: 'broken.mp4' is not a media file ffmpeg can read" in done.stdout
+    assert "  gone.wav: cannot be read: No such file or directory" in done.stdout
 
     listed = httpx.get(f"{server.url}/v1/items", params={"limit": 1000}, timeout=10).json()
     ours = {i["filename"]: i for i in listed["items"] if i["metadata"].get("source") == "archive"}
-    assert sorted(ours) == ["ana take 3.mp4", "bell.wav", "poster.png"]
+    assert sorted(ours) == ["ana take 3.mp4", "bell.wav", "caf\ufffd.wav", "poster.png"]
     assert ours["ana take 3.mp4"]["metadata"] == {"source": "archive", "folder": "interviews/2024"}
     assert ours["bell.wav"]["metadata"]["folder"] == ""
     assert (ours["bell.wav"]["transcript"], ours["bell.wav"]["transcript_source"]) == (
@@ -71,8 +75,9 @@ def test_a_folder_is_imported_with_names_folders_and_transcripts_and_resumes(
     assert bad.json()["error"]["message"].startswith("filter.folder: must be a string, a number")
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     assert sorted((r["path"], r["status"]) for r in lines) == [
-        ("bell.wav", "added"), ("broken.mp4", "refused"),
-        ("interviews/2024/ana take 3.mp4", "added"), ("poster.png", "added"),
+        ("bell.wav", "added"), ("broken.mp4", "refused"), (os.fsdecode(b"caf\xe9.wav"), "added"),
+        ("gone.wav", "refused"), ("interviews/2024/ana take 3.mp4", "added"),
+        ("poster.png", "added"),
     ]  # fmt: skip
 
     # Again with the same report: what it stored is not sent again; a file changed since
@@ -80,7 +85,7 @@ def test_a_folder_is_imported_with_names_folders_and_transcripts_and_resumes(
     os.utime(library / "poster.png")
     again = bulk_upload(library, *args)
     assert again.returncode == 1
-    assert "4 files: 0 added, 1 already stored, 2 skipped (stored by an earlier run), 1 refused" \
+    assert "6 files: 0 added, 1 already stored, 3 skipped (stored by an earlier run), 2 refused" \
         in again.stdout, again.stdout  # fmt: skip
     after = httpx.get(f"{server.url}/v1/items", params={"limit": 1000}, timeout=10).json()
     assert len(after["items"]) == len(listed["items"])
