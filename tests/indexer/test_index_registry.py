@@ -100,6 +100,11 @@ def test_rebuild_for_a_new_version_swaps_atomically_while_serving(
     registry.remove(ids[:3])
 
     assert registry.wait_rebuild(60)
+    # The searcher's next search after the swap reads v2; on a loaded machine the search
+    # it was in when the swap happened (with v1) can end after wait_rebuild returns.
+    deadline = time.time() + 30
+    while thread.is_alive() and seen_versions[-1:] != ["v2"] and time.time() < deadline:
+        time.sleep(0.01)
     stop.set()
     thread.join(10)
     assert not errors, errors
