@@ -87,17 +87,22 @@ def test_a_wav_declaring_more_than_it_holds_is_refused(
     assert read_media_info(cut).duration_s == pytest.approx(1.7, abs=0.01)
 
 
+def streamed_wav(source: Path, path: Path) -> Path:
+    """`source` as ffmpeg writes a WAV to a pipe (RIFF and data sizes 0xFFFFFFFF)."""
+    with path.open("wb") as out:
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(source), "-f", "wav", "pipe:"],
+            stdout=out, check=True, timeout=60,
+        )  # fmt: skip
+    return path
+
+
 def test_a_wav_without_a_declared_length_is_accepted(
     media_files: dict[str, Path], tmp_path: Path
 ) -> None:
     # What a recorder that cannot seek back writes: ffmpeg to a pipe leaves the RIFF and
     # data sizes at 0xFFFFFFFF; others leave the data size 0.
-    streamed = tmp_path / "streamed.wav"
-    with streamed.open("wb") as out:
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-i", str(media_files["wav"]), "-f", "wav", "pipe:"],
-            stdout=out, check=True, timeout=60,
-        )  # fmt: skip
+    streamed = streamed_wav(media_files["wav"], tmp_path / "streamed.wav")
     data = streamed.read_bytes()
     assert data[4:8] == b"\xff\xff\xff\xff" and data[data.index(b"data") + 4 :][:4] == data[4:8]
     zero = tmp_path / "zero.wav"
@@ -112,12 +117,7 @@ def test_a_streamed_wav_is_not_listed_packet_by_packet(
 ) -> None:
     """PCM's length from its bit rate is exact: listing the packets of a two-hour WAV
     written to a pipe took 16.5 s of the upload's probe (0.35 s without)."""
-    streamed = tmp_path / "streamed.wav"
-    with streamed.open("wb") as out:
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-i", str(media_files["wav"]), "-f", "wav", "pipe:"],
-            stdout=out, check=True, timeout=60,
-        )  # fmt: skip
+    streamed = streamed_wav(media_files["wav"], tmp_path / "streamed.wav")
 
     def listed(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("the packets of a PCM sound were listed")

@@ -88,29 +88,9 @@ def test_a_long_query_items_own_segments_leave_room_for_other_items_moments(
     """Fetched past them (up to 2,048 hits), or left out by a FAISS selector (an item of
     more segments than that): either way the other item's moment comes first."""
     monkeypatch.setattr(searcher_module, "OWN_SEGMENTS_FETCH_MAX", fetch_max)
-    storage, executor, embedder = world
-    dims = {space: embedder.dim(space) for space in embedder.model.spaces}
-    rng = np.random.default_rng(0)
-    u = unit(rng.standard_normal(dims["va"]))
-
-    def near(spread: float) -> np.ndarray:
-        return unit(u + spread * unit(rng.standard_normal(dims["va"])))
-
-    # A: 5 minutes, every stretch close to its whole (59 segments); the query.
-    a = audio(storage, dims, "a", u, [near(0.2) for _ in range(59)], rng)
-    # B: one minute, its 40-50 s stretch close to A, the rest and the whole far.
-    b_segments = [unit(rng.standard_normal(dims["va"])) for _ in range(11)]
-    b_segments[8] = near(0.8)
-    b = audio(storage, dims, "b", near(3.0), b_segments, rng)
-    for n in range(5):  # short sounds, none near
-        audio(storage, dims, f"d{n}", unit(rng.standard_normal(dims["va"])), [], rng)
-
-    registry = open_indexes(
-        tmp_path / "indexes", storage, "v1", embedder.index_pairs(), dims, 1 << 30
-    )
-    model = ActiveModel()
-    model.use(embedder, registry)
-    searcher = Searcher(storage, model, Metrics(), executor, Settings(data_dir=tmp_path))
+    # A: 5 minutes, every stretch close to its whole (59 segments); the query. B: one
+    # minute, its 40-50 s stretch close to A, the rest and the whole far.
+    searcher, a, b, b_segments, u = two_long_sounds(world, tmp_path)
     query = searcher.item_query(a, "audio", 3, {"album": "talks"} if filtered else None, group)
     answer = searcher.run_batch([query])[0]
     assert not isinstance(answer, Exception), answer
@@ -123,9 +103,11 @@ def test_a_long_query_items_own_segments_leave_room_for_other_items_moments(
     assert best["score"] == pytest.approx(float(b_segments[8] @ u), abs=1e-4)
 
 
-def two_long_sounds(world: Any, tmp_path: Path) -> tuple[Searcher, str, str, list[np.ndarray]]:
+def two_long_sounds(
+    world: Any, tmp_path: Path
+) -> tuple[Searcher, str, str, list[np.ndarray], np.ndarray]:
     """A (5 minutes, every stretch near u), B (one minute, its 40-50 s near u) and five
-    short sounds far from both, indexed."""
+    short sounds far from both, indexed; and u."""
     storage, executor, embedder = world
     dims = {space: embedder.dim(space) for space in embedder.model.spaces}
     rng = np.random.default_rng(0)
@@ -146,7 +128,7 @@ def two_long_sounds(world: Any, tmp_path: Path) -> tuple[Searcher, str, str, lis
     model = ActiveModel()
     model.use(embedder, registry)
     searcher = Searcher(storage, model, Metrics(), executor, Settings(data_dir=tmp_path))
-    return searcher, a, b, b_segments
+    return searcher, a, b, b_segments, u
 
 
 @pytest.mark.parametrize("filtered", [False, True], ids=["unfiltered", "filtered"])
@@ -159,7 +141,7 @@ def test_a_moment_querys_other_stretches_answer_without_crowding_out_other_items
     fair answer, but its stretches, the nearest of all, took every place of the fetch
     and B came back at its whole-file score with no segment."""
     monkeypatch.setattr(searcher_module, "OWN_SEGMENTS_FETCH_MAX", fetch_max)
-    searcher, a, b, b_segments = two_long_sounds(world, tmp_path)
+    searcher, a, b, b_segments, _ = two_long_sounds(world, tmp_path)
     query = searcher.item_query(
         a, "audio", 3, {"album": "talks"} if filtered else None, True, 20.0, 30.0
     )
@@ -179,7 +161,7 @@ def test_a_stretch_past_the_last_segment_is_refused_and_a_tiny_one_is_a_unit_vec
 ) -> None:
     """A stretch in the gap between the last segment's end and the stored length (or
     any covering no segment) mixed to a zero vector: every score 0, a random order."""
-    searcher, a, _, _ = two_long_sounds(world, tmp_path)
+    searcher, a, _, _, _ = two_long_sounds(world, tmp_path)
     # A is 300 s long and its last segment ends there; pretend the length was rounded up.
     storage = world[0]
     with storage.db.transaction() as conn:
