@@ -146,7 +146,7 @@ _HTTP_CODES = {
 }
 
 
-def _validation_message(errors: list[dict[str, Any]]) -> str:
+def validation_message(errors: list[dict[str, Any]]) -> str:
     if not errors:
         return "the request is not valid"
     first = errors[0]
@@ -188,7 +188,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _jsonable_errors(list(exc.errors()))
         return error_response(
-            422, "invalid_request", _validation_message(errors), {"errors": errors}
+            422, "invalid_request", validation_message(errors), {"errors": errors}
         )
 
     @app.exception_handler(StarletteHTTPException)

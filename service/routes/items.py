@@ -22,7 +22,7 @@ from service.deps import (
     StorageDep,
     WriteAccess,
 )
-from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable
+from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable, validation_message
 from service.media_response import OpenedFileResponse
 from service.schemas import (
     ID_PATTERN,
@@ -146,10 +146,8 @@ def parse_filter(raw: str | None) -> dict[str, Any] | None:
     try:
         return _FILTER.validate_python(value) or None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        what = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidRequest(f"filter.{where}: {what}", {"field": "filter"}) from None
+        problems = [{**e, "loc": ("filter", *e["loc"])} for e in exc.errors()]
+        raise InvalidRequest(validation_message(problems), {"field": "filter"}) from None
 
 
 def check_metadata(value: Any) -> dict[str, Any]:
