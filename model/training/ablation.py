@@ -42,6 +42,7 @@ from model.evaluation.evaluate import evaluate
 from model.training.ablation_records import corpus_digest, kept_path, read_kept, write_kept
 from model.training.ablation_report import figure, markdown, plot_ablation, summarise, update_doc
 from model.training.options import TrainOptions, apply_overrides, parse_overrides
+from model.training.resume import TRAINER_REVISION, revision_name
 from model.training.train import train
 
 
@@ -98,12 +99,14 @@ def _step_minutes(run_dir: Path) -> float:
         return round(sum(float(row["step_s"]) for row in csv.DictReader(f)) / 60, 2)
 
 
-def _trained_steps(run_dir: Path) -> int | None:
-    """The steps a finished run was trained for (its metrics.json), None if unknown."""
+def _trained_with(run_dir: Path) -> tuple[int | None, object]:
+    """The steps a finished run was trained for and its trainer's revision (its
+    metrics.json); None for what is unknown."""
     try:
-        return int(json.loads((run_dir / "metrics.json").read_text())["train"]["steps"])
+        train = json.loads((run_dir / "metrics.json").read_text())["train"]
+        return int(train["steps"]), train.get("trainer_revision")
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return None, None
 
 
 def run_ablation(
@@ -143,11 +146,19 @@ def run_ablation(
             kept[name, seed] = read_kept(path, kept_budget, settings_of(name), digest)
             continue
         run_dir = out / f"{name}-seed{seed}"
-        trained = _trained_steps(run_dir)
-        if (run_dir / "eval.json").is_file() and trained != steps:
+        if not (run_dir / "eval.json").is_file():
+            continue
+        trained, revision = _trained_with(run_dir)
+        if trained != steps:
             raise ModelError(
                 f"{run_dir} holds a run of {trained} steps, not {steps}: results of "
                 "different budgets cannot share a table; choose another --out"
+            )
+        if revision != TRAINER_REVISION:
+            raise ModelError(
+                f"{run_dir} holds a run of another trainer ({revision_name(revision)}, "
+                f"this one is revision {TRAINER_REVISION}): its results would not be this "
+                "trainer's; delete the folder to train it again, or choose another --out"
             )
     prepared: CorpusEval | None = None  # the test split, decoded when a run needs it
     runs: list[dict[str, Any]] = []

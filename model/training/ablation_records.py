@@ -5,8 +5,8 @@ ignores and a fresh machine does not have; an ablation at the recipe takes longe
 one sitting on 2 cores, so its finished runs must survive the machine. Each one's result
 is kept as one small JSON file in git (`docs/ablation-runs/<steps>/<variant>-seed<k>.json`)
 with what it was trained on: the budget, the variant's settings and the corpus's digest.
-A kept run is not trained again, and a kept result of another budget or another corpus is
-refused rather than mixed into the table.
+A kept run is not trained again, and a kept result of another budget, another corpus or
+another trainer revision is refused rather than mixed into the table.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import ModelError
+from model.training.resume import TRAINER_REVISION, revision_name
 
 FORMAT = 1
 
@@ -46,7 +47,8 @@ def write_kept(
     result: dict[str, Any],
 ) -> None:
     """Keep one finished run's result (atomically: a half-written file would be read as a
-    finished run by the next sitting)."""
+        finished run by the next sitting). Every run kept is this trainer's: ablation.py refuses
+    to reuse a finished run of another."""
     record = {
         "format": FORMAT,
         "variant": name,
@@ -54,6 +56,7 @@ def write_kept(
         "budget": budget,
         "overrides": overrides,
         "corpus_sha256": digest,
+        "trainer_revision": TRAINER_REVISION,
         "kept_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "result": result,
     }
@@ -67,8 +70,8 @@ def read_kept(
     path: Path, budget: dict[str, Any], overrides: dict[str, Any], digest: str | None
 ) -> dict[str, Any]:
     """The kept result of a run; ModelError when it was trained on another budget, with
-    other settings or on another corpus (`digest` None: the corpus is not here to
-    compare, e.g. --table-only on a machine that never made it)."""
+    other settings, on another corpus (`digest` None: the corpus is not here to compare,
+    e.g. --table-only on a machine that never made it) or by another trainer revision."""
     try:
         record = json.loads(path.read_text())
         kept_budget, result = record["budget"], record["result"]
@@ -96,5 +99,12 @@ def read_kept(
             f"{path} was trained on another corpus (manifest sha256 {str(kept_digest)[:12]}…, "
             f"this one {digest[:12]}…): make the corpus with the same --n and --seed, or "
             "choose another --keep"
+        )
+    kept_revision = record.get("trainer_revision")
+    if kept_revision != TRAINER_REVISION:
+        raise ModelError(
+            f"{path} was trained by another trainer ({revision_name(kept_revision)}, this one "
+            f"is revision {TRAINER_REVISION}): its results would not be this trainer's; "
+            "remove it to train the run again, or choose another --keep"
         )
     return dict(result)

@@ -11,3 +11,8 @@ class TrainError(ModelError):
 
 class DatasetError(ModelError, ValueError):
     """A corpus or folder that cannot be turned into a dataset."""
+
+
+class StaleRunState(TrainError):
+    """A saved run state that another trainer revision wrote: continuing it would make a
+    run half one trainer's, half another's."""

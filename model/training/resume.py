@@ -19,12 +19,17 @@ import torch
 from model.atomic_files import atomic_path
 from model.config import ModelConfig
 from model.mmv import MMV
-from model.training.errors import TrainError
+from model.training.errors import StaleRunState, TrainError
 from model.training.history import TrainingHistory
 from model.training.options import TrainOptions
 
 STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
+# Bumped when a change makes the trainer learn differently from the same settings and
+# seed, so a run's numbers belong to one trainer: 2 since the trunks train on NCHW maps
+# again (49e623c; the channels-last trunks before it learned measurably slower). A run
+# that records none was trained before revisions were recorded.
+TRAINER_REVISION = 2
 # Settings that change how a finished run was watched or described, not the model it made.
 _BOOKKEEPING = frozenset(
     {"train.steps", "train.eval_every", "train.save_every", "train.num_workers", "notes"}
@@ -42,6 +47,7 @@ def run_fingerprint(
         "seed": options.seed,
         "init": str(options.init) if options.init else None,
         "world_size": world_size,
+        "trainer_revision": TRAINER_REVISION,
     }
 
 
@@ -74,6 +80,13 @@ def load_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("version") != STATE_VERSION:
         raise TrainError(f"{path} was written by another trainer version; delete it to restart")
+    revision = state["fingerprint"].get("trainer_revision")
+    if revision != TRAINER_REVISION:
+        raise StaleRunState(
+            f"{path.parent} holds a run started by another trainer ({revision_name(revision)}, "
+            f"this one is revision {TRAINER_REVISION}): its steps cannot be continued by this "
+            "one; delete it to start over"
+        )
     differ = settings_differences(state["fingerprint"], fingerprint)
     if differ:
         raise TrainError(
@@ -81,6 +94,11 @@ def load_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
             "another --out, or delete it to start over"
         )
     return state
+
+
+def revision_name(revision: object) -> str:
+    """How a run's recorded trainer revision reads in a message."""
+    return "no revision recorded" if revision is None else f"revision {revision}"
 
 
 def finished_run(out: Path, steps: int, cfg: ModelConfig) -> dict[str, Any] | None:

@@ -57,6 +57,7 @@ from model.training.options import TrainOptions, resolve_config
 from model.training.precision import PRECISION_NAMES, autocast_for, training_dtype
 from model.training.resume import (
     STATE_FILE,
+    TRAINER_REVISION,
     finished_run,
     load_state,
     run_fingerprint,
@@ -348,6 +349,7 @@ def _train(
             "step_s": history.median("step_s"),
             "data_s": history.median("data_s"),
             "minutes_this_session": round((time.perf_counter() - started) / 60, 2),
+            "trainer_revision": TRAINER_REVISION,
             **extra,
         }
     }

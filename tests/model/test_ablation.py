@@ -17,6 +17,7 @@ from model.errors import ModelError
 from model.training.ablation import main, run_ablation, run_order
 from model.training.ablation_records import corpus_digest, kept_path, write_kept
 from model.training.ablation_report import claims, doc_markers, markdown, summarise, update_doc
+from model.training.resume import TRAINER_REVISION
 
 
 def test_a_finished_run_of_another_budget_is_refused_before_any_work(tmp_path: Path) -> None:
@@ -29,12 +30,30 @@ def test_a_finished_run_of_another_budget_is_refused_before_any_work(tmp_path: P
         run_ablation(tmp_path / "no-corpus", tmp_path / "ablation", 600, [0], ["fac"])
 
 
-def _finished_run(out: Path, name: str, seed: int, steps: int, t2v: float) -> None:
+def _finished_run(
+    out: Path, name: str, seed: int, steps: int, t2v: float,
+    revision: int | None = TRAINER_REVISION,
+) -> None:  # fmt: skip
     run = out / f"{name}-seed{seed}"
     run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"train": {"steps": steps}}))
+    train = {"steps": steps, "trainer_revision": revision}
+    (run / "metrics.json").write_text(json.dumps({"train": train}))
     result = {"candidates": 1000, "retrieval": {"text->video": {"R@10": t2v}}}
     (run / "eval.json").write_text(json.dumps(result))
+
+
+def test_a_finished_run_of_another_trainer_is_refused_before_any_work(tmp_path: Path) -> None:
+    """A run folder outlives the code that trained it: one trained before a change that
+    made the trainer learn differently (the channels-last trunks) must not join a table
+    of this trainer's runs."""
+    out = tmp_path / "ablation"
+    _finished_run(out, "fac", 0, 600, 0.5, revision=None)
+    with pytest.raises(ModelError, match=r"another trainer \(no revision recorded"):
+        run_ablation(tmp_path / "no-corpus", out, 600, [0], ["fac"], table_only=True)
+    shutil.rmtree(out)
+    _finished_run(out, "fac", 0, 600, 0.5, revision=TRAINER_REVISION - 1)
+    with pytest.raises(ModelError, match=f"revision {TRAINER_REVISION - 1}, this one is"):
+        run_ablation(tmp_path / "no-corpus", out, 600, [0], ["fac"])
 
 
 def test_table_only_summarises_the_finished_runs_and_trains_nothing(tmp_path: Path) -> None:
@@ -216,7 +235,9 @@ def test_a_run_finished_before_results_were_kept_is_kept_with_its_corpus(tmp_pat
     assert shared["result"]["retrieval"]["text->video"]["R@10"] == 0.5
 
 
-def test_a_kept_result_of_another_budget_settings_or_corpus_is_refused(tmp_path: Path) -> None:
+def test_a_kept_result_of_another_budget_settings_corpus_or_trainer_is_refused(
+    tmp_path: Path,
+) -> None:
     keep, corpus = tmp_path / "keep", tmp_path / "corpus"
     ask = dict(overrides={"train.batch_size": 256}, keep=keep)
 
@@ -234,6 +255,12 @@ def test_a_kept_result_of_another_budget_settings_or_corpus_is_refused(tmp_path:
     _kept(keep, "fac", 0, 0.9, digest=None)  # kept without its corpus: unknowable
     refused("another corpus")
     _kept(keep, "fac", 0, 0.9, digest=digest)
+    record = json.loads(kept_path(keep, "fac", 0).read_text())
+    assert record["trainer_revision"] == TRAINER_REVISION
+    for older in (None, TRAINER_REVISION - 1):  # kept by another trainer
+        kept_path(keep, "fac", 0).write_text(json.dumps({**record, "trainer_revision": older}))
+        refused("another trainer")
+    kept_path(keep, "fac", 0).write_text(json.dumps(record))
     results = run_ablation(corpus, tmp_path / "a", 2500, [0], ["fac"], table_only=True, **ask)  # type: ignore[arg-type]
     assert results["summary"]["fac"]["text→video R@10"]["values"] == [0.9]
 
@@ -267,6 +294,9 @@ def test_an_ablation_trains_evaluates_and_reuses_its_finished_runs(
     kept = json.loads(kept_path(keep, "fac", 0).read_text())
     assert kept["result"] == result and kept["corpus_sha256"] == corpus_digest(small_corpus)
     assert kept["overrides"]["heads.space"] == "fac"
+    assert kept["trainer_revision"] == TRAINER_REVISION
+    metrics = json.loads((out / "fac-seed0" / "metrics.json").read_text())
+    assert metrics["train"]["trainer_revision"] == TRAINER_REVISION
     shutil.rmtree(out)
     capsys.readouterr()
     assert main([*argv, "--keep", str(keep)]) == 0

@@ -25,7 +25,13 @@ from model.training.errors import TrainError
 from model.training.history import TrainingHistory
 from model.training.loader import StepBatchSampler, default_loader_workers
 from model.training.options import TrainOptions, apply_overrides, parse_overrides
-from model.training.resume import STATE_FILE, run_fingerprint, save_state
+from model.training.resume import (
+    STATE_FILE,
+    STATE_VERSION,
+    TRAINER_REVISION,
+    run_fingerprint,
+    save_state,
+)
 from model.training.schedule import lr_at, warmup_steps_for
 from model.training.train import train
 
@@ -114,6 +120,55 @@ def test_refuses_to_continue_a_different_run(small_corpus: Path, tmp_path: Path)
     )
     with pytest.raises(TrainError, match=r"different run.*seed"):
         train(options)
+    # Steps of another trainer (here: one from before revisions were recorded) are not
+    # continued by this one: the run's numbers would belong to neither.
+    older = run_fingerprint(cfg, options, 5, 1)
+    del older["trainer_revision"]
+    save_state(
+        out / STATE_FILE, model, torch.optim.Adam(model.parameters()), 2, older,
+        TrainingHistory(), {},
+    )  # fmt: skip
+    with pytest.raises(TrainError, match=r"another trainer \(no revision recorded"):
+        train(options)
+
+
+def test_a_training_job_saved_by_another_trainer_trains_again_from_its_first_step(
+    small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The service's training process (service/worker/train_run.py) continues a released
+    job from its saved state; after an upgrade that changed how the trainer learns, that
+    state is the old trainer's: the job trains again instead of failing."""
+    from service.worker import train_run
+    from service.worker.training_set import SpecClip, TrainingSet
+
+    clips: dict[str, list[SpecClip]] = {"train": [], "val": []}
+    for line in (small_corpus / "manifest.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["kind"] == "clip" and row["split"] in clips:
+            vtt = (small_corpus / row["transcript"]).read_text() if row["transcript"] else None
+            path = str(small_corpus / row["path"])
+            clip = SpecClip(row["id"], path, row["id"], row["duration_s"], vtt)
+            clips[row["split"]].append(clip)
+    run_dir = tmp_path / "job"
+    TrainingSet(clips["train"], clips["val"], last_seq=0).write(run_dir / "spec.json")
+    run_spec = {
+        "config": str(REPO / "model" / "configs" / "tiny.json"), "init": None, "steps": 2,
+        "seed": 0, "overrides": parse_overrides(FAST), "device": "cpu",
+        "cache_dir": str(tmp_path / "cache"), "max_duration_s": 60.0,
+        "worker_pid": os.getpid(),
+    }  # fmt: skip
+    (run_dir / "run.json").write_text(json.dumps(run_spec))
+    (run_dir / "model").mkdir()
+    state = {"version": STATE_VERSION, "step": 1, "fingerprint": {"steps": 2, "seed": 0}}
+    torch.save(state, run_dir / "model" / STATE_FILE)  # no trainer revision: an older one's
+
+    assert train_run.main(run_dir) == 0
+    out = capsys.readouterr().out
+    assert "another trainer's" in out and '"event": "done"' in out
+    assert not (run_dir / "model" / STATE_FILE).exists()
+    metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 2
+    assert metrics["train"]["trainer_revision"] == TRAINER_REVISION
 
 
 def test_a_run_saved_before_the_audio_bridge_resumes(small_corpus: Path, tmp_path: Path) -> None:
