@@ -217,10 +217,15 @@ class SearchResults(BaseModel):
     took_ms: float
 
 
+# The paper's longest runs are 500,000 steps. Beyond this bound a number is a typo, and
+# one past 2^63 failed the job later in the database (a job's progress keeps its steps).
+MAX_JOB_STEPS = 10_000_000
+
+
 class TrainingJobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     init: Literal["active", "scratch"] = "active"
-    steps: RequestInt | None = Field(None, ge=1)
+    steps: RequestInt | None = Field(None, ge=1, le=MAX_JOB_STEPS)
     activate: Literal["auto", "manual"] = "auto"
 
 

@@ -819,7 +819,8 @@ def test_training_and_model_routes(client: httpx.Client) -> None:
     cancelled = client.post(f"/v1/training/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert_error(client.post(f"/v1/training/jobs/{job['id']}/cancel"), 409, "conflict")
-    for bad in ({"init": "nope"}, {"steps": 0}, {"activate": "maybe"}, {"extra": 1}):
+    bad_steps = ({"steps": 0}, {"steps": 10_000_001}, {"steps": 2**64})
+    for bad in ({"init": "nope"}, *bad_steps, {"activate": "maybe"}, {"extra": 1}):
         assert_error(client.post("/v1/training/jobs", json=bad), 422, "invalid_request")
     assert_error(client.get("/v1/training/jobs/nope"), 404, "not_found")
     assert_error(client.post("/v1/training/jobs/nope/cancel"), 404, "not_found")
