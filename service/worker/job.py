@@ -178,18 +178,19 @@ class JobRun:
             raise JobFailed("there is no active model to start from or to compare with")
         active_dir = self.settings.models_dir / active.version
         training_set = self._training_set()
-        config = load_config(active_dir / "config.json")
+        base = self._starting_model(active.version)
+        base_dir = self.settings.models_dir / base
+        config = load_config(base_dir / "config.json")
         recipe = choose_recipe(config, len(training_set.train), init, request.get("steps"))
         self._record(
-            beat,
-            data={**training_set.describe(), "recipe": recipe.describe(), "parent": active.version},
+            beat, data={**training_set.describe(), "recipe": recipe.describe(), "parent": base}
         )
         beat.set(steps=recipe.steps)
         self._check(beat)
 
         run = {
-            "config": str(active_dir / "config.json"),
-            "init": str(active_dir) if init == "active" else None,
+            "config": str(base_dir / "config.json"),
+            "init": str(base_dir) if init == "active" else None,
             "steps": recipe.steps,
             "seed": int(request.get("seed", 0)),
             "overrides": recipe.overrides(),
@@ -223,14 +224,18 @@ class JobRun:
         row = publish_version(
             self.run_dir / "model", self.settings.models_dir, self.storage,
             # A version trained from scratch has no parent; it was only compared with one.
-            parent=active.version if init == "active" else None, job_id=self.job.id,
+            parent=base if init == "active" else None, job_id=self.job.id,
             texts=texts, compared_with=active.version,
             evaluation={"before": before, "after": after, "decision": why},
+            lineage_config=config,
         )  # fmt: skip
         # A version published as the lease ran out stays, inactive (a later claim makes
         # its own); it is never activated by a worker that no longer runs the job.
         self._record(beat, model_version=row.version)
         log.info("job %s made version %s: %s", self.job.id, row.version, why)
+        # Cancelled while it was saved (the speech language model takes a while): the
+        # version stays, inactive, and is not switched to.
+        self._check(beat)
 
         if request.get("activate", "auto") != "auto":
             return Outcome("succeeded")
@@ -238,9 +243,28 @@ class JobRun:
             return Outcome("succeeded", why)
         beat.set(stage="activating")
         self._hold_lease(beat)
+        self._check(beat)
         self.storage.models.request_switch(row.version)
         self._record(beat, activated=True)
         return Outcome("succeeded")
+
+    def _starting_model(self, active: str) -> str:
+        """The version this job trains from: the one active at its first claim. A job
+        taken up again after a switch (a roll-back, another job's new version) continues
+        from its saved state, which is that version's descendant; only when that version
+        was deleted since does it start over from the active one."""
+        first = self.job.data.get("parent")
+        if first is None or first == active:
+            return active
+        if (
+            self.storage.models.get(first) is not None
+            and (self.settings.models_dir / first / "config.json").is_file()
+        ):
+            return str(first)
+        log.warning("job %s: version %s it started from was deleted; training starts over "
+                    "from %s", self.job.id, first, active)  # fmt: skip
+        shutil.rmtree(self.run_dir / "model", ignore_errors=True)
+        return active
 
     def _training_set(self) -> TrainingSet:
         """The clips this job trains on: fixed at its first claim (kept in its run folder)."""

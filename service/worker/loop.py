@@ -2,18 +2,21 @@
 
 Each round: jobs whose worker died are queued again or failed (`expire_leases`), a
 retraining job is queued when MMV_RETRAIN_AFTER_ITEMS new items with sound have come
-since the last job, and then the oldest queued job is claimed and run (service/worker/
-job.py). `stop()` (SIGTERM, SIGINT) ends the loop: a running job stops at its next step
-and goes back to the queue, to continue from its saved state.
+since the last job, the run folders of ended jobs and the folders of no version are
+removed (at most once a minute), and then the oldest queued job is claimed and run
+(service/worker/job.py). `stop()` (SIGTERM, SIGINT) ends the loop: a running job stops
+at its next step and goes back to the queue, to continue from its saved state.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
 import threading
+import time
 
 from service.settings import Settings
 from service.storage import JobRow, Storage
@@ -21,6 +24,8 @@ from service.worker.job import JobRun
 from service.worker.versions import remove_unlisted_versions
 
 log = logging.getLogger("service.worker")
+
+TIDY_EVERY_S = 60.0
 
 
 def worker_name() -> str:
@@ -53,6 +58,7 @@ class Worker:
         self.name = name or worker_name()
         self.stopping = threading.Event()
         self.current: JobRow | None = None
+        self.tidied_at = -math.inf
 
     def stop(self) -> None:
         self.stopping.set()
@@ -72,6 +78,12 @@ class Worker:
         self.storage.heartbeats.beat(self.name, "worker")
         for job in self.storage.jobs.expire_leases():
             log.warning("job %s: %s", job.id, job.error)
+        # Jobs also end away from a worker's own run (a lease expired twice, a released
+        # job cancelled in the queue), and their folders hold a checkpoint and links that
+        # keep deleted media on disk: tidied every TIDY_EVERY_S, not only at start.
+        if time.monotonic() - self.tidied_at >= TIDY_EVERY_S:
+            self.tidy()
+            self.tidied_at = time.monotonic()
         request = auto_job_request(self.storage, self.settings.retrain_after_items)
         job = self.storage.jobs.create_when_idle(request) if request else None
         if job is not None:
@@ -100,7 +112,6 @@ class Worker:
 
     def run(self) -> None:
         log.info("worker %s: waiting for training jobs in %s", self.name, self.settings.data_dir)
-        self.tidy()
         while not self.stopping.is_set():
             try:
                 ran = self.run_once()

@@ -24,7 +24,8 @@ from typing import Any
 
 from model.asr.errors import ASRError
 from model.asr.language_model import LanguageModel, build_language_model
-from model.atomic_files import publish_dir
+from model.atomic_files import publish_dir, write_atomic
+from model.config import ModelConfig, load_config
 from service.model_versions import checkpoint_hash
 from service.storage import ModelRow, Storage, now_rfc3339
 
@@ -75,9 +76,11 @@ def publish_version(
     texts: list[str],
     evaluation: dict[str, Any],
     compared_with: str | None = None,
+    lineage_config: ModelConfig | None = None,
 ) -> ModelRow:
     """Copy the run's checkpoint into models/<version>/ with its language model and the
-    job's evaluation, then record the version (inactive)."""
+    job's evaluation, then record the version (inactive). `lineage_config`: the config
+    of the version the job started from; the new one keeps its `train` section."""
     version = version_name(run_model)
     # The speech language model carries on from the version it was compared with (the
     # one that served), also for a model trained from scratch: the words stay the users'.
@@ -94,6 +97,15 @@ def publish_version(
         except ASRError as exc:  # no words to build from: the recogniser's general model
             log.warning("no speech language model for %s: %s", version, exc)
             asr["error"] = str(exc)
+        if lineage_config is not None:
+            # The trainer saved the job's recipe (a small collection's batch, the
+            # fine-tuning rate) as the config's train section; the next job's recipe
+            # scales from that section, so it would never grow back (batch 8 for a
+            # collection grown to thousands, scratch at the fine-tuning rate). The job's
+            # recipe stays in metrics.json and in the job's record.
+            saved = load_config(tmp / "config.json")
+            kept = saved.replace(train=lineage_config.to_dict()["train"])
+            write_atomic(tmp / "config.json", kept.to_json())
         metrics = json.loads((tmp / "metrics.json").read_text())
         metrics["job"] = {
             "id": job_id, "parent": parent, "compared_with": compared_with, **evaluation,
@@ -126,9 +138,12 @@ def remove_unlisted_versions(
     removed = []
     now = time.time()
     for folder in models_dir.iterdir() if models_dir.is_dir() else []:
+        # A hidden `.<version>.*.tmp` is a publish a kill cut short (publish_dir's own
+        # cleanup never ran): a whole model's copy, never to be renamed into place.
+        unpublished = folder.name.startswith(".") and folder.name.endswith(".tmp")
         if (
             folder.is_dir()
-            and not folder.name.startswith(".")
+            and (unpublished or not folder.name.startswith("."))
             and folder.name not in listed
             and now - folder.stat().st_mtime > older_than_s
         ):

@@ -3,7 +3,9 @@ job's steps around the trainer (its training set file, its lease)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -15,13 +17,16 @@ import numpy as np
 import pytest
 
 import service.worker.job as job_module
+import service.worker.loop as loop_module
 from model import load_config
+from model.training.options import apply_overrides
 from service.settings import Settings
 from service.storage import Embedding, ModelRow, NewItem, Storage
 from service.worker.job import Heartbeat, JobRun, JobStopped
 from service.worker.loop import Worker
+from service.worker.recipe import FINETUNE_LR, choose_recipe
 from service.worker.training_set import TrainingSet
-from service.worker.versions import remove_unlisted_versions
+from service.worker.versions import publish_version, remove_unlisted_versions
 
 
 def add_sounds(storage: Storage, n: int, kind: str = "audio") -> None:
@@ -79,17 +84,19 @@ def test_tidy_removes_what_no_job_or_version_needs(storage: Storage, tmp_path: P
     for name in (live.id, done.id, "job-unknown"):
         (settings.runs_dir / name).mkdir(parents=True)
     storage.models.add(ModelRow("listed", "2026-12-06T00:00:00Z", {}, {}, None, True))
-    for name in ("listed", "orphan", "fresh-orphan"):
+    # ".v.x.tmp": a publish a kill cut short (publish_dir's cleanup never ran).
+    for name in ("listed", "orphan", "fresh-orphan", ".cut.x7.tmp", ".fresh.y8.tmp", ".other"):
         (settings.models_dir / name).mkdir(parents=True)
     old = time.time() - 7200
-    os.utime(settings.models_dir / "orphan", (old, old))
+    for name in ("orphan", ".cut.x7.tmp", ".other"):
+        os.utime(settings.models_dir / name, (old, old))
     Worker(settings, storage, "w").tidy()
     assert sorted(p.name for p in settings.runs_dir.iterdir()) == [live.id]
     # A version folder no row names yet may be one a worker is publishing right now.
-    assert sorted(p.name for p in settings.models_dir.iterdir()) == ["fresh-orphan", "listed"]
-    assert remove_unlisted_versions(settings.models_dir, storage, older_than_s=0) == [
-        "fresh-orphan"
-    ]
+    left = sorted(p.name for p in settings.models_dir.iterdir())
+    assert left == [".fresh.y8.tmp", ".other", "fresh-orphan", "listed"]
+    removed = remove_unlisted_versions(settings.models_dir, storage, older_than_s=0)
+    assert sorted(removed) == [".fresh.y8.tmp", "fresh-orphan"]
 
 
 def test_training_threads_follow_the_setting_or_share_the_cores() -> None:
@@ -122,11 +129,12 @@ def add_clips(storage: Storage, media: Path, n: int) -> None:
                                  ["video", "audio"], None, None, 4.0)  # fmt: skip
 
 
-def active_model(settings: Settings, storage: Storage) -> None:
-    folder = settings.models_dir / "v1"
+def active_model(settings: Settings, storage: Storage, version: str = "v1") -> None:
+    folder = settings.models_dir / version
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(load_config("tiny").to_json())
-    storage.models.add(ModelRow("v1", "2026-12-06T00:00:00Z", {}, {}, None, True))
+    storage.models.add(ModelRow(version, "2026-12-06T00:00:00Z", {}, {}, None, False))
+    storage.models.activate(version)
 
 
 @dataclass
@@ -137,6 +145,7 @@ class FakeTraining:
     trained_on: list[TrainingSet] = field(default_factory=list)
     saved_state_seen: list[bool] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
+    published_with: list[dict[str, Any]] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -164,6 +173,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTraining:
                        kw["parent"], False, kw["job_id"])  # fmt: skip
         storage.models.add(row)
         fake.published.append(row.version)
+        fake.published_with.append(kw)
         if fake.during_publishing:
             fake.during_publishing()
         return row
@@ -307,3 +317,99 @@ def test_a_run_whose_lease_was_lost_is_killed_without_a_stop_file_in_the_shared_
     with pytest.raises(JobStopped):
         run._train(beat)
     assert not (run.run_dir / "STOP").exists()
+
+
+@pytest.mark.parametrize("first_deleted", [False, True])
+def test_a_job_taken_up_after_a_switch_continues_from_the_version_it_started_from(
+    storage: Storage, tmp_path: Path, fake: FakeTraining, first_deleted: bool
+) -> None:
+    """Released mid-training (its worker stopped), then the service rolled back or
+    switched: its saved state descends from the version active at its first claim, so
+    it goes on from that one (the trainer refused the state as another run's, and the
+    job failed for good); compared with the version that serves now. Only if the first
+    one was deleted meanwhile does it start over from the active one."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage, "v1")
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10, "activate": "manual"})
+    fake.stop_worker = True
+    assert Worker(settings, storage, "w1").run_once()
+    active_model(settings, storage, "v2")  # a roll-back, or another job's version
+    if first_deleted:
+        storage.models.delete("v1")
+        shutil.rmtree(settings.models_dir / "v1")
+    fake.stop_worker = False
+    assert Worker(settings, storage, "w2").run_once()
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    start = "v2" if first_deleted else "v1"
+    assert done.data["parent"] == start
+    (published,) = fake.published_with
+    assert published["parent"] == start and published["compared_with"] == "v2"
+    assert fake.saved_state_seen == [False, not first_deleted]
+
+
+def test_a_job_cancelled_while_its_version_is_saved_does_not_switch_to_it(
+    storage: Storage, tmp_path: Path, fake: FakeTraining
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10, "activate": "auto"})
+    fake.during_publishing = lambda: storage.jobs.request_cancel(job.id) and None
+    assert Worker(settings, storage, "w").run_once()
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "cancelled", done and done.status
+    assert storage.models.target() is None and not done.activated
+    # The version made stays, inactive, named by the job.
+    assert done.model_version == fake.published[0]
+    assert storage.models.active().version == "v1"  # type: ignore[union-attr]
+
+
+def test_the_folders_of_jobs_ended_away_from_a_run_are_tidied_while_the_worker_runs(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A released job cancelled in the queue ends without a run: its folder (a
+    checkpoint, links to media) went only at the worker's next start."""
+    settings = Settings(data_dir=tmp_path)
+    worker = Worker(settings, storage, "w")
+    assert not worker.run_once()
+    job = storage.jobs.create({})
+    (settings.runs_dir / job.id / "model").mkdir(parents=True)
+    storage.jobs.request_cancel(job.id)
+    assert not worker.run_once()  # within the minute: left for now
+    assert (settings.runs_dir / job.id).is_dir()
+    monkeypatch.setattr(loop_module, "TIDY_EVERY_S", 0.0)
+    assert not worker.run_once()
+    assert not (settings.runs_dir / job.id).exists()
+
+
+def test_a_new_version_keeps_its_lineages_recipe_so_the_next_job_can_grow_its_batch(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """The trainer saves its run's settings as the checkpoint's train section; a job on
+    20 clips trains at batch 8 and the fine-tuning rate. Published so, the next job's
+    recipe scaled from batch 8 for good (1,800 clips: batch 8 again, 22,500 steps
+    capped to 3,000) and a model trained from scratch took the fine-tuning rate."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    lineage = load_config(settings.models_dir / "v1" / "config.json")
+    first = choose_recipe(lineage, 20, "active", None)
+    assert first.batch_size == 8 and first.lr == FINETUNE_LR
+    run_model = tmp_path / "run" / "model"
+    run_model.mkdir(parents=True)
+    trained = apply_overrides(lineage, first.overrides())
+    (run_model / "config.json").write_text(trained.to_json())
+    (run_model / "metrics.json").write_text(json.dumps({"train": {"batch_size": 8}}))
+    row = publish_version(
+        run_model, settings.models_dir, storage, parent="v1", job_id="job-1",
+        texts=["a teal crescent whistles"], evaluation={}, compared_with="v1",
+        lineage_config=lineage,
+    )  # fmt: skip
+    published = load_config(settings.models_dir / row.version / "config.json")
+    assert published.train == lineage.train and row.config["train"] == lineage.to_dict()["train"]
+    assert published.video == trained.video and published.heads == trained.heads
+    assert row.metrics["train"]["batch_size"] == 8  # what the job trained at, kept
+    grown = choose_recipe(published, 1800, "active", None)
+    assert grown.batch_size == min(lineage.train.batch_size, 512) and grown.batch_size > 8
+    assert choose_recipe(published, 1800, "scratch", None).lr == lineage.train.lr
