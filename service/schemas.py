@@ -75,6 +75,8 @@ def _flat_value(value: Any) -> Any:
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"must be a finite number, not {value} (JSON has no NaN or Infinity)")
+    if isinstance(value, str):
+        return _storable(value)
     return value
 
 

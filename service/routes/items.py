@@ -7,6 +7,7 @@ import binascii
 import json
 import math
 import os
+import sys
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -114,11 +115,19 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from None
     except RecursionError:
         raise InvalidRequest("metadata is nested too deeply to read") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"metadata is not valid JSON: {json_problem(exc)}") from None
     return check_metadata(value)
+
+
+def json_problem(exc: ValueError) -> str:
+    """What json.loads said, briefly: a syntax error, or a number past Python's limit on
+    integer digits (a plain ValueError, which answered 500)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    return f"it holds an integer too long to read (over {sys.get_int_max_str_digits():,} digits)"
 
 
 _FILTER = TypeAdapter(Metadata)
@@ -130,10 +139,11 @@ def parse_filter(raw: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"filter is not valid JSON: {exc.msg}", {"field": "filter"}) from None
     except RecursionError:
         raise InvalidRequest("filter is nested too deeply to read", {"field": "filter"}) from None
+    except ValueError as exc:
+        problem = json_problem(exc)
+        raise InvalidRequest(f"filter is not valid JSON: {problem}", {"field": "filter"}) from None
     if not isinstance(value, dict):
         raise InvalidRequest(
             'filter must be a JSON object like {"folder": "interviews"}', {"field": "filter"}

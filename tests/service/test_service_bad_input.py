@@ -18,7 +18,14 @@ from starlette.types import Receive, Scope, Send
 
 from service.errors import InvalidRequest, RangeNotSatisfiable
 from service.origin_guard import OriginGuard
-from service.routes.items import check_range, decode_cursor, encode_cursor, list_items
+from service.routes.items import (
+    check_range,
+    decode_cursor,
+    encode_cursor,
+    list_items,
+    parse_filter,
+    parse_metadata,
+)
 from service.schemas import SearchRequest, TextItemIn, TrainingJobIn
 from service.storage import Storage
 
@@ -145,6 +152,8 @@ def test_a_bad_query_is_explained_as_the_kind_of_query_it_names(
          "filter.a: must be a string, a number, true, false or null, not an object"),
         ('{"query": {"text": "x"}, "target": "audio", "filter": {"a": -Infinity}}',
          "filter.a: must be a finite number, not -inf"),
+        ('{"query": {"text": "x"}, "target": "audio", "filter": {"a": "\\ud800"}}',
+         "filter.a: text that cannot be stored: it is not valid Unicode"),
     ],
 )  # fmt: skip
 def test_a_nested_or_infinite_metadata_value_is_explained_in_one_sentence(
@@ -172,3 +181,15 @@ def test_a_nested_or_infinite_metadata_value_is_explained_in_one_sentence(
     assert r.status_code == 422
     message = r.json()["error"]["message"]
     assert message.startswith(says) and "more problems" not in message, message
+
+
+@pytest.mark.parametrize("parse", [parse_filter, parse_metadata])
+def test_an_integer_past_pythons_digit_limit_in_a_filter_or_metadata_is_invalid_request(
+    parse: Any,
+) -> None:
+    """json.loads refuses an integer of over 4,300 digits with a plain ValueError, which
+    the listing filter and the upload's metadata field did not catch: a 500."""
+    with pytest.raises(InvalidRequest, match="an integer too long to read"):
+        parse('{"a": ' + "1" * 5000 + "}")
+    with pytest.raises(InvalidRequest, match="not valid JSON: Expecting value"):
+        parse('{"a": }')
