@@ -21,9 +21,13 @@ that is not UTF-8 (an old archive's Latin-1) is sent with its odd bytes replaced
 server without a model (503 without `Retry-After`) stops the run, as does Ctrl-C, after
 the uploads under way.
 
-Exit status: 0 when every file is stored, 1 when some were refused, 2 when the run could
-not go on (the server unreachable or without a model, a key refused, a bad argument),
-130 when interrupted.
+A server still loading its model is waited for (up to 15 minutes). A file whose same
+bytes an earlier run sent and the server still processes is reported `processing`, not
+stored, and sent again by the next run.
+
+Exit status: 0 when every file is stored, 1 when some were refused or are still being
+processed, 2 when the run could not go on (the server unreachable or without a model, a
+key refused, a bad argument), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -38,13 +42,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from tqdm import tqdm
 
 from service.errors import InvalidRequest
-from service.routes.items import check_metadata
+from service.routes.items import check_metadata, json_problem
 
 # What ffmpeg reads that a library is likely to hold; anything else is left alone (the
 # server would refuse it by its content anyway, but a folder holds notes and sidecars).
@@ -62,6 +66,8 @@ STORED = ("added", "already")
 BUSY_TRIES = 30  # 503 answers waited out per file (each waits its Retry-After)
 CONNECT_TRIES = 5  # connection failures per file before the run stops
 TIMEOUT_S = 3600.0  # one upload: sending and processing a long file (wait=true)
+READY_WAIT_S = 900.0  # a server loading its model and indexes (a large collection's)
+READY_POLL_S = 2.0
 
 
 class ServerUnreachable(RuntimeError):
@@ -71,7 +77,7 @@ class ServerUnreachable(RuntimeError):
 @dataclass
 class Outcome:
     path: str  # relative to the folder
-    status: str  # added | already | refused | skipped
+    status: str  # added | already | refused | skipped | processing (not stored yet)
     size: int
     mtime_ns: int
     item_id: str | None = None
@@ -201,13 +207,60 @@ def upload_one(
             time.sleep(_retry_after(response))
             continue
         if response.status_code in (200, 201):
+            body = response.json()
+            outcome.item_id = body["id"]
+            if body.get("status") == "processing":
+                # The same bytes, sent by an earlier run, still processed after the
+                # server's wait: not stored yet (its processing may fail), so a run
+                # again sends it again rather than skip it as stored.
+                outcome.status = "processing"
+                outcome.error = "still being processed by the server; run again to check"
+                return outcome
             outcome.status = "added" if response.status_code == 201 else "already"
-            outcome.item_id = response.json()["id"]
             return outcome
         if response.status_code in (401, 403):
             raise ServerUnreachable(_error_message(response))
         outcome.error = _error_message(response)
         return outcome
+
+
+def wait_until_ready(client: httpx.Client, progress: bool, wait_s: float = READY_WAIT_S) -> None:
+    """A server still loading its model answers every upload 503: each file would wait
+    out its BUSY_TRIES and be refused. So wait for /readyz first; one without a model
+    that is not starting stops the run (no upload could be taken)."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            response = client.get("/readyz", timeout=10.0)
+        except httpx.HTTPError:
+            return  # the uploads' own connection tries say what is wrong
+        if response.status_code != 503:
+            return
+        message = _error_message(response)
+        if not message.startswith("starting"):
+            raise ServerUnreachable(message)
+        if time.monotonic() > deadline:
+            raise ServerUnreachable(f"not ready after {wait_s:.0f} s: {message}")
+        if progress and not said:
+            print(f"waiting for the service: {message}", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(READY_POLL_S)
+
+
+def open_report(path: Path) -> TextIO:
+    """The report, opened to add lines; a last line an earlier run left cut off (killed
+    mid-write, a full disk) is ended first, or this run's first line would join it and
+    both be unreadable."""
+    handle = path.open("a+b")
+    try:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+    finally:
+        handle.close()
+    return path.open("a", encoding="utf-8")
 
 
 def _answers(client: httpx.Client) -> bool:
@@ -251,7 +304,7 @@ def run(
             todo.append(path)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     lock = threading.Lock()
-    written = report.open("a", encoding="utf-8") if report is not None else None
+    written = open_report(report) if report is not None else None
     sizes = {p: p.stat().st_size if p.exists() else 0 for p in todo}
     bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True,
                desc=f"uploading {len(todo)} files", disable=not progress)  # fmt: skip
@@ -277,7 +330,7 @@ def run(
                 written.write(json.dumps(asdict(outcome)) + "\n")
                 written.flush()
             if outcome.status == "refused":
-                bar.write(f"refused {outcome.path}: {outcome.error}")
+                bar.write(f"refused {_text(outcome.path)}: {outcome.error}")
             if on_outcome is not None:
                 on_outcome(outcome)
         return outcome
@@ -293,6 +346,7 @@ def run(
                 client.get("/healthz", timeout=10.0).raise_for_status()
             except httpx.HTTPError as exc:
                 raise ServerUnreachable(f"{url}: {exc}") from None
+            wait_until_ready(client, progress)
             futures = [pool.submit(one, client, path) for path in todo]
             try:
                 for future in futures:
@@ -337,8 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.metadata:
         try:
             metadata = json.loads(a.metadata)
-        except json.JSONDecodeError as exc:
-            print(f"--metadata is not JSON: {exc.msg}", file=sys.stderr)
+        except RecursionError:
+            print("--metadata is nested too deeply to read", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"--metadata is not JSON: {json_problem(exc)}", file=sys.stderr)
             return 2
         try:
             check_metadata(metadata)  # the server's own rule, before any file is sent
@@ -359,15 +416,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: the files sent so far are stored; run again{again} to go on",
               file=sys.stderr)  # fmt: skip
         return 130
-    counts = {s: sum(o.status == s for o in outcomes) for s in (*STORED, "skipped", "refused")}
+    kinds = (*STORED, "skipped", "refused", "processing")
+    counts = {s: sum(o.status == s for o in outcomes) for s in kinds}
+    pending = f", {counts['processing']} still processing" if counts["processing"] else ""
     print(
         f"{len(outcomes)} files: {counts['added']} added, {counts['already']} already stored, "
         f"{counts['skipped']} skipped (stored by an earlier run), {counts['refused']} refused"
+        + pending
     )
     for o in outcomes:
-        if o.status == "refused":
-            print(f"  {o.path}: {o.error}")
-    return 1 if counts["refused"] else 0
+        if o.status in ("refused", "processing"):
+            print(f"  {_text(o.path)}: {o.error}")
+    return 1 if counts["refused"] or counts["processing"] else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,137 @@
+"""`service.bulk_upload` against answers a real server gives only in rare moments (still
+loading its model; the same bytes still processed after its wait), from a scripted HTTP
+server on loopback; and a report left with a cut-off line. The whole import against a
+real server is tests/e2e/test_e2e_bulk_upload.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import service.bulk_upload as bulk
+from service.bulk_upload import Outcome, open_report, read_report
+
+
+def not_ready(message: str) -> dict[str, Any]:
+    return {"error": {"code": "not_ready", "message": message}}
+
+
+STARTING = not_ready("starting: the model and its indexes are loading")  # /readyz's words
+NO_MODEL = not_ready("no model is loaded (see the server log)")
+
+
+class Script:
+    """What the server answers: /readyz from a list (the last one repeats), every upload
+    the same."""
+
+    def __init__(self, ready: list[tuple[int, dict[str, Any]]], upload: tuple[int, dict]) -> None:
+        self.ready, self.upload = ready, upload
+        self.ready_asked = self.uploads = 0
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, Script]]:
+    script = Script([(200, {})], (201, {"id": "item-1", "status": "ready"}))
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/readyz":
+                step = min(script.ready_asked, len(script.ready) - 1)
+                script.ready_asked += 1
+                self._answer(*script.ready[step])
+            else:
+                self._answer(200, {"status": "ok"})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            script.uploads += 1
+            self._answer(*script.upload)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "library"
+    root.mkdir()
+    (root / "talk.wav").write_bytes(b"RIFF" + bytes(64))
+    return root
+
+
+def test_a_server_still_loading_its_model_is_waited_for(
+    scripted: tuple[str, Script], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its uploads were answered 503 until each file gave up (150 s) and was refused."""
+    url, script = scripted
+    monkeypatch.setattr(bulk, "READY_POLL_S", 0.01)
+    script.ready = [(503, STARTING), (503, STARTING), (200, {"model_version": "v1"})]
+    (outcome,) = bulk.run(folder, url, progress=False)
+    assert outcome.status == "added" and script.ready_asked == 3 and script.uploads == 1
+
+
+def test_a_server_without_a_model_stops_the_run_before_any_upload(
+    scripted: tuple[str, Script], folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, script = scripted
+    script.ready = [(503, NO_MODEL)]
+    assert bulk.main([str(folder), "--url", url, "--quiet"]) == 2
+    assert "no model is loaded" in capsys.readouterr().err
+    assert script.uploads == 0
+
+
+def test_bytes_still_processed_after_the_servers_wait_are_not_taken_as_stored(
+    scripted: tuple[str, Script], folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same bytes, sent by a killed earlier run, still processed when the server's
+    wait ends (200, status processing): recorded as stored, the file was skipped by
+    every later run even when that processing failed."""
+    url, script = scripted
+    script.upload = (200, {"id": "item-1", "status": "processing"})
+    report = tmp_path / "report.jsonl"
+    args = [str(folder), "--url", url, "--quiet", "--report", str(report)]
+    assert bulk.main(args) == 1
+    out = capsys.readouterr().out
+    assert "1 files: 0 added, 0 already stored, 0 skipped" in out and "1 still processing" in out
+    assert read_report(report)["talk.wav"].status == "processing"
+    script.upload = (200, {"id": "item-1", "status": "ready"})
+    assert bulk.main(args) == 0  # sent again, and stored by now
+    assert script.uploads == 2 and read_report(report)["talk.wav"].status == "already"
+
+
+def test_a_report_line_cut_off_by_a_kill_does_not_swallow_the_next_runs_first(
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "report.jsonl"
+    first = json.dumps(Outcome("a.wav", "added", 1, 1, "item-a").__dict__)
+    report.write_text(first + '\n{"path": "b.wav", "sta')  # killed mid-write
+    with open_report(report) as written:
+        written.write(json.dumps(Outcome("b.wav", "added", 2, 2, "item-b").__dict__) + "\n")
+    found = read_report(report)
+    assert sorted(found) == ["a.wav", "b.wav"] and found["b.wav"].item_id == "item-b"
+    with open_report(report) as written:  # a whole last line is left as it is
+        pass
+    assert report.read_text().count("\n") == 3
