@@ -138,11 +138,17 @@ class JobRun:
                 outcome = Outcome("failed", f"the worker failed: {type(exc).__name__}: {exc}")
             beat.set(stage=None)  # an ended job's status says where it is
             beat.beat()  # the last progress before the job ends
-        # Released: the next claim continues from the folder. Lost: the job may already
-        # run on another worker, in this same folder (DATA_DIR/runs is shared).
+        if beat.lost:  # whatever else went wrong after that: the job is another's now
+            return Outcome("lost")
+        return outcome
+
+    def remove_folder(self, outcome: Outcome) -> None:
+        """The run folder, once the job's end is recorded (before that, a job queued
+        again by a failed record would start over without its saved state). Released:
+        the next claim continues from it. Lost: the job may already run on another
+        worker, in this same folder (DATA_DIR/runs is shared)."""
         if outcome.status not in ("released", "lost"):
             shutil.rmtree(self.run_dir, ignore_errors=True)
-        return outcome
 
     def _stopped(self, beat: Heartbeat) -> Outcome:
         if beat.lost:

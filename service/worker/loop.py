@@ -97,14 +97,16 @@ class Worker:
             return False
         self.current = job
         log.info("job %s claimed (attempt %d): %s", job.id, job.attempts, job.request)
+        run = JobRun(self.settings, self.storage, job, self.name, self.stopping)
         try:
-            outcome = JobRun(self.settings, self.storage, job, self.name, self.stopping).execute()
+            outcome = run.execute()
         finally:
             self.current = None
         if outcome.status == "released":
             self.storage.jobs.release(job.id, self.name, outcome.error or "released")
         elif outcome.status != "lost":
             self.storage.jobs.finish(job.id, self.name, outcome.status, outcome.error)
+        run.remove_folder(outcome)
         log.info(
             "job %s %s%s", job.id, outcome.status, f": {outcome.error}" if outcome.error else ""
         )

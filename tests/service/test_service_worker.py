@@ -241,7 +241,7 @@ def test_a_torn_training_set_file_after_training_began_keeps_the_first_claims_cl
         assert again == first and done.data["val_ids"] == queued.data["val_ids"]
 
 
-@pytest.mark.parametrize("lost_while", ["evaluating", "publishing"])
+@pytest.mark.parametrize("lost_while", ["evaluating", "publishing", "publishing, then failing"])
 def test_a_worker_that_lost_its_job_neither_activates_nor_removes_the_new_owners_folder(
     storage: Storage,
     tmp_path: Path,
@@ -265,10 +265,16 @@ def test_a_worker_that_lost_its_job_neither_activates_nor_removes_the_new_owners
         taken = storage.jobs.claim("w2", settings.job_lease_s)
         assert taken is not None and taken.id == job.id
 
+    def lose_lease_then_fail() -> None:  # e.g. the disk filled up while it was saved
+        lose_lease()
+        raise OSError(28, "No space left on device")
+
     if lost_while == "evaluating":
         fake.during_evaluation = lose_lease
-    else:
+    elif lost_while == "publishing":
         fake.during_publishing = lose_lease
+    else:  # a failure, not a stop: the folder is still the new owner's
+        fake.during_publishing = lose_lease_then_fail
     assert Worker(settings, storage, "w1").run_once()
     row = storage.jobs.get(job.id)
     assert row is not None and row.status == "running" and row.lease_owner == "w2"
@@ -413,3 +419,29 @@ def test_a_new_version_keeps_its_lineages_recipe_so_the_next_job_can_grow_its_ba
     grown = choose_recipe(published, 1800, "active", None)
     assert grown.batch_size == min(lineage.train.batch_size, 512) and grown.batch_size > 8
     assert choose_recipe(published, 1800, "scratch", None).lr == lineage.train.lr
+
+
+def test_a_job_whose_end_could_not_be_recorded_keeps_its_folder_for_the_next_claim(
+    storage: Storage, tmp_path: Path, fake: FakeTraining, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refused the job's end (busy, gone a moment): its lease runs out and
+    it is queued again. Its folder was removed before that record, so the next claim
+    trained from nothing and published a second version of the same work."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10, "activate": "manual"})
+    finish = storage.jobs.finish
+
+    def refused(*_: Any) -> None:
+        raise OSError("the database is busy")
+
+    monkeypatch.setattr(storage.jobs, "finish", refused)
+    with pytest.raises(OSError):
+        Worker(settings, storage, "w1").run_once()
+    assert (settings.runs_dir / job.id / "model" / "train_state.pt").is_file()
+    monkeypatch.setattr(storage.jobs, "finish", finish)
+    storage.jobs.expire_leases(now=time.time() + 7200)
+    assert Worker(settings, storage, "w2").run_once()
+    assert fake.saved_state_seen == [False, True]
+    assert not (settings.runs_dir / job.id).exists()
