@@ -183,6 +183,19 @@ class JobRun:
         if active is None:
             raise JobFailed("there is no active model to start from or to compare with")
         active_dir = self.settings.models_dir / active.version
+        made = next((m.version for m in self.storage.models.all() if m.job_id == self.job.id), None)
+        if made is not None:
+            # An earlier claim made the version and stopped before the job's end was
+            # recorded: the job goes on from there rather than publish a second one.
+            log.info("job %s: version %s was made by an earlier claim", self.job.id, made)
+            if self.job.model_version != made:
+                self._record(beat, model_version=made)
+            if self.job.activated:  # asked for already; a switch back since is the user's
+                return Outcome("succeeded")
+            before, after = self.job.metrics.get("before"), self.job.metrics.get("after")
+            if before is None or after is None:
+                return Outcome("succeeded", "its evaluation was not recorded: not activated")
+            return self._activate(beat, made, *not_worse(before, after))
         training_set = self._training_set()
         base = self._starting_model(active.version)
         base_dir = self.settings.models_dir / base
@@ -239,18 +252,20 @@ class JobRun:
         # its own); it is never activated by a worker that no longer runs the job.
         self._record(beat, model_version=row.version)
         log.info("job %s made version %s: %s", self.job.id, row.version, why)
+        return self._activate(beat, row.version, activate, why)
+
+    def _activate(self, beat: Heartbeat, version: str, activate: bool, why: str) -> Outcome:
         # Cancelled while it was saved (the speech language model takes a while): the
         # version stays, inactive, and is not switched to.
         self._check(beat)
-
-        if request.get("activate", "auto") != "auto":
+        if self.job.request.get("activate", "auto") != "auto":
             return Outcome("succeeded")
         if not activate:
             return Outcome("succeeded", why)
         beat.set(stage="activating")
         self._hold_lease(beat)
         self._check(beat)
-        self.storage.models.request_switch(row.version)
+        self.storage.models.request_switch(version)
         self._record(beat, activated=True)
         return Outcome("succeeded")
 

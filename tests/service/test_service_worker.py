@@ -421,27 +421,38 @@ def test_a_new_version_keeps_its_lineages_recipe_so_the_next_job_can_grow_its_ba
     assert choose_recipe(published, 1800, "scratch", None).lr == lineage.train.lr
 
 
-def test_a_job_whose_end_could_not_be_recorded_keeps_its_folder_for_the_next_claim(
-    storage: Storage, tmp_path: Path, fake: FakeTraining, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("activate", ["manual", "auto"])
+def test_a_job_stopped_after_its_version_was_made_goes_on_from_that_version(
+    storage: Storage, tmp_path: Path, fake: FakeTraining, monkeypatch: pytest.MonkeyPatch,
+    activate: str,
+) -> None:  # fmt: skip
     """The database refused the job's end (busy, gone a moment): its lease runs out and
     it is queued again. Its folder was removed before that record, so the next claim
-    trained from nothing and published a second version of the same work."""
+    trained from nothing and published a second version of the same work; now it goes
+    on from the version the first claim made."""
     settings = Settings(data_dir=tmp_path)
     active_model(settings, storage)
     add_clips(storage, settings.media_dir, 24)
-    job = storage.jobs.create({"steps": 10, "activate": "manual"})
+    job = storage.jobs.create({"steps": 10, "activate": activate})
+    if activate == "auto":  # killed before it asked for the switch
+        fake.during_publishing = lambda: (_ for _ in ()).throw(SystemExit(1))
     finish = storage.jobs.finish
 
     def refused(*_: Any) -> None:
         raise OSError("the database is busy")
 
     monkeypatch.setattr(storage.jobs, "finish", refused)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError if activate == "manual" else SystemExit):
         Worker(settings, storage, "w1").run_once()
     assert (settings.runs_dir / job.id / "model" / "train_state.pt").is_file()
+    assert fake.published == ["trained-0"] and storage.models.target() is None
     monkeypatch.setattr(storage.jobs, "finish", finish)
+    fake.during_publishing = None
     storage.jobs.expire_leases(now=time.time() + 7200)
     assert Worker(settings, storage, "w2").run_once()
-    assert fake.saved_state_seen == [False, True]
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    assert fake.published == ["trained-0"] and len(fake.trained_on) == 1  # not again
+    assert done.model_version == "trained-0"
+    assert storage.models.target() == ("trained-0" if activate == "auto" else None)
     assert not (settings.runs_dir / job.id).exists()
