@@ -17,20 +17,29 @@ export class ApiError extends Error {
   }
 }
 
+// The key this page uses; localStorage keeps a copy for the next visit where it can
+// (storage can be disabled: private mode, blocked cookies; the key then lasts for this
+// page only, but it does last).
+let apiKey = null;
+
 export function getApiKey() {
-  try {
-    return localStorage.getItem(KEY_STORAGE) || "";
-  } catch {
-    return ""; // storage can be disabled (private mode, file://); then no key
+  if (apiKey === null) {
+    try {
+      apiKey = localStorage.getItem(KEY_STORAGE) || "";
+    } catch {
+      apiKey = "";
+    }
   }
+  return apiKey;
 }
 
 export function setApiKey(key) {
+  apiKey = key || "";
   try {
     if (key) localStorage.setItem(KEY_STORAGE, key);
     else localStorage.removeItem(KEY_STORAGE);
   } catch {
-    /* storage disabled: the key lasts for this page only */
+    /* storage disabled: kept in memory above */
   }
 }
 

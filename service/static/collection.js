@@ -53,6 +53,12 @@ export async function loadItems(reset) {
     showItemCount();
   } catch (err) {
     if (err.name === "AbortError") return;
+    if (reset) {
+      // The rows shown are another view's now (another kind, filter): not kept under
+      // this one, and no "load more" that would append this view's first page to them.
+      list.replaceChildren();
+      $("items-more").hidden = true;
+    }
     setStatus($("items-status"), "");
     showError($("items-error"), err);
   } finally {
@@ -66,7 +72,9 @@ function showItemCount(prefix = "") {
   const plural = kind ? $("items-kind").selectedOptions[0].textContent : "items";
   const what = state.shown === 1 ? (kind ? kindLabel(kind) : "item") : plural;
   let text;
-  if (!state.shown && state.filter) {
+  if (!state.shown && state.cursor) {
+    text = "No items shown; more below."; // every row shown was deleted, not every item
+  } else if (!state.shown && state.filter) {
     text = `No ${plural} with ${$("items-filter-text").textContent}.`;
   } else if (!state.shown) {
     text = kind ? `No ${plural} stored.` : "The collection is empty. Add a clip, sound or picture.";

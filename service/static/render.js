@@ -47,10 +47,14 @@ export const modelLabel = (version) =>
 
 export function formatDuration(seconds) {
   if (seconds === null || seconds === undefined) return null;
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const m = Math.floor(seconds / 60);
-  const s = Math.round(seconds % 60);
-  return `${m} min ${String(s).padStart(2, "0")} s`;
+  // Rounded first, then split: 59.97 s is "1 min 00 s", not "60.0 s"; 119.6 s is
+  // "2 min 00 s", not "1 min 60 s"; an hour or more also says its hours.
+  if (Math.round(seconds * 10) < 600) return `${seconds.toFixed(1)} s`;
+  const whole = Math.round(seconds);
+  const hours = Math.floor(whole / 3600);
+  const m = Math.floor((whole % 3600) / 60);
+  const s = String(whole % 60).padStart(2, "0");
+  return hours ? `${hours} h ${String(m).padStart(2, "0")} min ${s} s` : `${m} min ${s} s`;
 }
 
 export function formatBytes(n) {

@@ -11,6 +11,12 @@ import { formatBytes, formatDuration, h, kindLabel } from "./render.js";
 const POLL_LIMIT_MS = 15 * 60 * 1000; // stop watching a background upload after this
 
 let job = null; // the upload in flight: {promise, abort}
+let shownUpload = 0; // the upload whose outcome the status line shows (a later one wins)
+
+// Answers after which every further file of a batch would be refused the same way.
+const stopsBatch = (err) =>
+  err.status === 401 || err.status === 403 || err.status === 0 ||
+  (err.status === 503 && err.code === "no_model");
 
 /** Metadata must be a flat JSON object; returns [value, error message]. */
 export function parseMetadata(text) {
@@ -63,22 +69,36 @@ function finish(item) {
   $("upload-status").dataset.itemId = item.id;
 }
 
-/** Poll GET /v1/items/{id} until the item is ready or failed, with growing pauses. */
-async function watchProcessing(item) {
+/** Poll GET /v1/items/{id} until the item is ready or failed, with growing pauses,
+ * while the form is free for the next upload; the status line says the outcome unless
+ * a later upload has it by then. A failed check says so without calling the stored
+ * item lost. */
+async function watchProcessing(item, mine) {
   const started = Date.now();
   let pause = 1000;
   let current = item;
-  while (current.status === "processing") {
-    if (Date.now() - started > POLL_LIMIT_MS) {
-      setStatus($("upload-status"),
-        `Still processing ${item.id}; it will show in the collection when it is ready.`);
-      return;
+  try {
+    while (current.status === "processing") {
+      if (Date.now() - started > POLL_LIMIT_MS) {
+        if (mine === shownUpload) {
+          setStatus($("upload-status"),
+            `Still processing ${item.id}; it will show in the collection when it is ready.`);
+        }
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause = Math.min(5000, pause * 1.5);
+      current = await request("GET", `/v1/items/${encodeURIComponent(item.id)}`);
     }
-    await new Promise((resolve) => setTimeout(resolve, pause));
-    pause = Math.min(5000, pause * 1.5);
-    current = await request("GET", `/v1/items/${encodeURIComponent(item.id)}`);
+  } catch (err) {
+    if (mine === shownUpload) {
+      setStatus($("upload-status"), `Stored as ${item.id}, still processing; its progress ` +
+        `could not be checked (${describeError(err)}). It shows in the collection when ready.`);
+    }
+    return;
   }
-  finish(current);
+  if (mine === shownUpload) finish(current);
+  loadItems(true);
 }
 
 function showProgress(sent, total) {
@@ -99,6 +119,8 @@ async function submitMany(files, metadata, background) {
   const failed = []; // [file name, reason]
   let finished = 0; // bytes of the files done with
   let cancelled = false;
+  let stoppedBy = null;
+  shownUpload++;
   $("upload-progress-wrap").hidden = false;
   showProgress(0, total);
   busy(true);
@@ -125,6 +147,10 @@ async function submitMany(files, metadata, background) {
           break;
         }
         failed.push([file.name, describeError(err)]);
+        if (err instanceof ApiError && stopsBatch(err)) {
+          stoppedBy = err; // the others would be refused alike: not sent
+          break;
+        }
       }
       finished += file.size;
       showProgress(finished, total);
@@ -141,12 +167,17 @@ async function submitMany(files, metadata, background) {
   const done = counts.added + counts.already + counts.processing + failed.length;
   const head = cancelled
     ? `Cancelled after ${plural(done, "file", "files")} of ${files.length}`
-    : plural(files.length, "file", "files");
+    : stoppedBy
+      ? `Stopped after ${plural(done, "file", "files")} of ${files.length}`
+      : plural(files.length, "file", "files");
   setStatus($("upload-status"), `${head}: ${parts.join(", ") || "none sent"}.`);
   if (failed.length) {
     const box = $("upload-error");
+    const why = stoppedBy
+      ? ` The rest were not sent: ${describeError(stoppedBy).replace(/\.$/, "")}.`
+      : "";
     box.replaceChildren(
-      h("p", {}, `${plural(failed.length, "file was", "files were")} not added:`),
+      h("p", {}, `${plural(failed.length, "file was", "files were")} not added.${why}`),
       h("ul", { class: "upload-failures" },
         ...failed.map(([name, reason]) => h("li", {}, h("strong", {}, name), ` — ${reason}`))),
     );
@@ -212,6 +243,8 @@ async function submit(e) {
       }
     },
   });
+  const mine = ++shownUpload;
+  let watch = null; // an item stored and processing in the background
   try {
     const { status, body: item } = await job.promise;
     if (status === 200) {
@@ -221,7 +254,7 @@ async function submit(e) {
     } else if (item.status === "processing") {
       setStatus($("upload-status"), `Received; processing in the background (${item.id})…`,
         true);
-      await watchProcessing(item);
+      watch = item;
     } else {
       finish(item);
     }
@@ -235,6 +268,8 @@ async function submit(e) {
     job = null;
     busy(false);
   }
+  // Watched with the form free again: the next file need not wait for this one.
+  if (watch) await watchProcessing(watch, mine);
 }
 
 export function setupUpload() {

@@ -170,6 +170,9 @@ def test_upload_search_play_delete(page: Page, server: Server, media: dict[str, 
     page.wait_for_function(
         "document.querySelector('#upload-status').textContent.startsWith('Received;')"
     )
+    # The form is free while the server works: it was locked, its Cancel dead, until
+    # the watch ended (up to 15 minutes for a long file).
+    assert page.is_enabled("#upload-submit") and page.is_hidden("#upload-cancel")
     page.wait_for_function(
         "document.querySelector('#upload-status').dataset.itemId"
         " || !document.querySelector('#upload-error').hidden"
@@ -177,6 +180,13 @@ def test_upload_search_play_delete(page: Page, server: Server, media: dict[str, 
     assert page.text_content("#upload-status").startswith("Added: video")
     new_id = page.get_attribute("#upload-status", "data-item-id")
     assert f"{server.url}/v1/items/{new_id}" in polled
+
+    # Lengths as a person reads them (59.97 s was "60.0 s", 119.6 s "1 min 60 s").
+    said = page.evaluate(
+        "async () => { const { formatDuration } = await import('/static/render.js');"
+        " return [4.04, 59.97, 119.6, 7384.2].map(formatDuration); }"
+    )
+    assert said == ["4.0 s", "1 min 00 s", "2 min 00 s", "2 h 03 min 04 s"]
 
 
 def test_errors_are_explained(page: Page, server: Server, media: dict[str, Path]) -> None:
@@ -787,3 +797,33 @@ def test_training_panel_needs_keys_and_says_so(
         page.wait_for_selector("#train-error:not([hidden])")
         assert page.text_content("#train-error").startswith("Your API key may not do this")
         assert page.text_content("#jobs-status") == "No training jobs yet."
+
+        # Several files with a read key: the first refusal stops the batch (each of the
+        # others was sent and refused alike).
+        tones = [str(make_tone(tmp_path / f"keyed-{hz}.wav", hz)) for hz in (1301, 1423, 1511)]
+        page.set_input_files("#upload-file", tones)
+        page.click("#upload-submit")
+        page.wait_for_function(
+            "document.querySelector('#upload-status').textContent.startsWith('Stopped')"
+        )
+        assert page.text_content("#upload-status") == (
+            "Stopped after 1 file of 3: 1 could not be added."
+        )
+        assert "The rest were not sent: Your API key may not do this" in page.text_content(
+            "#upload-error"
+        )
+
+        # Storage blocked (private mode, blocked cookies): the key entered still works
+        # for the page (it was dropped: every request 401, the key panel open again).
+        blocked = page.context.new_page()
+        blocked.add_init_script(
+            "for (const f of ['getItem', 'setItem', 'removeItem']) Storage.prototype[f] ="
+            " () => { throw new DOMException('blocked', 'SecurityError'); };"
+        )
+        open_page(blocked, server.url)
+        blocked.wait_for_selector("#models-error:not([hidden])")
+        blocked.fill("#api-key", read_key)
+        blocked.click("#key-form button[type=submit]")
+        blocked.wait_for_selector("#model-list li[data-state='active']")
+        assert blocked.is_hidden("#models-error")
+        blocked.close()
