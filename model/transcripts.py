@@ -109,8 +109,16 @@ def _format_time(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+MAX_HOUR_DIGITS = 6  # 999,999 hours: any real recording, and far from float's limits
+
+
 def _parse_time(groups: tuple[str | None, ...]) -> float:
     h, m, s, frac = groups
+    if h is not None and len(h.lstrip("0")) > MAX_HOUR_DIGITS:
+        # A cue time no recording has; past ~300 digits it was an overflow, a 500.
+        raise TranscriptError(
+            f"a cue time has {len(h)}-digit hours; at most {MAX_HOUR_DIGITS} digits"
+        )
     return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000
 
 

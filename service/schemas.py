@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.storage import ItemRow
+from service.storage import MAX_METADATA_ENTRY_BYTES, ItemRow, metadata_entry_bytes
 
 Kind = Literal["video", "audio", "image", "text"]
 Modality = Literal["video", "audio", "image", "text"]
@@ -86,6 +86,29 @@ MetaValue = Annotated[
 Metadata = dict[StoredText, MetaValue]
 
 
+def metadata_too_long(metadata: dict[str, Any]) -> str | None:
+    """Why an item's metadata cannot be stored, one entry too long to index; or None."""
+    for key, value in metadata.items():
+        size = metadata_entry_bytes(key, value)
+        if size > MAX_METADATA_ENTRY_BYTES:
+            return (
+                f"metadata {ascii(key)[:80]} is too long to store: its key and value take "
+                f"{size:,} bytes, at most {MAX_METADATA_ENTRY_BYTES:,} (a character outside "
+                "ASCII counts 6 or 12); a long text belongs in a transcript or a text item"
+            )
+    return None
+
+
+def _fits(metadata: dict[str, Any]) -> dict[str, Any]:
+    if problem := metadata_too_long(metadata):
+        raise ValueError(problem)
+    return metadata
+
+
+# An item's metadata (a filter is a Metadata: a long value in it merely matches nothing).
+ItemMetadata = Annotated[Metadata, AfterValidator(_fits)]
+
+
 class Item(BaseModel):
     id: str
     kind: Kind
@@ -120,7 +143,7 @@ class ItemList(BaseModel):
 class TextItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: StoredText = Field(min_length=1)
-    metadata: Metadata = Field(default_factory=dict)
+    metadata: ItemMetadata = Field(default_factory=dict)
 
 
 class TextQuery(BaseModel):

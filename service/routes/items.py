@@ -33,6 +33,7 @@ from service.schemas import (
     Metadata,
     TextItemIn,
     item_payload,
+    metadata_too_long,
     unstorable,
 )
 from service.storage import ItemRow
@@ -179,6 +180,8 @@ def check_metadata(value: Any) -> dict[str, Any]:
                 f"metadata values must be finite numbers: the value of {key!r} is {item}",
                 {"key": key},
             )
+    if problem := metadata_too_long(value):
+        raise InvalidRequest(problem)
     return value
 
 
@@ -279,6 +282,8 @@ MEDIA_CONTENT: dict[str, Any] = {
 }
 
 
+# HEAD: a player or a downloader asking the size and type first (405 before).
+@router.head("/{item_id}/media", response_class=FileResponse, include_in_schema=False)
 @router.get(
     "/{item_id}/media",
     response_class=FileResponse,

@@ -32,7 +32,12 @@ from service.storage.errors import (
     UnknownVersion,
 )
 from service.storage.heartbeats import Heartbeats
-from service.storage.items import READY_CACHE_ITEMS, Items
+from service.storage.items import (
+    MAX_METADATA_ENTRY_BYTES,
+    READY_CACHE_ITEMS,
+    Items,
+    metadata_entry_bytes,
+)
 from service.storage.jobs import Jobs
 from service.storage.migrations import SCHEMA_VERSION, migrate
 from service.storage.models import Models
@@ -50,6 +55,7 @@ from service.storage.segments import Segments
 from service.storage.state import State
 
 __all__ = [
+    "MAX_METADATA_ENTRY_BYTES",
     "READY_CACHE_ITEMS",
     "SCHEMA_VERSION",
     "ChangeRow",
@@ -66,6 +72,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "UnknownVersion",
+    "metadata_entry_bytes",
     "now_rfc3339",
 ]
 

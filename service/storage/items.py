@@ -61,6 +61,16 @@ def _meta_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+# PostgreSQL's btree index on (key, value) refuses an entry over 2,704 bytes (SQLite has
+# no such limit): one bound for both engines, under it with room for the row's overhead.
+MAX_METADATA_ENTRY_BYTES = 2400
+
+
+def metadata_entry_bytes(key: str, value: Any) -> int:
+    """What one metadata entry takes in the index: its key and its canonical value."""
+    return len(key.encode("utf-8", "surrogatepass")) + len(_meta_value(value))
+
+
 def _insert_metadata(conn: Connection, seq: int, metadata: dict[str, Any]) -> None:
     conn.executemany(
         "INSERT INTO item_metadata (item_seq, key, value) VALUES (?,?,?)",

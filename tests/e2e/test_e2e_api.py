@@ -346,6 +346,10 @@ def test_media_download_supports_range(
     assert full.status_code == 200 and full.content == original
     assert full.headers["content-type"] == "video/mp4"
     assert full.headers["accept-ranges"] == "bytes"
+    head = client.head(url)  # the size and type, no bytes (405 until 2026-12-07)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(original))
+    assert head.headers["content-type"] == "video/mp4"
     part = client.get(url, headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == original[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{len(original)}"

@@ -76,6 +76,14 @@ def test_bad_transcripts_raise_typed_errors() -> None:
         parse_vtt("WEBVTT\n\n00:05.000 --> 00:01.000\nbackwards\n")
     with pytest.raises(TranscriptError, match="no SRT cues"):
         parse_srt("this is not an srt file")
+    # Hours of 305, 400 and 5,000 digits overflowed a float, a float's rounding and
+    # Python's integer-digit limit: an OverflowError or a ValueError, answered 500.
+    for digits in (7, 305, 400, 5000):
+        hours = "1" * digits
+        with pytest.raises(TranscriptError, match=f"{digits}-digit hours"):
+            parse_vtt(f"WEBVTT\n\n{hours}:00:00.000 --> {hours}:00:01.000\nhi\n")
+    long = parse_vtt("WEBVTT\n\n000123456:00:00.000 --> 123456:00:01.000\nhi\n")
+    assert long.segments[0].start == 123456 * 3600.0
 
 
 def test_round_trip_through_vtt_and_srt() -> None:

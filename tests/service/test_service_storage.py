@@ -306,3 +306,37 @@ def test_a_failed_commit_rolls_back_and_the_connection_stays_usable(tmp_path: Pa
     assert storage.items.seqs_matching({"k": 1}).tolist() == []  # rolled back
     assert storage.items.create(video("after")).status == "processing"
     storage.close()
+
+
+def test_metadata_at_its_entry_bound_is_stored_on_either_engine_and_past_it_refused(
+    storage: Storage,
+) -> None:
+    """PostgreSQL's index on (key, value) refused an entry over 2,704 bytes with an error
+    nothing mapped (a 500 for an upload SQLite took); both engines now store up to one
+    bound, and the API refuses past it in a sentence."""
+    import random
+    import string
+
+    from pydantic import ValidationError
+
+    from service.errors import InvalidRequest
+    from service.routes.items import check_metadata
+    from service.schemas import TextItemIn
+    from service.storage import MAX_METADATA_ENTRY_BYTES, metadata_entry_bytes
+
+    key = "notes"
+    # Letters at random: PostgreSQL compresses an index entry, and repeated text would fit.
+    letters = random.Random(0).choices(string.ascii_letters, k=MAX_METADATA_ENTRY_BYTES)
+    value = "".join(letters)[: MAX_METADATA_ENTRY_BYTES - len(key) - 2]  # 2: its quotes
+    assert metadata_entry_bytes(key, value) == MAX_METADATA_ENTRY_BYTES
+    row = storage.items.create(
+        NewItem(kind="text", modalities=["text"], text="a", metadata={key: value})
+    )
+    storage.items.mark_ready(row.seq, "v", [], ["text"], None, None, None)
+    (found,) = storage.items.page(None, 10, None, {key: value})
+    assert found.metadata == {key: value}
+    for longer in (value + "x", value[:-5] + "é"):  # é: 6 bytes, as stored (\u00e9)
+        with pytest.raises(ValidationError, match="too long to store"):
+            TextItemIn.model_validate({"text": "a", "metadata": {key: longer}})
+        with pytest.raises(InvalidRequest, match=r"take 2,40[1-9] bytes, at most 2,400"):
+            check_metadata({key: longer})
