@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Container, Iterator
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from indexer import RebuildError
@@ -59,7 +59,15 @@ from service.embedder import Embedder, ModelHandle
 from service.indexes import StorageSource, layout_of
 from service.ingest import Ingestor
 from service.media_jobs import media_limits, window_plan
-from service.media_worker import MediaPool, ReembedJob, ReembedResult, StoredItem, embed_stored
+from service.media_worker import (
+    MediaPool,
+    ReembedJob,
+    ReembedResult,
+    StoredItem,
+    WorkerCrashed,
+    WorkerOutOfMemory,
+    embed_stored,
+)
 from service.prometheus import Metrics
 from service.settings import Settings
 from service.storage import Embedding, ItemRow, Storage, UnknownVersion
@@ -71,6 +79,11 @@ log = logging.getLogger("service.switch")
 # A pass over fewer items makes smaller tasks, so that every worker gets some.
 CHUNK = 64
 MIN_CHUNK = 8
+# A task holds its items' decoded windows in memory at once: 64 one-hour items of the
+# tiny config are ~26 GB, which killed the worker, failed the switch, and failed it again
+# at each retry on the same chunk. So a task holds at most this much (an item larger
+# than it goes alone, as its upload did).
+CHUNK_WINDOW_BYTES = 512 * 2**20
 IN_FLIGHT = 4  # tasks queued at once (two per worker keeps both busy)
 TEXT_CHUNK = 256
 SWAP_WHEN_LEFT = 64  # catch up until at most this many items remain, then swap
@@ -364,23 +377,63 @@ class VersionSwitch:
         version = embedder.version
         lacking = status.total - status.done  # this pass's items (the caller counted them)
         chunk = max(MIN_CHUNK, min(CHUNK, -(-lacking // IN_FLIGHT)))
-        pending: list[Future[ReembedResult]] = []
+        pending: list[tuple[Future[ReembedResult], ReembedJob]] = []
         for rows in self._lacking(version, failed, skip):
             self._still_wanted(version)  # a switch called off stops within a page
             texts = [r for r in rows if r.kind == "text"]
             media = [r for r in rows if r.kind != "text" and r.content_hash]
-            for start in range(0, len(media), chunk):
+            for job in self._jobs(embedder, media, chunk):
                 while len(pending) >= IN_FLIGHT:
-                    self._store(version, pending.pop(0).result(), status, failed)
-                pending.append(
-                    self.pool.submit(
-                        embed_stored, self._job(embedder, media[start : start + chunk])
-                    )
-                )
+                    self._collect(*pending.pop(0), status, failed)
+                pending.append((self.pool.submit(embed_stored, job), job))
             for start in range(0, len(texts), TEXT_CHUNK):
                 self._embed_texts(embedder, texts[start : start + TEXT_CHUNK], status)
-        for future in pending:
-            self._store(version, future.result(), status, failed)
+        for future, job in pending:
+            self._collect(future, job, status, failed)
+
+    def _collect(
+        self,
+        future: Future[ReembedResult],
+        job: ReembedJob,
+        status: SwitchStatus,
+        failed: dict[int, str],
+    ) -> None:
+        """Store a task's result. A task whose worker died or ran out of memory is tried
+        again item by item: the one file behind it (too big, a decoder that crashes on
+        it) fails alone instead of failing its whole chunk, and the switch with it, again
+        at every retry."""
+        try:
+            result = future.result()
+        except (WorkerCrashed, WorkerOutOfMemory) as exc:
+            if len(job.items) == 1:
+                result = ReembedResult({}, {job.items[0].seq: str(exc)}, 0)
+            else:
+                log.warning("a re-embedding task of %d items failed (%s); trying each alone",
+                            len(job.items), exc)  # fmt: skip
+                for item in job.items:
+                    alone = replace(job, items=[item])
+                    self._collect(self.pool.submit(embed_stored, alone), alone, status, failed)
+                return
+        self._store(job.version, result, status, failed)
+
+    def _jobs(self, embedder: Embedder, rows: list[ItemRow], chunk: int) -> list[ReembedJob]:
+        """`rows` in tasks of at most `chunk` items and CHUNK_WINDOW_BYTES of windows."""
+        job = self._job(embedder, rows)
+        config = embedder.config
+        per_window = config.video.frames * config.video.crop_size**2 * 3 + config.audio_samples * 4
+        jobs: list[ReembedJob] = []
+        part: list[StoredItem] = []
+        held = 0
+        for item in job.items:
+            size = (item.n_windows or 10) * per_window  # None: at most 10 (window_plan)
+            if part and (len(part) >= chunk or held + size > CHUNK_WINDOW_BYTES):
+                jobs.append(replace(job, items=part))
+                part, held = [], 0
+            part.append(item)
+            held += size
+        if part:
+            jobs.append(replace(job, items=part))
+        return jobs
 
     def _job(self, embedder: Embedder, rows: list[ItemRow]) -> ReembedJob:
         clip_s = embedder.config.clip_seconds

@@ -15,3 +15,18 @@ def dies(delay_s: float) -> None:
 def answers(value: int, delay_s: float) -> int:
     time.sleep(delay_s)
     return value
+
+
+def embeds_unless_bomb(job: object) -> object:
+    """As media_worker.embed_stored: one vector per item; a file whose path says "bomb"
+    kills the process, as a decoder crash or the kernel's OOM killer does."""
+    import numpy as np
+
+    from service.media_worker import ReembedResult
+    from service.storage import Embedding
+
+    items = job.items  # type: ignore[attr-defined]
+    if any("bomb" in item.path for item in items):
+        os._exit(1)
+    vector = np.ones(4, np.float32)
+    return ReembedResult({i.seq: [Embedding("va", "video", vector)] for i in items}, {}, 0)
