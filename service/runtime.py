@@ -149,7 +149,7 @@ class Runtime:
         So /healthz answers at once; /readyz says `starting` and model routes answer 503
         `no_model` (with Retry-After) until the model serves. `on_ready` runs then."""
         self.media_pool.start()
-        await asyncio.to_thread(self.storage.heartbeats.beat, self.settings.replica_name, "api")
+        await asyncio.to_thread(self.beat)
         self.model.starting = True
         self._starting = asyncio.get_running_loop().create_task(self._serve(on_ready))
 
@@ -207,12 +207,17 @@ class Runtime:
             live = [n for n in live if n != me] if self.settings.shared_database else []
         return self.storage.items.adopt_processing(me, live)
 
+    def beat(self) -> None:
+        """This replica is alive, and serves this version (which no DELETE may take)."""
+        serving = self.model.serving
+        version = serving.version if serving is not None else None
+        self.storage.heartbeats.beat(self.settings.replica_name, "api", version)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.replica_timeout_s / HEARTBEATS_PER_TIMEOUT)
             try:
-                me = self.settings.replica_name
-                await asyncio.to_thread(self.storage.heartbeats.beat, me, "api")
+                await asyncio.to_thread(self.beat)
                 if self.model.embedder is not None:
                     await self.take_over_uploads()
             except Exception:  # a database hiccup: the next beat tries again
@@ -236,10 +241,13 @@ class Runtime:
         if time.monotonic() - self._swept_at >= CACHE_SWEEP_EVERY_S:
             self._swept_at = time.monotonic()
             self.sweep_decode_cache(CACHE_SWEEP_AGE_S)
-        if self.model.indexes is not None:
-            if self.settings.shared_database:
+            self.sweep_index_folders()
+        serving = self.model.serving
+        if self.model.indexes is not None and serving is not None:
+            if self.settings.shared_database and self.storage.models.get(serving.version):
                 # What the change log could not tell (a change committed long after its
-                # number was taken): added or removed now.
+                # number was taken): added or removed now. Not against a version deleted
+                # under this replica (it has no vectors left: the indexes would empty).
                 with self.ingestor.index_lock:
                     fixed = self.model.indexes.active.reconcile()
                 for name, (added, removed) in fixed.items():
@@ -248,6 +256,23 @@ class Runtime:
                                     name, added, removed)  # fmt: skip
             self.model.indexes.maintain()
             self.model.indexes.save()
+
+    def sweep_index_folders(self) -> list[str]:
+        """This host's index folders of versions no row names: a version deleted through
+        another replica leaves its indexes here (each replica keeps its own), up to the
+        index memory budget's worth each. Returns the versions removed."""
+        listed = {m.version for m in self.storage.models.all()}
+        serving = self.model.serving
+        if serving is not None:
+            listed.add(serving.version)
+        removed = []
+        for folder in sorted(self.settings.indexes_dir.iterdir()):
+            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in listed:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        if removed:
+            log.info("removed the indexes of deleted versions %s", ", ".join(removed))
+        return removed
 
     def sweep_decode_cache(self, older_than_s: float) -> tuple[int, int]:
         """This host's decode cache entries of files no item names any more: deleted on

@@ -17,7 +17,7 @@ from service.deps import (
 )
 from service.errors import Conflict, NotFound
 from service.schemas import ID_PATTERN, ModelInfo, ModelList, Reindex
-from service.storage import ModelRow
+from service.storage import ModelRow, VersionServed
 from service.version_switch import VersionSwitch
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -99,9 +99,16 @@ def delete_model(
     files."""
     _known(storage, version)
     try:
-        storage.models.delete(version)
+        storage.models.delete(version, settings.replica_timeout_s)
     except KeyError:
         raise NotFound(f"no model version {version!r}") from None
+    except VersionServed as served:
+        raise Conflict(
+            f"model version {version!r} still serves on {', '.join(served.replicas)}, which "
+            "is switching to the active version: delete it once that switch is done "
+            "(GET /readyz on that replica)",
+            {"version": version, "replicas": served.replicas},
+        ) from None
     except ValueError:
         raise Conflict(
             f"model version {version!r} serves or is being switched to: activate another "

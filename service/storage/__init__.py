@@ -40,7 +40,7 @@ from service.storage.items import (
 )
 from service.storage.jobs import Jobs
 from service.storage.migrations import SCHEMA_VERSION, migrate
-from service.storage.models import Models
+from service.storage.models import Models, VersionServed
 from service.storage.rows import (
     Embedding,
     ItemRow,
@@ -72,6 +72,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "UnknownVersion",
+    "VersionServed",
     "metadata_entry_bytes",
     "now_rfc3339",
 ]

@@ -15,13 +15,15 @@ class Heartbeats:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def beat(self, name: str, role: str) -> None:
+    def beat(self, name: str, role: str, serving: str | None = None) -> None:
+        """`serving`: the model version an API replica answers with (None: none yet)."""
         now = time.time()
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT INTO heartbeats (name, role, seen) VALUES (?, ?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET role = excluded.role, seen = excluded.seen",
-                (name, role, now),
+                "INSERT INTO heartbeats (name, role, seen, serving) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET role = excluded.role, seen = excluded.seen,"
+                " serving = excluded.serving",
+                (name, role, now, serving),
             )
             conn.execute("DELETE FROM heartbeats WHERE seen < ?", (now - FORGET_AFTER_S,))
 

@@ -137,6 +137,9 @@ STEPS: dict[int, tuple[str, ...]] = {
     ),
     # The sender's name for an uploaded file (the multipart filename), shown with it.
     6: ("ALTER TABLE items ADD COLUMN filename TEXT",),
+    # The model version each API replica serves: one another replica has switched away
+    # from may still serve it, and must not have it deleted under it.
+    7: ("ALTER TABLE heartbeats ADD COLUMN serving TEXT",),
 }
 
 SCHEMA_VERSION = max(STEPS)

@@ -12,6 +12,7 @@ for, completing and deleting versions at once see each other's decisions whole.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,14 @@ _COLUMNS = "version, created_at, config, metrics, parent, active, job_id"
 
 def _model(r: Sequence[Any]) -> ModelRow:
     return ModelRow(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], bool(r[5]), r[6])
+
+
+class VersionServed(ValueError):
+    """A version an API replica still serves (it is switching away from it)."""
+
+    def __init__(self, version: str, replicas: list[str]) -> None:
+        super().__init__(version)
+        self.version, self.replicas = version, replicas
 
 
 class Models:
@@ -119,10 +128,12 @@ class Models:
                 "UPDATE models SET metrics = ? WHERE version = ?", (json.dumps(metrics), version)
             )
 
-    def delete(self, version: str) -> int:
+    def delete(self, version: str, replicas_within_s: float = 0.0) -> int:
         """Remove an inactive version that is not being switched to, with all its
         embeddings, in one transaction; returns how many embeddings went. KeyError: no
-        such version; ValueError: it is active or the switch target."""
+        such version; ValueError: it is active or the switch target; VersionServed: an
+        API replica seen in the last `replicas_within_s` still serves it (its own switch
+        to the active version is under way: deleted now, its indexes would empty)."""
         with self._db.transaction(lock="models") as conn:
             found = conn.execute(
                 "SELECT active FROM models WHERE version = ?", (version,)
@@ -132,6 +143,13 @@ class Models:
             target = conn.execute("SELECT value FROM state WHERE key = ?", (TARGET_KEY,)).fetchone()
             if found[0] or (target is not None and target[0] == version):
                 raise ValueError(version)
+            served = conn.execute(
+                "SELECT name FROM heartbeats WHERE role = 'api' AND serving = ? AND seen >= ?"
+                " ORDER BY name",
+                (version, time.time() - replicas_within_s),
+            ).fetchall()
+            if replicas_within_s > 0 and served:
+                raise VersionServed(version, [r[0] for r in served])
             # The row first: its delete waits for writers of the version's vectors
             # (lock_version), so that the deletes below see what they wrote.
             conn.execute("DELETE FROM models WHERE version = ?", (version,))

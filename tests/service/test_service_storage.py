@@ -151,6 +151,7 @@ def test_numbers_stored_by_an_older_version_are_found_after_the_upgrade(
             conn.execute("INSERT INTO item_metadata (item_seq, key, value) VALUES (?, ?, ?)",
                          (item.seq, key, text))  # fmt: skip
         conn.execute("ALTER TABLE items DROP COLUMN filename")  # as version 4 had it
+        conn.execute("ALTER TABLE heartbeats DROP COLUMN serving")
         conn.execute("UPDATE state SET value = '4' WHERE key = 'schema_version'")
     storage.close()
     storage = Storage(database)
@@ -340,3 +341,22 @@ def test_metadata_at_its_entry_bound_is_stored_on_either_engine_and_past_it_refu
             TextItemIn.model_validate({"text": "a", "metadata": {key: longer}})
         with pytest.raises(InvalidRequest, match=r"take 2,40[1-9] bytes, at most 2,400"):
             check_metadata({key: longer})
+
+
+def test_a_version_another_replica_still_serves_is_not_deleted(storage: Storage) -> None:
+    """Replica r1 switched to B; r2 is still building B's indexes and serves A. A DELETE
+    of A, allowed since A was neither active nor the target, emptied r2's indexes at its
+    next upkeep (nothing of A left to reconcile with) until its own swap."""
+    from service.storage import ModelRow, VersionServed
+
+    for version in ("A", "B"):
+        storage.models.add(ModelRow(version, "2026-12-07T00:00:00Z", {}, {}, None, False))
+    storage.models.activate("B")
+    storage.heartbeats.beat("r1", "api", "B")
+    storage.heartbeats.beat("r2", "api", "A")
+    with pytest.raises(VersionServed) as served:
+        storage.models.delete("A", replicas_within_s=30.0)
+    assert served.value.replicas == ["r2"] and storage.models.get("A") is not None
+    storage.heartbeats.beat("r2", "api", "B")  # its switch is done
+    assert storage.models.delete("A", replicas_within_s=30.0) == 0
+    assert storage.models.get("A") is None

@@ -56,6 +56,28 @@ def test_readyz_reports_no_switch_once_the_new_version_serves(tmp_path: Path) ->
         assert status is not None and status.stage == "done", status
         assert len(seen) == 1
         assert seen[0]["model_version"] == "v2" and seen[0]["reindex"] is None, seen[0]
+        # Its heartbeat says what it serves: the version a DELETE must leave alone.
+        runtime.beat()
+        serving = runtime.storage.db.connection().execute(
+            "SELECT serving FROM heartbeats WHERE name = ?", (settings.replica_name,)
+        ).fetchone()
+        assert serving[0] == "v2"
     finally:
         runtime.media_pool.shutdown()
         runtime.storage.close()
+
+
+def test_index_folders_of_versions_deleted_elsewhere_are_swept(tmp_path: Path) -> None:
+    """Each replica keeps its own indexes; a version deleted through another one left its
+    folder here for good (up to the index memory budget each)."""
+    settings = Settings(data_dir=tmp_path / "data", asr=False, workers=1)
+    runtime = Runtime(settings, Metrics())
+    try:
+        runtime.storage.models.add(ModelRow("v1", now_rfc3339(), {}, {}, None, True))
+        for name in ("v1", "deleted-elsewhere", ".building"):
+            (settings.indexes_dir / name).mkdir()
+        assert runtime.sweep_index_folders() == ["deleted-elsewhere"]
+        left = sorted(p.name for p in settings.indexes_dir.iterdir())
+        assert left == [".building", "v1"]
+    finally:
+        runtime.media_pool.shutdown()
