@@ -58,9 +58,11 @@ def test_readyz_reports_no_switch_once_the_new_version_serves(tmp_path: Path) ->
         assert seen[0]["model_version"] == "v2" and seen[0]["reindex"] is None, seen[0]
         # Its heartbeat says what it serves: the version a DELETE must leave alone.
         runtime.beat()
-        serving = runtime.storage.db.connection().execute(
-            "SELECT serving FROM heartbeats WHERE name = ?", (settings.replica_name,)
-        ).fetchone()
+        serving = (
+            runtime.storage.db.connection()
+            .execute("SELECT serving FROM heartbeats WHERE name = ?", (settings.replica_name,))
+            .fetchone()
+        )
         assert serving[0] == "v2"
     finally:
         runtime.media_pool.shutdown()
