@@ -160,6 +160,7 @@ class Ingestor:
             transcript_vtt=transcript.to_vtt() if transcript else None,
             metadata=metadata,
             filename=upload.filename,
+            asr=asr,
         )
         try:
             row = await self._run(self._store_item, upload.path, new)

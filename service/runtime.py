@@ -192,8 +192,9 @@ class Runtime:
         """Process the items left `processing` by replicas no longer alive (at start, by
         this replica's earlier run too)."""
         rows = await asyncio.to_thread(self._adopt_uploads, at_start)
+        no_asr = await asyncio.to_thread(self.storage.items.without_asr, [r.seq for r in rows])
         for row in rows:
-            self.ingestor.spawn(row)
+            self.ingestor.spawn(row, asr=row.seq not in no_asr)  # as its upload asked
         if rows:
             who = "an earlier run or a stopped replica" if at_start else "a replica that died"
             log.info("processing %d uploads left unfinished by %s", len(rows), who)

@@ -106,15 +106,15 @@ class Items:
                 seq = conn.execute(
                     "INSERT INTO items (id, kind, status, content_hash, media_type, size_bytes,"
                     " duration_s, width, height, modalities, transcript, transcript_source,"
-                    " transcript_vtt, text, metadata, created_at, processing_by, filename)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
+                    " transcript_vtt, text, metadata, created_at, processing_by, filename, asr)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
                     (
                         new_id(), new.kind, new.status, new.content_hash, new.media_type,
                         new.size_bytes, new.duration_s, new.width, new.height,
                         json.dumps(new.modalities), new.transcript, new.transcript_source,
                         new.transcript_vtt, new.text, json.dumps(new.metadata, sort_keys=True),
                         now_rfc3339(), processing_by if new.status == "processing" else None,
-                        new.filename,
+                        new.filename, int(new.asr),
                     ),
                 ).fetchone()[0]  # fmt: skip
                 _insert_metadata(conn, seq, new.metadata)
@@ -423,6 +423,16 @@ class Items:
                 "UPDATE items SET processing_by = ? WHERE seq = ?", [(owner, r.seq) for r in taken]
             )
         return taken
+
+    def without_asr(self, seqs: Sequence[int]) -> set[int]:
+        """Those of `seqs` uploaded with `asr=false` (no speech recognition)."""
+        if not seqs:
+            return set()
+        marks = ",".join("?" * len(seqs))
+        rows = self._db.connection().execute(
+            f"SELECT seq FROM items WHERE asr = 0 AND seq IN ({marks})", list(seqs)
+        )
+        return {int(r[0]) for r in rows}
 
     def with_status(self, status: str) -> list[ItemRow]:
         rows = self._db.connection().execute(

@@ -140,6 +140,9 @@ STEPS: dict[int, tuple[str, ...]] = {
     # The model version each API replica serves: one another replica has switched away
     # from may still serve it, and must not have it deleted under it.
     7: ("ALTER TABLE heartbeats ADD COLUMN serving TEXT",),
+    # An upload's `asr=false`, kept while it is processed: a replica that takes over an
+    # upload left unfinished (a crash, a stop) processes it as it was asked.
+    8: ("ALTER TABLE items ADD COLUMN asr INTEGER NOT NULL DEFAULT 1",),
 }
 
 SCHEMA_VERSION = max(STEPS)

@@ -77,6 +77,7 @@ class NewItem:
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     filename: str | None = None  # the sender's name for the file, to show (not a path)
+    asr: bool = True  # speech recognition where there is sound and no transcript
 
 
 @dataclass

@@ -6,7 +6,7 @@ files removed only when no item names them."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +147,33 @@ def test_a_live_replica_takes_over_the_uploads_of_a_dead_one(storage: Storage) -
     assert mine.seq not in [r.seq for r in taken]
     # No replica alive (SQLite's one API process at its start): every one is taken.
     assert [r.seq for r in storage.items.adopt_processing("host-d", [])] == [mine.seq, theirs.seq]
+
+
+def test_an_upload_taken_over_is_processed_as_it_was_asked_without_speech_recognition(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """`asr=false` lived only in the request: a replica taking over the upload (after a
+    crash, a stop, a dead replica) ran speech recognition on it all the same."""
+    import asyncio
+
+    from service.prometheus import Metrics
+    from service.runtime import Runtime
+
+    quiet = storage.items.create(replace(sound("q1"), asr=False), processing_by="gone")
+    heard = storage.items.create(sound("h1"), processing_by="gone")
+    assert storage.items.without_asr([quiet.seq, heard.seq]) == {quiet.seq}
+    if storage.db.engine != "sqlite":
+        return  # the takeover below runs on the runtime's own SQLite database
+    runtime = Runtime(Settings(data_dir=tmp_path / "data", asr=True), Metrics())
+    try:
+        quiet = runtime.storage.items.create(replace(sound("q2"), asr=False), processing_by="x")
+        heard = runtime.storage.items.create(sound("h2"), processing_by="x")
+        spawned: dict[int, bool] = {}
+        runtime.ingestor.spawn = lambda row, info=None, asr=True: spawned.update({row.seq: asr})  # type: ignore[method-assign]
+        assert asyncio.run(runtime.take_over_uploads(at_start=True)) == 2
+        assert spawned == {quiet.seq: False, heard.seq: True}
+    finally:
+        runtime.media_pool.shutdown()
 
 
 def test_workers_queue_one_automatic_job_between_them(storage: Storage) -> None:

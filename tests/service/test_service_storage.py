@@ -152,6 +152,7 @@ def test_numbers_stored_by_an_older_version_are_found_after_the_upgrade(
                          (item.seq, key, text))  # fmt: skip
         conn.execute("ALTER TABLE items DROP COLUMN filename")  # as version 4 had it
         conn.execute("ALTER TABLE heartbeats DROP COLUMN serving")
+        conn.execute("ALTER TABLE items DROP COLUMN asr")
         conn.execute("UPDATE state SET value = '4' WHERE key = 'schema_version'")
     storage.close()
     storage = Storage(database)
