@@ -107,6 +107,9 @@ class ChangeFollower:
                 indexed.discard(row.item_seq)
             elif row.version is None or row.version == serving.version:
                 indexed.add(row.item_seq)
+        # Another replica's delete: this one's cache of ready rows would still join a
+        # hit on the item to its row (until the index removal below, a search can).
+        self.storage.items.forget(r.item_seq for r in rows if r.kind == DELETED)
         with self.index_lock:
             if removed:
                 serving.indexes.remove(removed)

@@ -366,8 +366,14 @@ class Items:
         return out
 
     def _forget(self, seq: int) -> None:
+        self.forget([seq])
+
+    def forget(self, seqs: Iterable[int]) -> None:
+        """Drop items from the ready-row cache: deleted or failed through another
+        replica (this one hears of it from the change log)."""
         with self._cache_lock:
-            self._ready_rows.pop(seq, None)
+            for seq in seqs:
+                self._ready_rows.pop(int(seq), None)
 
     def page(
         self,

@@ -94,6 +94,24 @@ def test_a_replica_follows_uploads_and_deletes_made_by_another(
     assert follower.poll() == 0  # nothing new: nothing done
 
 
+def test_an_item_deleted_through_another_replica_leaves_this_ones_cache(
+    database: str | Path, storage: Storage, tmp_path: Path
+) -> None:
+    """Each replica caches ready rows for search's join; a delete made elsewhere was
+    forgotten only where it was made, so here a hit on it still came back as ready."""
+    here = Storage(database)  # this replica's own connection and cache
+    try:
+        follower, _ = replica(here, tmp_path / "b")
+        seq = make_ready(storage, "gone-soon", 1)
+        assert follower.poll() == 1
+        assert seq in here.items.by_seqs([seq])  # cached as ready
+        storage.items.delete(seq)  # through the other replica
+        assert follower.poll() == 1
+        assert seq not in here.items.by_seqs([seq])
+    finally:
+        here.close()
+
+
 def test_changes_applied_twice_or_late_do_no_harm(storage: Storage, tmp_path: Path) -> None:
     follower, registry = replica(storage, tmp_path / "b")
     seq = make_ready(storage, "x", 1)
