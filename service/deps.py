@@ -17,6 +17,7 @@ from service.errors import Forbidden, Unauthorized
 from service.example_search import ExampleEmbedder
 from service.ingest import Ingestor
 from service.media_files import MediaFiles
+from service.media_links import link_problem
 from service.prometheus import Metrics
 from service.runtime import Runtime
 from service.searcher import Searcher
@@ -101,7 +102,22 @@ async def require_write(request: Request) -> None:
     authorize(_runtime(request).settings, request.headers.get("authorization", ""), "write")
 
 
+async def require_media_read(request: Request) -> None:
+    """An item's media: a read key in the header, or a signed link to this item's media
+    (service/media_links.py: what a browser's media element can carry)."""
+    settings = _runtime(request).settings
+    params = request.query_params
+    if not settings.keys or request.headers.get("authorization") or "signature" not in params:
+        authorize(settings, request.headers.get("authorization", ""), "read")
+        return
+    item_id = request.path_params.get("item_id", "")
+    problem = link_problem(settings, item_id, params.get("expires", ""), params["signature"])
+    if problem:
+        raise Unauthorized(problem)
+
+
 ReadAccess = Annotated[None, Depends(require_read)]
+MediaReadAccess = Annotated[None, Depends(require_media_read)]
 WriteAccess = Annotated[None, Depends(require_write)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]

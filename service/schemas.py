@@ -140,6 +140,14 @@ class ItemList(BaseModel):
     next_cursor: str | None
 
 
+class MediaLink(BaseModel):
+    url: str = Field(
+        description="the item's media, openable without an Authorization header until "
+        "expires_at (a media element's src); the plain media_url where the server has no keys"
+    )
+    expires_at: str
+
+
 class TextItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: StoredText = Field(min_length=1)

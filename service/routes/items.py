@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -18,18 +19,21 @@ from pydantic import TypeAdapter, ValidationError
 from service.deps import (
     IngestorDep,
     MediaFilesDep,
+    MediaReadAccess,
     ReadAccess,
     SettingsDep,
     StorageDep,
     WriteAccess,
 )
 from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable, validation_message
+from service.media_links import media_link
 from service.media_response import OpenedFileResponse
 from service.schemas import (
     ID_PATTERN,
     Item,
     ItemList,
     Kind,
+    MediaLink,
     Metadata,
     TextItemIn,
     item_payload,
@@ -295,8 +299,14 @@ MEDIA_CONTENT: dict[str, Any] = {
     },
 )
 def get_media(
-    item_id: ItemId, request: Request, _: ReadAccess, storage: StorageDep, media: MediaFilesDep
+    item_id: ItemId,
+    request: Request,
+    _: MediaReadAccess,
+    storage: StorageDep,
+    media: MediaFilesDep,
 ) -> FileResponse:
+    """The original bytes; with API keys, a read key in the header or a signed link
+    (`GET /v1/items/{id}/media-link`, whose `expires` and `signature` ride along)."""
     row = storage.items.get(item_id)
     if row is None:
         raise NotFound(f"no item {item_id!r}")
@@ -325,6 +335,22 @@ def get_media(
             "Content-Disposition": content_disposition(row, extension),
         },
     )
+
+
+@router.get("/{item_id}/media-link", response_model=MediaLink, responses=_NOT_FOUND)
+def get_media_link(
+    item_id: ItemId, _: ReadAccess, storage: StorageDep, settings: SettingsDep
+) -> JSONResponse:
+    """A link to the item's media that opens it without a header for a few hours, for
+    a browser's media elements (service/media_links.py)."""
+    row = storage.items.get(item_id)
+    if row is None:
+        raise NotFound(f"no item {item_id!r}")
+    if row.content_hash is None:
+        raise NotFound(f"item {item_id!r} is a text item: it has no media")
+    url, expires = media_link(settings, row.id)
+    expires_at = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return JSONResponse({"url": url, "expires_at": expires_at})
 
 
 def content_disposition(row: ItemRow, extension: str) -> str:

@@ -69,11 +69,11 @@ def metrics(_: ReadAccess, metrics: MetricsDep, storage: StorageDep) -> Response
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-# The page loads only its own files: no inline script, no other origin, media as blob:
-# URLs (fetched with the key), never framed by another site.
+# The page loads only its own files: no inline script, no other origin (media, with a
+# key, through signed links to this server), never framed by another site.
 PAGE_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
 

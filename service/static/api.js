@@ -167,29 +167,33 @@ export function describeError(err) {
 }
 
 // Media elements cannot send an Authorization header. Without a key the page points
-// them at media_url directly (streaming with Range requests); with a key it fetches
-// the bytes with the header once and hands the element a blob: URL.
-const blobUrls = new Map();
+// them at media_url directly; with a key it asks for a signed link to the item's media
+// (GET …/media-link, good for hours), which a <video> streams with Range requests like
+// any URL: no whole file downloaded before it plays, nothing held in the page's memory.
+const links = new Map(); // media_url -> Promise<{url, expiresAt}>, one request per item
+const RENEW_BEFORE_MS = 10 * 60 * 1000; // a link this close to its end is asked again
 
 /** Resolve a media_url to something a <video>/<audio>/<img> src can load. */
 export async function mediaSource(mediaUrl) {
   if (!getApiKey()) return mediaUrl;
-  if (blobUrls.has(mediaUrl)) return blobUrls.get(mediaUrl);
-  const res = await fetch(mediaUrl, { headers: authHeaders() }).catch(() => {
-    throw unreachable();
-  });
-  if (!res.ok) throw errorFrom(res.status, res.statusText, await res.text());
-  const url = URL.createObjectURL(await res.blob());
-  blobUrls.set(mediaUrl, url);
-  return url;
+  const cached = links.get(mediaUrl);
+  if (cached) {
+    const link = await cached.catch(() => null);
+    if (link && link.expiresAt - Date.now() > RENEW_BEFORE_MS) return link.url;
+  }
+  const pending = request("GET", `${mediaUrl}-link`).then(
+    (body) => ({ url: body.url, expiresAt: Date.parse(body.expires_at) }));
+  links.set(mediaUrl, pending);
+  try {
+    return (await pending).url;
+  } catch (err) {
+    if (links.get(mediaUrl) === pending) links.delete(mediaUrl);
+    throw err;
+  }
 }
 
-/** Forget fetched media, e.g. when the key changes or an item is deleted. */
+/** Forget the links to media, e.g. when the key changes or an item is deleted. */
 export function forgetMedia(mediaUrl) {
-  for (const [key, url] of blobUrls) {
-    if (mediaUrl === undefined || key === mediaUrl) {
-      URL.revokeObjectURL(url);
-      blobUrls.delete(key);
-    }
-  }
+  if (mediaUrl === undefined) links.clear();
+  else links.delete(mediaUrl);
 }

@@ -135,7 +135,7 @@ function metadataList(metadata, onFilter) {
   );
 }
 
-/** Point a media element at an item's media, fetching with the API key when one is set. */
+/** Point a media element at an item's media (a signed link when an API key is set). */
 function attachSource(el, mediaUrl, onError) {
   if (!getApiKey()) {
     el.src = mediaUrl;
@@ -258,16 +258,30 @@ export function resultCard(result, rank, opts) {
           onclick: () => opts.onSimilar(item),
         }, "Find similar"),
         moment && moment.actions,
-        item.media_url && !getApiKey()
-          ? h("a", {
-            // a media fragment: the browser's own player starts at the matching stretch
-            href: item.media_url + (segment ? `#t=${segment.start_s},${segment.end_s}` : ""),
-            target: "_blank", rel: "noopener", class: "small",
-          }, "Open file")
-          : null,
+        item.media_url ? openFileLink(item, segment) : null,
       ),
     ),
   );
+}
+
+/** "Open file" in a new tab, at the matching stretch (a media fragment, which the
+ * browser's own player honours); with a key, through a signed link (the plain path
+ * needs a header a new tab does not send), shown once that link is known. */
+function openFileLink(item, segment) {
+  const fragment = segment ? `#t=${segment.start_s},${segment.end_s}` : "";
+  const link = h("a", {
+    href: item.media_url + fragment, target: "_blank", rel: "noopener", class: "small",
+  }, "Open file");
+  if (getApiKey()) {
+    link.hidden = true;
+    mediaSource(item.media_url)
+      .then((src) => {
+        link.href = src + fragment;
+        link.hidden = false;
+      })
+      .catch(() => link.remove());
+  }
+  return link;
 }
 
 function thumbnail(item) {

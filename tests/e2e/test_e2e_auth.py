@@ -84,6 +84,41 @@ def test_read_key_reads_and_searches_but_cannot_write(keyed_server: Server, medi
         assert writer.delete(f"/v1/items/{item_id}").status_code == 204
 
 
+def test_a_signed_link_streams_one_items_media_without_a_header(
+    keyed_server: Server, media: dict
+) -> None:
+    """What a browser's <video> can carry: the web page downloaded a whole file with the
+    header into a blob: before a second of it played."""
+    original = media["tone"].read_bytes()
+    with client_for(keyed_server, WRITE_KEY) as writer:
+        sound = writer.post("/v1/items", files={"file": ("tone.wav", original)}).json()
+        other = writer.post("/v1/items", files={"file": ("clip.mp4", media["clip"].read_bytes())})
+        other_id = other.json()["id"]
+    with client_for(keyed_server, READ_KEY) as reader:
+        link = reader.get(f"/v1/items/{sound['id']}/media-link").json()
+        assert link["url"].startswith(f"/v1/items/{sound['id']}/media?expires=")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", link["expires_at"])
+        assert_error(reader.get("/v1/items/nope/media-link"), 404, "not_found")
+    with client_for(keyed_server, None) as anyone:
+        assert_error(anyone.get(f"/v1/items/{sound['id']}/media-link"), 401, "unauthorized")
+        whole = anyone.get(link["url"])
+        assert whole.status_code == 200 and whole.content == original
+        part = anyone.get(link["url"], headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206 and part.content == original[10:20]
+        # One item's link opens that item only, as it was signed.
+        query = link["url"].partition("?")[2]
+        moved = anyone.get(f"/v1/items/{other_id}/media?{query}")
+        assert "not valid" in assert_error(moved, 401, "unauthorized")["message"]
+        tampered = link["url"][:-1] + ("0" if link["url"][-1] != "0" else "1")
+        assert_error(anyone.get(tampered), 401, "unauthorized")
+        later = link["url"].replace("expires=", "expires=9")  # a later expiry: not signed
+        assert_error(anyone.get(later), 401, "unauthorized")
+        assert_error(anyone.get(f"/v1/items/{sound['id']}/media"), 401, "unauthorized")
+    with client_for(keyed_server, WRITE_KEY) as writer:
+        for item_id in (sound["id"], other_id):
+            assert writer.delete(f"/v1/items/{item_id}").status_code == 204
+
+
 def test_probes_and_the_page_need_no_key(keyed_server: Server) -> None:
     with client_for(keyed_server, None) as c:
         assert c.get("/healthz").status_code == 200

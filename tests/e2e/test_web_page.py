@@ -25,7 +25,14 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import CHROMIUM, chromium_page, drop_file, open_page
-from e2e_server import Server, make_clip, make_tone, running_server, start_worker
+from e2e_server import (
+    Server,
+    make_clip,
+    make_picture,
+    make_tone,
+    running_server,
+    start_worker,
+)
 from playwright.sync_api import Page
 from unseen_world_client import upload_world
 
@@ -797,6 +804,28 @@ def test_training_panel_needs_keys_and_says_so(
         page.wait_for_selector("#train-error:not([hidden])")
         assert page.text_content("#train-error").startswith("Your API key may not do this")
         assert page.text_content("#jobs-status") == "No training jobs yet."
+
+        # Media with a key: a signed link the element streams (it was the whole file
+        # downloaded with the header into a blob: first), and "Open file" through one.
+        picture = make_picture(tmp_path / "keyed.png", source="smptehdbars")
+        stored = httpx.post(
+            f"{server.url}/v1/items", headers={"Authorization": "Bearer writer-key-9876543210"},
+            files={"file": ("keyed.png", picture.read_bytes())}, timeout=60,
+        )  # fmt: skip
+        assert stored.status_code == 201, stored.text
+        page.click("#items-refresh")
+        page.wait_for_function(
+            "() => { const img = document.querySelector('#item-list .thumb img');"
+            " return img && img.src.includes('/media?expires=') && img.complete"
+            " && img.naturalWidth > 0; }"
+        )
+        page.fill("#search-text", "bars")
+        page.select_option("#search-target", "image")
+        page.click("#search-submit")
+        page.wait_for_selector('#results .card a:text-is("Open file"):not([hidden])')
+        href = page.get_attribute('#results .card a:text-is("Open file")', "href")
+        assert href is not None and "signature=" in href
+        assert httpx.get(server.url + href, timeout=10).content == picture.read_bytes()
 
         # Several files with a read key: the first refusal stops the batch (each of the
         # others was sent and refused alike).
