@@ -103,9 +103,9 @@ async function watchProcessing(item, mine) {
 
 function showProgress(sent, total) {
   const bar = $("upload-progress");
-  bar.value = total ? Math.round((100 * sent) / total) : 100;
+  bar.value = total ? Math.min(100, Math.round((100 * sent) / total)) : 100;
   $("upload-progress-text").textContent =
-    `${bar.value}% · ${formatBytes(sent)} of ${formatBytes(total)}`;
+    `${bar.value}% · ${formatBytes(Math.round(Math.min(sent, total)))} of ${formatBytes(total)}`;
 }
 
 const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
@@ -133,7 +133,10 @@ async function submitMany(files, metadata, background) {
         `Uploading ${i + 1} of ${files.length}: ${file.name}…`, true);
       job = upload("/v1/items", form, {
         query: { wait: background ? "false" : "true" },
-        onProgress: (sent) => showProgress(finished + sent, total),
+        // The request's bytes include the form's boundaries and fields: scaled to the
+        // file's share, so the bar neither runs past a file nor steps back after it.
+        onProgress: (sent, body) => showProgress(finished + (body ? file.size * sent / body : 0),
+          total),
       });
       try {
         const { status, body: item } = await job.promise;
