@@ -65,6 +65,10 @@ async def get_media_files(request: Request) -> MediaFiles:
     return _runtime(request).media_files
 
 
+async def get_media_link_secret(request: Request) -> bytes:
+    return _runtime(request).media_link_secret
+
+
 async def get_version_switch(request: Request) -> VersionSwitch:
     return _runtime(request).switch
 
@@ -111,7 +115,8 @@ async def require_media_read(request: Request) -> None:
         authorize(settings, request.headers.get("authorization", ""), "read")
         return
     item_id = request.path_params.get("item_id", "")
-    problem = link_problem(settings, item_id, params.get("expires", ""), params["signature"])
+    secret = _runtime(request).media_link_secret
+    problem = link_problem(secret, item_id, params.get("expires", ""), params["signature"])
     if problem:
         raise Unauthorized(problem)
 
@@ -128,3 +133,4 @@ SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 ExampleEmbedderDep = Annotated[ExampleEmbedder, Depends(get_example_embedder)]
 MediaFilesDep = Annotated[MediaFiles, Depends(get_media_files)]
 VersionSwitchDep = Annotated[VersionSwitch, Depends(get_version_switch)]
+MediaLinkSecretDep = Annotated[bytes, Depends(get_media_link_secret)]

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from model.media.decode_cache import DecodeCache
+from service import media_links as links
 from service.active_model import ActiveModel
 from service.change_follower import ChangeFollower
 from service.demo import ensure_demo_corpus
@@ -75,6 +76,8 @@ class Runtime:
             folder.mkdir(parents=True, exist_ok=True)
         remove_upload_leftovers(settings)
         self.storage = Storage(settings.database, settings.db_pool_size)
+        stored = self.storage.state.get_or_set(links.SECRET_KEY, links.new_random_secret())
+        self.media_link_secret = links.link_secret(settings, stored)
         log.info("database: %s (%s)", self.storage.db.name, self.storage.db.engine)
         self.model = ActiveModel()  # empty until start() loads one
         self.search_executor = ThreadPoolExecutor(

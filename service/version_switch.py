@@ -287,6 +287,10 @@ class VersionSwitch:
             self.metrics.set_model(version)
             status.stage = "done"  # the new version serves: /readyz reports no switch
         registry.save_swapped()  # uploads go on meanwhile (they add to the saved set)
+        try:  # what this replica serves now, for other replicas' DELETEs (not a beat later)
+            self.storage.heartbeats.beat(self.settings.replica_name, "api", version)
+        except Exception:  # the next regular beat says it
+            log.exception("could not record the version this replica serves")
         if failed:
             log.warning(
                 "%d items could not be embedded with %s and are left to the repair: %s",

@@ -146,9 +146,17 @@ def run_ablation(
             kept[name, seed] = read_kept(path, kept_budget, settings_of(name), digest)
             continue
         run_dir = out / f"{name}-seed{seed}"
-        if not (run_dir / "eval.json").is_file():
-            continue
         trained, revision = _trained_with(run_dir)
+        if not (run_dir / "eval.json").is_file():
+            # Trained, not yet evaluated (killed in between): evaluated next, so it must
+            # be this trainer's too.
+            if trained is not None and revision != TRAINER_REVISION:
+                raise ModelError(
+                    f"{run_dir} holds a run of another trainer ({revision_name(revision)}, "
+                    f"this one is revision {TRAINER_REVISION}): delete the folder to train it "
+                    "again, or choose another --out"
+                )
+            continue
         if trained != steps:
             raise ModelError(
                 f"{run_dir} holds a run of {trained} steps, not {steps}: results of "

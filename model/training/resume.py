@@ -10,6 +10,7 @@ OUT is a checkpoint (metrics.json, config.json) and the state file is gone.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,23 @@ def load_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
             "another --out, or delete it to start over"
         )
     return state
+
+
+def discard_stale_state(out: Path) -> bool:
+    """Remove OUT's saved state when another trainer revision wrote it (the trainer would
+    refuse it: StaleRunState); True when it did. For a caller that starts the run over
+    rather than fail, before any training process starts (ranks must not race on it)."""
+    path = out / STATE_FILE
+    if not path.is_file():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return False  # unreadable: the trainer says so, in its own words
+    if state.get("fingerprint", {}).get("trainer_revision") == TRAINER_REVISION:
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def revision_name(revision: object) -> str:

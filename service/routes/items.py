@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from service.deps import (
     IngestorDep,
     MediaFilesDep,
+    MediaLinkSecretDep,
     MediaReadAccess,
     ReadAccess,
     SettingsDep,
@@ -339,7 +340,11 @@ def get_media(
 
 @router.get("/{item_id}/media-link", response_model=MediaLink, responses=_NOT_FOUND)
 def get_media_link(
-    item_id: ItemId, _: ReadAccess, storage: StorageDep, settings: SettingsDep
+    item_id: ItemId,
+    _: ReadAccess,
+    storage: StorageDep,
+    settings: SettingsDep,
+    secret: MediaLinkSecretDep,
 ) -> JSONResponse:
     """A link to the item's media that opens it without a header for a few hours, for
     a browser's media elements (service/media_links.py)."""
@@ -348,7 +353,7 @@ def get_media_link(
         raise NotFound(f"no item {item_id!r}")
     if row.content_hash is None:
         raise NotFound(f"item {item_id!r} is a text item: it has no media")
-    url, expires = media_link(settings, row.id)
+    url, expires = media_link(settings, secret, row.id)
     expires_at = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return JSONResponse({"url": url, "expires_at": expires_at})
 

@@ -99,7 +99,7 @@ def delete_model(
     files."""
     _known(storage, version)
     try:
-        storage.models.delete(version, settings.replica_timeout_s)
+        storage.models.delete(version, settings.replica_timeout_s, settings.replica_name)
     except KeyError:
         raise NotFound(f"no model version {version!r}") from None
     except VersionServed as served:

@@ -33,6 +33,11 @@ export function getApiKey() {
   return apiKey;
 }
 
+// A key saved or cleared in another tab of this page holds here too.
+addEventListener("storage", (e) => {
+  if (e.key === KEY_STORAGE) apiKey = e.newValue || "";
+});
+
 export function setApiKey(key) {
   apiKey = key || "";
   try {

@@ -1,7 +1,7 @@
 // Building the result cards and item rows. Everything from the server goes in as
 // text nodes, never as HTML.
 
-import { describeError, getApiKey, mediaSource } from "./api.js";
+import { describeError, forgetMedia, getApiKey, mediaSource } from "./api.js";
 
 /**
  * Create an element: h("p", {class: "x", onclick: fn}, "text", childNode, ...).
@@ -168,9 +168,19 @@ export function mediaFor(item, label) {
   } else {
     el = h("img", { alt: label, loading: "lazy", decoding: "async" });
   }
+  let renewed = false;
   el.addEventListener("error", () => {
     // An <img>/<video> error event has no message; say what can be checked.
     if (!el.getAttribute("src")) return;
+    if (getApiKey() && !renewed) {
+      // A signed link past its hours (a page left open): one new link, from where it was.
+      renewed = true;
+      const at = el.currentTime || 0;
+      forgetMedia(item.media_url);
+      if (at) el.addEventListener("loadedmetadata", () => { el.currentTime = at; }, { once: true });
+      attachSource(el, item.media_url, fail);
+      return;
+    }
     fail(`The ${kindLabel(item.kind)} could not be loaded or played by this browser.`);
   });
   attachSource(el, item.media_url, fail);

@@ -13,10 +13,10 @@ const POLL_LIMIT_MS = 15 * 60 * 1000; // stop watching a background upload after
 let job = null; // the upload in flight: {promise, abort}
 let shownUpload = 0; // the upload whose outcome the status line shows (a later one wins)
 
-// Answers after which every further file of a batch would be refused the same way.
+// Answers after which every further file of a batch would be refused the same way
+// (Not a network error: a server that cuts a too-large file short can look like one.)
 const stopsBatch = (err) =>
-  err.status === 401 || err.status === 403 || err.status === 0 ||
-  (err.status === 503 && err.code === "no_model");
+  err.status === 401 || err.status === 403 || (err.status === 503 && err.code === "no_model");
 
 /** Metadata must be a flat JSON object; returns [value, error message]. */
 export function parseMetadata(text) {

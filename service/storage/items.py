@@ -432,13 +432,14 @@ class Items:
 
     def without_asr(self, seqs: Sequence[int]) -> set[int]:
         """Those of `seqs` uploaded with `asr=false` (no speech recognition)."""
-        if not seqs:
-            return set()
-        marks = ",".join("?" * len(seqs))
-        rows = self._db.connection().execute(
-            f"SELECT seq FROM items WHERE asr = 0 AND seq IN ({marks})", list(seqs)
-        )
-        return {int(r[0]) for r in rows}
+        found: set[int] = set()
+        conn = self._db.connection()
+        for start in range(0, len(seqs), MAX_PARAMS):  # a crash mid-import: many at once
+            chunk = list(seqs[start : start + MAX_PARAMS])
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(f"SELECT seq FROM items WHERE asr = 0 AND seq IN ({marks})", chunk)
+            found.update(int(r[0]) for r in rows)
+        return found
 
     def with_status(self, status: str) -> list[ItemRow]:
         rows = self._db.connection().execute(

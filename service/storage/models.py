@@ -128,12 +128,14 @@ class Models:
                 "UPDATE models SET metrics = ? WHERE version = ?", (json.dumps(metrics), version)
             )
 
-    def delete(self, version: str, replicas_within_s: float = 0.0) -> int:
+    def delete(self, version: str, replicas_within_s: float = 0.0, asking: str = "") -> int:
         """Remove an inactive version that is not being switched to, with all its
         embeddings, in one transaction; returns how many embeddings went. KeyError: no
         such version; ValueError: it is active or the switch target; VersionServed: an
         API replica seen in the last `replicas_within_s` still serves it (its own switch
-        to the active version is under way: deleted now, its indexes would empty)."""
+        to the active version is under way: deleted now, its indexes would empty).
+        `asking`: the replica this comes through, whose own state is what the active and
+        target checks above say (its heartbeat may lag its swap by a beat)."""
         with self._db.transaction(lock="models") as conn:
             found = conn.execute(
                 "SELECT active FROM models WHERE version = ?", (version,)
@@ -145,8 +147,8 @@ class Models:
                 raise ValueError(version)
             served = conn.execute(
                 "SELECT name FROM heartbeats WHERE role = 'api' AND serving = ? AND seen >= ?"
-                " ORDER BY name",
-                (version, time.time() - replicas_within_s),
+                " AND name <> ? ORDER BY name",
+                (version, time.time() - replicas_within_s, asking),
             ).fetchall()
             if replicas_within_s > 0 and served:
                 raise VersionServed(version, [r[0] for r in served])

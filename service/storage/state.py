@@ -25,3 +25,14 @@ class State:
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def get_or_set(self, key: str, value: str) -> str:
+        """The value stored under `key`, storing `value` first where there is none (two
+        replicas starting at once agree on the first one stored)."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                (key, value),
+            )
+            row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return str(row[0])

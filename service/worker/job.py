@@ -32,6 +32,7 @@ from model import load_model
 from model.atomic_files import write_atomic
 from model.config import load_config
 from model.media import MediaLimits
+from model.training.resume import discard_stale_state
 from service.settings import Settings
 from service.storage import JobRow, Storage
 from service.worker.evaluation import evaluate_on_slice, not_worse
@@ -195,6 +196,10 @@ class JobRun:
             before, after = self.job.metrics.get("before"), self.job.metrics.get("after")
             if before is None or after is None:
                 return Outcome("succeeded", "its evaluation was not recorded: not activated")
+            compared = self.job.metrics.get("compared_with")
+            if compared != active.version:
+                return Outcome("succeeded", f"it was compared with {compared}, which no longer "
+                               "serves: not activated (activate it by hand if wanted)")  # fmt: skip
             return self._activate(beat, made, *not_worse(before, after))
         training_set = self._training_set()
         base = self._starting_model(active.version)
@@ -248,8 +253,8 @@ class JobRun:
             evaluation={"before": before, "after": after, "decision": why},
             lineage_config=config,
         )  # fmt: skip
-        # A version published as the lease ran out stays, inactive (a later claim makes
-        # its own); it is never activated by a worker that no longer runs the job.
+        # A version published as the lease ran out stays, inactive (a later claim goes on
+        # from it); it is never activated by a worker that no longer runs the job.
         self._record(beat, model_version=row.version)
         log.info("job %s made version %s: %s", self.job.id, row.version, why)
         return self._activate(beat, row.version, activate, why)
@@ -320,6 +325,11 @@ class JobRun:
             beat.set(**state.progress, history=state.curve)
 
         beat.set(stage="training")
+        if discard_stale_state(self.run_dir / "model"):
+            # Released before an upgrade that changed how the trainer learns: its saved
+            # steps are the old trainer's (which the trainer refuses to continue).
+            log.warning("job %s: its saved steps are another trainer's; training from its "
+                        "first step again", self.job.id)  # fmt: skip
         process = TrainProcess(
             self.run_dir, self.settings.train_nproc, on_event, self.settings.train_threads
         )

@@ -20,7 +20,7 @@ import time
 
 from service.settings import Settings
 from service.storage import JobRow, Storage
-from service.worker.job import JobRun
+from service.worker.job import JobRun, Outcome
 from service.worker.versions import remove_unlisted_versions
 
 log = logging.getLogger("service.worker")
@@ -104,8 +104,12 @@ class Worker:
             self.current = None
         if outcome.status == "released":
             self.storage.jobs.release(job.id, self.name, outcome.error or "released")
-        elif outcome.status != "lost":
-            self.storage.jobs.finish(job.id, self.name, outcome.status, outcome.error)
+        elif outcome.status != "lost" and not self.storage.jobs.finish(
+            job.id, self.name, outcome.status, outcome.error
+        ):
+            # The lease ran out unseen (a last beat that failed) and the job was handed
+            # on: its folder, shared, is the new owner's now.
+            outcome = Outcome("lost")
         run.remove_folder(outcome)
         log.info(
             "job %s %s%s", job.id, outcome.status, f": {outcome.error}" if outcome.error else ""

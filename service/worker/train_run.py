@@ -46,10 +46,9 @@ def _worker_gone(pid: int) -> bool:
 def main(run_dir: Path) -> int:
     from model.media import MediaLimits
     from model.training.clip_dataset import ClipDataset, ClipItem
-    from model.training.errors import StaleRunState, TrainError
+    from model.training.errors import TrainError
     from model.training.options import TrainOptions
-    from model.training.resume import STATE_FILE
-    from model.training.train import TRAIN_AUGMENT, TrainProgress, TrainResult, train
+    from model.training.train import TRAIN_AUGMENT, TrainProgress, train
     from service.worker.training_set import TrainingSet
 
     run = json.loads((run_dir / "run.json").read_text())
@@ -101,26 +100,12 @@ def main(run_dir: Path) -> int:
     def should_stop() -> bool:
         return stop_file.exists() or _worker_gone(worker_pid)
 
-    def run_training() -> TrainResult:
-        return train(
+    emit("stage", stage="training")
+    try:
+        result = train(
             options, datasets=(train_data, val_data), on_progress=on_progress,
             should_stop=should_stop,
         )  # fmt: skip
-
-    emit("stage", stage="training")
-    try:
-        try:
-            result = run_training()
-        except StaleRunState:
-            # A job released before an upgrade that changed how the trainer learns: its
-            # saved steps are the old trainer's, so the job trains from its first step.
-            print(
-                "the job's saved steps are another trainer's (the service was upgraded "
-                "since it was released): it trains from its first step again",
-                flush=True,
-            )
-            (options.out / STATE_FILE).unlink(missing_ok=True)
-            result = run_training()
     except (TrainError, OSError, ValueError) as exc:
         emit("error", message=f"{type(exc).__name__}: {exc}")
         return 1

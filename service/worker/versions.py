@@ -84,7 +84,7 @@ def publish_version(
     version = version_name(run_model)
     # The speech language model carries on from the version it was compared with (the
     # one that served), also for a model trained from scratch: the words stay the users'.
-    lm_parent = parent or compared_with
+    lm_parent = compared_with or parent
     parent_dir = models_dir / lm_parent if lm_parent else None
     asr: dict[str, Any] = {}
 

@@ -54,6 +54,9 @@ def test_a_finished_run_of_another_trainer_is_refused_before_any_work(tmp_path: 
     _finished_run(out, "fac", 0, 600, 0.5, revision=TRAINER_REVISION - 1)
     with pytest.raises(ModelError, match=f"revision {TRAINER_REVISION - 1}, this one is"):
         run_ablation(tmp_path / "no-corpus", out, 600, [0], ["fac"])
+    (out / "fac-seed0" / "eval.json").unlink()  # trained, killed before its evaluation
+    with pytest.raises(ModelError, match=f"revision {TRAINER_REVISION - 1}, this one is"):
+        run_ablation(tmp_path / "no-corpus", out, 600, [0], ["fac"])
 
 
 def test_table_only_summarises_the_finished_runs_and_trains_nothing(tmp_path: Path) -> None:

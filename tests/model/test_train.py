@@ -29,6 +29,7 @@ from model.training.resume import (
     STATE_FILE,
     STATE_VERSION,
     TRAINER_REVISION,
+    discard_stale_state,
     run_fingerprint,
     save_state,
 )
@@ -137,7 +138,9 @@ def test_a_training_job_saved_by_another_trainer_trains_again_from_its_first_ste
 ) -> None:
     """The service's training process (service/worker/train_run.py) continues a released
     job from its saved state; after an upgrade that changed how the trainer learns, that
-    state is the old trainer's: the job trains again instead of failing."""
+    state is the old trainer's. The trainer refuses it; the worker discards it before
+    it starts the process (service/worker/job.py), and the job trains again instead of
+    failing."""
     from service.worker import train_run
     from service.worker.training_set import SpecClip, TrainingSet
 
@@ -162,10 +165,13 @@ def test_a_training_job_saved_by_another_trainer_trains_again_from_its_first_ste
     state = {"version": STATE_VERSION, "step": 1, "fingerprint": {"steps": 2, "seed": 0}}
     torch.save(state, run_dir / "model" / STATE_FILE)  # no trainer revision: an older one's
 
-    assert train_run.main(run_dir) == 0
-    out = capsys.readouterr().out
-    assert "another trainer's" in out and '"event": "done"' in out
+    assert train_run.main(run_dir) == 1
+    assert "another trainer (no revision recorded" in capsys.readouterr().out
+    assert discard_stale_state(run_dir / "model")
     assert not (run_dir / "model" / STATE_FILE).exists()
+    assert not discard_stale_state(run_dir / "model")  # nothing there: nothing to do
+    assert train_run.main(run_dir) == 0
+    assert '"event": "done"' in capsys.readouterr().out
     metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 2
     assert metrics["train"]["trainer_revision"] == TRAINER_REVISION

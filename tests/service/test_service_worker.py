@@ -456,3 +456,27 @@ def test_a_job_stopped_after_its_version_was_made_goes_on_from_that_version(
     assert done.model_version == "trained-0"
     assert storage.models.target() == ("trained-0" if activate == "auto" else None)
     assert not (settings.runs_dir / job.id).exists()
+
+
+def test_a_job_handed_on_before_its_end_was_recorded_keeps_the_new_owners_folder(
+    storage: Storage, tmp_path: Path, fake: FakeTraining, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease ran out unseen (the last beat failed) and another worker took the job
+    up in the shared folder: this worker's end record is refused, and the folder is
+    not its to remove."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10, "activate": "manual"})
+    finish = storage.jobs.finish
+
+    def handed_on(*args: Any) -> bool:
+        storage.jobs.expire_leases(now=time.time() + 7200)
+        assert storage.jobs.claim("w2", settings.job_lease_s) is not None
+        return finish(*args)
+
+    monkeypatch.setattr(storage.jobs, "finish", handed_on)
+    assert Worker(settings, storage, "w1").run_once()
+    row = storage.jobs.get(job.id)
+    assert row is not None and row.status == "running" and row.lease_owner == "w2"
+    assert (settings.runs_dir / job.id / "spec.json").is_file()
