@@ -29,7 +29,26 @@ SpaceName = Literal["va", "vat", "vt"]
 
 # Numbers in request bodies are JSON numbers, never coerced: `true` is no 1 and "5" no 5
 # (what the schema says; lax parsing took {"steps": true} as one step).
-RequestInt = StrictInt
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON has one number type: 2.0 is the integer 2, as JSON Schema's "integer" says
+    (schemathesis sent {"steps": 4559.0}, valid by the schema) and as metadata filters
+    take numbers. `true` and "2" stay refused, by the strict check after this."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+RequestInt = Annotated[int, Field(strict=True), BeforeValidator(_json_integer)]
+# A training job's steps. The paper's longest runs are 500,000 steps: beyond this bound a
+# number is a typo, and one past 2^63 failed the job in the database (its progress keeps
+# its steps). The bounds sit inside the integer: written on the field of an optional
+# with a validator they came out as "ge"/"le" in the schema, which no reader knows.
+MAX_JOB_STEPS = 10_000_000
+JobSteps = Annotated[
+    int, Field(strict=True, ge=1, le=MAX_JOB_STEPS), BeforeValidator(_json_integer)
+]
 RequestFloat = Annotated[float, Field(strict=True), AllowInfNan(False)]
 
 # Ids the server hands out (items, jobs, model versions) are printable: a control
@@ -250,15 +269,10 @@ class SearchResults(BaseModel):
     took_ms: float
 
 
-# The paper's longest runs are 500,000 steps. Beyond this bound a number is a typo, and
-# one past 2^63 failed the job later in the database (a job's progress keeps its steps).
-MAX_JOB_STEPS = 10_000_000
-
-
 class TrainingJobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     init: Literal["active", "scratch"] = "active"
-    steps: RequestInt | None = Field(None, ge=1, le=MAX_JOB_STEPS)
+    steps: JobSteps | None = None
     activate: Literal["auto", "manual"] = "auto"
 
 

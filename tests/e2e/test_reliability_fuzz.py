@@ -74,6 +74,7 @@ OPERATIONS = [
     "POST /v1/items/text",
     "GET /v1/items/{item_id}",
     "GET /v1/items/{item_id}/media",
+    "GET /v1/items/{item_id}/media-link",
     "DELETE /v1/items/{item_id}",
     "GET /v1/training/jobs",
     "POST /v1/training/jobs",
