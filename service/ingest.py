@@ -75,9 +75,6 @@ class Ingestor:
         # Held while an item's index entries change, so a delete cannot interleave
         # with the add of the same item (the add would resurrect it in the index).
         self.index_lock = threading.Lock()
-        # Items being processed that another request was also answered with: a failure
-        # marks them failed instead of deleting them (that request was told they exist).
-        self._shared: set[int] = set()
         self._background: set[asyncio.Task[Any]] = set()
         # Uploads being received or processed, those answered 202 included (issue 21).
         self.admission = InFlightLimit(
@@ -132,7 +129,7 @@ class Ingestor:
         asr: bool,
     ) -> tuple[ItemRow, int] | None:
         """One try; None when the same bytes, being processed for another request, were
-        deleted meanwhile (their processing failed): the caller tries again."""
+        deleted meanwhile (their processing failed) or finished: the caller tries again."""
         assert upload.path is not None
         existing = await self._run(self.storage.items.get_by_hash, upload.sha256)
         if existing is not None and existing.status == "processing":
@@ -177,7 +174,8 @@ class Ingestor:
         request's too. Its failure then marks it failed rather than deleting it (this
         request was told it exists); with wait=true this request waits for the outcome
         and answers as the first one does."""
-        self._shared.add(row.seq)
+        if not await self._run(self.storage.items.mark_shared, row.seq):
+            return None  # finished (or gone) meanwhile: the caller looks again
         if not wait:
             return row, 200
         deadline = time.monotonic() + SAME_BYTES_WAIT_S
@@ -245,10 +243,11 @@ class Ingestor:
             stored = self.media.path(row.content_hash).name if row.content_hash else ""
             err = naming(as_api_error(exc), stored, row.filename)
             self.metrics.ingested.labels(row.kind, "failed").inc()
-            if raise_errors and row.seq not in self._shared:
-                await self._run(self.delete, row)
+            # Removed, unless another upload (on any replica) was told it exists: kept,
+            # failed, then.
+            if raise_errors and await self._run(self.delete, row, True):
                 raise err from None
-            if raise_errors:  # another request was told this item exists: keep it, failed
+            if raise_errors:
                 await self._run(self.storage.items.mark_failed, row.seq, err.message)
                 raise err from None
             log.warning("item %s failed: %s", row.id, err.message)
@@ -257,8 +256,7 @@ class Ingestor:
         except Exception as exc:  # a bug: never leave the item `processing` forever
             log.exception("processing item %s failed unexpectedly", row.id)
             self.metrics.ingested.labels(row.kind, "failed").inc()
-            if raise_errors and row.seq not in self._shared:
-                await self._run(self.delete, row)
+            if raise_errors and await self._run(self.delete, row, True):
                 raise
             message = f"processing failed on the server ({type(exc).__name__}); see its log"
             await self._run(self.storage.items.mark_failed, row.seq, message)
@@ -266,7 +264,6 @@ class Ingestor:
                 raise
             return await self._run(self.storage.items.get_by_seq, row.seq) or row
         finally:
-            self._shared.discard(row.seq)
             self._stage("total", time.perf_counter() - started)
 
     async def _process(self, row: ItemRow, info: MediaInfo | None, asr: bool) -> ItemRow:
@@ -429,18 +426,20 @@ class Ingestor:
             return row
 
     # -- delete and lifecycle ----------------------------------------------------------------
-    def delete(self, row: ItemRow) -> None:
-        """Gone from storage and search at once, then the media file goes (sync)."""
+    def delete(self, row: ItemRow, keep_shared: bool = False) -> bool:
+        """Gone from storage and search at once, then the media file goes (sync). With
+        `keep_shared`, not an item another upload was told exists. True if deleted."""
         with self.index_lock:
             # The database first (the indexer's contract): a search that runs between
             # the two steps may still find the seq, but the join drops rows that are gone.
-            deleted = self.storage.items.delete(row.seq)
+            deleted = self.storage.items.delete(row.seq, keep_shared)
             if self.model.indexes is not None and deleted is not None:
                 # The item and all its segments, from every index at once.
                 ids = [row.seq, *segment_ids(deleted[1]).tolist()]
                 self.model.indexes.remove(ids)
         if deleted is not None and deleted[0].content_hash:
             self.storage.items.remove_media_if_unused(deleted[0].content_hash, self._remove_file)
+        return deleted is not None
 
     def _remove_file(self, content_hash: str) -> None:
         """The media file, and what the decode cache holds of it (this host's; other

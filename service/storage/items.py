@@ -264,17 +264,29 @@ class Items:
             ).rowcount
         return sorted(seqs), int(vectors), segments
 
-    def delete(self, seq: int) -> tuple[ItemRow, list[int]] | None:
+    def mark_shared(self, seq: int) -> bool:
+        """Another upload of the same bytes is told this item in processing exists: its
+        failure must then keep it (failed), not delete it. False when it is no longer in
+        processing (ready, failed or gone: that upload looks again)."""
+        with self._db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE items SET shared = 1 WHERE seq = ? AND status = 'processing'", (seq,)
+            )
+        return cur.rowcount > 0
+
+    def delete(self, seq: int, keep_shared: bool = False) -> tuple[ItemRow, list[int]] | None:
         """Delete the item, its metadata, its segments and all their embeddings; returns
-        what was deleted: the item and its segments' seqs."""
+        what was deleted: the item and its segments' seqs. `keep_shared`: not an item
+        another upload was told exists (mark_shared; None is returned)."""
         with self._db.transaction() as conn:
             # The item's row first, locked: whatever else changes this item (processing
-            # finishing on another replica) waits for it rather than deadlocking.
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE seq = ?{self._db.for_update}", (seq,)
+            # finishing on another replica, another upload sharing it) waits for it.
+            found = conn.execute(
+                f"SELECT {_COLUMNS}, shared FROM items WHERE seq = ?{self._db.for_update}", (seq,)
             ).fetchone()
-            if row is None:
+            if found is None or (keep_shared and found[-1]):
                 return None
+            row = tuple(found)[:-1]
             segment_seqs = delete_segments(conn, seq)
             conn.execute("DELETE FROM embeddings WHERE item_seq = ?", (seq,))
             conn.execute("DELETE FROM item_metadata WHERE item_seq = ?", (seq,))

@@ -143,6 +143,9 @@ STEPS: dict[int, tuple[str, ...]] = {
     # An upload's `asr=false`, kept while it is processed: a replica that takes over an
     # upload left unfinished (a crash, a stop) processes it as it was asked.
     8: ("ALTER TABLE items ADD COLUMN asr INTEGER NOT NULL DEFAULT 1",),
+    # An item in processing that another upload of the same bytes was told exists (200):
+    # its failure then marks it failed rather than deleting it, on any replica.
+    9: ("ALTER TABLE items ADD COLUMN shared INTEGER NOT NULL DEFAULT 0",),
 }
 
 SCHEMA_VERSION = max(STEPS)

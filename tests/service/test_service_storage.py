@@ -153,6 +153,7 @@ def test_numbers_stored_by_an_older_version_are_found_after_the_upgrade(
         conn.execute("ALTER TABLE items DROP COLUMN filename")  # as version 4 had it
         conn.execute("ALTER TABLE heartbeats DROP COLUMN serving")
         conn.execute("ALTER TABLE items DROP COLUMN asr")
+        conn.execute("ALTER TABLE items DROP COLUMN shared")
         conn.execute("UPDATE state SET value = '4' WHERE key = 'schema_version'")
     storage.close()
     storage = Storage(database)
@@ -366,3 +367,24 @@ def test_a_version_another_replica_still_serves_is_not_deleted(storage: Storage)
     storage.models.add(ModelRow("C", "2026-12-07T00:00:00Z", {}, {}, None, False))
     storage.heartbeats.beat("r1", "api", "C")
     assert storage.models.delete("C", replicas_within_s=30.0, asking="r1") == 0
+
+
+def test_an_item_another_replica_was_told_exists_is_kept_when_its_processing_fails(
+    database: str | Path, storage: Storage
+) -> None:
+    """Replica A processes bytes X for a wait=true upload; replica B answers another
+    upload of X with that item (200). The mark that B did lived in B's memory, so A's
+    failure deleted the item B had acknowledged."""
+    b = Storage(database)  # the other replica's own connection
+    try:
+        row = storage.items.create(video("x"))
+        assert b.items.mark_shared(row.seq)
+        assert storage.items.delete(row.seq, keep_shared=True) is None  # kept: B told it
+        assert storage.items.get_by_seq(row.seq) is not None
+        plain = storage.items.create(video("y"))
+        assert storage.items.delete(plain.seq, keep_shared=True) is not None  # told nobody
+        storage.items.mark_ready(row.seq, "v", [], ["video"], None, None, 1.0)
+        assert not b.items.mark_shared(row.seq)  # ready now: B looks again instead
+        assert storage.items.delete(row.seq) is not None  # a user's DELETE takes it
+    finally:
+        b.close()
