@@ -186,21 +186,7 @@ class JobRun:
         active_dir = self.settings.models_dir / active.version
         made = next((m.version for m in self.storage.models.all() if m.job_id == self.job.id), None)
         if made is not None:
-            # An earlier claim made the version and stopped before the job's end was
-            # recorded: the job goes on from there rather than publish a second one.
-            log.info("job %s: version %s was made by an earlier claim", self.job.id, made)
-            if self.job.model_version != made:
-                self._record(beat, model_version=made)
-            if self.job.activated:  # asked for already; a switch back since is the user's
-                return Outcome("succeeded")
-            before, after = self.job.metrics.get("before"), self.job.metrics.get("after")
-            if before is None or after is None:
-                return Outcome("succeeded", "its evaluation was not recorded: not activated")
-            compared = self.job.metrics.get("compared_with")
-            if compared != active.version:
-                return Outcome("succeeded", f"it was compared with {compared}, which no longer "
-                               "serves: not activated (activate it by hand if wanted)")  # fmt: skip
-            return self._activate(beat, made, *not_worse(before, after))
+            return self._made_before(beat, made, active.version)
         training_set = self._training_set()
         base = self._starting_model(active.version)
         base_dir = self.settings.models_dir / base
@@ -273,6 +259,23 @@ class JobRun:
         self.storage.models.request_switch(version)
         self._record(beat, activated=True)
         return Outcome("succeeded")
+
+    def _made_before(self, beat: Heartbeat, made: str, active: str) -> Outcome:
+        """An earlier claim made the job's version and stopped before the job's end was
+        recorded: the job goes on from there rather than publish a second one."""
+        log.info("job %s: version %s was made by an earlier claim", self.job.id, made)
+        if self.job.model_version != made:
+            self._record(beat, model_version=made)
+        if self.job.activated:  # asked for already; a switch back since is the user's
+            return Outcome("succeeded")
+        before, after = self.job.metrics.get("before"), self.job.metrics.get("after")
+        if before is None or after is None:
+            return Outcome("succeeded", "its evaluation was not recorded: not activated")
+        compared = self.job.metrics.get("compared_with")
+        if compared != active:
+            return Outcome("succeeded", f"it was compared with {compared}, which no longer "
+                           "serves: not activated (activate it by hand if wanted)")  # fmt: skip
+        return self._activate(beat, made, *not_worse(before, after))
 
     def _starting_model(self, active: str) -> str:
         """The version this job trains from: the one active at its first claim. A job
