@@ -8,7 +8,6 @@ import json
 import math
 import os
 import sys
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -41,8 +40,8 @@ from service.schemas import (
     metadata_too_long,
     unstorable,
 )
-from service.storage import ItemRow
 from service.storage.items import MAX_LIST_FILTER_KEYS
+from service.storage.rows import ItemRow, rfc3339
 from service.uploads import received_upload
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -354,8 +353,7 @@ def get_media_link(
     if row.content_hash is None:
         raise NotFound(f"item {item_id!r} is a text item: it has no media")
     url, expires = media_link(settings, secret, row.id)
-    expires_at = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return JSONResponse({"url": url, "expires_at": expires_at})
+    return JSONResponse({"url": url, "expires_at": rfc3339(expires)})
 
 
 def content_disposition(row: ItemRow, extension: str) -> str:

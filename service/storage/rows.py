@@ -12,9 +12,14 @@ from typing import Any
 import numpy as np
 
 
+def rfc3339(seconds: float) -> str:
+    """A Unix time as the API writes times (UTC, whole seconds)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_rfc3339() -> str:
-    """The time stamp every row is created with (UTC, whole seconds)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The time stamp every row is created with."""
+    return rfc3339(datetime.now(UTC).timestamp())
 
 
 @dataclass
