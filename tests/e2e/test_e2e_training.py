@@ -160,7 +160,8 @@ def test_a_job_teaches_the_service_an_unseen_world_and_it_switches_live(
                  "loss.csv", "loss.png", "asr.lm", "asr.dict", "asr-texts.txt"):  # fmt: skip
         assert (folder / name).is_file(), name
     assert "crescent" in (folder / "asr.dict").read_text()  # the users' words are heard now
-    assert not (server.data_dir / "runs" / job_id).exists()  # nothing half-made stays
+    # Nothing half-made stays: the run folder goes just after the job's end is recorded.
+    wait_until(lambda: not (server.data_dir / "runs" / job_id).exists(), 30, "the run folder goes")
 
     # Searching never failed, and every answer came from one whole version: the old
     # one until the switch, the new one after it.
@@ -212,7 +213,8 @@ def test_a_killed_worker_leaves_the_model_alone_and_its_job_says_what_happened(
         assert asked["cancel_requested"] is True
         cancelled = wait_until(lambda: job_done(client, long_job), 120, "the job is cancelled")
         assert cancelled["status"] == "cancelled" and cancelled["model_version"] is None
-        assert not run_dir.exists()
+        # The folder goes just after the job's end is recorded (JobRun.remove_folder).
+        wait_until(lambda: not run_dir.exists(), 30, "the cancelled job's run folder goes")
         # The active model and its indexes never moved, and the next job runs.
         assert serving(client) == old and len(client.get("/v1/models").json()["models"]) == 1
         short = client.post("/v1/training/jobs", json={"steps": 3, "activate": "manual"})
