@@ -42,6 +42,10 @@ _COLUMNS = (
 MAX_LIST_FILTER_KEYS = 100
 
 
+class _SameBytesStored(Exception):
+    """Raised inside `create`'s transaction to roll it back: an item holds the bytes."""
+
+
 def _media_lock(content_hash: str | None) -> str | None:
     return f"media:{content_hash}" if content_hash else None
 
@@ -92,15 +96,22 @@ class Items:
         embeddings: Sequence[Embedding] = (),
         processing_by: str | None = None,
         before_insert: Callable[[], None] | None = None,
+        retry: bool = True,
     ) -> ItemRow:
         """Insert a new item (with its embeddings for `version`, in the same transaction);
         DuplicateContent when its content hash is already stored. `processing_by` names
         the API replica that will process it (another takes over if that one dies).
         `before_insert` (putting the media file in place) runs inside the transaction,
-        under the content hash's lock that `remove_media_if_unused` takes too."""
+        under the content hash's lock that `remove_media_if_unused` takes too, and only
+        when no item holds the same bytes: a duplicate leaves the caller's file where it
+        was (it may upload it again once that item is gone)."""
         lock = _media_lock(new.content_hash)
         try:
             with self._db.transaction(lock=lock) as conn:
+                if new.content_hash is not None and conn.execute(
+                    "SELECT 1 FROM items WHERE content_hash = ?", (new.content_hash,)
+                ).fetchone():
+                    raise _SameBytesStored
                 if before_insert is not None:
                     before_insert()
                 seq = conn.execute(
@@ -122,10 +133,12 @@ class Items:
                     assert version is not None
                     insert_embeddings(conn, version, [(seq, e) for e in embeddings])
                     record_change(conn, seq, INDEXED)
-        except ConstraintViolation:
+        except (ConstraintViolation, _SameBytesStored):
             existing = self.get_by_hash(new.content_hash) if new.content_hash else None
             if existing is None:
-                raise
+                if not retry:  # that item was deleted just now: the hash is free again
+                    raise ConstraintViolation("an item with the same bytes came and went")
+                return self.create(new, version, embeddings, processing_by, before_insert, False)
             raise DuplicateContent(existing) from None
         row = self.get_by_seq(seq)
         assert row is not None

@@ -73,6 +73,20 @@ def test_create_get_and_same_content_is_one_item(storage: Storage) -> None:
     assert storage.items.count() == 1
 
 
+def test_a_duplicate_leaves_the_uploaded_file_where_it_was(storage: Storage) -> None:
+    """Moving the upload into place over the stored item's file, then failing the
+    insert, left nothing to read when that item was deleted meanwhile and the upload
+    tried again: it was refused as a file that does not exist."""
+    moved: list[str] = []
+    row = storage.items.create(video("h1"), before_insert=lambda: moved.append("first"))
+    with pytest.raises(DuplicateContent) as dup:
+        storage.items.create(video("h1"), before_insert=lambda: moved.append("second"))
+    assert dup.value.existing.id == row.id and moved == ["first"]
+    assert storage.items.delete(row.seq) is not None
+    again = storage.items.create(video("h1"), before_insert=lambda: moved.append("again"))
+    assert again.id != row.id and moved == ["first", "again"]
+
+
 def test_ready_stores_embeddings_atomically_and_not_after_delete(storage: Storage) -> None:
     row = storage.items.create(video("h1"))
     emb = [Embedding("va", "video", unit(8, 1)), Embedding("va", "audio", unit(8, 2))]
