@@ -53,6 +53,10 @@ SAME_BYTES_TRIES = 3
 LONGEST_CUE_SEGMENTS = 3
 
 
+def deleted_meanwhile(row: ItemRow) -> errors.NotFound:
+    return errors.NotFound(f"item {row.id!r} was deleted while it was processed")
+
+
 class Ingestor:
     def __init__(
         self,
@@ -240,6 +244,12 @@ class Ingestor:
         try:
             return await self._process(row, info, asr)
         except (MediaError, ModelError, errors.ServiceError, WorkerCrashed) as exc:
+            if await self._run(self.storage.items.get_by_seq, row.seq) is None:
+                # A DELETE came first (its file going may be what failed here): that
+                # is the answer, rather than a complaint about a file that is gone.
+                if raise_errors:
+                    raise deleted_meanwhile(row) from None
+                return row
             stored = self.media.path(row.content_hash).name if row.content_hash else ""
             err = naming(as_api_error(exc), stored, row.filename)
             self.metrics.ingested.labels(row.kind, "failed").inc()
@@ -315,7 +325,7 @@ class Ingestor:
             self.metrics.ingested.labels(row.kind, "ready").inc()
         fresh = await self._run(self.storage.items.get_by_seq, row.seq)
         if fresh is None:
-            raise errors.NotFound(f"item {row.id!r} was deleted while it was processed")
+            raise deleted_meanwhile(row)
         return fresh
 
     def _store_ready(

@@ -197,6 +197,7 @@ def check_metadata(value: Any) -> dict[str, Any]:
     responses={
         200: {"model": Item, "description": "the same bytes were stored before"},
         202: {"model": Item, "description": "accepted; processing in the background"},
+        404: {"description": "not_found: deleted (DELETE) while it was processed (wait=true)"},
         409: {"description": "conflict: the same bytes kept being deleted meanwhile"},
         413: {"description": "too_large (bytes or pixels) or too_long (duration)"},
         415: {"description": "unsupported_media: not a video, audio or image file"},

@@ -14,6 +14,7 @@ import socket
 import time
 import wave
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,31 @@ def test_wait_false_answers_202_and_the_status_tells_the_outcome(
 
     r = upload(client, media["undecodable"])  # wait=true: the failure is the answer
     assert_error(r, 422, "unreadable_media")
+
+
+def test_an_upload_deleted_while_it_is_processed_says_so(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    """wait=true, and the item is deleted before it is ready: the upload answers 404
+    saying so (a DELETE before decoding began answered 422, a file that does not exist)."""
+    words = " ".join(["the lantern swings above the quiet harbour at night"] * 5)
+    for attempt in range(3):  # speech recognition takes seconds; a fast machine may win
+        speech = make_speech(tmp_path / f"long-{attempt}.wav", f"{attempt} {words}")
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(upload, client, speech)
+            seen = None
+            while seen is None and not answer.done():
+                listed = client.get("/v1/items", params={"limit": 5}).json()["items"]
+                seen = next((i for i in listed if i["filename"] == speech.name), None)
+            if seen is not None and seen["status"] == "processing":
+                assert client.delete(f"/v1/items/{seen['id']}").status_code == 204
+            r = answer.result()
+        if r.status_code != 201:
+            break
+    assert_error(r, 404, "not_found")
+    assert "deleted while it was processed" in r.json()["error"]["message"]
+    assert seen is not None and seen["id"] in r.json()["error"]["message"]
+    assert client.get(f"/v1/items/{seen['id']}").status_code == 404
 
 
 def test_the_same_bytes_twice_at_once_are_never_acknowledged_then_lost(
