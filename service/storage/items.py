@@ -135,9 +135,9 @@ class Items:
                     record_change(conn, seq, INDEXED)
         except (ConstraintViolation, _SameBytesStored):
             existing = self.get_by_hash(new.content_hash) if new.content_hash else None
-            if existing is None:
-                if not retry:  # that item was deleted just now: the hash is free again
-                    raise ConstraintViolation("an item with the same bytes came and went")
+            if existing is None:  # that item was deleted just now: the hash is free again
+                if not retry:
+                    raise ConstraintViolation("an item with the same bytes came and went") from None
                 return self.create(new, version, embeddings, processing_by, before_insert, False)
             raise DuplicateContent(existing) from None
         row = self.get_by_seq(seq)
