@@ -108,9 +108,12 @@ class Items:
         lock = _media_lock(new.content_hash)
         try:
             with self._db.transaction(lock=lock) as conn:
-                if new.content_hash is not None and conn.execute(
-                    "SELECT 1 FROM items WHERE content_hash = ?", (new.content_hash,)
-                ).fetchone():
+                if (
+                    new.content_hash is not None
+                    and conn.execute(
+                        "SELECT 1 FROM items WHERE content_hash = ?", (new.content_hash,)
+                    ).fetchone()
+                ):
                     raise _SameBytesStored
                 if before_insert is not None:
                     before_insert()
