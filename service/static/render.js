@@ -120,12 +120,17 @@ function metadataList(metadata, onFilter) {
   const entries = Object.entries(metadata || {});
   if (!entries.length) return null;
   const shown = (v) => (typeof v === "object" && v !== null ? JSON.stringify(v) : String(v));
+  // A whole number beyond 2^53 reached this page rounded (JSON numbers are doubles
+  // here): shown as such, and not offered as a filter, which would match another value.
+  const rounded = (v) => typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v);
   return h(
     "dl",
     { class: "meta" },
     entries.flatMap(([k, v]) => [
       h("dt", {}, k),
-      h("dd", {}, onFilter
+      h("dd", {}, rounded(v)
+        ? h("span", { class: "rounded", title: "rounded by the browser; the API has the exact number" }, `≈${shown(v)}`)
+        : onFilter
         ? h("button", {
           type: "button", class: "meta-filter", title: `Show only the items with ${k} = ${shown(v)}`,
           onclick: () => onFilter(k, v),

@@ -237,7 +237,7 @@ def test_several_files_upload_one_after_another_and_each_outcome_is_said(
 
     # Each is its own request; the one the server refuses is named with its reason, and
     # the others are added all the same.
-    page.fill("#upload-metadata", json.dumps({"batch": "several"}))
+    page.fill("#upload-metadata", '{"batch": "several", "take": 9007199254740993}')
     page.click("#upload-submit")
     page.wait_for_function(
         "document.querySelector('#upload-status').textContent.startsWith('3 files:')"
@@ -251,11 +251,16 @@ def test_several_files_upload_one_after_another_and_each_outcome_is_said(
     listed = httpx.get(f"{server.url}/v1/items", params={"limit": 1000}, timeout=10).json()
     added = {i["filename"]: i for i in listed["items"] if i["metadata"].get("batch")}
     assert sorted(added) == sorted(t.name for t in tones)
+    assert {i["metadata"]["take"] for i in added.values()} == {9007199254740993}  # sent as typed
     for name in added:
         page.wait_for_selector(f'#item-list .filename:text-is("{name}")')
 
     # A metadata value in the collection shows the items sharing it, and only them.
     row = f'#item-list li[data-item-id="{added[tones[0].name]["id"]}"]'
+    # A whole number JavaScript cannot hold is shown rounded, and offers no filter (it
+    # would show the items of the number it was rounded to).
+    assert page.text_content(f"{row} .meta .rounded") == "≈9007199254740992"
+    assert page.eval_on_selector_all(f"{row} button.meta-filter", "bs => bs.length") == 1
     page.click(f'{row} button.meta-filter:text-is("several")')
     page.wait_for_selector("#items-filter:not([hidden])")
     assert page.text_content("#items-filter-text") == 'batch = "several"'
