@@ -8,7 +8,7 @@ import { findSimilar } from "./search.js";
 
 export const PAGE_SIZE = 20;
 
-const state = { cursor: null, loading: null, shown: 0, filter: null };
+const state = { cursor: null, loading: null, resetting: false, shown: 0, filter: null };
 
 /** Show only the items whose metadata has `key` = `value` (null: all of them). */
 export function filterItems(key, value) {
@@ -31,6 +31,7 @@ export async function loadItems(reset) {
   }
   const controller = new AbortController();
   state.loading = controller;
+  state.resetting = reset;
   clearError($("items-error"));
   setStatus($("items-status"), "Loading…", true);
   $("items-more").disabled = true;
@@ -42,9 +43,7 @@ export async function loadItems(reset) {
       },
       signal: controller.signal,
     });
-    const rows = body.items.map(
-      (item) => itemRow(item, { onSimilar: findSimilar, onDelete: deleteItem, onFilter: filterItems }),
-    );
+    const rows = body.items.map(rowOf);
     if (reset) list.replaceChildren(...rows);
     else list.append(...rows);
     state.shown += rows.length;
@@ -62,9 +61,37 @@ export async function loadItems(reset) {
     setStatus($("items-status"), "");
     showError($("items-error"), err);
   } finally {
-    if (state.loading === controller) state.loading = null;
+    if (state.loading === controller) state.loading = state.resetting = null;
     $("items-more").disabled = false;
   }
+}
+
+/** An upload's outcome in the list without reloading it (a reload drops the pages
+ * loaded below): a new item goes on top when the view shown (kind, filter) holds it;
+ * a listed one is shown afresh (processing, then ready or failed). */
+export function showItem(item, isNew) {
+  // A first page on its way may have been asked for before this item existed: asked again.
+  if (state.resetting) return loadItems(true);
+  const list = $("item-list");
+  const old = list.querySelector(`li[data-item-id="${CSS.escape(item.id)}"]`);
+  const kind = $("items-kind").value;
+  const belongs = (!kind || item.kind === kind) && Object.entries(state.filter || {})
+    .every(([k, v]) => (item.metadata || {})[k] === v);
+  if (old && belongs) {
+    old.replaceWith(rowOf(item));
+  } else if (old) {
+    old.remove();
+    state.shown = Math.max(0, state.shown - 1);
+    showItemCount();
+  } else if (isNew && belongs) {
+    list.prepend(rowOf(item));
+    state.shown += 1;
+    showItemCount();
+  }
+}
+
+function rowOf(item) {
+  return itemRow(item, { onSimilar: findSimilar, onDelete: deleteItem, onFilter: filterItems });
 }
 
 function showItemCount(prefix = "") {

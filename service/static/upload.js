@@ -4,7 +4,7 @@
 // them and, at the end, what became of each.
 
 import { ApiError, describeError, request, upload } from "./api.js";
-import { loadItems } from "./collection.js";
+import { showItem } from "./collection.js";
 import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
 import { formatBytes, formatDuration, h, kindLabel } from "./render.js";
 
@@ -98,7 +98,7 @@ async function watchProcessing(item, mine) {
     return;
   }
   if (mine === shownUpload) finish(current);
-  loadItems(true);
+  showItem(current, true);
 }
 
 function showProgress(sent, total) {
@@ -117,6 +117,7 @@ async function submitMany(files, metadata, background) {
   const total = files.reduce((n, f) => n + f.size, 0);
   const counts = { added: 0, already: 0, processing: 0 };
   const failed = []; // [file name, reason]
+  const answered = []; // [item, new?] in the order sent
   let finished = 0; // bytes of the files done with
   let cancelled = false;
   let stoppedBy = null;
@@ -140,6 +141,7 @@ async function submitMany(files, metadata, background) {
       });
       try {
         const { status, body: item } = await job.promise;
+        answered.push([item, status !== 200]);
         if (status === 200) counts.already++;
         else if (item.status === "processing") counts.processing++;
         else if (item.status === "failed") failed.push([file.name, item.error || "failed"]);
@@ -188,7 +190,7 @@ async function submitMany(files, metadata, background) {
   }
   $("upload-form").reset();
   checkMetadataField();
-  loadItems(true);
+  for (const [item, isNew] of answered) showItem(item, isNew);
 }
 
 async function submit(e) {
@@ -263,7 +265,7 @@ async function submit(e) {
     }
     $("upload-form").reset();
     checkMetadataField();
-    loadItems(true);
+    showItem(item, status !== 200);
   } catch (err) {
     setStatus($("upload-status"), "");
     showError($("upload-error"), err);

@@ -278,7 +278,7 @@ def test_several_files_upload_one_after_another_and_each_outcome_is_said(
     )
 
 
-def test_collection_pages_filters_and_texts(page: Page, server: Server) -> None:
+def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path: Path) -> None:
     # One more text item than a page holds (PAGE_SIZE = 20 in service/static/collection.js).
     texts = [f"note {i}: the blue cup falls on the wooden floor" for i in range(21)]
     with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -296,6 +296,30 @@ def test_collection_pages_filters_and_texts(page: Page, server: Server) -> None:
     page.wait_for_function(count_is, arg=[rows, 21])
     assert page.is_hidden("#items-more")
     assert page.locator("#item-list li").count() == 21  # the filter shows texts only
+
+    # An upload joins the list where it belongs, without a reload that would drop the
+    # pages loaded: a sound is not added to the texts shown...
+    page.set_input_files("#upload-file", str(make_tone(tmp_path / "kept.wav", 1733)))
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-status[data-item-id]")
+    added = page.get_attribute("#upload-status", "data-item-id")
+    assert page.locator("#item-list li").count() == 21 and page.is_hidden("#items-more")
+    # ...and is on top of everything, above the pages loaded.
+    page.select_option("#items-kind", "")
+    page.wait_for_function(count_is, arg=["#item-list li", 20])
+    page.click("#items-more")
+    page.wait_for_function("document.querySelectorAll('#item-list li').length > 20")
+    before = page.locator("#item-list li").count()
+    page.set_input_files("#upload-file", str(make_tone(tmp_path / "on-top.wav", 1777)))
+    page.click("#upload-submit")
+    page.wait_for_function(
+        "a => (document.querySelector('#upload-status').dataset.itemId || a) !== a", arg=added
+    )
+    page.wait_for_function(count_is, arg=["#item-list li", before + 1])
+    on_top = page.get_attribute("#item-list li:first-child", "data-item-id")
+    assert on_top == page.get_attribute("#upload-status", "data-item-id")
+    page.select_option("#items-kind", "text")
+    page.wait_for_function(count_is, arg=[rows, 20])
 
     # Texts found by text search show their text.
     page.fill("#search-text", "blue cup")
