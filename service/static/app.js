@@ -60,7 +60,10 @@ function setupKeyPanel() {
 
 let statusTimer = 0;
 
-/** GET /readyz into the header line; re-checks while not ready or re-indexing. */
+const STATUS_IDLE_MS = 30000; // ready: still a look now and then (a switch, a stop)
+
+/** GET /readyz into the header line; re-checks every 5 s while re-indexing, 10 s while
+ * not ready or unreachable, else every 30 s while the page is visible. */
 async function checkServer() {
   clearTimeout(statusTimer);
   const box = $("server-status");
@@ -88,6 +91,7 @@ async function checkServer() {
     setStatus(box, text);
     box.dataset.state = body.reindex ? "busy" : "ok";
     if (body.reindex) statusTimer = setTimeout(checkServer, 5000);
+    else if (!document.hidden) statusTimer = setTimeout(checkServer, STATUS_IDLE_MS);
   } else {
     setStatus(box, "Not ready: no model is serving yet, so search will fail for now");
     box.dataset.state = "down";
@@ -102,6 +106,9 @@ setupSearch();
 setupUpload();
 setupCollection();
 setupTraining({ onServerChange: checkServer });
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) checkServer();
+});
 checkServer();
 loadItems(true);
 loadTraining();

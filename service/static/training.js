@@ -1,6 +1,7 @@
 // The training section: start a job, follow the jobs (polled every 2 s while one is
-// queued or running, or a version switch is under way, and only while the page is
-// visible), cancel one; list the model versions, switch to one (or back), delete one.
+// queued or running, or a version switch is under way, else every 30 s, and only while
+// the page is visible), cancel one; list the model versions, switch to one (or back),
+// delete one.
 
 import { ApiError, request } from "./api.js";
 import { announce, jobRow, UNFINISHED } from "./jobs.js";
@@ -9,6 +10,9 @@ import { modelRow } from "./versions.js";
 
 const POLL_MS = 2000;
 const RETRY_MS = 6000; // after a failed poll
+// Nothing moving: still a look now and then, for a job queued by another client or the
+// automatic retraining, and the switch to the version it made.
+const IDLE_MS = 30000;
 const JOBS_SHOWN = 10; // the newest; "show older jobs" lists them all
 
 const state = {
@@ -34,7 +38,8 @@ function schedule(failed) {
   state.timer = 0;
   const on = busy() && !document.hidden;
   $("training").dataset.polling = on ? "on" : "off"; // tests read it
-  if (on) state.timer = setTimeout(loadTraining, failed ? RETRY_MS : POLL_MS);
+  if (document.hidden) return;
+  state.timer = setTimeout(loadTraining, !on ? IDLE_MS : failed ? RETRY_MS : POLL_MS);
 }
 
 /** Fetch the jobs and the versions, render them, and poll again while anything moves. */

@@ -818,6 +818,7 @@ def test_training_panel_needs_keys_and_says_so(
     with running_server(
         tmp_path / "data", random_model, tmp_path / "server.log", MMV_API_KEYS=keys
     ) as server:
+        page.clock.install()  # the page's timers run on, and can be moved on
         open_page(page, server.url)
         # Without a key: the panel's error boxes say what to do, and the key panel opens.
         page.wait_for_selector("#jobs-error:not([hidden])")
@@ -834,11 +835,24 @@ def test_training_panel_needs_keys_and_says_so(
         assert page.text_content("#train-error").startswith("Your API key may not do this")
         assert page.text_content("#jobs-status") == "No training jobs yet."
 
+        # Idle, the page still looks every 30 s: a job another client queued shows up,
+        # and the header's line is checked again.
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        writer = {"Authorization": "Bearer writer-key-9876543210"}
+        queued = httpx.post(f"{server.url}/v1/training/jobs", headers=writer,
+                            json={"steps": 3}, timeout=30).json()  # fmt: skip
+        page.wait_for_timeout(1000)
+        assert page.locator("#job-list li").count() == 0  # not polling every 2 s
+        page.clock.fast_forward(31_000)
+        page.wait_for_selector(f'#job-list li[data-job-id="{queued["id"]}"]')
+        assert any(u.endswith("/readyz") for u in requests), requests
+
         # Media with a key: a signed link the element streams (it was the whole file
         # downloaded with the header into a blob: first), and "Open file" through one.
         picture = make_picture(tmp_path / "keyed.png", source="smptehdbars")
         stored = httpx.post(
-            f"{server.url}/v1/items", headers={"Authorization": "Bearer writer-key-9876543210"},
+            f"{server.url}/v1/items", headers=writer,
             files={"file": ("keyed.png", picture.read_bytes())}, timeout=60,
         )  # fmt: skip
         assert stored.status_code == 201, stored.text
