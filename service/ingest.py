@@ -80,6 +80,9 @@ class Ingestor:
         # with the add of the same item (the add would resurrect it in the index).
         self.index_lock = threading.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        # The seqs of the items this process is processing (or about to): an item it
+        # owns that is not among them lost its processing (see Runtime.take_over_uploads).
+        self.in_flight: set[int] = set()
         # Uploads being received or processed, those answered 202 included (issue 21).
         self.admission = InFlightLimit(
             "uploads",
@@ -228,6 +231,7 @@ class Ingestor:
             raise
 
     def spawn(self, row: ItemRow, info: MediaInfo | None = None, asr: bool = True) -> None:
+        self.in_flight.add(row.seq)
         task = asyncio.get_running_loop().create_task(
             self.process(row, info, raise_errors=False, asr=asr), name=f"ingest-{row.id}"
         )
@@ -241,6 +245,7 @@ class Ingestor:
         removes the item and raises the API error (naming the file as its sender did);
         otherwise the item is marked failed."""
         started = time.perf_counter()
+        self.in_flight.add(row.seq)
         try:
             return await self._process(row, info, asr)
         except (MediaError, ModelError, errors.ServiceError, WorkerCrashed) as exc:
@@ -274,6 +279,7 @@ class Ingestor:
                 raise
             return await self._run(self.storage.items.get_by_seq, row.seq) or row
         finally:
+            self.in_flight.discard(row.seq)
             self._stage("total", time.perf_counter() - started)
 
     async def _process(self, row: ItemRow, info: MediaInfo | None, asr: bool) -> ItemRow:

@@ -13,7 +13,8 @@ the server (exit status 1).
 Once it serves, in the background: index upkeep every minute, the watch for a model version to
 switch to (service/version_switch.py), the change log followed (service/
 change_follower.py: what other replicas store and delete), and this replica's
-heartbeat, with which a live replica takes over the uploads of one that died.
+heartbeat, with which a live replica takes over the uploads of one that died (and
+processes again its own whose processing stopped with no outcome stored).
 
 Stop (after uvicorn has finished the in-flight requests): background processing is
 drained, the batcher stops, indexes are saved, workers and storage close.
@@ -50,6 +51,7 @@ from service.searcher import Searcher
 from service.segment_backfill import SegmentBackfill
 from service.settings import Settings
 from service.storage import ItemRow, Storage
+from service.storage.rows import rfc3339
 from service.version_switch import VersionSwitch
 
 log = logging.getLogger("service.runtime")
@@ -57,6 +59,7 @@ log = logging.getLogger("service.runtime")
 UPKEEP_EVERY_S = 60.0  # save changed indexes and rebuild outgrown ones this often
 CACHE_SWEEP_EVERY_S = 3600.0  # decode cache entries of files no item names go this often
 CACHE_SWEEP_AGE_S = 3600.0  # ... once untouched this long (work under way is younger)
+STALLED_AFTER_S = 120.0  # an own item `processing` with no task this old is taken again
 HEARTBEATS_PER_TIMEOUT = 3  # beats in MMV_REPLICA_TIMEOUT_S: one late beat is no death
 TMP_STALE_S = 86400.0  # another replica's upload leftovers older than this are removed
 
@@ -195,12 +198,27 @@ class Runtime:
         """Process the items left `processing` by replicas no longer alive (at start, by
         this replica's earlier run too)."""
         rows = await asyncio.to_thread(self._adopt_uploads, at_start)
-        no_asr = await asyncio.to_thread(self.storage.items.without_asr, [r.seq for r in rows])
-        for row in rows:
-            self.ingestor.spawn(row, asr=row.seq not in no_asr)  # as its upload asked
         if rows:
             who = "an earlier run or a stopped replica" if at_start else "a replica that died"
             log.info("processing %d uploads left unfinished by %s", len(rows), who)
+        # This replica's own, whose processing ended with no outcome stored (the database
+        # failed as their failure was recorded): processed again rather than left
+        # `processing` until a restart. Young ones may be between their row and their
+        # task (seconds at most): left alone for STALLED_AFTER_S.
+        # In flight before the rows are read: one that ends meanwhile is not taken again.
+        busy = set(self.ingestor.in_flight)
+        cutoff = rfc3339(time.time() - STALLED_AFTER_S)
+        mine = await asyncio.to_thread(
+            self.storage.items.processing_of, self.settings.replica_name, cutoff
+        )
+        stalled = [r for r in mine if r.seq not in busy]
+        if stalled:
+            log.warning("processing %d uploads again: their processing stopped unfinished",
+                        len(stalled))  # fmt: skip
+        rows += [r for r in stalled if r.seq not in {t.seq for t in rows}]
+        no_asr = await asyncio.to_thread(self.storage.items.without_asr, [r.seq for r in rows])
+        for row in rows:
+            self.ingestor.spawn(row, asr=row.seq not in no_asr)  # as its upload asked
         return len(rows)
 
     def _adopt_uploads(self, at_start: bool) -> list[ItemRow]:

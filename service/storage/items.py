@@ -458,6 +458,15 @@ class Items:
             )
         return taken
 
+    def processing_of(self, owner: str, created_before: str) -> list[ItemRow]:
+        """Items `processing` by `owner`, created before that time (RFC 3339), seq order."""
+        rows = self._db.connection().execute(
+            f"SELECT {_COLUMNS} FROM items WHERE status = 'processing' AND processing_by = ?"
+            " AND created_at < ? ORDER BY seq",
+            (owner, created_before),
+        )
+        return [ItemRow.from_row(r) for r in rows]
+
     def without_asr(self, seqs: Sequence[int]) -> set[int]:
         """Those of `seqs` uploaded with `asr=false` (no speech recognition)."""
         found: set[int] = set()

@@ -194,6 +194,39 @@ def test_an_upload_taken_over_is_processed_as_it_was_asked_without_speech_recogn
         runtime.media_pool.shutdown()
 
 
+def test_an_upload_whose_processing_stopped_unfinished_is_processed_again(
+    tmp_path: Path,
+) -> None:
+    """Processing that ended with no outcome stored (the database failed as the item's
+    failure was recorded) left the item `processing` until the next restart."""
+    import asyncio
+
+    from service.prometheus import Metrics
+    from service.runtime import Runtime
+
+    runtime = Runtime(Settings(data_dir=tmp_path / "data"), Metrics())
+    try:
+        me = runtime.settings.replica_name
+        items = runtime.storage.items
+        stalled, running, young, other = (
+            items.create(sound(h), processing_by=owner)
+            for h, owner in (("s", me), ("r", me), ("y", me), ("o", "host-b"))
+        )
+        with runtime.storage.db.transaction() as conn:  # all but `young`: a minute old
+            conn.execute("UPDATE items SET created_at = '2026-01-01T00:00:00Z' WHERE seq <> ?",
+                         (young.seq,))  # fmt: skip
+        runtime.beat()
+        runtime.storage.heartbeats.beat("host-b", "api")  # alive: its upload is its own
+        runtime.ingestor.in_flight.add(running.seq)
+        spawned: list[int] = []
+        runtime.ingestor.spawn = lambda row, info=None, asr=True: spawned.append(row.seq)  # type: ignore[method-assign]
+        assert asyncio.run(runtime.take_over_uploads()) == 1
+        assert spawned == [stalled.seq]
+        assert {other.seq, young.seq}.isdisjoint(spawned)
+    finally:
+        runtime.media_pool.shutdown()
+
+
 def test_workers_queue_one_automatic_job_between_them(storage: Storage) -> None:
     made = []
 
