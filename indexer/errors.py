@@ -42,5 +42,9 @@ class RebuildError(IndexerError):
     """A background rebuild for a new model version failed or is not allowed now."""
 
 
+class RebuildCalledOff(RebuildError):
+    """The rebuild was called off (cancel_rebuild) before it was built."""
+
+
 class NoActiveIndexError(IndexerError):
     """The registry was asked to search before any index set was opened."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer.choice import IndexChoice, IndexPolicy
-from indexer.errors import NoActiveIndexError, RebuildError
+from indexer.errors import NoActiveIndexError, RebuildCalledOff, RebuildError
 from indexer.index_set import IndexEvent, IndexSet, Layout, SearchResult
 from indexer.source import CallbackSource, LoadVectors, VectorSource
 from indexer.vector_index import IdFilter
@@ -71,6 +71,7 @@ class IndexRegistry:
         self._next: IndexSet | None = None  # set once built, until swapped in
         self._lock = threading.RLock()  # orders add/remove against the swap
         self._thread: threading.Thread | None = None
+        self._called_off = threading.Event()  # the running rebuild's
         self._status: RebuildStatus | None = None
 
     # ---------------------------------------------------------------- active set
@@ -163,9 +164,10 @@ class IndexRegistry:
             self._status = RebuildStatus(
                 version, "building", 0, 0, time.time(), budget_bytes=budget
             )
+            self._called_off = threading.Event()
             self._thread = threading.Thread(
                 target=self._rebuild,
-                args=(version, layout, dims, source, budget, swap),
+                args=(version, layout, dims, source, budget, swap, self._called_off),
                 name=f"index-rebuild-{version}",
                 daemon=True,
             )
@@ -180,12 +182,15 @@ class IndexRegistry:
         source: VectorSource,
         budget: int,
         swap: bool,
+        called_off: threading.Event,
     ) -> None:
         status = self._status
         assert status is not None
 
         def progress(done: int, total: int) -> None:
             status.done, status.total = done, total
+            if called_off.is_set():  # between batches of vectors: the build stops here
+                raise RebuildCalledOff(f"the rebuild to {version} was called off")
 
         def plan(choices: dict[str, IndexChoice]) -> None:
             status.planned_bytes = sum(choice.bytes_estimate for choice in choices.values())
@@ -205,11 +210,16 @@ class IndexRegistry:
             status.state = "catching_up"
             built.reconcile()  # most of what changed during the build, without blocking
             with self._lock:
+                if called_off.is_set():
+                    raise RebuildCalledOff(f"the rebuild to {version} was called off")
                 self._next = built
                 if not swap:
                     status.state = "ready"  # adds and removes reach it until swap()
                     return
             self.swap(version)
+        except RebuildCalledOff:
+            status.state, status.error = "failed", "called off before it was built"
+            LOG.info("rebuild of index set %s called off", version)
         except Exception as exc:  # reported through rebuild_status(); the old set serves on
             status.state, status.error = "failed", f"{type(exc).__name__}: {exc}"
             LOG.exception("rebuild of index set %s failed", version)
@@ -255,6 +265,11 @@ class IndexRegistry:
             if status is not None:
                 status.error = f"active, but saving it failed: {type(exc).__name__}: {exc}"
             LOG.exception("index set %s is active but could not be saved", built.version)
+
+    def cancel_rebuild(self) -> None:
+        """Call off the running rebuild: it stops at its next batch of vectors (a batch
+        or an index's training under way ends first); wait_rebuild() then returns."""
+        self._called_off.set()
 
     def discard_next(self) -> None:
         """Drop a built set that waits to be swapped in (a switch that was called off)."""

@@ -86,6 +86,7 @@ MIN_CHUNK = 8
 CHUNK_WINDOW_BYTES = 512 * 2**20
 IN_FLIGHT = 4  # tasks queued at once (two per worker keeps both busy)
 TEXT_CHUNK = 256
+BUILD_CHECK_S = 1.0  # how often an index build looks whether it is still wanted
 SWAP_WHEN_LEFT = 64  # catch up until at most this many items remain, then swap
 RETRY_AFTER_S = 30.0  # a failed switch is tried again after this long
 MAX_EMBED_TRIES = 3  # repairs that fail to embed an item before it is marked failed
@@ -221,6 +222,15 @@ class VersionSwitch:
                 version, time.perf_counter() - started, status.done, status.failed_items,
             )  # fmt: skip
 
+    def _wanted_still(self, version: str) -> bool:
+        """False once another version is asked for; True while the database cannot say
+        (the build goes on: a hiccup must not throw minutes of it away)."""
+        try:
+            return self.wanted() == version
+        except Exception:
+            log.warning("could not check which version is wanted; the index build goes on")
+            return True
+
     def _still_wanted(self, version: str) -> None:
         if self.wanted() != version:
             raise SwitchCalledOff()
@@ -255,7 +265,12 @@ class VersionSwitch:
             version, layout_of(embedder.index_pairs()), dims,
             StorageSource(self.storage, version), swap=False,
         )  # fmt: skip
-        registry.wait_rebuild()
+        # Minutes on a large collection: another version asked for meanwhile calls it off.
+        while not registry.wait_rebuild(BUILD_CHECK_S):
+            if not self._wanted_still(version):
+                registry.cancel_rebuild()
+                registry.wait_rebuild()
+                raise SwitchCalledOff()
         built = registry.rebuild_status() or {}
         if built.get("state") != "ready":
             raise RebuildError(f"building the indexes failed: {built.get('error')}")

@@ -248,3 +248,30 @@ def test_a_waiting_set_can_be_discarded_and_the_old_one_serves_on(
     assert registry.version == "v1" and registry.memory()["next_bytes"] == 0
     registry.start_rebuild("v2", LAYOUT, DIMS, v2)  # a later switch starts afresh
     assert registry.wait_rebuild(30) and registry.version == "v2"
+
+
+def test_a_rebuild_called_off_stops_at_its_next_batch_and_the_old_set_serves_on(
+    tmp_path: Path, sphere: ClusteredSphere
+) -> None:
+    """A switch to another version waited for the whole build (minutes on a large
+    collection) before it could be called off."""
+    v1 = ArraySource()
+    v1.put("vat", "audio", np.arange(300, dtype=np.int64), sphere.sample(300, seed=50))
+    slow = SlowSource(delay=0.2)  # 40 batches of 50: 8 s if built to the end
+    slow.put("vat", "audio", np.arange(2000, dtype=np.int64), sphere.sample(2000, seed=51))
+    registry = IndexRegistry(tmp_path, IndexPolicy(add_batch=50, tuning_queries=20))
+    registry.open("v1", LAYOUT, DIMS, v1)
+    registry.start_rebuild("v2", LAYOUT, DIMS, slow, swap=False)
+    time.sleep(0.5)
+    started = time.monotonic()
+    registry.cancel_rebuild()
+    assert registry.wait_rebuild(5) and time.monotonic() - started < 2
+    status = registry.rebuild_status()
+    assert status is not None and status["state"] == "failed"
+    assert status["error"] == "called off before it was built" and status["done"] < 2000
+    assert registry.version == "v1" and registry.memory()["next_bytes"] == 0
+    with pytest.raises(RebuildError, match="no built index set"):
+        registry.swap("v2")
+    slow.delay = 0.0
+    registry.start_rebuild("v2", LAYOUT, DIMS, slow)  # asked for again: built afresh
+    assert registry.wait_rebuild(30) and registry.version == "v2"
