@@ -92,15 +92,28 @@ class Models:
         )
         return row[0] if row else None
 
-    def request_switch(self, version: str) -> None:
+    def request_switch(self, version: str, unless_changed_from: str | None = None) -> bool:
         """Ask the service to serve `version` (it re-indexes first); asking for the active
-        version calls off a switch in progress. KeyError when no such version exists."""
+        version calls off a switch in progress. KeyError when no such version exists.
+
+        With `unless_changed_from` (a training job's: the version it was compared with),
+        only while that version serves and no switch to another is asked for: False,
+        nothing asked, when a user switched (or rolled back) meanwhile."""
         with self._db.transaction(lock="models") as conn:
             found = conn.execute(
                 "SELECT active FROM models WHERE version = ?", (version,)
             ).fetchone()
             if found is None:
                 raise KeyError(version)
+            if unless_changed_from is not None:
+                serving = conn.execute("SELECT version FROM models WHERE active = 1").fetchone()
+                target = conn.execute(
+                    "SELECT value FROM state WHERE key = ?", (TARGET_KEY,)
+                ).fetchone()
+                if (serving is None or serving[0] != unless_changed_from) or (
+                    target is not None and target[0] != version
+                ):
+                    return False
             if found[0]:
                 conn.execute("DELETE FROM state WHERE key = ?", (TARGET_KEY,))
             else:
@@ -109,6 +122,7 @@ class Models:
                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (TARGET_KEY, version),
                 )
+        return True
 
     def complete_switch(self, version: str) -> bool:
         """Make `version` the active one and clear the target, in one transaction; False

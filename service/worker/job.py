@@ -214,6 +214,10 @@ class JobRun:
 
         beat.set(stage="evaluating")
         self._check(beat)
+        # Compared with what serves now: training took a while, and a user may have
+        # switched (or rolled back) meanwhile.
+        active = self.storage.models.active() or active
+        active_dir = self.settings.models_dir / active.version
         new_model = load_model(self.run_dir / "model")
         before = evaluate_on_slice(
             load_model(active_dir), training_set.val, self.settings.cache_dir,
@@ -243,9 +247,11 @@ class JobRun:
         # from it); it is never activated by a worker that no longer runs the job.
         self._record(beat, model_version=row.version)
         log.info("job %s made version %s: %s", self.job.id, row.version, why)
-        return self._activate(beat, row.version, activate, why)
+        return self._activate(beat, row.version, activate, why, active.version)
 
-    def _activate(self, beat: Heartbeat, version: str, activate: bool, why: str) -> Outcome:
+    def _activate(
+        self, beat: Heartbeat, version: str, activate: bool, why: str, compared_with: str
+    ) -> Outcome:
         # Cancelled while it was saved (the speech language model takes a while): the
         # version stays, inactive, and is not switched to.
         self._check(beat)
@@ -256,7 +262,14 @@ class JobRun:
         beat.set(stage="activating")
         self._hold_lease(beat)
         self._check(beat)
-        self.storage.models.request_switch(version)
+        try:
+            asked = self.storage.models.request_switch(version, unless_changed_from=compared_with)
+        except KeyError:  # deleted by a user as it was made
+            return Outcome("succeeded", f"version {version} was deleted: not activated")
+        if not asked:  # a user's switch or roll-back since is not overridden
+            return Outcome("succeeded", f"not activated: it was compared with {compared_with}, "
+                           "and another version was switched to meanwhile (activate it by "
+                           "hand if wanted)")  # fmt: skip
         self._record(beat, activated=True)
         return Outcome("succeeded")
 
@@ -268,14 +281,15 @@ class JobRun:
             self._record(beat, model_version=made)
         if self.job.activated:  # asked for already; a switch back since is the user's
             return Outcome("succeeded")
+        if made in (active, self.storage.models.target()):
+            # Asked for by the earlier claim, which stopped before it said so.
+            self._record(beat, activated=True)
+            return Outcome("succeeded")
         before, after = self.job.metrics.get("before"), self.job.metrics.get("after")
         if before is None or after is None:
             return Outcome("succeeded", "its evaluation was not recorded: not activated")
-        compared = self.job.metrics.get("compared_with")
-        if compared != active:
-            return Outcome("succeeded", f"it was compared with {compared}, which no longer "
-                           "serves: not activated (activate it by hand if wanted)")  # fmt: skip
-        return self._activate(beat, made, *not_worse(before, after))
+        compared = str(self.job.metrics.get("compared_with"))
+        return self._activate(beat, made, *not_worse(before, after), compared)
 
     def _starting_model(self, active: str) -> str:
         """The version this job trains from: the one active at its first claim. A job

@@ -140,6 +140,7 @@ def active_model(settings: Settings, storage: Storage, version: str = "v1") -> N
 @dataclass
 class FakeTraining:
     stop_worker: bool = False  # the worker is asked to stop while the job trains
+    during_training: Callable[[], None] | None = None
     during_evaluation: Callable[[], None] | None = None
     during_publishing: Callable[[], None] | None = None
     trained_on: list[TrainingSet] = field(default_factory=list)
@@ -159,6 +160,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTraining:
         fake.saved_state_seen.append(state.is_file())
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_bytes(b"state")
+        if fake.during_training:
+            fake.during_training()
         if fake.stop_worker:
             run.stopping.set()
             raise JobStopped()
@@ -370,6 +373,45 @@ def test_a_job_cancelled_while_its_version_is_saved_does_not_switch_to_it(
     # The version made stays, inactive, named by the job.
     assert done.model_version == fake.published[0]
     assert storage.models.active().version == "v1"  # type: ignore[union-attr]
+
+
+def test_a_job_is_compared_with_what_serves_after_training_and_never_undoes_a_switch(
+    storage: Storage, tmp_path: Path, fake: FakeTraining
+) -> None:
+    """The serving version was read once, at the claim: a job that trained for hours
+    across a user's roll-back was judged against the version rolled back from, and then
+    switched the service to its own version, undoing the roll-back."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage, "v0")
+    active_model(settings, storage, "v1")
+    add_clips(storage, settings.media_dir, 24)
+    # Rolled back while it trained: compared with v0, and switched to (not worse).
+    fake.during_training = lambda: storage.models.activate("v0")
+    first = storage.jobs.create({"steps": 10, "activate": "auto"})
+    assert Worker(settings, storage, "w").run_once()
+    done = storage.jobs.get(first.id)
+    assert done is not None and done.status == "succeeded" and done.activated
+    assert done.metrics["compared_with"] == fake.published_with[0]["compared_with"] == "v0"
+    assert storage.models.target() == "trained-0"
+    storage.models.request_switch("v0")  # called off
+    # Switched away while it was saved: made, and left inactive, saying why.
+    fake.during_training = None
+    fake.during_publishing = lambda: storage.models.request_switch("v1") and None
+    second = storage.jobs.create({"steps": 10, "activate": "auto"})
+    assert Worker(settings, storage, "w").run_once()
+    done = storage.jobs.get(second.id)
+    assert done is not None and done.status == "succeeded" and not done.activated
+    assert "another version was switched to meanwhile" in str(done.error)
+    assert storage.models.target() == "v1"  # what the user asked for
+    # Its own version deleted before the switch: said so (it failed on a KeyError).
+    storage.models.request_switch("v0")
+    fake.during_publishing = lambda: storage.models.delete("trained-2") and None
+    third = storage.jobs.create({"steps": 10, "activate": "auto"})
+    assert Worker(settings, storage, "w").run_once()
+    done = storage.jobs.get(third.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    assert done.error == "version trained-2 was deleted: not activated"
+    assert storage.models.target() is None
 
 
 def test_the_folders_of_jobs_ended_away_from_a_run_are_tidied_while_the_worker_runs(
