@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -60,9 +61,14 @@ def register_starting_model(source: Path, models_dir: Path, storage: Storage) ->
     version = f"{_safe_name(source.resolve().name)}-{checkpoint_hash(source)[:10]}"
     target = models_dir / version
     if not target.is_dir():
-        publish_dir(
-            target, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True), durable=True
-        )
+
+        def copy(tmp: Path) -> None:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            # copytree gives the folder the source's time: an old folder no row names
+            # yet is what a training worker's tidy removes (service/worker/versions.py).
+            os.utime(tmp)
+
+        publish_dir(target, copy, durable=True)
     existing = storage.models.get(version)
     if existing is None:
         storage.models.add(

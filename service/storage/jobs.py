@@ -213,14 +213,18 @@ class Jobs:
 
     def release(self, job_id: str, owner: str, reason: str) -> bool:
         """Give a running job back to the queue (its worker is stopping); the claim does
-        not count as an attempt."""
+        not count as an attempt. One whose cancel was asked for meanwhile (its worker had
+        not seen it yet) ends cancelled instead."""
+        now = now_rfc3339()
         with self._db.transaction() as conn:
             cur = conn.execute(
-                "UPDATE jobs SET status = 'queued', error = ?, lease_owner = NULL,"
-                " lease_expires = NULL, updated_at = ?,"
+                "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL, updated_at = ?,"
+                " status = CASE WHEN cancel_requested <> 0 THEN 'cancelled' ELSE 'queued' END,"
+                " error = CASE WHEN cancel_requested <> 0 THEN 'cancelled while it ran' ELSE ? END,"
+                " finished_at = CASE WHEN cancel_requested <> 0 THEN ? ELSE finished_at END,"
                 " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
                 " WHERE id = ? AND lease_owner = ? AND status = 'running'",
-                (reason, now_rfc3339(), job_id, owner),
+                (now, reason, now, job_id, owner),
             )
         return cur.rowcount > 0
 

@@ -75,6 +75,7 @@ class Heartbeat:
         self.progress: dict[str, Any] = dict(job.progress)
         self.cancel_requested = job.cancel_requested
         self.lost = False
+        self.renewed_at = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
 
@@ -92,10 +93,13 @@ class Heartbeat:
     def renew(self) -> None:
         """Renew the lease and write the progress now, noting a lost lease or a cancel
         request; database errors are raised."""
+        asked_at = time.monotonic()
         row = self.storage.jobs.heartbeat(self.job.id, self.owner, self.lease_s, self.progress)
         if row is None:
             self.lost = True
-        elif row.cancel_requested:
+            return
+        self.renewed_at = asked_at
+        if row.cancel_requested:
             self.cancel_requested = True
 
     def beat(self) -> None:
@@ -105,6 +109,13 @@ class Heartbeat:
             self.storage.heartbeats.beat(self.owner, "worker")
         except Exception:  # a busy database: the next beat tries again, well within the lease
             log.exception("heartbeat of job %s failed", self.job.id)
+            if not self.lost and time.monotonic() - self.renewed_at > self.lease_s:
+                # Unrenewed for a whole lease, the job is queued again and may run on
+                # another worker, in this same run folder: this one lets go (its
+                # training is killed) rather than write beside it.
+                log.error("job %s: its lease could not be renewed for %.0f s; letting it go",
+                          self.job.id, self.lease_s)  # fmt: skip
+                self.lost = True
 
     def _run(self) -> None:
         while not self._stop.wait(max(0.2, min(PROGRESS_EVERY_S, self.lease_s / 3))):

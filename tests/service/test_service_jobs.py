@@ -149,6 +149,13 @@ def test_cancel_ends_a_queued_job_and_asks_a_running_one_to_stop(storage: Storag
     assert beat is not None and beat.cancel_requested  # the worker learns it here
     assert storage.jobs.request_cancel("nope") is None
     assert [j.id for j in storage.jobs.unfinished()] == [queued.id, running.id]
+    # Its worker stops before it saw the cancel: released, it ends cancelled rather than
+    # wait in the queue to be claimed, prepared and cancelled then.
+    assert storage.jobs.release(queued.id, "w", "the worker stopped")
+    released = storage.jobs.get(queued.id)
+    assert released is not None and released.status == "cancelled" and released.finished
+    assert released.error == "cancelled while it ran"
+    assert [j.id for j in storage.jobs.unfinished()] == [running.id]
 
 
 def test_switching_versions_is_a_target_then_one_whole_swap(storage: Storage) -> None:

@@ -99,6 +99,26 @@ def test_tidy_removes_what_no_job_or_version_needs(storage: Storage, tmp_path: P
     assert sorted(removed) == [".fresh.y8.tmp", "fresh-orphan"]
 
 
+def test_a_starting_model_being_registered_is_not_taken_for_an_old_orphan(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """copytree gave the copy the shipped model's own (old) time: until its row was
+    written, a worker's tidy removed the folder as an old one no row names."""
+    from service.model_versions import register_starting_model
+
+    source = tmp_path / "shipped"
+    source.mkdir()
+    (source / "config.json").write_text(load_config("tiny").to_json())
+    old = time.time() - 30 * 86400
+    os.utime(source, (old, old))
+    settings = Settings(data_dir=tmp_path / "data")
+    row = register_starting_model(source, settings.models_dir, storage)
+    with storage.db.transaction() as conn:  # as it was before its row was written
+        conn.execute("DELETE FROM models WHERE version = ?", (row.version,))
+    assert remove_unlisted_versions(settings.models_dir, storage) == []
+    assert (settings.models_dir / row.version / "config.json").is_file()
+
+
 def test_training_threads_follow_the_setting_or_share_the_cores() -> None:
     from service.worker.train_process import threads_per_rank
 
@@ -412,6 +432,30 @@ def test_a_job_is_compared_with_what_serves_after_training_and_never_undoes_a_sw
     assert done is not None and done.status == "succeeded", done and done.error
     assert done.error == "version trained-2 was deleted: not activated"
     assert storage.models.target() is None
+
+
+def test_a_worker_that_cannot_renew_its_lease_for_a_whole_lease_lets_the_job_go(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease was lost only when a renewal reached the database and was refused: a
+    worker cut off from the database trained on, in the run folder that the worker it
+    was handed on to trains in too."""
+    job = storage.jobs.create({"steps": 10})
+    claimed = storage.jobs.claim("w", 1.0)
+    assert claimed is not None and claimed.id == job.id
+    beat = Heartbeat(storage, claimed, "w", 1.0)
+    beat.beat()
+    assert not beat.lost
+
+    def unreachable(*_: Any) -> None:
+        raise OSError("could not connect to the database")
+
+    monkeypatch.setattr(storage.jobs, "heartbeat", unreachable)
+    beat.beat()
+    assert not beat.lost  # a hiccup: well within the lease
+    time.sleep(1.1)
+    beat.beat()
+    assert beat.lost
 
 
 def test_the_folders_of_jobs_ended_away_from_a_run_are_tidied_while_the_worker_runs(
