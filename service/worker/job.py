@@ -10,7 +10,8 @@
 
 Whatever happens, the job ends succeeded, failed (with the reason) or cancelled, and
 its run folder (DATA_DIR/runs/<job id>) is removed, unless the worker itself is
-stopping: then the job goes back to the queue and the folder stays for the next claim.
+stopping or the database fails: then the job goes back to the queue and the folder stays
+for the next claim.
 A worker that lost its lease (it stalled, and the job was handed on) leaves the job and
 its folder alone: they are another worker's now, and it neither records, publishes nor
 activates anything more. It checks that it still holds the lease right before each
@@ -34,7 +35,7 @@ from model.config import load_config
 from model.media import MediaLimits
 from model.training.resume import discard_stale_state
 from service.settings import Settings
-from service.storage import JobRow, Storage
+from service.storage import JobRow, Storage, StorageError
 from service.worker.evaluation import evaluate_on_slice, not_worse
 from service.worker.recipe import choose_recipe
 from service.worker.train_process import RunState, TrainProcess, wait_or_stop
@@ -145,6 +146,12 @@ class JobRun:
                 outcome = self._stopped(beat)
             except JobFailed as exc:
                 outcome = Outcome("failed", str(exc))
+            except StorageError as exc:
+                # The database busy or gone a while: nothing is wrong with the job. Back
+                # to the queue, its folder kept (a finished training is not redone).
+                log.warning("job %s: the database failed (%s); it goes back to the queue",
+                            self.job.id, exc)  # fmt: skip
+                outcome = Outcome("released", f"the database failed ({exc}); queued again")
             except Exception as exc:  # a bug: the job says so instead of hanging
                 log.exception("job %s failed unexpectedly", self.job.id)
                 outcome = Outcome("failed", f"the worker failed: {type(exc).__name__}: {exc}")

@@ -434,6 +434,33 @@ def test_a_job_is_compared_with_what_serves_after_training_and_never_undoes_a_sw
     assert storage.models.target() is None
 
 
+def test_a_database_failure_in_a_job_queues_it_again_with_its_training_kept(
+    storage: Storage, tmp_path: Path, fake: FakeTraining
+) -> None:
+    """The database busy past its timeout as the new version was recorded ended the job
+    failed, as a bug, and removed its run folder: hours of training thrown away."""
+    from service.storage import StorageError
+
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10, "activate": "manual"})
+
+    def busy() -> None:
+        raise StorageError("cannot write to the database: database is locked")
+
+    fake.during_evaluation = busy
+    assert Worker(settings, storage, "w").run_once()
+    again = storage.jobs.get(job.id)
+    assert again is not None and again.status == "queued" and "database failed" in str(again.error)
+    assert (settings.runs_dir / job.id / "model" / "train_state.pt").is_file()
+    fake.during_evaluation = None
+    assert Worker(settings, storage, "w").run_once()
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    assert fake.saved_state_seen == [False, True]  # went on from its saved state
+
+
 def test_a_worker_that_cannot_renew_its_lease_for_a_whole_lease_lets_the_job_go(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
