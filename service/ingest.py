@@ -189,12 +189,15 @@ class Ingestor:
         while row.status == "processing" and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             fresh = await self._run(self.storage.items.get_by_seq, row.seq)
-            if fresh is None:  # failed and removed before this request was counted in
-                return None
+            if fresh is None:
+                # Marked shared, a failure keeps it: only a user's DELETE removes it,
+                # which this upload answers as the first one does (not made anew).
+                raise deleted_meanwhile(row)
             row = fresh
         if row.status == "failed":
             raise errors.UnreadableMedia(row.error or "processing this file failed")
-        return row, 200
+        # Still processing after the wait: accepted, as wait=false answers.
+        return row, 200 if row.status == "ready" else 202
 
     def _parse_transcript(self, text: str | None, duration_s: float | None) -> Transcript | None:
         if text is None or not text.strip():

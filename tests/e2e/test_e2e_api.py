@@ -293,6 +293,41 @@ def test_an_upload_deleted_while_it_is_processed_says_so(
     assert client.get(f"/v1/items/{seen['id']}").status_code == 404
 
 
+def uploads_in_flight(client: httpx.Client) -> float:
+    text = client.get("/metrics").text
+    return float(re.search(r"^mmv_uploads_in_flight (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_a_second_upload_waiting_on_an_item_deleted_meanwhile_does_not_bring_it_back(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    """The second upload of bytes being processed waits on that item; a user's DELETE
+    of it answered the first upload 404, and the second made the item again (201)."""
+    words = " ".join(["a kettle whistles in the small kitchen by the window"] * 5)
+    for attempt in range(3):  # speech recognition takes seconds; a fast machine may win
+        speech = make_speech(tmp_path / f"twice-{attempt}.wav", f"{attempt} {words}")
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(upload, client, speech)
+            seen = None
+            while seen is None and not first.done():
+                listed = client.get("/v1/items", params={"limit": 5}).json()["items"]
+                seen = next((i for i in listed if i["filename"] == speech.name), None)
+            second = pool.submit(upload, client, speech)
+            while uploads_in_flight(client) < 2 and not first.done():
+                time.sleep(0.02)
+            time.sleep(0.3)  # the second finds the item and waits on it
+            if seen is not None and not first.done():
+                assert client.delete(f"/v1/items/{seen['id']}").status_code == 204
+            answers = [first.result(), second.result()]
+        if answers[0].status_code != 201:
+            break
+    for r in answers:
+        assert_error(r, 404, "not_found")
+        assert "deleted while it was processed" in r.json()["error"]["message"]
+    listed = client.get("/v1/items", params={"limit": 20}).json()["items"]
+    assert speech.name not in [i["filename"] for i in listed]  # not made again
+
+
 def test_the_same_bytes_twice_at_once_are_never_acknowledged_then_lost(
     server: Server, media: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -393,6 +428,7 @@ def test_media_download_supports_range(
     # Anyone's bytes: never sniffed into a page, shown inline under a name the server
     # chose; and not cut into hundreds of parts in one answer.
     assert full.headers["x-content-type-options"] == "nosniff"
+    assert full.headers["cache-control"] == "private"  # never kept by a shared cache
     # Saved by a browser under the sender's name (filename*), by its id where that is
     # not understood.
     assert full.headers["content-disposition"] == (
