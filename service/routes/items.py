@@ -334,6 +334,9 @@ def get_media(
             # server says they are, and show them rather than run them as a page.
             "X-Content-Type-Options": "nosniff",
             "Content-Disposition": content_disposition(row, extension),
+            # Opened with a key or a signed link, never for a shared cache (a proxy
+            # would go on serving it after the link expired or the keys changed).
+            "Cache-Control": "private",
         },
     )
 
@@ -368,6 +371,7 @@ def content_disposition(row: ItemRow, extension: str) -> str:
 
 
 MAX_RANGES = 8
+MAX_RANGE_DIGITS = 18  # 10^18 bytes: past any file
 
 
 def check_range(header: str | None, size: int) -> None:
@@ -393,6 +397,10 @@ def check_range(header: str | None, size: int) -> None:
             )
             if not dash or not sides_ok or not (first or last):
                 problem = f"the range {part.strip()!r} is malformed"
+                break
+            if max(len(first), len(last)) > MAX_RANGE_DIGITS:
+                # No file is that long; int() refuses past 4,300 digits (a 500 then).
+                problem = f"a range bound has more than {MAX_RANGE_DIGITS} digits"
                 break
             if first.isdigit() and last.isdigit() and int(last) < int(first):
                 problem = f"the range {part.strip()!r} ends before it starts"

@@ -44,6 +44,14 @@ def test_a_range_side_of_non_ascii_digits_is_malformed_416(raw: bytes) -> None:
     assert caught.value.headers == {"Content-Range": "bytes */100"}
 
 
+@pytest.mark.parametrize("spec", ["0-" + "1" * 5000, "-" + "9" * 5000, "1" * 5000 + "-"])
+def test_a_range_bound_of_thousands_of_digits_is_416_not_500(spec: str) -> None:
+    """int() refuses more than 4,300 digits: ValueError, a 500."""
+    with pytest.raises(RangeNotSatisfiable) as caught:
+        check_range(f"bytes={spec}", 100)
+    assert "more than 18 digits" in caught.value.message
+
+
 def cursor_of(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
