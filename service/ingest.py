@@ -266,10 +266,10 @@ class Ingestor:
             if raise_errors and await self._run(self.delete, row, True):
                 raise err from None
             if raise_errors:
-                await self._run(self.storage.items.mark_failed, row.seq, err.message)
+                await self._run(self.storage.items.mark_failed, row.seq, err.message, True)
                 raise err from None
             log.warning("item %s failed: %s", row.id, err.message)
-            await self._run(self.storage.items.mark_failed, row.seq, err.message)
+            await self._run(self.storage.items.mark_failed, row.seq, err.message, True)
             return await self._run(self.storage.items.get_by_seq, row.seq) or row
         except Exception as exc:  # a bug: never leave the item `processing` forever
             log.exception("processing item %s failed unexpectedly", row.id)
@@ -277,7 +277,7 @@ class Ingestor:
             if raise_errors and await self._run(self.delete, row, True):
                 raise
             message = f"processing failed on the server ({type(exc).__name__}); see its log"
-            await self._run(self.storage.items.mark_failed, row.seq, message)
+            await self._run(self.storage.items.mark_failed, row.seq, message, True)
             if raise_errors:
                 raise
             return await self._run(self.storage.items.get_by_seq, row.seq) or row

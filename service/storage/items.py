@@ -212,12 +212,13 @@ class Items:
         self._forget(seq)
         return segment_seqs
 
-    def mark_failed(self, seq: int, error: str) -> bool:
+    def mark_failed(self, seq: int, error: str, only_processing: bool = False) -> bool:
         """The item stays, failed with the reason, and is no longer searchable: vectors
         it had (of any version; its segments with theirs) go in the same transaction, and
-        the change log takes it out of every replica's indexes."""
+        the change log takes it out of every replica's indexes. `only_processing`: not
+        an item that is ready meanwhile (a processing that failed late, or twice)."""
         with self._db.transaction() as conn:
-            failed = _fail(conn, seq, error)
+            failed = _fail(conn, seq, error, only_processing)
         self._forget(seq)
         return failed
 
@@ -292,15 +293,17 @@ class Items:
 
     def delete(self, seq: int, keep_shared: bool = False) -> tuple[ItemRow, list[int]] | None:
         """Delete the item, its metadata, its segments and all their embeddings; returns
-        what was deleted: the item and its segments' seqs. `keep_shared`: not an item
-        another upload was told exists (mark_shared; None is returned)."""
+        what was deleted: the item and its segments' seqs. `keep_shared` (a failed
+        processing removing its item): not an item another upload was told exists
+        (mark_shared), nor one that is no longer processing (another replica that took
+        it over finished it); None is returned then."""
         with self._db.transaction() as conn:
             # The item's row first, locked: whatever else changes this item (processing
             # finishing on another replica, another upload sharing it) waits for it.
             found = conn.execute(
                 f"SELECT {_COLUMNS}, shared FROM items WHERE seq = ?{self._db.for_update}", (seq,)
             ).fetchone()
-            if found is None or (keep_shared and found[-1]):
+            if found is None or (keep_shared and (found[-1] or found[3] != "processing")):
                 return None
             row = tuple(found)[:-1]
             segment_seqs = delete_segments(conn, seq)
@@ -584,11 +587,12 @@ class Items:
         return np.array(sorted(found or ()), dtype=np.int64)
 
 
-def _fail(conn: Connection, seq: int, error: str) -> bool:
+def _fail(conn: Connection, seq: int, error: str, only_processing: bool = False) -> bool:
     """Failed with `error`, its vectors (of every version) and segments gone and a
     DELETED change for the replicas, inside the caller's transaction."""
     cur = conn.execute(
-        "UPDATE items SET status = 'failed', error = ?, processing_by = NULL WHERE seq = ?",
+        "UPDATE items SET status = 'failed', error = ?, processing_by = NULL WHERE seq = ?"
+        + (" AND status = 'processing'" if only_processing else ""),
         (error, seq),
     )
     if not cur.rowcount:

@@ -383,6 +383,23 @@ def test_a_version_another_replica_still_serves_is_not_deleted(storage: Storage)
     assert storage.models.delete("C", replicas_within_s=30.0, asking="r1") == 0
 
 
+def test_a_late_processing_failure_leaves_an_item_that_is_ready_alone(
+    storage: Storage,
+) -> None:
+    """Two replicas processed one item (one took it over from the other, silent a
+    while): the first finished it ready, and the second's failure then marked it
+    failed and dropped its vectors, or deleted it: an upload answered 201, gone."""
+    row = storage.items.create(video("late"))
+    storage.items.mark_ready(row.seq, "v", [Embedding("va", "video", unit(8, 3))], ["video"],
+                             None, None, 1.0)  # fmt: skip
+    assert not storage.items.mark_failed(row.seq, "decode failed", only_processing=True)
+    assert storage.items.delete(row.seq, keep_shared=True) is None
+    kept = storage.items.get_by_seq(row.seq)
+    assert kept is not None and kept.status == "ready"
+    assert storage.embeddings.get(row.seq, "v", "va", "video") is not None
+    assert storage.items.mark_failed(row.seq, "no longer embeddable")  # a switch's repair may
+
+
 def test_an_item_another_replica_was_told_exists_is_kept_when_its_processing_fails(
     database: str | Path, storage: Storage
 ) -> None:
