@@ -129,12 +129,18 @@ async function deleteItem(item, row) {
       return;
     }
   }
+  // The row as listed now: a refresh or an upload's outcome may have replaced the one
+  // clicked while the request was on its way.
+  const listed = $("item-list").querySelector(`li[data-item-id="${CSS.escape(item.id)}"]`);
+  if (listed) {
+    listed.remove();
+    state.shown = Math.max(0, state.shown - 1);
+  }
   row.remove();
   for (const card of document.querySelectorAll("#results .card")) {
     if (card.dataset.itemId === item.id) card.remove();
   }
   if (item.media_url) forgetMedia(item.media_url);
-  state.shown = Math.max(0, state.shown - 1);
   showItemCount(`Deleted ${what}. `);
 }
 

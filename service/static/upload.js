@@ -118,6 +118,7 @@ async function submitMany(files, metadata, background) {
   const counts = { added: 0, already: 0, processing: 0 };
   const failed = []; // [file name, reason]
   const answered = []; // [item, new?] in the order sent
+  let sentWhole = false; // the file in flight reached the server whole
   let finished = 0; // bytes of the files done with
   let cancelled = false;
   let stoppedBy = null;
@@ -132,8 +133,10 @@ async function submitMany(files, metadata, background) {
       if (metadata) form.append("metadata", metadata);
       setStatus($("upload-status"),
         `Uploading ${i + 1} of ${files.length}: ${file.name}…`, true);
+      sentWhole = false;
       job = upload("/v1/items", form, {
         query: { wait: background ? "false" : "true" },
+        onSent: () => { sentWhole = true; },
         // The request's bytes include the form's boundaries and fields: scaled to the
         // file's share, so the bar neither runs past a file nor steps back after it.
         onProgress: (sent, body) => showProgress(finished + (body ? file.size * sent / body : 0),
@@ -171,7 +174,8 @@ async function submitMany(files, metadata, background) {
   if (failed.length) parts.push(`${failed.length} could not be added`);
   const done = counts.added + counts.already + counts.processing + failed.length;
   const head = cancelled
-    ? `Cancelled after ${plural(done, "file", "files")} of ${files.length}`
+    ? `Cancelled after ${plural(done, "file", "files")} of ${files.length}` +
+      (sentWhole ? ` (${files[done].name} had reached the server: it may still be added)` : "")
     : stoppedBy
       ? `Stopped after ${plural(done, "file", "files")} of ${files.length}`
       : plural(files.length, "file", "files");
@@ -188,9 +192,16 @@ async function submitMany(files, metadata, background) {
     );
     box.hidden = false;
   }
-  $("upload-form").reset();
-  checkMetadataField();
+  if (!failed.length && !cancelled) {
+    $("upload-form").reset(); // else kept: the files and metadata, to try again
+    checkMetadataField();
+  }
   for (const [item, isNew] of answered) showItem(item, isNew);
+  // Those processing in the background: followed one after another (the server takes
+  // them in turn), their rows updated as each ends; the summary line stays.
+  for (const [item] of answered) {
+    if (item.status === "processing") await watchProcessing(item, null);
+  }
 }
 
 async function submit(e) {
@@ -243,6 +254,8 @@ async function submit(e) {
     onSent: () => {
       bar.value = 100;
       barText.textContent = `100% · ${formatBytes(file.size)}`;
+      // From here the server has the file: cancelling would only stop listening.
+      $("upload-cancel").hidden = true;
       if (!background) {
         setStatus($("upload-status"), "Uploaded. The server is decoding and indexing it…", true);
       }
@@ -256,6 +269,7 @@ async function submit(e) {
       setStatus($("upload-status"),
         `Already in the collection: the same file was stored before (${describeItem(item)}).`);
       $("upload-status").dataset.itemId = item.id;
+      if (item.status === "processing") watch = item; // stored, still being processed
     } else if (item.status === "processing") {
       setStatus($("upload-status"), `Received; processing in the background (${item.id})…`,
         true);

@@ -276,6 +276,27 @@ def test_several_files_upload_one_after_another_and_each_outcome_is_said(
     assert page.eval_on_selector_all("#item-list li", "els => els.length") == len(
         everything["items"]
     )
+    # A batch with a file refused keeps what was typed, to try again.
+    assert json.loads(page.input_value("#upload-metadata")) == {
+        "batch": "several", "take": 9007199254740993}  # fmt: skip
+
+    # In the background: each row says "processing", then ends ready, without a reload.
+    quiet = [make_tone(tmp_path / f"quiet-{hz}.wav", hz) for hz in (1511, 1601)]
+    page.fill("#upload-metadata", "")
+    page.check("#upload-background")
+    page.set_input_files("#upload-file", [str(t) for t in quiet])
+    page.click("#upload-submit")
+    page.wait_for_function(
+        "document.querySelector('#upload-status').textContent.startsWith('2 files:')"
+    )
+    assert "2 processing in the background" in page.text_content("#upload-status")
+    page.wait_for_function(
+        """names => names.every(name => [...document.querySelectorAll('#item-list li')].some(
+             li => li.querySelector('.filename')?.textContent === name
+               && !li.querySelector('.badge.status-processing')))""",
+        arg=[t.name for t in quiet], timeout=120_000,
+    )  # fmt: skip
+    assert page.input_value("#upload-metadata") == "" and page.is_hidden("#upload-error")
 
 
 def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path: Path) -> None:
