@@ -33,9 +33,16 @@ export function getApiKey() {
   return apiKey;
 }
 
-// A key saved or cleared in another tab of this page holds here too.
+// A key saved or cleared in another tab of this page holds here too; `onKeyFromAnotherTab`
+// lets the page show it (its label, the lists it may now read, links signed for the old).
+const keyListeners = [];
+export function onKeyFromAnotherTab(listener) {
+  keyListeners.push(listener);
+}
 addEventListener("storage", (e) => {
-  if (e.key === KEY_STORAGE) apiKey = e.newValue || "";
+  if (e.key !== KEY_STORAGE) return;
+  apiKey = e.newValue || "";
+  for (const listener of keyListeners) listener();
 });
 
 export function setApiKey(key) {

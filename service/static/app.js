@@ -11,7 +11,7 @@
 //   jobs.js        job rows (progress, outcome, before/after table); loss_chart.js their
 //                  loss curve; versions.js model version rows
 
-import { forgetMedia, getApiKey, setApiKey } from "./api.js";
+import { forgetMedia, getApiKey, onKeyFromAnotherTab, setApiKey } from "./api.js";
 import { loadItems, setupCollection } from "./collection.js";
 import { $, setStatus } from "./page.js";
 import { modelLabel } from "./render.js";
@@ -54,6 +54,7 @@ function setupKeyPanel() {
     }
   });
   showKeyState();
+  onKeyFromAnotherTab(keyChanged);
 }
 
 // ---------------------------------------------------------------- server status

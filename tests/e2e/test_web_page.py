@@ -906,6 +906,16 @@ def test_training_panel_needs_keys_and_says_so(
             "#upload-error"
         )
 
+        # The key cleared in another tab of the page: this one says so at once, and
+        # what it lists is asked for again (refused now, and saying why).
+        other = page.context.new_page()
+        open_page(other, server.url)
+        other.evaluate("localStorage.removeItem('mmv.apiKey')")
+        page.wait_for_selector("#key-state:text-is('not set')")
+        page.wait_for_selector("#models-error:not([hidden])")
+        assert "needs an API key" in page.text_content("#models-error")
+        other.close()
+
         # Storage blocked (private mode, blocked cookies): the key entered still works
         # for the page (it was dropped: every request 401, the key panel open again).
         blocked = page.context.new_page()
