@@ -140,6 +140,8 @@ function metadataList(metadata, onFilter) {
   );
 }
 
+const RENEW_AFTER_MS = 60_000; // a player's link renewed at most once a minute
+
 /** Point a media element at an item's media (a signed link when an API key is set). */
 function attachSource(el, mediaUrl, onError) {
   if (!getApiKey()) {
@@ -173,13 +175,14 @@ export function mediaFor(item, label) {
   } else {
     el = h("img", { alt: label, loading: "lazy", decoding: "async" });
   }
-  let renewed = false;
+  let renewedAt = -Infinity;
   el.addEventListener("error", () => {
     // An <img>/<video> error event has no message; say what can be checked.
     if (!el.getAttribute("src")) return;
-    if (getApiKey() && !renewed) {
-      // A signed link past its hours (a page left open): one new link, from where it was.
-      renewed = true;
+    if (getApiKey() && Date.now() - renewedAt > RENEW_AFTER_MS) {
+      // A signed link past its hours (a page left open, a day or more): a new link,
+      // from where it was; a new link that fails at once is not the link's fault.
+      renewedAt = Date.now();
       const at = el.currentTime || 0;
       forgetMedia(item.media_url);
       if (at) el.addEventListener("loadedmetadata", () => { el.currentTime = at; }, { once: true });

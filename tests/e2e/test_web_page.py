@@ -891,6 +891,22 @@ def test_training_panel_needs_keys_and_says_so(
         assert href is not None and "signature=" in href
         assert httpx.get(server.url + href, timeout=10).content == picture.read_bytes()
 
+        # A link past its hours (a page left open for days): a new one each time it
+        # fails, at most once a minute (it was renewed once, then the player failed).
+        def links_asked() -> int:
+            return len([u for u in requests if "/media-link" in u])
+
+        for _ in range(2):
+            asked = links_asked()
+            page.clock.fast_forward(61_000)
+            page.eval_on_selector("#results .card img", "i => i.dispatchEvent(new Event('error'))")
+            for _ in range(100):
+                if links_asked() > asked:
+                    break
+                page.wait_for_timeout(50)
+            assert links_asked() == asked + 1
+            assert page.locator("#results .card .media-error").count() == 0
+
         # Several files with a read key: the first refusal stops the batch (each of the
         # others was sent and refused alike).
         tones = [str(make_tone(tmp_path / f"keyed-{hz}.wav", hz)) for hz in (1301, 1423, 1511)]
