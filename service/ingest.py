@@ -186,18 +186,28 @@ class Ingestor:
         if not wait:
             return row, 200
         deadline = time.monotonic() + SAME_BYTES_WAIT_S
-        while row.status == "processing" and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            fresh = await self._run(self.storage.items.get_by_seq, row.seq)
-            if fresh is None:
-                # Marked shared, a failure keeps it: only a user's DELETE removes it,
-                # which this upload answers as the first one does (not made anew).
-                raise deleted_meanwhile(row)
-            row = fresh
+        self.metrics.uploads_waiting_on_same_bytes.inc()
+        try:
+            while row.status == "processing" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                fresh = await self._run(self.storage.items.get_by_seq, row.seq)
+                if fresh is None:
+                    return await self._gone(row)
+                row = fresh
+        finally:
+            self.metrics.uploads_waiting_on_same_bytes.dec()
         if row.status == "failed":
             raise errors.UnreadableMedia(row.error or "processing this file failed")
-        # Still processing after the wait: accepted, as wait=false answers.
-        return row, 200 if row.status == "ready" else 202
+        return row, 200  # ready, or still processing after the wait (as wait=false)
+
+    async def _gone(self, row: ItemRow) -> None:
+        """The item waited on is gone. Marked shared, a failure kept it: a user's DELETE
+        removed it, which this upload answers as the first one does (rather than make
+        it anew), unless another upload of the bytes replaced it, failed: then this
+        one looks again (None)."""
+        again = await self._run(self.storage.items.get_by_hash, row.content_hash)
+        if again is None:
+            raise deleted_meanwhile(row)
 
     def _parse_transcript(self, text: str | None, duration_s: float | None) -> Transcript | None:
         if text is None or not text.strip():
@@ -260,16 +270,20 @@ class Ingestor:
                 return row
             stored = self.media.path(row.content_hash).name if row.content_hash else ""
             err = naming(as_api_error(exc), stored, row.filename)
-            self.metrics.ingested.labels(row.kind, "failed").inc()
             # Removed, unless another upload (on any replica) was told it exists: kept,
-            # failed, then.
+            # failed, then. Neither when it is ready: a replica that took it over (this
+            # one was silent a while) finished it, and that is the outcome.
             if raise_errors and await self._run(self.delete, row, True):
+                self.metrics.ingested.labels(row.kind, "failed").inc()
                 raise err from None
+            if not await self._run(self.storage.items.mark_failed, row.seq, err.message, True):
+                done = await self._run(self.storage.items.get_by_seq, row.seq)
+                if done is not None and done.status == "ready":
+                    return done
+            self.metrics.ingested.labels(row.kind, "failed").inc()
             if raise_errors:
-                await self._run(self.storage.items.mark_failed, row.seq, err.message, True)
                 raise err from None
             log.warning("item %s failed: %s", row.id, err.message)
-            await self._run(self.storage.items.mark_failed, row.seq, err.message, True)
             return await self._run(self.storage.items.get_by_seq, row.seq) or row
         except Exception as exc:  # a bug: never leave the item `processing` forever
             log.exception("processing item %s failed unexpectedly", row.id)

@@ -58,6 +58,11 @@ class Metrics:
         self.uploads_in_flight = Gauge(
             "mmv_uploads_in_flight", "Uploads being received or processed", registry=r
         )
+        self.uploads_waiting_on_same_bytes = Gauge(
+            "mmv_uploads_waiting_on_same_bytes",
+            "wait=true uploads of bytes another upload is processing, waiting for its outcome",
+            registry=r,
+        )
         self.search_stage = Histogram(
             "mmv_search_stage_seconds",
             "Time per search stage (queue, embed, index, join), per batch",

@@ -371,7 +371,8 @@ def content_disposition(row: ItemRow, extension: str) -> str:
 
 
 MAX_RANGES = 8
-MAX_RANGE_DIGITS = 18  # 10^18 bytes: past any file
+MAX_START_DIGITS = 18  # 10^18 bytes: past any file
+MAX_END_DIGITS = 1000
 
 
 def check_range(header: str | None, size: int) -> None:
@@ -398,9 +399,14 @@ def check_range(header: str | None, size: int) -> None:
             if not dash or not sides_ok or not (first or last):
                 problem = f"the range {part.strip()!r} is malformed"
                 break
-            if max(len(first), len(last)) > MAX_RANGE_DIGITS:
-                # No file is that long; int() refuses past 4,300 digits (a 500 then).
-                problem = f"a range bound has more than {MAX_RANGE_DIGITS} digits"
+            # int() refuses past 4,300 digits (a 500 then). A start that long is past any
+            # file's end; an end or a suffix that long means "to the end", as any
+            # shorter too-large one does, but no client writes thousands of digits.
+            if len(first) > MAX_START_DIGITS:
+                problem = f"the range starts past the end ({size} bytes)"
+                break
+            if len(last) > MAX_END_DIGITS:
+                problem = f"a range bound of {len(last)} digits is refused"
                 break
             if first.isdigit() and last.isdigit() and int(last) < int(first):
                 problem = f"the range {part.strip()!r} ends before it starts"
