@@ -62,6 +62,7 @@ class JobStopped(Exception):
 class Outcome:
     status: str  # succeeded | failed | cancelled | released (back to the queue) | lost
     error: str | None = None
+    database_failed: bool = False  # released because the database failed
 
 
 PROGRESS_EVERY_S = 2.0  # how fresh a running job's progress is (the web page polls it)
@@ -110,7 +111,10 @@ class Heartbeat:
             self.storage.heartbeats.beat(self.owner, "worker")
         except Exception:  # a busy database: the next beat tries again, well within the lease
             log.exception("heartbeat of job %s failed", self.job.id)
-            if not self.lost and time.monotonic() - self.renewed_at > self.lease_s:
+            # Two beats before the lease runs out: let go before the database gives it
+            # to another worker, not after.
+            margin = 2 * self.every_s
+            if not self.lost and time.monotonic() - self.renewed_at > self.lease_s - margin:
                 # Unrenewed for a whole lease, the job is queued again and may run on
                 # another worker, in this same run folder: this one lets go (its
                 # training is killed) rather than write beside it.
@@ -118,8 +122,12 @@ class Heartbeat:
                           self.job.id, self.lease_s)  # fmt: skip
                 self.lost = True
 
+    @property
+    def every_s(self) -> float:
+        return max(0.2, min(PROGRESS_EVERY_S, self.lease_s / 3))
+
     def _run(self) -> None:
-        while not self._stop.wait(max(0.2, min(PROGRESS_EVERY_S, self.lease_s / 3))):
+        while not self._stop.wait(self.every_s):
             self.beat()
 
 
@@ -151,7 +159,7 @@ class JobRun:
                 # to the queue, its folder kept (a finished training is not redone).
                 log.warning("job %s: the database failed (%s); it goes back to the queue",
                             self.job.id, exc)  # fmt: skip
-                outcome = Outcome("released", f"the database failed ({exc}); queued again")
+                outcome = Outcome("released", f"the database failed ({exc})", True)
             except Exception as exc:  # a bug: the job says so instead of hanging
                 log.exception("job %s failed unexpectedly", self.job.id)
                 outcome = Outcome("failed", f"the worker failed: {type(exc).__name__}: {exc}")

@@ -26,6 +26,8 @@ from service.worker.versions import remove_unlisted_versions
 log = logging.getLogger("service.worker")
 
 TIDY_EVERY_S = 60.0
+DATABASE_TRIES = 3  # claims of one job that the database fails before the job fails
+DATABASE_RETRY_S = 30.0  # the pause before a job the database failed is claimed again
 
 
 def worker_name() -> str:
@@ -58,6 +60,7 @@ class Worker:
         self.name = name or worker_name()
         self.stopping = threading.Event()
         self.current: JobRow | None = None
+        self.database_failures: dict[str, int] = {}  # job id -> releases in a row
         self.tidied_at = -math.inf
 
     def stop(self) -> None:
@@ -102,8 +105,16 @@ class Worker:
             outcome = run.execute()
         finally:
             self.current = None
+        if outcome.database_failed:
+            # The same failure again and again (a query the database always times out)
+            # must not hold the queue forever: a few tries, a pause between them.
+            tries = self.database_failures[job.id] = self.database_failures.get(job.id, 0) + 1
+            if tries >= DATABASE_TRIES:
+                outcome = Outcome("failed", f"{outcome.error}, {tries} times in a row")
         if outcome.status == "released":
             self.storage.jobs.release(job.id, self.name, outcome.error or "released")
+            if outcome.database_failed:
+                self.stopping.wait(DATABASE_RETRY_S)
         elif outcome.status != "lost" and not self.storage.jobs.finish(
             job.id, self.name, outcome.status, outcome.error
         ):

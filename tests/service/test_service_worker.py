@@ -435,7 +435,7 @@ def test_a_job_is_compared_with_what_serves_after_training_and_never_undoes_a_sw
 
 
 def test_a_database_failure_in_a_job_queues_it_again_with_its_training_kept(
-    storage: Storage, tmp_path: Path, fake: FakeTraining
+    storage: Storage, tmp_path: Path, fake: FakeTraining, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The database busy past its timeout as the new version was recorded ended the job
     failed, as a bug, and removed its run folder: hours of training thrown away."""
@@ -450,15 +450,25 @@ def test_a_database_failure_in_a_job_queues_it_again_with_its_training_kept(
         raise StorageError("cannot write to the database: database is locked")
 
     fake.during_evaluation = busy
-    assert Worker(settings, storage, "w").run_once()
+    monkeypatch.setattr(loop_module, "DATABASE_RETRY_S", 0.0)
+    worker = Worker(settings, storage, "w")
+    assert worker.run_once()
     again = storage.jobs.get(job.id)
     assert again is not None and again.status == "queued" and "database failed" in str(again.error)
     assert (settings.runs_dir / job.id / "model" / "train_state.pt").is_file()
     fake.during_evaluation = None
-    assert Worker(settings, storage, "w").run_once()
+    assert worker.run_once()
     done = storage.jobs.get(job.id)
     assert done is not None and done.status == "succeeded", done and done.error
     assert fake.saved_state_seen == [False, True]  # went on from its saved state
+    # A failure that comes back every time fails the job after a few tries.
+    fake.during_evaluation = busy
+    stuck = storage.jobs.create({"steps": 10, "activate": "manual"})
+    for _ in range(loop_module.DATABASE_TRIES):
+        assert worker.run_once()
+    ended = storage.jobs.get(stuck.id)
+    assert ended is not None and ended.status == "failed"
+    assert f"{loop_module.DATABASE_TRIES} times in a row" in str(ended.error)
 
 
 def test_a_worker_that_cannot_renew_its_lease_for_a_whole_lease_lets_the_job_go(
