@@ -73,7 +73,7 @@ function finish(item) {
  * while the form is free for the next upload; the status line says the outcome unless
  * a later upload has it by then. A failed check says so without calling the stored
  * item lost. */
-async function watchProcessing(item, mine) {
+async function watchProcessing(item, mine, isNew = true) {
   const started = Date.now();
   let pause = 1000;
   let current = item;
@@ -98,7 +98,7 @@ async function watchProcessing(item, mine) {
     return;
   }
   if (mine === shownUpload) finish(current);
-  showItem(current, true);
+  showItem(current, isNew);
 }
 
 function showProgress(sent, total) {
@@ -199,8 +199,8 @@ async function submitMany(files, metadata, background) {
   for (const [item, isNew] of answered) showItem(item, isNew);
   // Those processing in the background: followed one after another (the server takes
   // them in turn), their rows updated as each ends; the summary line stays.
-  for (const [item] of answered) {
-    if (item.status === "processing") await watchProcessing(item, null);
+  for (const [item, isNew] of answered) {
+    if (item.status === "processing") await watchProcessing(item, null, isNew);
   }
 }
 
@@ -263,8 +263,10 @@ async function submit(e) {
   });
   const mine = ++shownUpload;
   let watch = null; // an item stored and processing in the background
+  let isNew = true;
   try {
     const { status, body: item } = await job.promise;
+    isNew = status !== 200;
     if (status === 200) {
       setStatus($("upload-status"),
         `Already in the collection: the same file was stored before (${describeItem(item)}).`);
@@ -288,7 +290,7 @@ async function submit(e) {
     busy(false);
   }
   // Watched with the form free again: the next file need not wait for this one.
-  if (watch) await watchProcessing(watch, mine);
+  if (watch) await watchProcessing(watch, mine, isNew);
 }
 
 export function setupUpload() {

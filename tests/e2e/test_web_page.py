@@ -863,9 +863,10 @@ def test_training_panel_needs_keys_and_says_so(
         writer = {"Authorization": "Bearer writer-key-9876543210"}
         queued = httpx.post(f"{server.url}/v1/training/jobs", headers=writer,
                             json={"steps": 3}, timeout=30).json()  # fmt: skip
-        page.wait_for_timeout(1000)
+        page.clock.fast_forward(3_000)
+        page.wait_for_timeout(300)
         assert page.locator("#job-list li").count() == 0  # not polling every 2 s
-        page.clock.fast_forward(31_000)
+        page.clock.fast_forward(28_000)
         page.wait_for_selector(f'#job-list li[data-job-id="{queued["id"]}"]')
         assert any(u.endswith("/readyz") for u in requests), requests
 

@@ -212,7 +212,7 @@ def test_an_upload_whose_processing_stopped_unfinished_is_processed_again(
             items.create(sound(h), processing_by=owner)
             for h, owner in (("s", me), ("r", me), ("y", me), ("o", "host-b"))
         )
-        with runtime.storage.db.transaction() as conn:  # all but `young`: a minute old
+        with runtime.storage.db.transaction() as conn:  # all but `young`: long ago
             conn.execute("UPDATE items SET created_at = '2026-01-01T00:00:00Z' WHERE seq <> ?",
                          (young.seq,))  # fmt: skip
         runtime.beat()
