@@ -418,6 +418,18 @@ class Searcher:
         mixed = ((weights / covered)[:, None] * vectors).sum(axis=0)
         q.vector = (mixed / max(float(np.linalg.norm(mixed)), 1e-12)).astype(np.float32)
         q.exclude_span = (q.start_s, q.end_s)
+        # The rest of the recording answers too, scored as any other item's segments:
+        # by its vectors of the target's kind (a video's sound for target audio), and
+        # only if it has that kind (a sound is never a video's answer).
+        if q.target not in row.modalities:
+            return
+        if q.target != row.kind:
+            found, vectors = self.storage.segments.vectors_of_item(
+                row.seq, version, q.space, q.target
+            )
+            if not found:
+                return
+            weights = overlap_weights([(g.start_s, g.end_s) for g in found], q.start_s, q.end_s)
         others = np.flatnonzero(weights <= 0.0)
         q.own_stretches = (
             (vectors[others] @ q.vector).astype(np.float32),

@@ -173,3 +173,55 @@ def test_a_stretch_past_the_last_segment_is_refused_and_a_tiny_one_is_a_unit_vec
     assert not isinstance(searcher.run_batch([tiny])[0], Exception)
     assert tiny.vector is not None
     assert float(np.linalg.norm(tiny.vector)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_moment_querys_own_stretches_answer_only_as_the_kind_searched_for(
+    world: Any, tmp_path: Path
+) -> None:
+    """Its other stretches were scored by its own kind's vectors and joined any
+    target's answers: a sound came back first among videos (sound against sound), and
+    a video's stretches answered "sounds" at a picture-against-picture score."""
+    storage, executor, embedder = world
+    dims = {space: embedder.dim(space) for space in embedder.model.spaces}
+    rng = np.random.default_rng(1)
+    u = unit(rng.standard_normal(dims["va"]))
+
+    def far() -> np.ndarray:
+        return unit(rng.standard_normal(dims["va"]))
+
+    sound = audio(storage, dims, "s", u, [unit(u + 0.2 * far()) for _ in range(11)], rng)
+    film = storage.items.create(
+        NewItem(kind="video", modalities=["video", "audio"], content_hash="film")
+    )
+    whole = [Embedding("va", m, far()) for m in ("video", "audio")] + [
+        Embedding(s, m, unit(rng.standard_normal(d)))
+        for s, d in dims.items() if s != "va" for m in ("video", "audio")
+    ]  # fmt: skip
+    pictures = [unit(u + 0.1 * far()) for _ in range(11)]  # near each other, and u
+    sounds = [far() for _ in range(11)]
+    cut = [
+        NewSegment(5.0 * n, 5.0 * n + 10, [Embedding("va", "video", pictures[n]),
+                                            Embedding("va", "audio", sounds[n])])
+        for n in range(11)
+    ]  # fmt: skip
+    storage.items.mark_ready(film.seq, "v1", whole, ["video", "audio"], None, None, 60.0,
+                             segments=cut)  # fmt: skip
+    registry = open_indexes(
+        tmp_path / "indexes", storage, "v1", embedder.index_pairs(), dims, 1 << 30
+    )
+    model = ActiveModel()
+    model.use(embedder, registry)
+    searcher = Searcher(storage, model, Metrics(), executor, Settings(data_dir=tmp_path))
+
+    def ask(item: str, target: str) -> tuple[Any, list[dict[str, Any]]]:
+        query = searcher.item_query(item, target, 3, None, True, 20.0, 30.0)
+        answer = searcher.run_batch([query])[0]
+        assert not isinstance(answer, Exception), answer
+        return query, json.loads(results_json(answer, 0.0))["results"]
+
+    _, videos = ask(sound, "video")
+    assert [r["item"]["id"] for r in videos] == [film.id]  # never the sound itself
+    query, heard = ask(film.id, "audio")
+    mine = {r["item"]["id"]: r for r in heard}[film.id]  # the rest of the film, by its sound
+    start = int(mine["segment"]["start_s"] // 5)
+    assert mine["score"] == pytest.approx(float(sounds[start] @ query.vector), abs=1e-4)
