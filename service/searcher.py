@@ -191,10 +191,14 @@ class Searcher:
     ) -> Query:
         vec = np.asarray(vector, dtype=np.float32)
         _check_vector(self.require_model(), vec, space, target)
-        norm = float(np.linalg.norm(vec))
-        if not np.isfinite(norm) or norm == 0.0:
+        # The norm in float64: in float32 it overflows for 1e20 and underflows for 1e-25,
+        # finite vectors with a direction.
+        wide = np.asarray(vector, dtype=np.float64)
+        norm = float(np.linalg.norm(wide))
+        if not np.isfinite(vec).all() or not np.isfinite(norm) or norm == 0.0:
             raise InvalidRequest("the vector must be finite and not all zeros")
-        return Query(target, k, space, vector=vec / norm, filter=filter, kind="vector", group=group)
+        unit = (wide / norm).astype(np.float32)
+        return Query(target, k, space, vector=unit, filter=filter, kind="vector", group=group)
 
     def item_query(
         self,
@@ -223,7 +227,11 @@ class Searcher:
         group: bool = True,
     ) -> Query:
         """An uploaded example (not stored), already embedded by `version`: space -> vector."""
-        space = _space(self.require_model(), kind, target)
+        model = self.require_model()
+        space = _space(model, kind, target)
+        if model.version != version or space not in embeddings:
+            # Embedded by the version before a switch, whose spaces may differ.
+            raise VersionChanged("the model version changed while the example was embedded")
         return Query(target, k, space, vector=embeddings[space], kind="example", version=version,
                      group=group)  # fmt: skip
 

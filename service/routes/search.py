@@ -122,10 +122,10 @@ async def search_by_example(
         assert upload.path is not None
         for attempt in range(3):
             example = await examples.embed(upload.path, upload.filename)
-            query = searcher.example_query(
-                example.kind, example.vectors, target, k, example.version, group
-            )
             try:
+                query = searcher.example_query(
+                    example.kind, example.vectors, target, k, example.version, group
+                )
                 answer = await searcher.search(query)
                 break
             except VersionChanged:  # a switch of model versions came between: again

@@ -225,3 +225,21 @@ def test_a_moment_querys_own_stretches_answer_only_as_the_kind_searched_for(
     mine = {r["item"]["id"]: r for r in heard}[film.id]  # the rest of the film, by its sound
     start = int(mine["segment"]["start_s"] // 5)
     assert mine["score"] == pytest.approx(float(sounds[start] @ query.vector), abs=1e-4)
+
+
+def test_a_vector_of_huge_or_tiny_numbers_is_a_direction_and_an_example_of_another_version_is_embedded_again(
+    world: Any, tmp_path: Path
+) -> None:
+    """float32 norms overflowed at 1e20 and underflowed at 1e-25: finite vectors refused
+    as "not finite" or "all zeros". An example embedded by the version before a switch,
+    whose spaces may differ, raised KeyError (a 500) instead of being embedded again."""
+    searcher, _, _, _, _ = two_long_sounds(world, tmp_path)
+    d = world[2].dim("va")
+    for vector in ([1e20] + [0.0] * (d - 1), [1e-25] * d, [3e38] * d):
+        query = searcher.vector_query(vector, "va", "audio", 3, None)
+        assert query.vector is not None
+        assert float(np.linalg.norm(query.vector)) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(searcher_module.InvalidRequest):
+        searcher.vector_query([float("inf")] + [0.0] * (d - 1), "va", "audio", 3, None)
+    with pytest.raises(searcher_module.VersionChanged):
+        searcher.example_query("audio", {"vat": np.ones(4, np.float32)}, "audio", 3, "v0")
