@@ -227,7 +227,7 @@ def test_a_moment_querys_own_stretches_answer_only_as_the_kind_searched_for(
     assert mine["score"] == pytest.approx(float(sounds[start] @ query.vector), abs=1e-4)
 
 
-def test_a_vector_of_huge_or_tiny_numbers_is_a_direction_and_an_example_of_another_version_is_embedded_again(
+def test_huge_or_tiny_vectors_have_a_direction_and_an_old_versions_example_is_redone(
     world: Any, tmp_path: Path
 ) -> None:
     """float32 norms overflowed at 1e20 and underflowed at 1e-25: finite vectors refused
