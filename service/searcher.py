@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ log = logging.getLogger("service.search")
 NOTHING_TO_SEARCH_WITH = "there is nothing to search with"
 SEGMENT_FETCH = 4  # segment hits fetched per result wanted: several may share one item
 SEGMENT_FETCH_MIN = 16
+SEGMENT_WIDEN = 8  # a crowded fetch is made this much wider, up to SEGMENT_FETCH_MAX
+SEGMENT_FETCH_MAX = 4096
 MORE_SEGMENTS = 3  # next best segments listed under a grouped result
 NO_MOMENT = ',"segment":null,"segment_text":null,"more_segments":[]'  # a whole item's
 
@@ -307,16 +310,7 @@ class Searcher:
                     found[i] = _search_one(indexes, q, q.target, allowed, q.k)
                     name = segment_name(q.space, q.target)
                     if name is not None:
-                        allowed_segments = segment_ids(self.storage.segments.seqs_of_items(allowed))
-                        own = self._own_segments(q)
-                        allowed_segments = np.setdiff1d(allowed_segments, own)
-                        hit = _search_one(
-                            indexes, q, name, allowed_segments, _segment_k(q.k), exclude=False
-                        )
-                        in_filter = q.exclude_seq is not None and bool(
-                            np.isin(q.exclude_seq, allowed)
-                        )
-                        moments[i] = _with_own_stretches(hit, q, own, in_filter)
+                        moments[i] = self._moments_of(indexes, q, name, _segment_k(q.k), allowed)
                 except Exception:  # this query's own failure: the batch's others go on
                     log.exception("a filtered search failed")
                     found[i] = moments[i] = None
@@ -342,7 +336,7 @@ class Searcher:
                     moments[members[row]] = (scores[at], ids[at])
             for row, i in enumerate(members):
                 if own[i].size:
-                    hit = _search_without(indexes, space, name, queries[row], own[i], k)
+                    hit = _search_without(indexes, space, name, queries[row], own[i], _segment_k(k))
                     moments[i] = _with_own_stretches(hit, batch[i], own[i], True)
         self.metrics.search_stage.labels("index").observe(time.perf_counter() - t1)
 
@@ -351,6 +345,9 @@ class Searcher:
             int(s) - SEGMENT_ID_BASE for f in moments if f is not None for s in f[1] if s >= 0
         }
         segments = self.storage.segments.by_seqs(segment_seqs) if segment_seqs else {}
+        for i, q in enumerate(batch):
+            if moments[i] is not None and answers[i] is None and q.group:
+                moments[i] = self._widened(indexes, q, moments[i], segments, segment_name)
         wanted = {int(s) for f in found if f is not None for s in f[1] if s >= 0}
         wanted |= {g.item_seq for g in segments.values()}
         # Only ready items answer: one failed or processing is never a result.
@@ -365,6 +362,54 @@ class Searcher:
             answers[i] = Answer(_results(q, candidates, payloads), q.space, embedder.version)
         self.metrics.search_stage.labels("join").observe(time.perf_counter() - t2)
         return answers  # type: ignore[return-value]
+
+    def _moments_of(
+        self, indexes: IndexSet, q: Query, name: str, wanted: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query's `wanted` nearest segments in index `name` (of items in `allowed`
+        when it has a filter: their seqs), as run_batch finds them for a batch."""
+        assert q.space is not None and q.vector is not None
+        own = self._own_segments(q)
+        if q.filter:
+            if allowed is None:
+                allowed = self.storage.items.seqs_matching(q.filter)
+            allowed_segments = segment_ids(self.storage.segments.seqs_of_items(allowed))
+            allowed_segments = np.setdiff1d(allowed_segments, own)
+            hit = _search_one(indexes, q, name, allowed_segments, wanted, exclude=False)
+            in_filter = q.exclude_seq is not None and bool(np.isin(q.exclude_seq, allowed))
+            return _with_own_stretches(hit, q, own, in_filter)
+        if own.size:
+            hit = _search_without(indexes, q.space, name, q.vector, own, wanted)
+            return _with_own_stretches(hit, q, own, True)
+        scores, ids = indexes.search(q.space, name, q.vector[None, :], wanted)
+        return scores[0], ids[0]
+
+    def _widened(
+        self,
+        indexes: IndexSet,
+        q: Query,
+        hit: tuple[np.ndarray, np.ndarray],
+        segments: dict[int, SegmentRow],
+        segment_name: Callable[[str, str], str | None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A long recording whose every stretch is near the query fills the segment
+        fetch by itself, and other items' best moments are never seen: fetched again,
+        wider, while the hits name fewer than k items and the index has more. The
+        segments found are added to `segments`."""
+        assert q.space is not None
+        name = segment_name(q.space, q.target)
+        wanted = _segment_k(q.k)
+        while name is not None and wanted < SEGMENT_FETCH_MAX:
+            ids = [int(s) - SEGMENT_ID_BASE for s in hit[1] if s >= 0]
+            named = {segments[s].item_seq for s in ids if s in segments}
+            if len(named) >= q.k or len(ids) < wanted:  # enough, or all there is
+                break
+            wanted = min(SEGMENT_FETCH_MAX, wanted * SEGMENT_WIDEN)
+            hit = self._moments_of(indexes, q, name, wanted, None)
+            new = {int(s) - SEGMENT_ID_BASE for s in hit[1] if s >= 0} - segments.keys()
+            if new:
+                segments.update(self.storage.segments.by_seqs(new))
+        return hit
 
     def _own_segments(self, q: Query) -> np.ndarray:
         """Ids, in the segment indexes, of every segment of the query item: left out of
@@ -487,11 +532,12 @@ def _search_one(
 
 
 def _search_without(
-    indexes: IndexSet, space: str, index: str, query: np.ndarray, left_out: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Moments of one query among every segment but `left_out` (the query item's own;
-    _with_own_stretches drops them from what comes back)."""
-    fetch = _segment_k(k) + len(left_out)
+    indexes: IndexSet, space: str, index: str, query: np.ndarray, left_out: np.ndarray,
+    wanted: int,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`wanted` moments of one query among every segment but `left_out` (the query
+    item's own; _with_own_stretches drops them from what comes back)."""
+    fetch = wanted + len(left_out)
     if fetch <= OWN_SEGMENTS_FETCH_MAX:
         # Fetched past them: as fast as any search (a GPU copy serves it), where a
         # selector that leaves out a query's nearest would send an HNSW graph into
@@ -500,7 +546,7 @@ def _search_without(
         return scores[0], ids[0]
     listed = faiss.IDSelectorBatch(left_out)
     others = faiss.IDSelectorNot(listed)  # holds a pointer to `listed`: both live to the end
-    scores, ids = indexes.search(space, index, query[None, :], _segment_k(k), filter=others)
+    scores, ids = indexes.search(space, index, query[None, :], wanted, filter=others)
     del listed, others
     return scores[0], ids[0]
 

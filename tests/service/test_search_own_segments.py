@@ -243,3 +243,19 @@ def test_huge_or_tiny_vectors_have_a_direction_and_an_old_versions_example_is_re
         searcher.vector_query([float("inf")] + [0.0] * (d - 1), "va", "audio", 3, None)
     with pytest.raises(searcher_module.VersionChanged):
         searcher.example_query("audio", {"vat": np.ones(4, np.float32)}, "audio", 3, "v0")
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["unfiltered", "filtered"])
+def test_a_long_recording_near_the_query_leaves_room_for_other_items_moments(
+    world: Any, tmp_path: Path, filtered: bool
+) -> None:
+    """The segment fetch (max(16, 4k)) was filled by A's 59 stretches, all near the
+    query: B's matching stretch was never seen, and B came back at its whole-file score
+    with no segment."""
+    searcher, a, b, b_segments, u = two_long_sounds(world, tmp_path)
+    query = searcher.vector_query(u, "va", "audio", 3, {"album": "talks"} if filtered else None)
+    answer = searcher.run_batch([query])[0]
+    assert not isinstance(answer, Exception), answer
+    results = {r["item"]["id"]: r for r in json.loads(results_json(answer, 0.0))["results"]}
+    assert results[b]["segment"] == {"start_s": 40.0, "end_s": 50.0}, results
+    assert results[b]["score"] == pytest.approx(float(b_segments[8] @ u), abs=1e-4)
