@@ -139,6 +139,7 @@ class Searcher:
         self.model = model
         self.metrics = metrics
         self.max_text_chars = settings.max_text_chars
+        self.segment_s = settings.segment_s  # 0: long items are not cut into stretches
         self.batcher = SearchBatcher(
             self.run_batch,
             executor,
@@ -456,6 +457,16 @@ class Searcher:
             )
         found, vectors = self.storage.segments.vectors_of_item(row.seq, version, q.space, row.kind)
         if not found:
+            if self.segment_s and (row.duration_s or 0.0) > self.segment_s:
+                # Long, so cut into stretches, but not (yet) for this version: searching
+                # by the whole file would answer another question without saying so.
+                raise Conflict(
+                    f"the stretches of item {q.item_id!r} are not indexed yet under model "
+                    f"version {version} (a long item's are made in the background after "
+                    "an upgrade or a switch); search by the whole item, or try again "
+                    "in a minute",
+                    {"reason": "segments_not_ready"},
+                )
             return  # the whole (short) item is the moment
         weights = overlap_weights([(g.start_s, g.end_s) for g in found], q.start_s, q.end_s)
         covered = float(weights.sum())

@@ -20,6 +20,10 @@ JSON = "application/json"
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "not_found: the query item does not exist"},
+    409: {
+        "description": "conflict: the query item is not ready (processing, failed), or "
+        "its stretches are not indexed yet (a moment query)"
+    },
     413: {"description": "too_large: the query text (or the body) is over its limit"},
     422: {"description": "invalid_request, or unsupported_pair when no space holds both"},
     503: {"description": "no_model: no model is loaded"},

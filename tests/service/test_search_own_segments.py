@@ -252,10 +252,29 @@ def test_a_long_recording_near_the_query_leaves_room_for_other_items_moments(
     """The segment fetch (max(16, 4k)) was filled by A's 59 stretches, all near the
     query: B's matching stretch was never seen, and B came back at its whole-file score
     with no segment."""
-    searcher, a, b, b_segments, u = two_long_sounds(world, tmp_path)
+    searcher, _, b, b_segments, u = two_long_sounds(world, tmp_path)
     query = searcher.vector_query(u, "va", "audio", 3, {"album": "talks"} if filtered else None)
     answer = searcher.run_batch([query])[0]
     assert not isinstance(answer, Exception), answer
     results = {r["item"]["id"]: r for r in json.loads(results_json(answer, 0.0))["results"]}
     assert results[b]["segment"] == {"start_s": 40.0, "end_s": 50.0}, results
     assert results[b]["score"] == pytest.approx(float(b_segments[8] @ u), abs=1e-4)
+
+
+def test_a_moment_of_a_long_item_whose_stretches_are_not_indexed_yet_is_409(
+    world: Any, tmp_path: Path
+) -> None:
+    """It was answered by the whole file, silently: another question's answer."""
+    searcher, _, _, _, u = two_long_sounds(world, tmp_path)
+    storage = world[0]
+    bare = storage.items.create(NewItem(kind="audio", modalities=["audio"], content_hash="bare"))
+    dims = {space: world[2].dim(space) for space in world[2].model.spaces}
+    rng = np.random.default_rng(2)
+    vectors = [Embedding(s, "audio", u if s == "va" else unit(rng.standard_normal(d)))
+               for s, d in dims.items()]  # fmt: skip
+    storage.items.mark_ready(bare.seq, "v1", vectors, ["audio"], None, None, 60.0)
+    [answer] = searcher.run_batch([searcher.item_query(bare.id, "audio", 3, None, True, 20, 30)])
+    assert isinstance(answer, searcher_module.Conflict), answer
+    assert answer.detail == {"reason": "segments_not_ready"}
+    [whole] = searcher.run_batch([searcher.item_query(bare.id, "audio", 3, None)])
+    assert not isinstance(whole, Exception), whole  # by the whole item: as ever
