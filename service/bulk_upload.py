@@ -48,7 +48,8 @@ import httpx
 from tqdm import tqdm
 
 from service.errors import InvalidRequest
-from service.routes.items import check_metadata, json_problem
+from service.json_fields import json_problem
+from service.routes.items import check_metadata
 
 # What ffmpeg reads that a library is likely to hold; anything else is left alone (the
 # server would refuse it by its content anyway, but a folder holds notes and sidecars).

@@ -229,6 +229,7 @@ class Searcher:
         k: int,
         version: str,
         group: bool = True,
+        filter: dict | None = None,
     ) -> Query:
         """An uploaded example (not stored), already embedded by `version`: space -> vector."""
         model = self.require_model()
@@ -236,8 +237,8 @@ class Searcher:
         if model.version != version or space not in embeddings:
             # Embedded by the version before a switch, whose spaces may differ.
             raise VersionChanged("the model version changed while the example was embedded")
-        return Query(target, k, space, vector=embeddings[space], kind="example", version=version,
-                     group=group)  # fmt: skip
+        return Query(target, k, space, vector=embeddings[space], filter=filter, kind="example",
+                     version=version, group=group)  # fmt: skip
 
     async def search(self, query: Query) -> Answer:
         self.metrics.child(self.metrics.searches, query.kind, query.target).inc()

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from service.deps import authorize
 from service.errors import InvalidRequest
+from service.json_fields import parse_filter
 from service.schemas import MODALITY_NAMES
 from service.searcher import Searcher, results_json
 from service.settings import Settings
@@ -36,7 +37,8 @@ async def text_search(
         raise InvalidRequest(f"query.target: must be one of {', '.join(MODALITY_NAMES)}")
     k = form_int(params.get("k"), default=10, low=1, high=1000, name="k")
     group = form_bool(params.get("group"), default=True, name="group")
-    query = searcher.text_query(q, target, k, None, group)
+    filter = parse_filter(params.get("filter"))
+    query = searcher.text_query(q, target, k, filter, group)
     answer = await searcher.search(query)
     return results_json(answer, started)
 

@@ -7,13 +7,11 @@ import binascii
 import json
 import math
 import os
-import sys
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import TypeAdapter, ValidationError
 
 from service.deps import (
     IngestorDep,
@@ -25,7 +23,8 @@ from service.deps import (
     StorageDep,
     WriteAccess,
 )
-from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable, validation_message
+from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable
+from service.json_fields import json_problem, parse_filter
 from service.media_links import media_link
 from service.media_response import OpenedFileResponse
 from service.schemas import (
@@ -34,13 +33,11 @@ from service.schemas import (
     ItemList,
     Kind,
     MediaLink,
-    Metadata,
     TextItemIn,
     item_payload,
     metadata_too_long,
     unstorable,
 )
-from service.storage.items import MAX_LIST_FILTER_KEYS
 from service.storage.rows import ItemRow, rfc3339
 from service.uploads import received_upload
 
@@ -125,44 +122,6 @@ def parse_metadata(raw: str | None) -> dict[str, Any]:
     except ValueError as exc:
         raise InvalidRequest(f"metadata is not valid JSON: {json_problem(exc)}") from None
     return check_metadata(value)
-
-
-def json_problem(exc: ValueError) -> str:
-    """What json.loads said, briefly: a syntax error, or a number past Python's limit on
-    integer digits (a plain ValueError, which answered 500)."""
-    if isinstance(exc, json.JSONDecodeError):
-        return exc.msg
-    return f"it holds an integer too long to read (over {sys.get_int_max_str_digits():,} digits)"
-
-
-_FILTER = TypeAdapter(Metadata)
-
-
-def parse_filter(raw: str | None) -> dict[str, Any] | None:
-    """A listing's `filter` query parameter, by the rules of a search's filter."""
-    if raw is None or not raw.strip():
-        return None
-    try:
-        value = json.loads(raw)
-    except RecursionError:
-        raise InvalidRequest("filter is nested too deeply to read", {"field": "filter"}) from None
-    except ValueError as exc:
-        problem = json_problem(exc)
-        raise InvalidRequest(f"filter is not valid JSON: {problem}", {"field": "filter"}) from None
-    if not isinstance(value, dict):
-        raise InvalidRequest(
-            'filter must be a JSON object like {"folder": "interviews"}', {"field": "filter"}
-        )
-    if len(value) > MAX_LIST_FILTER_KEYS:
-        raise InvalidRequest(
-            f"filter has {len(value)} keys; a listing filters by at most {MAX_LIST_FILTER_KEYS}",
-            {"field": "filter"},
-        )
-    try:
-        return _FILTER.validate_python(value) or None
-    except ValidationError as exc:
-        problems = [{**e, "loc": ("filter", *e["loc"])} for e in exc.errors()]
-        raise InvalidRequest(validation_message(problems), {"field": "filter"}) from None
 
 
 def check_metadata(value: Any) -> dict[str, Any]:

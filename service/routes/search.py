@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from service.deps import ExampleEmbedderDep, ReadAccess, SearcherDep, SettingsDep
 from service.errors import InvalidRequest
+from service.json_fields import parse_filter
 from service.schemas import MODALITY_NAMES, ItemQuery, SearchRequest, SearchResults, TextQuery
 from service.searcher import VersionChanged, results_json
 from service.text_search import form_bool, form_int, query_params, text_search
@@ -51,6 +52,10 @@ EXAMPLE_BODY: dict[str, Any] = {
                         "target": {"type": "string", "enum": list(MODALITY_NAMES)},
                         "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
                         "group": {"type": "boolean", "default": True},
+                        "filter": {
+                            "type": "string",
+                            "description": "metadata to match exactly, a JSON object",
+                        },
                     },
                 }
             }
@@ -88,6 +93,9 @@ GET_PARAMETERS: dict[str, Any] = {
         {"name": "group", "in": "query", "required": False,
          "description": "false: every matching segment of a long item is a result of its own",
          "schema": {"type": "boolean", "default": True}},
+        {"name": "filter", "in": "query", "required": False,
+         "description": 'metadata to match exactly, a JSON object: {"folder": "interviews"}',
+         "schema": {"type": "string"}},
     ]
 }  # fmt: skip
 
@@ -123,12 +131,13 @@ async def search_by_example(
             )
         k = form_int(upload.fields.get("k"), default=10, low=1, high=1000, name="k")
         group = form_bool(upload.fields.get("group"), default=True, name="group")
+        filter = parse_filter(upload.fields.get("filter"))
         assert upload.path is not None
         for attempt in range(3):
             example = await examples.embed(upload.path, upload.filename)
             try:
                 query = searcher.example_query(
-                    example.kind, example.vectors, target, k, example.version, group
+                    example.kind, example.vectors, target, k, example.version, group, filter
                 )
                 answer = await searcher.search(query)
                 break

@@ -527,6 +527,30 @@ def test_search_by_uploaded_example(
     )
 
 
+def test_search_by_query_string_or_example_takes_a_filter_too(
+    client: httpx.Client, media: dict[str, Path], items: dict[str, dict[str, Any]]
+) -> None:
+    """Both ignored a `filter`: every item answered, as if none was given."""
+    red = {items[n]["id"] for n in ("clip", "silent")}  # the red videos
+    r = client.get("/v1/search", params={"q": "the clip", "target": "video", "k": 10,
+                                         "filter": json.dumps({"color": "red"})})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert {x["item"]["id"] for x in r.json()["results"]} == red
+    example = {"file": (media["clip2"].name, media["clip2"].read_bytes())}
+    r = client.post("/v1/search/upload", files=example,
+                    data={"target": "video", "filter": json.dumps({"color": "red"})})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert {x["item"]["id"] for x in r.json()["results"]} == red  # not clip2 itself (blue)
+    for bad in ("[1]", "{nope"):
+        assert_error(
+            client.get("/v1/search", params={"q": "x", "target": "video", "filter": bad}),
+            422,
+            "invalid_request",
+        )
+        r = client.post("/v1/search/upload", files=example, data={"target": "video", "filter": bad})
+        assert_error(r, 422, "invalid_request")
+
+
 def test_metadata_filter_matches_exactly(
     client: httpx.Client, items: dict[str, dict[str, Any]]
 ) -> None:
