@@ -88,6 +88,12 @@ class NoModel(ServiceError):
     status, code = 503, "no_model"
 
 
+class RequestTimeout(ServiceError):
+    """An upload's body stopped arriving: cut off, its slot and temporary file freed."""
+
+    status, code = 408, "request_timeout"
+
+
 class Overloaded(ServiceError):
     """More uploads or searches by example in flight than the settings allow; answered
     before the body is read, with Retry-After."""

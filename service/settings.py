@@ -49,6 +49,9 @@ class Settings(BaseSettings):
 
     # Upload caps.
     max_upload_mb: float = Field(512.0, gt=0)
+    # An upload whose body sends nothing for this long is cut off (408): a stalled
+    # client must not hold one of the few upload slots for good.
+    upload_idle_s: float = Field(60.0, gt=0)
     max_duration_s: float = Field(3600.0, gt=0)
     max_pixels: int = Field(4096 * 4096, gt=0)  # width × height of a frame or image
     max_transcript_kb: int = Field(1024, gt=0)

@@ -33,7 +33,13 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from service.admission import InFlightLimit
-from service.errors import InsufficientStorage, InvalidRequest, TooLarge, UnsupportedMedia
+from service.errors import (
+    InsufficientStorage,
+    InvalidRequest,
+    RequestTimeout,
+    TooLarge,
+    UnsupportedMedia,
+)
 from service.settings import Settings
 
 log = logging.getLogger("service.uploads")
@@ -196,8 +202,10 @@ async def receive_upload(
     max_file_bytes: int,
     max_field_bytes: int,
     min_free_bytes: int = 0,
+    idle_s: float = 60.0,
 ) -> ReceivedUpload:
-    """Stream a multipart/form-data body to disk; the caller must `discard()` the result."""
+    """Stream a multipart/form-data body to disk; the caller must `discard()` the result.
+    RequestTimeout when nothing of it arrives for `idle_s`."""
     content_type, options = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UnsupportedMedia(
@@ -219,7 +227,17 @@ async def receive_upload(
         received = 0
         pending: list[bytes] = []
         pending_bytes = 0
-        async for chunk in request.stream():
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(stream), idle_s)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the upload sent nothing for {idle_s:g} s and was cut off",
+                    {"idle_s": idle_s},
+                ) from None
             # Content-Length may be absent (chunked): count what actually arrives.
             received += len(chunk)
             if received > body_cap:
@@ -284,6 +302,7 @@ async def received_upload(
             settings.max_upload_bytes,
             settings.max_transcript_kb * 1024,
             settings.min_free_disk_bytes,
+            settings.upload_idle_s,
         )
         try:
             yield upload

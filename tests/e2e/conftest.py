@@ -136,6 +136,7 @@ def server(
         random_model,
         d / "server.log",
         MMV_MAX_UPLOAD_MB="2",
+        MMV_UPLOAD_IDLE_S="10",  # a stalled body is cut off within a test's patience
         MMV_MAX_DURATION_S="20",
         MMV_MAX_PIXELS=str(640 * 480),
         MMV_SEARCH_BATCH_MS="2",

@@ -203,3 +203,24 @@ def test_a_body_sent_on_after_the_answer_is_cut_off(server: Server, connection: 
     assert sent < 64 * MB, f"{sent / MB:.0f} MB accepted after the answer"
     assert time.monotonic() - started < 30
     assert_serving(server)
+
+
+def test_an_upload_whose_body_stops_coming_is_cut_off_and_frees_its_slot(server: Server) -> None:
+    """Only the request's head had a time limit: a client that sent a few bytes of its
+    body and then nothing held an upload slot (and its temporary file) for good; a few
+    dozen such made every upload 503."""
+    body = multipart({}, b"x" * 4096)
+    head = (
+        f"POST /v1/items HTTP/1.1\r\nHost: {server.url[7:]}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection(host_port(server), timeout=60) as s:
+        s.sendall(head + body[:1000])  # then nothing more
+        answer = s.recv(65536)
+    took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b'"request_timeout"' in answer and b"sent nothing for 10 s" in answer
+    assert 9 < took < 40, took  # MMV_UPLOAD_IDLE_S=10 (tests/e2e/conftest.py)
+    assert_serving(server)
