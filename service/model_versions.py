@@ -88,16 +88,28 @@ def register_starting_model(source: Path, models_dir: Path, storage: Storage) ->
 
 
 def active_model_version(
-    model_setting: str, models_dir: Path, storage: Storage
+    model_setting: str, models_dir: Path, storage: Storage, shared: bool = False
 ) -> ModelHandle | None:
     """The active version, registering MMV_MODEL first when the data directory has none.
 
     None when there is no registered model and MMV_MODEL does not exist: the service
     then serves without a model (readyz 503, `no_model` errors) and says so in its log.
+    With a `shared` database (several hosts), an active version whose folder this host
+    cannot see is ModelVersionError: registering MMV_MODEL would make it the active
+    version of every replica (a volume not mounted yet must not switch the cluster).
     """
     row = storage.models.active()
     if row is not None and (models_dir / row.version).is_dir():
         return ModelHandle(row.version, models_dir / row.version)
+    if row is not None and shared:
+        raise ModelVersionError(
+            f"the active model version {row.version} has no folder at "
+            f"{models_dir / row.version}: is the shared data directory mounted on this host "
+            "(MMV_DATA_DIR)? Refusing to register MMV_MODEL over it for every replica"
+        )
+    if row is not None:
+        log.error("the active model version %s has no folder at %s; registering MMV_MODEL=%s "
+                  "instead", row.version, models_dir / row.version, model_setting)  # fmt: skip
     source = Path(model_setting)
     if not source.exists():
         log.error(

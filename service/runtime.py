@@ -119,7 +119,10 @@ class Runtime:
     def load_model_and_indexes(self) -> None:
         """The slow, synchronous part of start-up (model load, index open)."""
         reconcile_at_start(self.storage, self.media_files)  # before the indexes open
-        handle = active_model_version(self.settings.model, self.settings.models_dir, self.storage)
+        handle = active_model_version(
+            self.settings.model, self.settings.models_dir, self.storage,
+            shared=self.settings.shared_database,
+        )  # fmt: skip
         if handle is None:
             return
         self.follower.start_at_now()  # the indexes below reflect the database from here
@@ -180,17 +183,26 @@ class Runtime:
                 self.settings.asr,
             )
             self.searcher.batcher.start()
-            # Own items of an earlier run (a crash, or a stop that timed out) included.
-            await self.take_over_uploads(at_start=True)
         loop = asyncio.get_running_loop()
         self._tasks += [
             loop.create_task(self._upkeep_loop()),
             loop.create_task(self.switch.watch()),
             loop.create_task(self.follower.watch()),
             loop.create_task(self._heartbeat_loop()),
+            loop.create_task(self.backfill.watch()),
         ]
-        await ensure_demo_corpus(self.settings, self.storage, self.ingestor)
-        self._tasks.append(loop.create_task(self.backfill.watch()))
+        # After the loops start: a database hiccup here must not leave this replica
+        # without its heartbeat, upkeep and follower (the heartbeat takes over again).
+        if model.embedder is not None:
+            try:
+                # Own items of an earlier run (a crash, or a stop that timed out) included.
+                await self.take_over_uploads(at_start=True)
+            except Exception:
+                log.exception("taking up unfinished uploads failed; the heartbeat tries again")
+        try:
+            await ensure_demo_corpus(self.settings, self.storage, self.ingestor)
+        except Exception:
+            log.exception("the demo corpus could not be made")
         if on_ready is not None:
             on_ready()
 

@@ -266,3 +266,26 @@ def test_a_failed_item_keeps_no_vectors_and_leaves_every_index(
     assert storage.segments.of_item(seq) == []
     follower.poll()
     assert live(registry) == [] and live(registry, "audio_segments") == []
+
+
+def test_a_replica_that_cannot_see_the_active_versions_folder_refuses_to_start(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """It registered MMV_MODEL and made it the active version in the shared database:
+    a replica started before the data volume was mounted switched every replica back
+    to the starting model (and each re-embedded the collection)."""
+    from model import load_config
+    from service.model_versions import ModelVersionError, active_model_version
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "config.json").write_text(load_config("tiny").to_json())
+    storage.models.add(ModelRow("trained-1", "2026-12-07T00:00:00Z", {}, {}, None, False))
+    storage.models.activate("trained-1")
+    unmounted = tmp_path / "empty" / "models"
+    with pytest.raises(ModelVersionError, match="is the shared data directory mounted"):
+        active_model_version(str(shipped), unmounted, storage, shared=True)
+    assert storage.models.active().version == "trained-1"  # type: ignore[union-attr]
+    # One host on SQLite: the folder is gone for good, and the starting model serves.
+    handle = active_model_version(str(shipped), unmounted, storage, shared=False)
+    assert handle is not None and handle.version.startswith("shipped-")
