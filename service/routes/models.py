@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 
 from service.deps import (
+    ActiveModelDep,
     ReadAccess,
     SettingsDep,
     StorageDep,
@@ -93,11 +94,24 @@ def activate_model(
     },
 )
 def delete_model(
-    version: Version, _: WriteAccess, storage: StorageDep, settings: SettingsDep
+    version: Version,
+    _: WriteAccess,
+    storage: StorageDep,
+    settings: SettingsDep,
+    model: ActiveModelDep,
 ) -> Response:
     """Remove an inactive version: its embeddings (one transaction), then its indexes and
     files."""
     _known(storage, version)
+    serving = model.serving
+    if serving is not None and serving.version == version:
+        # This replica's own switch away from it is not done (the heartbeat check below
+        # leaves the asking replica out).
+        raise Conflict(
+            f"model version {version!r} still serves on this replica, which is switching "
+            "to the active version: delete it once that switch is done (GET /readyz)",
+            {"version": version, "replicas": [settings.replica_name]},
+        )
     try:
         storage.models.delete(version, settings.replica_timeout_s, settings.replica_name)
     except KeyError:

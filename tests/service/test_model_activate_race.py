@@ -38,3 +38,28 @@ def test_activating_a_version_deleted_after_the_check_is_404(
         assert storage.models.target() is None
     finally:
         storage.close()
+
+
+def test_a_version_this_replica_still_serves_is_not_deleted_through_it(tmp_path: Path) -> None:
+    """Another replica finished the switch to `b`; this one still builds b's indexes
+    and serves `a`. The check of which replicas serve `a` left out the one asked, so a
+    DELETE sent to it removed the vectors and files it was serving with."""
+    from service.errors import Conflict
+    from service.routes.models import delete_model
+    from service.settings import Settings
+
+    storage = Storage(tmp_path / "db.sqlite")
+    try:
+        storage.models.add(ModelRow("a", "2026-12-06T00:00:00Z", {}, {}, None, True))
+        storage.models.add(ModelRow("b", "2026-12-06T00:00:01Z", {}, {}, "a", False))
+        storage.models.activate("b")  # the other replica's switch, complete
+        here = SimpleNamespace(serving=SimpleNamespace(version="a"))
+        settings = Settings(data_dir=tmp_path)
+        with pytest.raises(Conflict, match="still serves on this replica"):
+            delete_model("a", None, storage, settings, here)  # type: ignore[arg-type]
+        assert storage.models.get("a") is not None
+        done = SimpleNamespace(serving=SimpleNamespace(version="b"))  # its switch is done
+        assert delete_model("a", None, storage, settings, done).status_code == 204  # type: ignore[arg-type]
+        assert storage.models.get("a") is None
+    finally:
+        storage.close()
