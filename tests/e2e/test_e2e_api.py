@@ -527,6 +527,13 @@ def test_search_by_uploaded_example(
     )
 
 
+def test_the_container_health_check_passes_once_the_model_serves(server: Server) -> None:
+    from service.healthcheck import check
+
+    healthy, why = check(int(server.url.rsplit(":", 1)[1]))
+    assert healthy and "ready, model " in why, why
+
+
 def test_search_by_query_string_or_example_takes_a_filter_too(
     client: httpx.Client, media: dict[str, Path], items: dict[str, dict[str, Any]]
 ) -> None:

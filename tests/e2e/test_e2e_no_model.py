@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 from e2e_server import REPO, START_TIMEOUT_S, assert_error, free_port, server_env
 
+from service.healthcheck import check
+
 
 def test_serves_without_a_model_and_says_so(tmp_path: Path, media: dict[str, Path]) -> None:
     port = free_port()
@@ -41,6 +43,10 @@ def test_serves_without_a_model_and_says_so(tmp_path: Path, media: dict[str, Pat
             assert_error(c.post("/v1/items/text", json={"text": "x"}), 503, "no_model")
             assert c.get("/v1/items").json() == {"items": [], "next_cursor": None}
             assert c.get("/v1/models").json() == {"models": []}
+        # The container's health check says it cannot serve (it asked /healthz, which
+        # answers as long as the process does: "healthy" with no model, for ever).
+        healthy, why = check(port)
+        assert not healthy and "503" in why and "no model is loaded" in why
         assert "no model" in (tmp_path / "server.log").read_text()
     finally:
         process.terminate()
