@@ -48,8 +48,7 @@ import httpx
 from tqdm import tqdm
 
 from service.errors import InvalidRequest
-from service.json_fields import json_problem
-from service.routes.items import check_metadata
+from service.json_fields import check_metadata, json_problem
 
 # What ffmpeg reads that a library is likely to hold; anything else is left alone (the
 # server would refuse it by its content anyway, but a folder holds notes and sidecars).
@@ -287,14 +286,17 @@ def run(
     """Upload every media file under `root`; returns what became of each."""
     earlier = read_report(report)
     todo: list[Path] = []
+    sizes: dict[Path, int] = {}  # for the progress bar; no second stat that could fail
     outcomes: list[Outcome] = []
     for path in media_files(root):
         before = earlier.get(path.relative_to(root).as_posix())
         try:
             stat = path.stat()
-        except OSError:  # a broken link: upload_one reports it
+        except OSError:  # a broken link, a folder it may not search: upload_one reports it
             todo.append(path)
+            sizes[path] = 0
             continue
+        sizes[path] = stat.st_size
         if (
             before is not None
             and before.status in STORED
@@ -306,7 +308,7 @@ def run(
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     lock = threading.Lock()
     written = open_report(report) if report is not None else None
-    sizes = {p: p.stat().st_size if p.exists() else 0 for p in todo}
+    sizes = {p: sizes[p] for p in todo}
     bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True,
                desc=f"uploading {len(todo)} files", disable=not progress)  # fmt: skip
     stop = threading.Event()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
 import os
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -24,7 +22,7 @@ from service.deps import (
     WriteAccess,
 )
 from service.errors import InvalidRequest, NotFound, RangeNotSatisfiable
-from service.json_fields import json_problem, parse_filter
+from service.json_fields import parse_filter, parse_metadata
 from service.media_links import media_link
 from service.media_response import OpenedFileResponse
 from service.schemas import (
@@ -35,7 +33,6 @@ from service.schemas import (
     MediaLink,
     TextItemIn,
     item_payload,
-    metadata_too_long,
     unstorable,
 )
 from service.storage.rows import ItemRow, rfc3339
@@ -110,42 +107,6 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidRequest(
             "the cursor is not one this server gave out", {"cursor": cursor[:64]}
         ) from None
-
-
-def parse_metadata(raw: str | None) -> dict[str, Any]:
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except RecursionError:
-        raise InvalidRequest("metadata is nested too deeply to read") from None
-    except ValueError as exc:
-        raise InvalidRequest(f"metadata is not valid JSON: {json_problem(exc)}") from None
-    return check_metadata(value)
-
-
-def check_metadata(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidRequest('metadata must be a JSON object like {"key": "value"}')
-    for key, item in value.items():
-        for text in (key, item) if isinstance(item, str) else (key,):
-            if problem := unstorable(text):
-                # ascii(): the key itself may be what cannot be written back as UTF-8.
-                raise InvalidRequest(f"metadata {ascii(key)[:80]} cannot be stored: {problem}")
-        if not isinstance(item, str | int | float | bool) and item is not None:
-            raise InvalidRequest(
-                f"metadata must be flat: the value of {key!r} is a nested object or list",
-                {"key": key},
-            )
-        if isinstance(item, float) and not math.isfinite(item):
-            # JSON has no NaN or Infinity: stored, they would break every answer showing it.
-            raise InvalidRequest(
-                f"metadata values must be finite numbers: the value of {key!r} is {item}",
-                {"key": key},
-            )
-    if problem := metadata_too_long(value):
-        raise InvalidRequest(problem)
-    return value
 
 
 @router.post(

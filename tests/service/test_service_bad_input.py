@@ -17,14 +17,13 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from service.errors import InvalidRequest, RangeNotSatisfiable
-from service.json_fields import parse_filter
+from service.json_fields import parse_filter, parse_metadata
 from service.origin_guard import OriginGuard
 from service.routes.items import (
     check_range,
     decode_cursor,
     encode_cursor,
     list_items,
-    parse_metadata,
 )
 from service.schemas import SearchRequest, TextItemIn, TrainingJobIn
 from service.storage import Storage

@@ -337,7 +337,7 @@ def test_metadata_at_its_entry_bound_is_stored_on_either_engine_and_past_it_refu
     from pydantic import ValidationError
 
     from service.errors import InvalidRequest
-    from service.routes.items import check_metadata
+    from service.json_fields import check_metadata
     from service.schemas import TextItemIn
     from service.storage import MAX_METADATA_ENTRY_BYTES, metadata_entry_bytes
 
