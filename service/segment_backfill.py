@@ -23,7 +23,14 @@ from service.active_model import ActiveModel, Serving
 from service.indexes import segment_ids, segment_index
 from service.ingest import LONGEST_CUE_SEGMENTS
 from service.media_jobs import media_limits
-from service.media_worker import MediaPool, ReembedJob, StoredItem, WorkerCrashed, embed_stored
+from service.media_worker import (
+    MediaPool,
+    ReembedJob,
+    StoredItem,
+    WorkerCrashed,
+    WorkerOutOfMemory,
+    embed_stored,
+)
 from service.settings import Settings
 from service.storage import Embedding, ItemRow, Storage
 
@@ -48,6 +55,7 @@ class SegmentBackfill:
         self.pool = pool
         self.index_lock = index_lock
         self.failed: dict[int, str] = {}  # seq -> why (tried again after a restart)
+        self.alone: set[int] = set()  # seqs of a task that crashed: each tried alone
         self.done = 0
 
     async def watch(self) -> None:
@@ -80,9 +88,14 @@ class SegmentBackfill:
                 serving.version, self.settings.segment_s, ITEMS_PER_TASK + len(self.failed)
             )
             if r.seq not in self.failed and r.content_hash
-        ][:ITEMS_PER_TASK]
+        ]
         if not rows:
             return 0
+        # Items of a task that crashed or ran out of memory go alone, so that only the
+        # one at fault is given up on (the others of its task may be fine).
+        rows = rows[:1] if rows[0].seq in self.alone else [
+            r for r in rows if r.seq not in self.alone
+        ][:ITEMS_PER_TASK]  # fmt: skip
         items = [item for row in rows if (item := self._stored_item(row, serving)) is not None]
         if not items:
             return 0
@@ -96,9 +109,11 @@ class SegmentBackfill:
         )
         try:
             result = self.pool.submit(embed_stored, job).result()
-        except WorkerCrashed as exc:
-            for item in items:
-                self.failed[item.seq] = str(exc)
+        except (WorkerCrashed, WorkerOutOfMemory) as exc:
+            if len(items) > 1:  # which one is at fault: each is tried alone next
+                self.alone.update(i.seq for i in items)
+            else:
+                self.failed[items[0].seq] = str(exc)
             log.warning("segments of items %s: %s", [i.seq for i in items], exc)
             return len(items)
         for seq, why in result.failed.items():

@@ -30,3 +30,19 @@ def embeds_unless_bomb(job: object) -> object:
         os._exit(1)
     vector = np.ones(4, np.float32)
     return ReembedResult({i.seq: [Embedding("va", "video", vector)] for i in items}, {}, 0)
+
+
+def segments_unless_bomb(job: object) -> object:
+    """As media_worker.embed_stored for the segment backfill: a vector for each of the
+    items' segments; a file whose path says "bomb" kills the process."""
+    import numpy as np
+
+    from service.media_worker import ReembedResult
+    from service.storage import Embedding
+
+    items = job.items  # type: ignore[attr-defined]
+    if any("bomb" in item.path for item in items):
+        os._exit(1)
+    vector = np.full(4, 0.5, np.float32)
+    segments = {seq: [Embedding("va", "audio", vector)] for i in items for seq, _, _ in i.segments}
+    return ReembedResult({}, {}, 0, segments)
