@@ -73,8 +73,9 @@ class ChangeFollower:
             return 0
         rows = self.storage.changes.after(self.applied_upto)
         new = [r for r in rows if r.seq not in self._applied_above]
+        if new and not self._apply(serving, new):
+            return 0  # a switch swapped versions meanwhile: read again with the new one
         if new:
-            self._apply(serving, new)
             self._applied_above.update(r.seq for r in new)
             self.applied += len(new)
         self._advance()
@@ -89,15 +90,23 @@ class ChangeFollower:
                 self._gap_seen_at.pop(following, None)
                 self.applied_upto = following
                 continue
-            first_seen = self._gap_seen_at.setdefault(following, now)
-            if now - first_seen < GAP_WAIT_S:
+            if following not in self._gap_seen_at:
+                # Every number missing below the newest applied is waited for from now,
+                # together: one after another, a run of K (a rolled-back bulk write, a
+                # PostgreSQL sequence skipping after a crash) took K waits.
+                top = max(self._applied_above)
+                for missing in range(following, top):
+                    if missing not in self._applied_above:
+                        self._gap_seen_at.setdefault(missing, now)
+            if now - self._gap_seen_at[following] < GAP_WAIT_S:
                 return
             # Rolled back (its number is never used) or still uncommitted after long:
             # passed over; the upkeep's reconcile catches the latter.
             self._gap_seen_at.pop(following)
             self.applied_upto = following
 
-    def _apply(self, serving: Serving, rows: list[ChangeRow]) -> None:
+    def _apply(self, serving: Serving, rows: list[ChangeRow]) -> bool:
+        """False, with nothing applied, when `serving` no longer serves."""
         removed: list[int] = []
         indexed: set[int] = set()
         for row in rows:
@@ -110,11 +119,14 @@ class ChangeFollower:
         # Another replica's delete: this one's cache of ready rows would still join a
         # hit on the item to its row (until the index removal below, a search can).
         self.storage.items.forget(r.item_seq for r in rows if r.kind == DELETED)
-        with self.index_lock:
+        with self.index_lock:  # which a swap holds: serving cannot change inside
+            if self.model.serving is not serving:
+                return False
             if removed:
                 serving.indexes.remove(removed)
             if indexed:
                 self._add(serving, np.array(sorted(indexed), dtype=np.int64))
+        return True
 
     def _add(self, serving: Serving, item_seqs: np.ndarray) -> None:
         """The serving version's vectors of these items (and their segments) that the

@@ -149,6 +149,25 @@ def test_a_gap_in_the_log_is_waited_for_then_passed_over(storage: Storage, tmp_p
     assert follower.applied_upto == last
 
 
+def test_a_run_of_missing_numbers_is_waited_for_once_not_once_each(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """Each missing number's wait began only when it was the next one: a run of 32 (a
+    PostgreSQL sequence after a crash) held the follower 32 × 5 s."""
+    follower, _ = replica(storage, tmp_path / "b")
+    for n in range(5):
+        make_ready(storage, f"r{n}", n + 1)
+    last = storage.changes.last_seq()
+    follower._applied_above.add(last)  # the 4 before it: missing
+    follower.applied_upto = last - 5
+    follower._advance()
+    assert follower.applied_upto == last - 5
+    for missing in follower._gap_seen_at:
+        follower._gap_seen_at[missing] -= GAP_WAIT_S + 1  # one wait's time passes
+    follower._advance()
+    assert follower.applied_upto == last
+
+
 def test_a_live_replica_takes_over_the_uploads_of_a_dead_one(storage: Storage) -> None:
     storage.heartbeats.beat("host-a", "api")
     storage.heartbeats.beat("host-b", "api")
