@@ -328,7 +328,7 @@ def run(
         with lock:
             outcomes.append(outcome)
             bar.update(sizes.get(path, 0))
-            if written is not None:
+            if written is not None and not written.closed:
                 # ASCII: a name that is not UTF-8 is written escaped, read back the same.
                 written.write(json.dumps(asdict(outcome)) + "\n")
                 written.flush()
@@ -354,7 +354,28 @@ def run(
             try:
                 for future in futures:
                     future.result()
-            except BaseException:  # unreachable, or Ctrl-C: send nothing more
+            except KeyboardInterrupt:  # Ctrl-C: send nothing more
+                stop.set()
+                under_way = sum(1 for f in futures if f.running())
+                if under_way:
+                    print(f"\nstopping: {under_way} uploads under way end first (each is "
+                          "stored or not, and reported); Ctrl-C again to abandon them",
+                          file=sys.stderr)  # fmt: skip
+                try:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                except KeyboardInterrupt:  # again: abandoned, now (threads blocked in a
+                    # read cannot be interrupted; the interpreter's exit would wait on them)
+                    with lock:
+                        if written is not None:
+                            written.close()  # what ended is in it; the rest is not
+                    print(
+                        f"abandoned: the server may still store the {under_way} files "
+                        "under way; run again with the same report",
+                        file=sys.stderr,
+                    )
+                    os._exit(130)
+                raise
+            except BaseException:  # unreachable: send nothing more
                 stop.set()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
