@@ -45,12 +45,13 @@ MAX_EXAMPLES = 40 if SOAK else 6
 # an uploaded file is media ffmpeg reads and within the caps (413, 415, 422), whether a
 # vector has the active model's dimension, or a moment lies within its item (422),
 # whether a cursor is one the server gave out (422), whether a text is within the
-# configured length (413). Valid requests may get those, and only on these operations.
+# configured length (413), whether a `filter` string is a JSON object (422). Valid
+# requests may get those, and only on these operations.
 REFUSED_BY_CONTENT: dict[str, list[str]] = {
     "POST /v1/items": ["413", "415", "422"],
     "POST /v1/search/upload": ["413", "415", "422"],
     "POST /v1/search": ["413", "422"],
-    "GET /v1/search": ["413"],
+    "GET /v1/search": ["413", "422"],
     "POST /v1/items/text": ["413"],
     "GET /v1/items": ["422"],
 }
