@@ -240,7 +240,7 @@ def decode_full(
     if not want_video and not want_audio:
         _require(info, video=fps is not None, audio=sample_rate is not None, path=path)
     clip = _decode(
-        path, info, limits, start_s=0.0, duration_s=None,
+        path, info, limits.for_whole_file(info.duration_s), start_s=0.0, duration_s=None,
         fps=fps if want_video else None, frames=None, side=size if want_video else None,
         sample_rate=sample_rate if want_audio else None, samples=None,
     )  # fmt: skip

@@ -6,7 +6,7 @@ upload becomes a 4xx with a message a person understands, never a 500.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from model.errors import ModelError
@@ -90,6 +90,10 @@ class MediaLimits:
       one core trips it first.
     memory_mb: address space one process may map (RLIMIT_AS; None: no limit). ffmpeg's
       shared libraries alone map ~250 MB; decoding an 8K frame in full adds ~300 MB.
+    whole_file_s_per_s: a decode of a whole file (decode_full: every window of a long
+      item in one pass) may take this many seconds (wall clock and CPU) per second of
+      media when that is more than timeout_s/cpu_s: an hour of 1080p takes minutes on
+      one core, which a fixed 120 s refused.
     """
 
     max_duration_s: float = 4 * 3600.0
@@ -98,6 +102,13 @@ class MediaLimits:
     max_output_bytes: int = 1 << 30
     cpu_s: float | None = 120.0
     memory_mb: int | None = 2048
+    whole_file_s_per_s: float = 0.5
+
+    def for_whole_file(self, duration_s: float | None) -> MediaLimits:
+        """These limits for a decode of the whole file of this duration."""
+        allowed = (duration_s or 0.0) * self.whole_file_s_per_s
+        cpu_s = None if self.cpu_s is None else max(self.cpu_s, allowed)
+        return replace(self, timeout_s=max(self.timeout_s, allowed), cpu_s=cpu_s)
 
     def process_limits(self) -> dict[str, Any]:
         """The keyword arguments of `process.run` these limits ask for."""

@@ -398,11 +398,26 @@ def test_decoder_timeout_kills_ffmpeg(media_files: dict[str, Path]) -> None:
     path = media_files["long_mp4"]
     info = read_media_info(path)
     started = time.monotonic()
+    tight = MediaLimits(timeout_s=0.05, whole_file_s_per_s=0.0)
     with pytest.raises(DecodeTimeout) as caught:
-        load_windows(path, TINY, 3, info, limits=MediaLimits(timeout_s=0.05), strategy="single")
+        load_windows(path, TINY, 3, info, limits=tight, strategy="single")
     assert time.monotonic() - started < 2
     assert caught.value.code == "decode_timeout" and "0.05 s" in str(caught.value)
     assert not _ffmpeg_children()
+
+
+def test_a_whole_file_decode_has_time_in_proportion_to_its_length(
+    media_files: dict[str, Path],
+) -> None:
+    """One pass over a long item's every window had the fixed 120 s of any decode: an
+    hour of 720p on one core took longer and the upload was refused (decode_timeout)."""
+    path = media_files["long_mp4"]
+    info = read_media_info(path)
+    assert info.duration_s is not None and info.duration_s >= 10
+    limits = MediaLimits(timeout_s=0.05, cpu_s=1.0)  # 0.5 s per second of it, instead
+    assert limits.for_whole_file(info.duration_s).timeout_s == info.duration_s * 0.5
+    windows = load_windows(path, TINY, 3, info, limits=limits, strategy="single")
+    assert windows.video is not None and len(windows.video) == 3
 
 
 def test_a_file_that_never_ends_times_out(tmp_path: Path) -> None:
