@@ -215,13 +215,17 @@ def process_media(job: MediaJob) -> MediaResult:
             speech_rate=ASR_SAMPLE_RATE if want_speech else None,
         )
         if cache is not None:
-            cache.store_windows(
-                job.content_hash,
-                embedder.config,
-                job.n_windows,
-                windows,
-                Path(job.path).name,  # type: ignore[arg-type]
-            )
+            try:
+                cache.store_windows(
+                    job.content_hash,
+                    embedder.config,
+                    job.n_windows,
+                    windows,
+                    Path(job.path).name,  # type: ignore[arg-type]
+                )
+            except (OSError, DecodeCacheError) as exc:
+                # The cache only saves decoding again later: a full disk fails no upload.
+                log.warning("windows of %s not cached: %s", Path(job.path).name, exc)
     timings["decode"] = time.perf_counter() - t
 
     transcript = None

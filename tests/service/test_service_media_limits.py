@@ -119,6 +119,23 @@ def test_speech_recognition_out_of_time_leaves_the_item_without_a_transcript(
     ), caplog.text
 
 
+def test_a_decode_cache_that_cannot_be_written_fails_no_upload(
+    model: tuple[Path, Embedder], speech: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk (or a cache folder gone wrong) under the decode cache failed the
+    upload: "processing failed on the server (OSError)". The cache only saves work."""
+    data, embedder = model
+    info = read_media_info(speech)
+    job = media_job(speech, info, embedder, Settings(data_dir=data), want_asr=False)
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    job.cache_dir, job.content_hash = str(blocked), "ab" * 32
+    with caplog.at_level(logging.WARNING, logger="service.media_worker"):
+        result = process_media(job)
+    assert result.embeddings  # embedded all the same
+    assert any("not cached" in r.getMessage() for r in caplog.records), caplog.text
+
+
 def test_a_media_worker_past_its_memory_fails_the_task_not_the_host() -> None:
     async def scenario() -> tuple[tuple[int, int], object, tuple[int, int]]:
         pool = MediaPool(1, memory_mb=2560)
