@@ -158,9 +158,6 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
         **limits.process_limits(),
     )
     oversized = _OVER_MAX_PIXELS.search(result.stderr)
-    if oversized:
-        width, height = int(oversized.group(1)), int(oversized.group(2))
-        check_limits(replace(_SIZE_ONLY, width=width, height=height), limits, name=name)
     guessed = _LENGTH_GUESSED in result.stderr
     # Warnings were asked for (above) but say nothing about why a file cannot be read.
     errors = [_ERROR_LINE.sub("", line) for line in result.stderr.splitlines()]
@@ -174,6 +171,10 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
         data = json.loads(bytes(result.outputs[0]).decode("utf-8", "replace"))
     except json.JSONDecodeError as exc:
         raise UnreadableMedia(f"'{name}': ffprobe returned no readable description") from exc
+    if oversized:
+        width, height = int(oversized.group(1)), int(oversized.group(2))
+        if not _only_cover_art(data):  # a cover is never decoded: no bomb
+            check_limits(replace(_SIZE_ONLY, width=width, height=height), limits, name=name)
     if path.is_file() and _starts_unreliable(data):
         _start_at_first_packets(data, path, limits)
     info = parse_probe(data, name=name, size_bytes=size_bytes, length_guessed=guessed)
@@ -199,6 +200,17 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
     if info.container == "wav" and path.is_file():
         check_wav_header(path)  # ffprobe hides a data chunk longer than the file
     return info
+
+
+def _only_cover_art(data: dict[str, Any]) -> bool:
+    """Whether every picture stream is cover art (an attached picture) of a file with
+    sound: an mp3's 5000×5000 cover must not refuse the song (ffprobe, refusing to
+    decode it, reports its size as 0×0)."""
+    streams = data.get("streams") or []
+    pictures = [s for s in streams if s.get("codec_type") == "video"]
+    return any(s.get("codec_type") == "audio" for s in streams) and all(
+        (s.get("disposition") or {}).get("attached_pic") == 1 for s in pictures
+    )
 
 
 def _probe_again(path: Path, limits: MediaLimits, cap: int, asked: list[str]) -> bytes:

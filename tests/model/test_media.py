@@ -376,6 +376,23 @@ def test_limits_too_long_and_too_many_pixels(media_files: dict[str, Path]) -> No
     assert big.value.code == "too_large" and "megapixels" in str(big.value)
 
 
+def test_a_songs_cover_art_past_the_pixel_limit_refuses_nothing(tmp_path: Path) -> None:
+    """ffprobe's "exceeds specified max pixel count" was taken for the file's picture:
+    an mp3 with a large cover was refused as too large, though only its sound is used."""
+    song = tmp_path / "song.mp3"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=2", "-f", "lavfi",
+         "-i", "color=c=red:s=200x200:d=1", "-map", "0", "-map", "1", "-c:a", "libmp3lame",
+         "-c:v", "mjpeg", "-frames:v", "1", "-disposition:v", "attached_pic", str(song)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    small = MediaLimits(max_pixels=5000)  # the cover is 40,000
+    info = read_media_info(song, small)
+    assert info.kind == "audio" and info.duration_s == pytest.approx(2.0, abs=0.1)
+    windows = load_windows(song, TINY, 2, info, limits=small)
+    assert windows.video is None and windows.audio is not None
+
+
 def test_wrong_stream_is_no_usable_stream(media_files: dict[str, Path]) -> None:
     with pytest.raises(NoUsableStream, match="no video stream"):
         decode_video(media_files["wav"], fps=4, frames=2, size=32)

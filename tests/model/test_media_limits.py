@@ -79,7 +79,8 @@ def test_a_decode_past_its_cpu_time_is_stopped(files: dict[str, Path]) -> None:
     watcher.start()
     try:
         with pytest.raises(CPULimitExceeded) as caught:
-            load_windows(path, TINY, 1, info, limits=MediaLimits(cpu_s=0.5), strategy="single")
+            tight = MediaLimits(cpu_s=0.5, whole_file_s_per_s=0.0)  # not scaled by length
+            load_windows(path, TINY, 1, info, limits=tight, strategy="single")
     finally:
         stop.set()
         watcher.join()
