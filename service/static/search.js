@@ -9,11 +9,17 @@ import { formatBytes, h, itemLabel, kindLabel, modelLabel, resultCard } from "./
 const state = {
   controller: null, // aborts the previous search when a new one starts
   xhr: null, // the upload of a query example, if any
-  lastQueryText: "",
+  again: null, // runs the search shown again, with the current target, k and grouping
 };
 
+/** The address without a text query: a reload must not run an older text search. */
+function forgetSharedQuery() {
+  if (location.search) history.replaceState(null, "", location.pathname);
+}
+
 function searchParams() {
-  const k = Math.max(1, Math.min(1000, parseInt($("search-k").value, 10) || 10));
+  const asked = parseInt($("search-k").value, 10);
+  const k = Number.isNaN(asked) ? 10 : Math.max(1, Math.min(1000, asked)); // 0 is 1, not 10
   $("search-k").value = String(k);
   // group: each item once, at its best stretch; off, every matching stretch on its own
   return { target: $("search-target").value, k, group: $("search-group").checked };
@@ -89,7 +95,7 @@ function showResults(body, { description, target, highlight = "" }) {
 
 export function searchText(text) {
   const { target, k, group } = searchParams();
-  state.lastQueryText = text;
+  state.again = () => searchText(text);
   const url = new URL(location.href);
   const shared = { q: text, target, k: String(k), ...(group ? {} : { group: "false" }) };
   url.search = new URLSearchParams(shared).toString();
@@ -105,6 +111,8 @@ export function searchText(text) {
 /** Search with a stored item, or with `start`..`end` seconds of it (a moment). */
 function searchItem(item, description, start, end) {
   const { target, k, group } = searchParams();
+  state.again = () => searchItem(item, description, start, end);
+  forgetSharedQuery();
   const query = { item_id: item.id };
   if (start !== undefined) Object.assign(query, { start_s: start, end_s: end });
   $("search").scrollIntoView({ behavior: "smooth", block: "start" });
@@ -124,6 +132,8 @@ export function findMoment(item, start, end) {
 
 function searchByExample(file) {
   const { target, k, group } = searchParams();
+  state.again = () => searchByExample(file);
+  forgetSharedQuery();
   const form = new FormData();
   form.append("file", file);
   form.append("target", target);
@@ -159,12 +169,11 @@ export function setupSearch() {
     searchText(text);
   });
 
-  // Changing the target, k or grouping re-runs the last text search: that is what
-  // people expect.
+  // Changing the target, k or grouping re-runs the search shown (by text, by an item
+  // or a moment of one, by an example file): that is what people expect.
   for (const id of ["search-target", "search-k", "search-group"]) {
     $(id).addEventListener("change", () => {
-      const text = $("search-text").value.trim();
-      if (text && text === state.lastQueryText) searchText(text);
+      if (state.again) state.again();
     });
   }
 

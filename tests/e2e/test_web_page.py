@@ -147,10 +147,16 @@ def test_upload_search_play_delete(page: Page, server: Server, media: dict[str, 
     assert page.text_content("#results-status").startswith(
         f"0 videos like video “{media['clip'].name}”"
     )
+    # Another kind of result re-runs the search shown (it ran the last text search, and
+    # a reload would run that text again).
+    page.select_option("#search-target", "audio")
+    page.wait_for_function(
+        "s => document.querySelector('#results-status').textContent.startsWith(s)",
+        arg=f"0 sounds like video “{media['clip'].name}”",
+    )
+    assert "q=" not in page.url
 
     # Query by example: drop the same clip on the search area; it finds the stored one.
-    page.fill("#search-text", "")  # so that changing the target re-runs no text search
-    page.select_option("#search-target", "audio")
     drop_file(page, "#search", f"/v1/items/{item_id}/media", "example.mp4")
     page.wait_for_function(
         "s => document.querySelector('#results-status').textContent.startsWith(s)",
@@ -368,6 +374,11 @@ def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path
     )
     assert (layout["overflow"], layout["columns"]) == (0, 1), layout
     assert layout["smallest"] >= 44 and layout["smallestOption"] >= 44, layout
+    # The key form, opened on a phone, lies on the screen (it hung off its left edge).
+    page.click("#key-panel summary")
+    box = page.eval_on_selector("#key-form", "f => f.getBoundingClientRect().toJSON()")
+    assert box["left"] >= 0 and box["right"] <= 390 and box["width"] >= 300, box
+    page.click("#key-panel summary")
 
 
 # The long video's transcript: (start s, end s, text). Segments are 10 s every 5 s.
