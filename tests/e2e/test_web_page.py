@@ -525,11 +525,20 @@ def test_moments_play_at_their_stretch_and_find_similar_from_here(
     ):
         assert end <= 12 or start >= 22, (start, end)
 
-    # One result per item again (it re-runs the text search): the long video once, its
-    # further matching stretches as buttons; one pressed from the keyboard seeks there.
+    # One result per item again: it re-runs the search shown (the moment), grouped.
+    asked = len(sent)
     page.check("#search-group")
+    for _ in range(200):
+        if len(sent) > asked:
+            break
+        page.wait_for_timeout(50)
+    wait_for_answer(page, "like moment 0:12–0:22 of video “long.mp4”")
+    assert sent[-1]["group"] is True and sent[-1]["query"]["item_id"] == long_id
+    # The text search, grouped: the long video once, its further matching stretches as
+    # buttons; one pressed from the keyboard seeks there.
+    page.click("#search-submit")
     wait_for_answer(page, "for “the small dog barks”")
-    assert sent[-1]["group"] is True
+    assert sent[-1]["group"] is True and sent[-1]["query"] == {"text": "the small dog barks"}
     grouped = f'#results .card[data-item-id="{long_id}"]'
     assert page.locator(grouped).count() == 1
     at_segment = page.get_attribute(grouped, "data-start-s") is not None
