@@ -33,15 +33,31 @@ export function momentAt(t, duration) {
   return { start, end: Math.min(start + MOMENT_S, last) };
 }
 
+// The time a player was asked to go to before it knew its duration (it reads 0 until
+// then): where it is, for "Find similar from here".
+const pendingSeek = new WeakMap();
+
+/** Where a player is, or is about to be. */
+function playerTime(player) {
+  return pendingSeek.has(player) ? pendingSeek.get(player) : player.currentTime;
+}
+
 /** Seek a player to `t` (once it knows its duration), and play from there if asked. */
 function seek(player, t, play) {
-  const go = () => {
+  if (player.readyState >= HTMLMediaElement.HAVE_METADATA) {
+    pendingSeek.delete(player);
     player.currentTime = t;
-    // A browser's autoplay policy may refuse; the player's own controls remain.
-    if (play) player.play().catch(() => {});
-  };
-  if (player.readyState >= HTMLMediaElement.HAVE_METADATA) go();
-  else player.addEventListener("loadedmetadata", go, { once: true });
+  } else {
+    pendingSeek.set(player, t);
+    player.addEventListener("loadedmetadata", () => {
+      if (pendingSeek.get(player) !== t) return; // asked again since: that one goes
+      pendingSeek.delete(player);
+      player.currentTime = t;
+    }, { once: true });
+  }
+  // Inside the click itself: iOS plays only then. A browser's autoplay policy may
+  // refuse; the player's own controls remain.
+  if (play) player.play().catch(() => {});
 }
 
 /**
@@ -68,7 +84,7 @@ export function momentParts(result, media, opts) {
     type: "button", class: "secondary small from-here",
     title: `Search with the ${MOMENT_S} seconds from where the player is`,
     onclick: () => {
-      const { start, end } = momentAt(player.currentTime, duration());
+      const { start, end } = momentAt(playerTime(player), duration());
       opts.onMoment(item, start, end);
     },
   }, "Find similar from here"));

@@ -194,6 +194,23 @@ def test_upload_search_play_delete(page: Page, server: Server, media: dict[str, 
     new_id = page.get_attribute("#upload-status", "data-item-id")
     assert f"{server.url}/v1/items/{new_id}" in polled
 
+    # "Find similar from here" before the player has loaded (a slow link, iOS): from
+    # the stretch it is about to show, not from 0:00, which it reads until then.
+    asked = page.evaluate(
+        """async () => {
+          const { momentParts } = await import('/static/moments.js');
+          const media = document.createElement('div');
+          media.append(document.createElement('video'));  // nothing loaded
+          let asked = null;
+          const result = { item: { id: 'x', kind: 'video', duration_s: 60 }, score: 0.5,
+                           segment: { start_s: 30, end_s: 40 }, more_segments: [] };
+          const parts = momentParts(result, media, { onMoment: (_, s, e) => { asked = [s, e]; } });
+          parts.actions[0].click();
+          return asked;
+        }"""
+    )
+    assert asked == [30, 40]
+
     # Lengths as a person reads them (59.97 s was "60.0 s", 119.6 s "1 min 60 s").
     said = page.evaluate(
         "async () => { const { formatDuration } = await import('/static/render.js');"
