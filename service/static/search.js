@@ -44,6 +44,8 @@ async function runSearch(ask, run) {
   const controller = new AbortController();
   state.controller = controller;
   const list = $("results");
+  // Asked from a card ("Find similar"): the cards are replaced, the button with them.
+  const askedFromList = list.contains(document.activeElement);
   clearError($("results-error"));
   list.setAttribute("aria-busy", "true");
   list.classList.add("stale");
@@ -52,6 +54,8 @@ async function runSearch(ask, run) {
     const body = await run(controller.signal);
     if (controller.signal.aborted) return;
     showResults(body, ask);
+    // The keyboard's place: the line that says what was found, not the page's top.
+    if (askedFromList) $("results-status").focus();
   } catch (err) {
     if (controller.signal.aborted || err.name === "AbortError" || err.code === "cancelled") {
       return;

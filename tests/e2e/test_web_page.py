@@ -530,6 +530,8 @@ def test_moments_play_at_their_stretch_and_find_similar_from_here(
     page.wait_for_function("v => !v.seeking && Math.abs(v.currentTime - 12) < 0.05", arg=video)
     page.click(f"{card} button.from-here")
     wait_for_answer(page, "like moment 0:12–0:22 of video “long.mp4”")
+    # The button pressed went with the cards: the keyboard is at the answer's line.
+    assert page.evaluate("document.activeElement.id") == "results-status"
     assert sent[-1] == {
         "query": {"item_id": long_id, "start_s": 12, "end_s": 22},
         "target": "audio", "k": 12, "group": False,
