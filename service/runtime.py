@@ -86,6 +86,11 @@ class Runtime:
         self.search_executor = ThreadPoolExecutor(
             settings.search_threads, thread_name_prefix="search"
         )
+        # The heartbeat's own thread: in the shared default pool (a few threads on few
+        # cores, held by the backfill and by uploads waiting on the index lock) a beat
+        # could wait past MMV_REPLICA_TIMEOUT_S, and other replicas took this one's
+        # uploads while it processed them.
+        self.beat_executor = ThreadPoolExecutor(1, thread_name_prefix="heartbeat")
         self.media_pool = MediaPool(settings.workers, settings.media_worker_memory_mb or None)
         self.media_files = MediaFiles(settings.media_dir)
         self.ingestor = Ingestor(
@@ -251,7 +256,7 @@ class Runtime:
         while True:
             await asyncio.sleep(self.settings.replica_timeout_s / HEARTBEATS_PER_TIMEOUT)
             try:
-                await asyncio.to_thread(self.beat)
+                await asyncio.get_running_loop().run_in_executor(self.beat_executor, self.beat)
                 if self.model.embedder is not None:
                     await self.take_over_uploads()
             except Exception:  # a database hiccup: the next beat tries again
@@ -347,6 +352,7 @@ class Runtime:
                 log.exception("could not save the indexes at shutdown")
         await asyncio.to_thread(self.media_pool.shutdown)
         self.search_executor.shutdown(wait=True)
+        self.beat_executor.shutdown(wait=True)
         self.storage.close()
         log.info("stopped")
 
