@@ -78,7 +78,7 @@ def content_hash(path: str | Path) -> str:
 
 
 class ContentHashes:
-    """Content hashes remembered by (path, size, mtime) in CACHE/hashes.json, so a
+    """Content hashes remembered by (path, size, mtime, inode, ctime) in CACHE/hashes.json, so a
     folder of large videos is not read in full at every start. Call save() when done."""
 
     def __init__(self, cache_dir: str | Path) -> None:
@@ -98,10 +98,13 @@ class ContentHashes:
             raise DecodeCacheError(f"cannot read {path}: {exc.strerror or exc}") from exc
         key = str(path.resolve())
         known = self.entries.get(key)
-        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
-            return str(known[2])
+        # The inode and its change time too: a file replaced by a copy that kept size
+        # and modification time (cp -p, rsync -a) is another file.
+        seen = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+        if known and len(known) == 5 and known[:4] == seen:
+            return str(known[4])
         digest = content_hash(path)
-        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self.entries[key] = [*seen, digest]
         self.changed = True
         return digest
 

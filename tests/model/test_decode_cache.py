@@ -4,6 +4,7 @@ training kind, are tested through the datasets in test_datasets.py.)"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -115,3 +116,23 @@ def test_a_files_entries_are_removed_by_hash_and_swept_when_no_item_names_it(
     decodes = cache.decodes
     assert cache.cached_windows(wav, TINY, 2).load() is not None
     assert cache.decodes == decodes  # what files in use have stays
+
+
+def test_a_file_replaced_by_a_copy_of_the_same_size_and_time_is_hashed_again(
+    tmp_path: Path,
+) -> None:
+    """The memo knew a file by its size and modification time: a re-exported clip
+    copied over it with `cp -p` (both kept) was taken for the old one, and trained on
+    with the old one's decoded windows."""
+    from model.media.decode_cache import ContentHashes, content_hash
+
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"A" * 1000)
+    os.utime(clip, ns=(10**18, 10**18))
+    hashes = ContentHashes(tmp_path / "cache")
+    first = hashes.of(clip)
+    replacement = tmp_path / "new.wav"
+    replacement.write_bytes(b"B" * 1000)
+    os.utime(replacement, ns=(10**18, 10**18))
+    replacement.replace(clip)  # what cp -p to a temporary name and a rename leave
+    assert hashes.of(clip) == content_hash(clip) != first
