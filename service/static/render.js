@@ -273,6 +273,7 @@ export function resultCard(result, rank, opts) {
         { class: "card-actions" },
         h("button", {
           type: "button", class: "secondary small",
+          "aria-label": `Find items similar to ${itemLabel(item)}`,
           onclick: () => opts.onSimilar(item),
         }, "Find similar"),
         moment && moment.actions,
@@ -289,6 +290,7 @@ function openFileLink(item, segment) {
   const fragment = segment ? `#t=${segment.start_s},${segment.end_s}` : "";
   const link = h("a", {
     href: item.media_url + fragment, target: "_blank", rel: "noopener", class: "small",
+    "aria-label": `Open ${itemLabel(item)} in a new tab`,
   }, "Open file");
   if (getApiKey()) {
     link.hidden = true;

@@ -498,6 +498,12 @@ def test_moments_play_at_their_stretch_and_find_similar_from_here(
     short_card = f'#results .card[data-item-id="{short_id}"]'
     assert page.locator(f"{short_card} .moment").count() == 0  # a short item: no timeline
     assert page.locator(f"{short_card} button.from-here").count() == 1
+    # Each card's buttons say which item they act on (a dozen identical names were read
+    # out as a list of controls).
+    names = page.eval_on_selector_all(
+        f"{short_card} .card-actions button", "bs => bs.map(b => b.getAttribute('aria-label'))"
+    )
+    assert names and all(n and "“short" in n for n in names), names
 
     # The player waits at the stretch's start; the timeline marks 0:10–0:20 of 0:25; the
     # cue said there stands beside it, in place of the whole transcript.
