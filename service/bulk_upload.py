@@ -63,7 +63,7 @@ MEDIA_EXTENSIONS = frozenset(
 PICTURE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff"})
 TRANSCRIPT_EXTENSIONS = (".vtt", ".srt", ".txt")
 STORED = ("added", "already")
-BUSY_TRIES = 30  # 503 answers waited out per file (each waits its Retry-After)
+BUSY_TRIES = 30  # busy answers (503, 429, a proxy's 502/504) waited out per file
 CONNECT_TRIES = 5  # connection failures per file before the run stops
 TIMEOUT_S = 3600.0  # one upload: sending and processing a long file (wait=true)
 READY_WAIT_S = 900.0  # a server loading its model and indexes (a large collection's)
@@ -133,6 +133,14 @@ def _text(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "replace")
 
 
+def _is_api_error(response: httpx.Response) -> bool:
+    """An error in the API's shape (not a proxy's page in front of it)."""
+    try:
+        return isinstance(response.json().get("error"), dict)
+    except (ValueError, AttributeError):
+        return False
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         return str(response.json()["error"]["message"])
@@ -199,12 +207,16 @@ def upload_one(
         except OSError as exc:  # the file went away or cannot be read
             outcome.error = f"cannot be read: {exc}"
             return outcome
-        if response.status_code == 503 and "retry-after" not in response.headers:
+        ours = _is_api_error(response)
+        if response.status_code == 503 and ours and "retry-after" not in response.headers:
             # Not busy: unable (no model loaded), for this file as for every other.
             raise ServerUnreachable(_error_message(response))
-        if response.status_code == 503 and busy < BUSY_TRIES:
+        # Busy (503 with Retry-After), too many requests, or a proxy in front that found
+        # no replica ready or gave up waiting (502, 503, 504: the server may still store
+        # it; sent again, the same bytes are answered with their item): waited out.
+        if response.status_code in (429, 502, 503, 504) and busy < BUSY_TRIES:
             busy += 1
-            time.sleep(_retry_after(response))
+            time.sleep(_retry_after(response) if ours else min(60.0, 2.0 * busy))
             continue
         if response.status_code in (200, 201):
             body = response.json()

@@ -28,10 +28,11 @@ NO_MODEL = not_ready("no model is loaded (see the server log)")
 
 class Script:
     """What the server answers: /readyz from a list (the last one repeats), every upload
-    the same."""
+    the same (`upload`), or from a list (`uploads_answered`, the last one repeats)."""
 
     def __init__(self, ready: list[tuple[int, dict[str, Any]]], upload: tuple[int, dict]) -> None:
         self.ready, self.upload = ready, upload
+        self.uploads_answered: list[tuple[int, dict[str, Any] | str]] = []
         self.ready_asked = self.uploads = 0
 
 
@@ -40,10 +41,11 @@ def scripted() -> Iterator[tuple[str, Script]]:
     script = Script([(200, {})], (201, {"id": "item-1", "status": "ready"}))
 
     class Handler(BaseHTTPRequestHandler):
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
+        def _answer(self, status: int, body: dict[str, Any] | str) -> None:
+            html = isinstance(body, str)  # a proxy's own page
+            data = body.encode() if html else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/html" if html else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -59,7 +61,9 @@ def scripted() -> Iterator[tuple[str, Script]]:
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             script.uploads += 1
-            self._answer(*script.upload)
+            answers = script.uploads_answered
+            self._answer(*(answers[min(script.uploads, len(answers)) - 1] if answers
+                           else script.upload))  # fmt: skip
 
         def log_message(self, *_: Any) -> None:
             pass
@@ -135,3 +139,21 @@ def test_a_report_line_cut_off_by_a_kill_does_not_swallow_the_next_runs_first(
     with open_report(report) as written:  # a whole last line is left as it is
         pass
     assert report.read_text().count("\n") == 3
+
+
+def test_a_proxys_busy_answers_are_waited_out_not_taken_for_refusals(
+    scripted: tuple[str, Script], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind HAProxy (compose.postgres.yaml): its 503 while the replicas start (no
+    Retry-After, not the API's error) stopped the whole run, and a 504 or a 429 refused
+    the file, which the server went on to store."""
+    url, script = scripted
+    monkeypatch.setattr(bulk.time, "sleep", lambda _s: None)
+    page = "<html><body><h1>503 Service Unavailable</h1></body></html>"
+    script.uploads_answered = [
+        (503, page), (502, page.replace("503", "502")), (504, page.replace("503", "504")),
+        (429, {"error": {"code": "overloaded", "message": "too many"}}),
+        (200, {"id": "item-1", "status": "ready"}),
+    ]  # fmt: skip
+    (outcome,) = bulk.run(folder, url, progress=False)
+    assert outcome.status == "already" and script.uploads == 5
