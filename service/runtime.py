@@ -91,6 +91,7 @@ class Runtime:
         # could wait past MMV_REPLICA_TIMEOUT_S, and other replicas took this one's
         # uploads while it processed them.
         self.beat_executor = ThreadPoolExecutor(1, thread_name_prefix="heartbeat")
+        self._takeover_lock = asyncio.Lock()
         self.media_pool = MediaPool(settings.workers, settings.media_worker_memory_mb or None)
         self.media_files = MediaFiles(settings.media_dir)
         self.ingestor = Ingestor(
@@ -194,6 +195,7 @@ class Runtime:
             loop.create_task(self.switch.watch()),
             loop.create_task(self.follower.watch()),
             loop.create_task(self._heartbeat_loop()),
+            loop.create_task(self._takeover_loop()),
             loop.create_task(self.backfill.watch()),
         ]
         # After the loops start: a database hiccup here must not leave this replica
@@ -213,7 +215,12 @@ class Runtime:
 
     async def take_over_uploads(self, at_start: bool = False) -> int:
         """Process the items left `processing` by replicas no longer alive (at start, by
-        this replica's earlier run too)."""
+        this replica's earlier run too). One round at a time: two at once would both
+        start an item the first adopted before it is in flight."""
+        async with self._takeover_lock:
+            return await self._take_over_uploads(at_start)
+
+    async def _take_over_uploads(self, at_start: bool) -> int:
         rows = await asyncio.to_thread(self._adopt_uploads, at_start)
         if rows:
             who = "an earlier run or a stopped replica" if at_start else "a replica that died"
@@ -257,10 +264,19 @@ class Runtime:
             await asyncio.sleep(self.settings.replica_timeout_s / HEARTBEATS_PER_TIMEOUT)
             try:
                 await asyncio.get_running_loop().run_in_executor(self.beat_executor, self.beat)
-                if self.model.embedder is not None:
-                    await self.take_over_uploads()
             except Exception:  # a database hiccup: the next beat tries again
                 log.exception("heartbeat failed")
+
+    async def _takeover_loop(self) -> None:
+        """Beside the heartbeat, not after it: its database work, in the shared thread
+        pool, must not hold the next beat back."""
+        while True:
+            await asyncio.sleep(self.settings.replica_timeout_s / HEARTBEATS_PER_TIMEOUT)
+            try:
+                if self.model.embedder is not None:
+                    await self.take_over_uploads()
+            except Exception:  # a database hiccup: the next round tries again
+                log.exception("taking over unfinished uploads failed")
 
     async def _upkeep_loop(self) -> None:
         while True:
