@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -55,6 +56,7 @@ SEGMENT_FETCH = 4  # segment hits fetched per result wanted: several may share o
 SEGMENT_FETCH_MIN = 16
 SEGMENT_WIDEN = 8  # a crowded fetch is made this much wider, up to SEGMENT_FETCH_MAX
 SEGMENT_FETCH_MAX = 4096
+LONG_ITEMS_TTL_S = 60.0  # how stale the count of items with segments may be
 MORE_SEGMENTS = 3  # next best segments listed under a grouped result
 NO_MOMENT = ',"segment":null,"segment_text":null,"more_segments":[]'  # a whole item's
 
@@ -140,6 +142,7 @@ class Searcher:
         self.metrics = metrics
         self.max_text_chars = settings.max_text_chars
         self.segment_s = settings.segment_s  # 0: long items are not cut into stretches
+        self._long_items_n, self._long_items_at = 0, -math.inf
         self.batcher = SearchBatcher(
             self.run_batch,
             executor,
@@ -349,7 +352,10 @@ class Searcher:
         segments = self.storage.segments.by_seqs(segment_seqs) if segment_seqs else {}
         for i, q in enumerate(batch):
             if moments[i] is not None and answers[i] is None and q.group:
-                moments[i] = self._widened(indexes, q, moments[i], segments, segment_name)
+                try:
+                    moments[i] = self._widened(indexes, q, moments[i], segments, segment_name)
+                except Exception:  # this query's own: its first fetch stands
+                    log.exception("widening a segment fetch failed")
         wanted = {int(s) for f in found if f is not None for s in f[1] if s >= 0}
         wanted |= {g.item_seq for g in segments.values()}
         # Only ready items answer: one failed or processing is never a result.
@@ -401,10 +407,11 @@ class Searcher:
         assert q.space is not None
         name = segment_name(q.space, q.target)
         wanted = _segment_k(q.k)
+        enough = min(q.k, self._long_items())  # no more items have segments than that
         while name is not None and wanted < SEGMENT_FETCH_MAX:
             ids = [int(s) - SEGMENT_ID_BASE for s in hit[1] if s >= 0]
             named = {segments[s].item_seq for s in ids if s in segments}
-            if len(named) >= q.k or len(ids) < wanted:  # enough, or all there is
+            if len(named) >= enough or len(ids) < wanted:  # enough, or all there is
                 break
             wanted = min(SEGMENT_FETCH_MAX, wanted * SEGMENT_WIDEN)
             hit = self._moments_of(indexes, q, name, wanted, None)
@@ -412,6 +419,14 @@ class Searcher:
             if new:
                 segments.update(self.storage.segments.by_seqs(new))
         return hit
+
+    def _long_items(self) -> int:
+        """How many items have segments, counted at most once a minute (search thread)."""
+        now = time.monotonic()
+        if now - self._long_items_at > LONG_ITEMS_TTL_S:
+            self._long_items_n = self.storage.segments.items_count()
+            self._long_items_at = now
+        return self._long_items_n
 
     def _own_segments(self, q: Query) -> np.ndarray:
         """Ids, in the segment indexes, of every segment of the query item: left out of

@@ -135,6 +135,11 @@ class Segments:
     def count(self) -> int:
         return int(self._db.connection().execute("SELECT COUNT(*) FROM segments").fetchone()[0])
 
+    def items_count(self) -> int:
+        """How many items have segments (long ones)."""
+        row = self._db.connection().execute("SELECT COUNT(DISTINCT item_seq) FROM segments")
+        return int(row.fetchone()[0])
+
     # -- vectors -------------------------------------------------------------------------
     def seqs(self, version: str, space: str, modality: str) -> np.ndarray:
         """Seqs of the segments with this embedding (int64)."""
