@@ -202,7 +202,7 @@ class Searcher:
         # finite vectors with a direction.
         wide = np.asarray(vector, dtype=np.float64)
         norm = float(np.linalg.norm(wide))
-        if not np.isfinite(vec).all() or not np.isfinite(norm) or norm == 0.0:
+        if not np.isfinite(wide).all() or not np.isfinite(norm) or norm == 0.0:
             raise InvalidRequest("the vector must be finite and not all zeros")
         unit = (wide / norm).astype(np.float32)
         return Query(target, k, space, vector=unit, filter=filter, kind="vector", group=group)

@@ -104,7 +104,14 @@ def delete_model(
     files."""
     _known(storage, version)
     serving = model.serving
-    if serving is not None and serving.version == version:
+    active = storage.models.active()
+    switching_away = active is not None and active.version != version
+    if (
+        switching_away
+        and storage.models.target() != version
+        and serving is not None
+        and serving.version == version
+    ):
         # This replica's own switch away from it is not done (the heartbeat check below
         # leaves the asking replica out).
         raise Conflict(

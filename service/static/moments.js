@@ -82,7 +82,7 @@ export function momentParts(result, media, opts) {
 
   parts.actions.push(h("button", {
     type: "button", class: "secondary small from-here",
-    "aria-label": `Find items similar to ${what} from where its player is`,
+    "aria-label": `Find similar from here: ${what}, from where its player is`,
     title: `Search with the ${MOMENT_S} seconds from where the player is`,
     onclick: () => {
       const { start, end } = momentAt(playerTime(player), duration());

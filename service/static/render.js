@@ -273,7 +273,7 @@ export function resultCard(result, rank, opts) {
         { class: "card-actions" },
         h("button", {
           type: "button", class: "secondary small",
-          "aria-label": `Find items similar to ${itemLabel(item)}`,
+          "aria-label": `Find similar to ${itemLabel(item)}`,
           onclick: () => opts.onSimilar(item),
         }, "Find similar"),
         moment && moment.actions,
@@ -290,7 +290,7 @@ function openFileLink(item, segment) {
   const fragment = segment ? `#t=${segment.start_s},${segment.end_s}` : "";
   const link = h("a", {
     href: item.media_url + fragment, target: "_blank", rel: "noopener", class: "small",
-    "aria-label": `Open ${itemLabel(item)} in a new tab`,
+    "aria-label": `Open file: ${itemLabel(item)}, in a new tab`,
   }, "Open file");
   if (getApiKey()) {
     link.hidden = true;
@@ -349,7 +349,7 @@ export function itemRow(item, opts) {
     h("button", {
       type: "button", class: "secondary small",
       disabled: item.status !== "ready",
-      "aria-label": `Find items similar to ${itemLabel(item)}`,
+      "aria-label": `Find similar to ${itemLabel(item)}`,
       onclick: () => opts.onSimilar(item),
     }, "Find similar"),
     h("button", {

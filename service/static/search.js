@@ -99,7 +99,10 @@ function showResults(body, { description, target, highlight = "" }) {
 
 export function searchText(text) {
   const { target, k, group } = searchParams();
-  state.again = () => searchText(text);
+  // Again only while the box still holds it: a text typed since is not searched yet.
+  state.again = () => {
+    if ($("search-text").value.trim() === text) searchText(text);
+  };
   const url = new URL(location.href);
   const shared = { q: text, target, k: String(k), ...(group ? {} : { group: "false" }) };
   url.search = new URLSearchParams(shared).toString();

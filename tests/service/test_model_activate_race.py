@@ -63,3 +63,20 @@ def test_a_version_this_replica_still_serves_is_not_deleted_through_it(tmp_path:
         assert storage.models.get("a") is None
     finally:
         storage.close()
+
+
+def test_deleting_the_active_version_says_to_activate_another(tmp_path: Path) -> None:
+    """The check for a version this replica still serves came first, and told a
+    single replica it was 'switching to the active version' when nothing switched."""
+    from service.errors import Conflict
+    from service.routes.models import delete_model
+    from service.settings import Settings
+
+    storage = Storage(tmp_path / "db.sqlite")
+    try:
+        storage.models.add(ModelRow("a", "2026-12-06T00:00:00Z", {}, {}, None, True))
+        here = SimpleNamespace(serving=SimpleNamespace(version="a"))
+        with pytest.raises(Conflict, match="activate another version first"):
+            delete_model("a", None, storage, Settings(data_dir=tmp_path), here)  # type: ignore[arg-type]
+    finally:
+        storage.close()

@@ -235,7 +235,7 @@ def test_huge_or_tiny_vectors_have_a_direction_and_an_old_versions_example_is_re
     whose spaces may differ, raised KeyError (a 500) instead of being embedded again."""
     searcher, _, _, _, _ = two_long_sounds(world, tmp_path)
     d = world[2].dim("va")
-    for vector in ([1e20] + [0.0] * (d - 1), [1e-25] * d, [3e38] * d):
+    for vector in ([1e20] + [0.0] * (d - 1), [1e-25] * d, [3e38] * d, [1e39] * d):
         query = searcher.vector_query(vector, "va", "audio", 3, None)
         assert query.vector is not None
         assert float(np.linalg.norm(query.vector)) == pytest.approx(1.0, abs=1e-5)
