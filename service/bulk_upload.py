@@ -64,6 +64,7 @@ PICTURE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif
 TRANSCRIPT_EXTENSIONS = (".vtt", ".srt", ".txt")
 STORED = ("added", "already")
 BUSY_TRIES = 30  # busy answers (503, 429, a proxy's 502/504) waited out per file
+PROXY_WAIT_S = 2.0  # a proxy's answer without Retry-After: waited this × the try
 CONNECT_TRIES = 5  # connection failures per file before the run stops
 TIMEOUT_S = 3600.0  # one upload: sending and processing a long file (wait=true)
 READY_WAIT_S = 900.0  # a server loading its model and indexes (a large collection's)
@@ -216,8 +217,13 @@ def upload_one(
         # it; sent again, the same bytes are answered with their item): waited out.
         if response.status_code in (429, 502, 503, 504) and busy < BUSY_TRIES:
             busy += 1
-            time.sleep(_retry_after(response) if ours else min(60.0, 2.0 * busy))
+            asked = ours or "retry-after" in response.headers
+            time.sleep(_retry_after(response) if asked else min(60.0, PROXY_WAIT_S * busy))
             continue
+        if not ours and response.status_code in (502, 503, 504) and not _answers(client):
+            # The proxy's answers outlasted every try, and nothing behind it answers:
+            # every other file would wait as long.
+            raise ServerUnreachable(f"{client.base_url}: {_error_message(response)}")
         if response.status_code in (200, 201):
             body = response.json()
             outcome.item_id = body["id"]

@@ -33,7 +33,8 @@ class Script:
     def __init__(self, ready: list[tuple[int, dict[str, Any]]], upload: tuple[int, dict]) -> None:
         self.ready, self.upload = ready, upload
         self.uploads_answered: list[tuple[int, dict[str, Any] | str]] = []
-        self.ready_asked = self.uploads = 0
+        self.ready_asked = self.uploads = self.health_asked = 0
+        self.healthy_for: int | None = None  # /healthz answers 200 this many times (None: ever)
 
 
 @pytest.fixture
@@ -56,7 +57,9 @@ def scripted() -> Iterator[tuple[str, Script]]:
                 script.ready_asked += 1
                 self._answer(*script.ready[step])
             else:
-                self._answer(200, {"status": "ok"})
+                script.health_asked += 1
+                up = script.healthy_for is None or script.health_asked <= script.healthy_for
+                self._answer(*((200, {"status": "ok"}) if up else (502, "<html>502</html>")))
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
@@ -148,7 +151,8 @@ def test_a_proxys_busy_answers_are_waited_out_not_taken_for_refusals(
     Retry-After, not the API's error) stopped the whole run, and a 504 or a 429 refused
     the file, which the server went on to store."""
     url, script = scripted
-    monkeypatch.setattr(bulk.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(bulk, "PROXY_WAIT_S", 0.0)
+    monkeypatch.setattr(bulk, "_retry_after", lambda _response: 0.0)
     page = "<html><body><h1>503 Service Unavailable</h1></body></html>"
     script.uploads_answered = [
         (503, page), (502, page.replace("503", "502")), (504, page.replace("503", "504")),
@@ -157,3 +161,16 @@ def test_a_proxys_busy_answers_are_waited_out_not_taken_for_refusals(
     ]  # fmt: skip
     (outcome,) = bulk.run(folder, url, progress=False)
     assert outcome.status == "already" and script.uploads == 5
+
+
+def test_a_proxy_with_nothing_behind_it_stops_the_run(
+    scripted: tuple[str, Script], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file waited out 30 of the proxy's 502s (minutes each) and was refused."""
+    url, script = scripted
+    monkeypatch.setattr(bulk, "PROXY_WAIT_S", 0.0)
+    monkeypatch.setattr(bulk, "BUSY_TRIES", 2)
+    script.uploads_answered = [(502, "<html>502 Bad Gateway</html>")]
+    script.healthy_for = 1  # the run's first look; then the proxy has nothing behind it
+    with pytest.raises(bulk.ServerUnreachable, match="502"):
+        bulk.run(folder, url, progress=False)
