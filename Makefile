@@ -50,11 +50,12 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "Python 3.11 or newer is needed; $(PYTHON) is $$($(PYTHON) -V 2>&1) (make PYTHON=python3.11 ...)"; \
 	  exit 1; }
-	@# Debian's python3 makes no venv without python3-venv (ensurepip).
+	@# Debian's pythons make no venv without their -venv package (ensurepip).
 	@if ! test -x $(PY) && ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
-	  echo "installing system packages: python3-venv"; \
+	  pkg="python$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv"; \
+	  echo "installing system packages: $$pkg"; \
 	  if [ "$$(id -u)" = 0 ]; then S=""; else S="sudo"; fi; \
-	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq python3-venv >/dev/null; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq $$pkg >/dev/null; \
 	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip -c requirements.lock
