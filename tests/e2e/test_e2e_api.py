@@ -14,7 +14,7 @@ import socket
 import time
 import wave
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +268,20 @@ def test_wait_false_answers_202_and_the_status_tells_the_outcome(
     assert_error(r, 422, "unreadable_media")
 
 
+def listed_while_it_runs(
+    client: httpx.Client, name: str, upload: Future[httpx.Response]
+) -> dict[str, Any] | None:
+    """The item uploaded under `name`, as the listing shows it while its upload runs;
+    None when the upload ended first."""
+    while not upload.done():
+        listed = client.get("/v1/items", params={"limit": 5}).json()["items"]
+        found = next((i for i in listed if i["filename"] == name), None)
+        if found is not None:
+            return found
+        time.sleep(0.02)
+    return None
+
+
 def test_an_upload_deleted_while_it_is_processed_says_so(
     client: httpx.Client, tmp_path: Path
 ) -> None:
@@ -278,10 +292,7 @@ def test_an_upload_deleted_while_it_is_processed_says_so(
         speech = make_speech(tmp_path / f"long-{attempt}.wav", f"{attempt} {words}")
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(upload, client, speech)
-            seen = None
-            while seen is None and not answer.done():
-                listed = client.get("/v1/items", params={"limit": 5}).json()["items"]
-                seen = next((i for i in listed if i["filename"] == speech.name), None)
+            seen = listed_while_it_runs(client, speech.name, answer)
             if seen is not None and seen["status"] == "processing":
                 assert client.delete(f"/v1/items/{seen['id']}").status_code == 204
             r = answer.result()
@@ -309,10 +320,7 @@ def test_a_second_upload_waiting_on_an_item_deleted_meanwhile_does_not_bring_it_
         speech = make_speech(tmp_path / f"twice-{attempt}.wav", f"{attempt} {words}")
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(upload, client, speech)
-            seen = None
-            while seen is None and not first.done():
-                listed = client.get("/v1/items", params={"limit": 5}).json()["items"]
-                seen = next((i for i in listed if i["filename"] == speech.name), None)
+            seen = listed_while_it_runs(client, speech.name, first)
             second = pool.submit(upload, client, speech)
             while gauge(client, "mmv_uploads_waiting_on_same_bytes") < 1 and not first.done():
                 time.sleep(0.02)  # until the second waits on the first one's item

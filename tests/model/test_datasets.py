@@ -341,7 +341,7 @@ def test_content_hashes_are_remembered_until_the_file_changes(
     shutil.copy(narrated_clips[0][0], clip)
     first = ClipDataset([ClipItem("c", clip)], TINY, cache_dir=tmp_path / "cache")
     memo = json.loads((tmp_path / "cache" / "hashes.json").read_text())
-    assert [entry[2] for entry in memo.values()] == [content_hash(clip)]
+    assert [entry[-1] for entry in memo.values()] == [content_hash(clip)]
     assert first.items[0].content_hash == content_hash(clip)
     shutil.copy(narrated_clips[1][0], clip)  # new content under the same name
     second = ClipDataset([ClipItem("c", clip)], TINY, cache_dir=tmp_path / "cache")
