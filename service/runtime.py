@@ -222,6 +222,8 @@ class Runtime:
 
     async def _take_over_uploads(self, at_start: bool) -> int:
         rows = await asyncio.to_thread(self._adopt_uploads, at_start)
+        # At start every `processing` row is adopted, one an earlier round took up too.
+        rows = [r for r in rows if r.seq not in self.ingestor.in_flight]
         if rows:
             who = "an earlier run or a stopped replica" if at_start else "a replica that died"
             log.info("processing %d uploads left unfinished by %s", len(rows), who)
