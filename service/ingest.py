@@ -143,8 +143,8 @@ class Ingestor:
             return await self._same_bytes(existing, wait)
         if existing is not None and existing.status != "failed":
             return existing, 200
-        if existing is not None:  # a failed earlier try: start over
-            await self._run(self.delete, existing)
+        if existing is not None:  # a failed earlier try: processed again, as the same item
+            return await self._retry_failed(upload, existing, wait, asr)
         try:
             info = await read_info(upload.path, self.limits, self.metrics)
         except errors.ServiceError as exc:
@@ -175,6 +175,31 @@ class Ingestor:
             return row, 202
         ready = await self.process(row, info, raise_errors=True, asr=asr)
         return ready, 201
+
+    async def _retry_failed(
+        self, upload: ReceivedUpload, failed: ItemRow, wait: bool, asr: bool
+    ) -> tuple[ItemRow, int] | None:
+        """The same bytes as an item that failed: that item is processed again (deleted
+        and made anew, its id, answered to an earlier upload, was lost). None when it
+        changed meanwhile: the caller looks again."""
+        assert upload.path is not None and failed.content_hash is not None
+        digest = failed.content_hash
+
+        def file_back() -> None:
+            if self.media.missing(digest):
+                fsync_file(upload.path)  # type: ignore[arg-type]
+                self.media.store(upload.path, digest)  # type: ignore[arg-type]
+
+        row = await self._run(
+            self.storage.items.retry_failed, failed.seq, digest, self.settings.replica_name,
+            file_back,
+        )  # fmt: skip
+        if row is None:
+            return None
+        if not wait:
+            self.spawn(row, None, asr)
+            return row, 200
+        return await self.process(row, None, raise_errors=True, asr=asr), 200
 
     async def _same_bytes(self, row: ItemRow, wait: bool) -> tuple[ItemRow, int] | None:
         """An upload of bytes another request is still processing: that item is this

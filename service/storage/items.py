@@ -291,6 +291,27 @@ class Items:
             )
         return cur.rowcount > 0
 
+    def retry_failed(
+        self, seq: int, content_hash: str, processing_by: str, before_update: Callable[[], None]
+    ) -> ItemRow | None:
+        """A failed item processed again, in place, for a new upload of its bytes: its id
+        was answered before (202), so it is kept, and marked shared (a failure again
+        keeps it, failed). `before_update` (putting the file back if it is gone) runs
+        under the content hash's lock. None when it is no longer failed."""
+        with self._db.transaction(lock=_media_lock(content_hash)) as conn:
+            found = conn.execute(
+                f"SELECT status FROM items WHERE seq = ?{self._db.for_update}", (seq,)
+            ).fetchone()
+            if found is None or found[0] != "failed":
+                return None
+            before_update()
+            conn.execute(
+                "UPDATE items SET status = 'processing', error = NULL, processing_by = ?,"
+                " shared = 1 WHERE seq = ?",
+                (processing_by, seq),
+            )
+        return self.get_by_seq(seq)
+
     def delete(self, seq: int, keep_shared: bool = False) -> tuple[ItemRow, list[int]] | None:
         """Delete the item, its metadata, its segments and all their embeddings; returns
         what was deleted: the item and its segments' seqs. `keep_shared` (a failed

@@ -366,6 +366,23 @@ def test_the_same_bytes_twice_at_once_are_never_acknowledged_then_lost(
         assert item["status"] == "failed" and "decode" in item["error"]  # told, not lost
 
 
+def test_a_failed_upload_sent_again_is_processed_again_as_the_same_item(
+    client: httpx.Client, media: dict[str, Path], tmp_path: Path
+) -> None:
+    """An item that failed was deleted when its bytes came again, and made anew: the id
+    answered to the first upload (202) was gone, its poll a 404."""
+    bad = make_undecodable(tmp_path / "again.mp4", media["silent"])
+    bad.write_bytes(bad.read_bytes() + b"\0" * 11)  # bytes of its own
+    first = upload(client, bad, wait=False)
+    assert first.status_code == 202, first.text
+    assert poll(client, first.json()["id"])["status"] == "failed"
+    again = upload(client, bad, wait=False)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    assert poll(client, first.json()["id"])["status"] == "failed"  # processed, failed again
+    assert_error(upload(client, bad), 422, "unreadable_media")  # wait=true: its failure
+    assert client.get(f"/v1/items/{first.json()['id']}").json()["status"] == "failed"
+
+
 def poll(client: httpx.Client, item_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
