@@ -44,6 +44,9 @@ _OVER_MAX_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max p
 # ffprobe runs at `-v level+warning` to see this warning: the length is then a guess from
 # the bit rate (e.g. 31.8 s for an 8 s VBR mp3 without a Xing header), not a declaration.
 _LENGTH_GUESSED = "Estimating duration from bitrate"
+# An mp3 whose bytes a second pass its sound's by this much holds more than it declares.
+_JOINED_MP3_RATIO = 1.01
+_JOINED_MP3_SLACK_S = 0.5  # held beyond the declared length, past rounding of frames
 # Lines of a `level+...` log at error level or worse, and the tag to drop from them.
 _ERROR_LINE = re.compile(r"\[(?:error|fatal|panic)\] ")
 
@@ -189,6 +192,12 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
         # segments and the stored duration need the real one.
         length, video_end = _measured_length(path, info, limits)
         info = replace(info, duration_s=length or info.duration_s, measured_video_end_s=video_end)
+    elif info.duration_s is not None and _holds_more_than_declared(data) and path.is_file():
+        length, _ = _measured_length(path, info, limits)
+        if length is not None and length > info.duration_s + _JOINED_MP3_SLACK_S:
+            # Joined mp3s: the first one's header is no declaration for the whole.
+            joined = parse_probe(data, name=name, size_bytes=size_bytes, length_guessed=True)
+            info = replace(joined, duration_s=length)
     if (
         info.kind == "image"
         and info.video_codec == "mjpeg"
@@ -342,6 +351,22 @@ def _measured_length(
     if first is None or last is None or last <= first:
         return None, None
     return last - first, None if video_last is None else video_last - first
+
+
+def _holds_more_than_declared(data: dict[str, Any]) -> bool:
+    """An mp3 with more bytes than its Xing header counts: mp3s joined end to end (`cat
+    a.mp3 b.mp3`, how many podcasts and audiobooks are made) declare the first one's
+    length; ffmpeg flags the join only past a few percent, and below that the decode
+    ran past the declared length and its output cap (an hour and 2 minutes refused as
+    too large, and the last minutes never searched). The file's bit rate above the
+    sound's says so; tags and a cover say so too, and then listing the packets (about
+    a second for an hour) finds the declared length right."""
+    fmt = data.get("format") or {}
+    if "mp3" not in str(fmt.get("format_name")).split(","):
+        return False
+    sounds = [s for s in data.get("streams") or [] if s.get("codec_type") == "audio"]
+    sound = _number(sounds[0].get("bit_rate")) if sounds else 0.0
+    return sound > 0 and _number(fmt.get("bit_rate")) > sound * _JOINED_MP3_RATIO
 
 
 def _constant_rate(info: MediaInfo) -> bool:
