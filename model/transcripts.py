@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from typing import Literal
 from model.errors import ModelError
 
 TranscriptSource = Literal["upload", "asr", "corpus"]
+SIDECAR_SUFFIXES = (".vtt", ".srt", ".txt")  # in order of preference
 
 # 00:00:01.500 or 00:01.500 (WebVTT) and 00:00:01,500 (SRT)
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})"
@@ -177,6 +179,28 @@ def parse_transcript(text: str, duration_s: float | None = None) -> Transcript:
     if "-->" in text and any(_CUE_TIMING.match(line) for line in text.splitlines()):
         return parse_srt(text)
     return parse_plain(text, duration_s)
+
+
+def sidecar_of(media: Path, names: Iterable[str] | None = None) -> Path | None:
+    """The transcript beside `media`: its name with `.vtt`, `.srt` or `.txt` (in that
+    order), in any case (`Take 3.MP4` and `take 3.vtt`, as cameras and editors name
+    them), the same case first. `names`: its folder's file names, where the caller has
+    listed them already (one listing for a folder of thousands, not one a file)."""
+    if names is None:
+        try:
+            names = [entry.name for entry in media.parent.iterdir()]
+        except OSError:
+            return None
+    listed = set(names)
+    folded: dict[str, str] = {}
+    for name in sorted(listed, reverse=True):  # several alike: the same one every time
+        folded[name.casefold()] = name
+    for suffix in SIDECAR_SUFFIXES:
+        wanted = media.stem + suffix
+        name = wanted if wanted in listed else folded.get(wanted.casefold())
+        if name is not None and name != media.name and (media.parent / name).is_file():
+            return media.parent / name
+    return None
 
 
 def read_transcript(path: str | Path, duration_s: float | None = None) -> Transcript:

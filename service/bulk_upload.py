@@ -3,9 +3,9 @@
 A media library is imported file by file through the public API (`POST /v1/items`, the
 same checks as any upload), a few at once, with a progress bar:
 
-- every video, sound and picture under DIR (by its extension; hidden files skipped), in
-  path order; a transcript beside a file (same name, `.vtt`, `.srt` or `.txt`) goes with
-  it, so speech recognition is not needed for it;
+- every video, sound and picture under DIR (by its extension; hidden files skipped;
+  linked folders followed), in path order; a transcript beside a file (same name in any
+  case, `.vtt`, `.srt` or `.txt`) goes with it, so speech recognition is not needed;
 - each file's folder, relative to DIR, becomes its `folder` metadata (searches can then
   be filtered to one folder), besides any `--metadata` given to all;
 - a file the server refuses is reported with its reason and the rest go on; a server
@@ -14,7 +14,9 @@ same checks as any upload), a few at once, with a progress bar:
 - `--report FILE` (JSON lines, one per file) records what became of each file; run
   again with the same report, the files it records as stored and unchanged since (size
   and modification time) are not sent again: an interrupted import continues where it
-  stopped. Bytes already stored under another name are the same item (200).
+  stopped. Bytes already stored under another name are the same item (200). A file
+  changed since is sent again, and the item of its earlier bytes deleted once the new
+  bytes are stored and no other file is them (`--keep-replaced` keeps it).
 
 A file that cannot be read (a broken link, removed meanwhile) is refused alone; a name
 that is not UTF-8 (an old archive's Latin-1) is sent with its odd bytes replaced. A
@@ -40,13 +42,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 from tqdm import tqdm
 
+from model.transcripts import sidecar_of
 from service.errors import InvalidRequest
 from service.json_fields import check_metadata, json_problem
 
@@ -61,7 +64,6 @@ MEDIA_EXTENSIONS = frozenset(
     }
 )  # fmt: skip
 PICTURE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff"})
-TRANSCRIPT_EXTENSIONS = (".vtt", ".srt", ".txt")
 STORED = ("added", "already")
 BUSY_TRIES = 30  # busy answers (503, 429, a proxy's 502/504) waited out per file
 PROXY_WAIT_S = 2.0  # a proxy's answer without Retry-After: waited this × the try
@@ -83,28 +85,31 @@ class Outcome:
     mtime_ns: int
     item_id: str | None = None
     error: str | None = None
+    # Items of this file's earlier bytes (it changed since a run stored it), deleted
+    # once its new bytes are stored and no other file is them; kept here until then.
+    replaces: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # those this run deleted
 
 
-def media_files(root: Path) -> Iterator[Path]:
-    """Media files under `root`, in path order; hidden files and folders skipped."""
-    for folder, dirs, files in os.walk(root):
+def media_files(root: Path) -> Iterator[tuple[Path, Path | None]]:
+    """Media files under `root`, in path order, each with its transcript beside it (a
+    picture has none: notes.txt beside photo.jpg is not what it says). Hidden files and
+    folders are skipped. Linked folders are followed (a library gathered from disks by
+    links), each real folder once: a link back up the tree would otherwise never end."""
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder) / name
-            if not name.startswith(".") and path.suffix.lower().lstrip(".") in MEDIA_EXTENSIONS:
-                yield path
-
-
-def sidecar_transcript(path: Path) -> Path | None:
-    """The transcript beside a video or sound (a picture has none: notes.txt beside
-    photo.jpg is not what it says)."""
-    if path.suffix.lower().lstrip(".") in PICTURE_EXTENSIONS:
-        return None
-    for suffix in TRANSCRIPT_EXTENSIONS:
-        for candidate in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
-            if candidate.is_file():
-                return candidate
-    return None
+            extension = path.suffix.lower().lstrip(".")
+            if name.startswith(".") or extension not in MEDIA_EXTENSIONS:
+                continue
+            yield path, None if extension in PICTURE_EXTENSIONS else sidecar_of(path, files)
 
 
 def read_report(path: Path | None) -> dict[str, Outcome]:
@@ -153,6 +158,7 @@ def upload_one(
     client: httpx.Client,
     root: Path,
     path: Path,
+    transcript: Path | None,
     metadata: dict[str, Any],
     folder_key: str | None,
     asr: bool,
@@ -168,7 +174,6 @@ def upload_one(
         parent = path.parent.relative_to(root).as_posix()
         meta[folder_key] = "" if parent == "." else _text(parent)
     data = {"metadata": json.dumps(meta)} if meta else {}
-    transcript = sidecar_transcript(path)
     if transcript is not None:
         try:
             data["transcript"] = transcript.read_text(encoding="utf-8-sig")
@@ -298,16 +303,25 @@ def run(
     folder_key: str | None = "folder",
     asr: bool = True,
     report: Path | None = None,
+    replace_changed: bool = True,
     progress: bool = True,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Upload every media file under `root`; returns what became of each."""
+    """Upload every media file under `root`; returns what became of each. With
+    `replace_changed`, the item of a file's bytes an earlier run stored (by `report`) is
+    deleted once the file, changed since, is stored anew."""
     earlier = read_report(report)
     todo: list[Path] = []
+    transcripts: dict[Path, Path | None] = {}
+    replacing: dict[Path, list[str]] = {}  # items of a changed file's earlier bytes
     sizes: dict[Path, int] = {}  # for the progress bar; no second stat that could fail
     outcomes: list[Outcome] = []
-    for path in media_files(root):
+    for path, transcript in media_files(root):
         before = earlier.get(path.relative_to(root).as_posix())
+        transcripts[path] = transcript
+        if before is not None and replace_changed:
+            stored = [before.item_id] if before.status in STORED and before.item_id else []
+            replacing[path] = [*stored, *before.replaces]
         try:
             stat = path.stat()
         except OSError:  # a broken link, a folder it may not search: upload_one reports it
@@ -320,7 +334,7 @@ def run(
             and before.status in STORED
             and (before.size, before.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
         ):
-            outcomes.append(Outcome(**{**asdict(before), "status": "skipped"}))
+            outcomes.append(Outcome(**{**asdict(before), "status": "skipped", "deleted": []}))
         else:
             todo.append(path)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -331,11 +345,20 @@ def run(
                desc=f"uploading {len(todo)} files", disable=not progress)  # fmt: skip
     stop = threading.Event()
 
+    def record(outcome: Outcome) -> None:
+        if written is not None and not written.closed:
+            # ASCII: a name that is not UTF-8 is written escaped, read back the same.
+            written.write(json.dumps(asdict(outcome)) + "\n")
+            written.flush()
+
     def one(client: httpx.Client, path: Path) -> Outcome | None:
         if stop.is_set():
             return None
         try:
-            outcome = upload_one(client, root, path, metadata or {}, folder_key, asr)
+            outcome = upload_one(
+                client, root, path, transcripts[path], metadata or {}, folder_key, asr
+            )
+            outcome.replaces = [i for i in replacing.get(path, []) if i != outcome.item_id]
         except ServerUnreachable:
             stop.set()
             raise
@@ -346,10 +369,7 @@ def run(
         with lock:
             outcomes.append(outcome)
             bar.update(sizes.get(path, 0))
-            if written is not None and not written.closed:
-                # ASCII: a name that is not UTF-8 is written escaped, read back the same.
-                written.write(json.dumps(asdict(outcome)) + "\n")
-                written.flush()
+            record(outcome)
             if outcome.status == "refused":
                 bar.write(f"refused {_text(outcome.path)}: {outcome.error}")
             if on_outcome is not None:
@@ -372,6 +392,9 @@ def run(
             try:
                 for future in futures:
                     future.result()
+                # Every upload has ended: an item no file is any more can go.
+                for outcome in delete_replaced(client, outcomes, earlier):
+                    record(outcome)
             except KeyboardInterrupt:  # Ctrl-C: send nothing more
                 stop.set()
                 under_way = sum(1 for f in futures if f.running())
@@ -404,6 +427,43 @@ def run(
     return sorted(outcomes, key=lambda o: o.path)
 
 
+def delete_replaced(
+    client: httpx.Client, outcomes: list[Outcome], earlier: dict[str, Outcome]
+) -> list[Outcome]:
+    """Delete the items of changed files' earlier bytes, where the new bytes are stored
+    and no file of this run is those items (a copy kept beside, the change undone); the
+    outcomes whose `replaces` this changed. One whose new bytes are not stored keeps its
+    old item: a search still finds the file as it was."""
+    alive = {o.item_id for o in outcomes if o.item_id and o.status != "refused"}
+    changed = []
+    for outcome in outcomes:
+        if not outcome.replaces or outcome.status not in (*STORED, "skipped"):
+            continue
+        left = []
+        outcome.error = None  # a deletion an earlier run could not make is tried again
+        for item_id in outcome.replaces:
+            if item_id in alive:
+                continue  # another file is these bytes: nothing to delete
+            try:
+                response = client.delete(f"/v1/items/{item_id}", timeout=60.0)
+            except httpx.HTTPError as exc:
+                response = None
+                outcome.error = f"its earlier item {item_id} could not be deleted: {exc}"
+            if response is not None and response.status_code not in (204, 404):
+                outcome.error = (
+                    f"its earlier item {item_id} could not be deleted: {_error_message(response)}"
+                )
+            if response is None or response.status_code not in (204, 404):
+                left.append(item_id)
+            else:
+                outcome.deleted.append(item_id)
+        outcome.replaces = left
+        # The report keeps the stored status (a "skipped" line would be sent again).
+        status = earlier[outcome.path].status if outcome.status == "skipped" else outcome.status
+        changed.append(Outcome(**{**asdict(outcome), "status": status}))
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folder", type=Path, help="the folder to import (with its subfolders)")
@@ -421,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, default=None,
                    help="JSON lines of what became of each file; files it records as stored "
                    "are not sent again")  # fmt: skip
+    p.add_argument("--keep-replaced", action="store_true",
+                   help="keep the items of files changed since the report's run (by default "
+                   "each is deleted once the file's new bytes are stored)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     if not a.folder.is_dir():
@@ -448,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = run(
             a.folder, a.url, key=a.key, jobs=a.jobs, metadata=metadata,
             folder_key=a.folder_key or None, asr=not a.no_asr, report=a.report,
-            progress=not a.quiet,
+            replace_changed=not a.keep_replaced, progress=not a.quiet,
         )  # fmt: skip
     except ServerUnreachable as exc:
         print(f"stopped: the service cannot be used: {exc}", file=sys.stderr)
@@ -466,10 +529,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{counts['skipped']} skipped (stored by an earlier run), {counts['refused']} refused"
         + pending
     )
+    deleted = sum(len(o.deleted) for o in outcomes)
+    if deleted:
+        items = "item" if deleted == 1 else "items"
+        print(f"{deleted} {items} of changed files' earlier bytes deleted (the new bytes "
+              "are stored)")  # fmt: skip
+    left = {o.path for o in outcomes if o.replaces and o.status in (*STORED, "skipped")}
     for o in outcomes:
-        if o.status in ("refused", "processing"):
+        if o.status in ("refused", "processing") or o.path in left:
             print(f"  {_text(o.path)}: {o.error}")
-    return 1 if counts["refused"] or counts["processing"] else 0
+    return 1 if counts["refused"] or counts["processing"] or left else 0
 
 
 if __name__ == "__main__":

@@ -26,11 +26,16 @@ from model.media.decode_cache import ContentHashes, DecodeCacheError
 from model.media.media_info import PROBE_VERSION
 from model.training.clip_dataset import ClipDataset, ClipItem, quiet
 from model.training.errors import DatasetError
-from model.transcripts import Transcript, TranscriptError, read_transcript
+from model.transcripts import (
+    SIDECAR_SUFFIXES,
+    Transcript,
+    TranscriptError,
+    read_transcript,
+    sidecar_of,
+)
 
 log = logging.getLogger(__name__)
 
-SIDECAR_SUFFIXES = (".vtt", ".srt", ".txt")  # in order of preference
 
 Transcribe = Callable[[np.ndarray, int], Transcript]
 
@@ -39,7 +44,7 @@ class FolderDataset(ClipDataset):
     """Every video file in a user's folder (recursively; hidden folders skipped).
 
     A transcript is taken from a same-stem sidecar (`talk.mp4` → `talk.vtt`, `.srt`
-    or `.txt`; plain text spans the whole clip). Without one, `asr(waveform,
+    or `.txt`, in any case; plain text spans the whole clip). Without one, `asr(waveform,
     sample_rate) -> Transcript` transcribes the sound once and the result is cached
     by content hash; with `asr=None` such a file trains without text. Files that
     are not video, are unreadable, or (with `require_audio`) have no sound are
@@ -72,6 +77,7 @@ class FolderDataset(ClipDataset):
         cache = Path(cache_dir) if cache_dir is not None else root / ".mmv-cache"
         self.skipped: list[tuple[str, str]] = []
         self.asr_count = 0  # files transcribed by this process (not from the cache)
+        self._listed: dict[Path, list[str]] = {}
         items: list[ClipItem] = []
         hashes = ContentHashes(cache)
         _remove_older_probes(cache)
@@ -127,13 +133,14 @@ class FolderDataset(ClipDataset):
         sample_rate: int,
         limits: MediaLimits | None,
     ) -> Transcript | None:
-        for suffix in SIDECAR_SUFFIXES:
-            sidecar = path.with_suffix(suffix)
-            if sidecar.is_file():
-                try:
-                    return read_transcript(sidecar, duration_s=info.duration_s)
-                except TranscriptError as exc:
-                    self.skipped.append((sidecar.name, f"transcript ignored: {exc}"))
+        if path.parent not in self._listed:  # one listing a folder, not one a file
+            self._listed[path.parent] = [p.name for p in path.parent.iterdir()]
+        sidecar = sidecar_of(path, self._listed[path.parent])
+        if sidecar is not None:
+            try:
+                return read_transcript(sidecar, duration_s=info.duration_s)
+            except TranscriptError as exc:
+                self.skipped.append((sidecar.name, f"transcript ignored: {exc}"))
         if asr is None or not info.has_audio:
             return None
         cached = cache / "asr" / f"{digest}.vtt"

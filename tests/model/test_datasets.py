@@ -277,7 +277,7 @@ def test_folder_dataset_sidecars_asr_and_skips(
     shutil.copy(clips[0], folder / "a.mp4")
     (folder / "a.vtt").write_text(transcripts[0].to_vtt())
     shutil.copy(clips[1], folder / "b.mp4")
-    (folder / "b.srt").write_text(transcripts[1].to_srt())
+    (folder / "B.SRT").write_text(transcripts[1].to_srt())  # in any case
     shutil.copy(clips[2], folder / "c.mp4")
     (folder / "c.txt").write_text("a plain text narration for the whole clip")
     shutil.copy(clips[3], folder / "d.mp4")  # no sidecar: transcribed (tone 600 Hz)

@@ -14,6 +14,7 @@ from model.transcripts import (
     parse_transcript,
     parse_vtt,
     read_transcript,
+    sidecar_of,
 )
 
 VTT = """WEBVTT - a cooking show
@@ -112,3 +113,21 @@ def test_read_sidecar_files(tmp_path: Path) -> None:
         read_transcript(tmp_path / "bad.vtt")
     with pytest.raises(TranscriptError):
         read_transcript(tmp_path / "missing.vtt")
+
+
+def test_a_sidecar_is_found_in_any_case_the_same_case_first(tmp_path: Path) -> None:
+    take = tmp_path / "Take 3.MP4"
+    take.write_bytes(b"")
+    assert sidecar_of(take) is None
+    (tmp_path / "take 3.txt").write_text("plain")
+    assert sidecar_of(take) == tmp_path / "take 3.txt"  # a camera's and an editor's names
+    (tmp_path / "TAKE 3.SRT").write_text("")
+    assert sidecar_of(take) == tmp_path / "TAKE 3.SRT"  # .srt before .txt
+    (tmp_path / "take 3.vtt").write_text("")
+    (tmp_path / "Take 3.vtt").write_text("")
+    assert sidecar_of(take) == tmp_path / "Take 3.vtt"  # the same case first
+    names = ["Take 3.MP4", "take 3.srt"]  # a listing the caller made: only it is read
+    (tmp_path / "take 3.srt").write_text("")
+    assert sidecar_of(take, names) == tmp_path / "take 3.srt"
+    (tmp_path / "clip.vtt").mkdir()  # a folder is no transcript
+    assert sidecar_of(tmp_path / "clip.mp4") is None
