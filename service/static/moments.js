@@ -4,7 +4,7 @@
 // stretches (more_segments) are buttons that play from there. "Find similar from here"
 // searches with the stretch that starts at the player's current time.
 
-import { h, itemLabel, snippet } from "./render.js";
+import { h, itemLabel, snippet, wake } from "./render.js";
 
 export const MOMENT_S = 10; // a moment query's length: the service's segment length
 
@@ -44,6 +44,7 @@ function playerTime(player) {
 
 /** Seek a player to `t` (once it knows its duration), and play from there if asked. */
 function seek(player, t, play) {
+  wake(player); // asked for before it came near the screen
   if (player.readyState >= HTMLMediaElement.HAVE_METADATA) {
     pendingSeek.delete(player);
     player.currentTime = t;

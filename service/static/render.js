@@ -155,6 +155,24 @@ function attachSource(el, mediaUrl, onError) {
     .catch((err) => onError(describeError(err)));
 }
 
+// Players and pictures get their source when they come near the screen: a page of
+// 1,000 results would otherwise ask at once for 1,000 signed links and media heads.
+const unattached = new WeakMap(); // element -> attaches its source
+const nearScreen = typeof IntersectionObserver === "function"
+  ? new IntersectionObserver((entries) => {
+    for (const entry of entries) if (entry.isIntersecting) wake(entry.target);
+  }, { rootMargin: "1000px 0px" })
+  : null;
+
+/** Give a player its source now if it has none yet (before a seek or a play). */
+export function wake(el) {
+  const attach = unattached.get(el);
+  if (!attach) return;
+  unattached.delete(el);
+  if (nearScreen) nearScreen.unobserve(el);
+  attach();
+}
+
 /** The player, picture or text that shows an item. */
 export function mediaFor(item, label) {
   const box = h("div", { class: `media media-${item.kind}` });
@@ -191,7 +209,9 @@ export function mediaFor(item, label) {
     }
     fail(`The ${kindLabel(item.kind)} could not be loaded or played by this browser.`);
   });
-  attachSource(el, item.media_url, fail);
+  unattached.set(el, () => attachSource(el, item.media_url, fail));
+  if (nearScreen) nearScreen.observe(el);
+  else wake(el);
   box.append(el);
   return box;
 }

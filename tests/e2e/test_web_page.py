@@ -397,6 +397,29 @@ def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path
     assert box["left"] >= 0 and box["right"] <= 390 and box["width"] >= 300, box
     page.click("#key-panel summary")
 
+    # Many players: only those near the screen ask for their media; the rest as they
+    # come near (1,000 results asked for 1,000 media heads at once).
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for i in range(14):
+            tone = make_tone(tmp_path / f"tone {i}.wav", 300 + 97 * i, seconds=1.0)
+            with tone.open("rb") as f:
+                res = client.post("/v1/items", params={"wait": "true", "asr": "false"},
+                                  files={"file": (tone.name, f)})  # fmt: skip
+            assert res.status_code == 201, res.text
+    page.fill("#search-text", "a tone")
+    page.select_option("#search-target", "audio")
+    page.click("#search-submit")
+    # The server is the module's: earlier tests' sounds are found too.
+    page.wait_for_function("document.querySelectorAll('#results .card audio').length >= 16")
+    shown = page.locator("#results .card audio").count()
+    page.wait_for_selector("#results .card:first-child audio[src]", state="attached")
+    with_source = "document.querySelectorAll('#results .card audio[src]').length"
+    first = page.evaluate(with_source)
+    assert 0 < first < shown
+    page.evaluate("document.querySelector('#results .card:last-child').scrollIntoView()")
+    page.wait_for_selector("#results .card:last-child audio[src]", state="attached")
+    assert page.evaluate(with_source) > first
+
 
 # The long video's transcript: (start s, end s, text). Segments are 10 s every 5 s.
 CUES = [
