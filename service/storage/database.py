@@ -67,6 +67,13 @@ class Database(Protocol):
         """Bring the planner's statistics up to date (after bulk writes)."""
         ...
 
+    def clock(self) -> float:
+        """Seconds since the epoch by the database's clock. Leases and heartbeats are
+        stamped and compared with it: on several hosts, each host's own clock would
+        hand a running job on, or take a live replica's uploads, when the clocks differ
+        by more than a lease."""
+        ...
+
     def close(self) -> None: ...
 
 

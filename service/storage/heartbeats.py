@@ -4,8 +4,6 @@ live workers, and a replica takes over the uploads a dead one was processing."""
 
 from __future__ import annotations
 
-import time
-
 from service.storage.database import Database
 
 FORGET_AFTER_S = 86400.0  # processes gone for a day are forgotten
@@ -17,7 +15,7 @@ class Heartbeats:
 
     def beat(self, name: str, role: str, serving: str | None = None) -> None:
         """`serving`: the model version an API replica answers with (None: none yet)."""
-        now = time.time()
+        now = self._db.clock()
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO heartbeats (name, role, seen, serving) VALUES (?, ?, ?, ?)"
@@ -31,7 +29,7 @@ class Heartbeats:
         """Names of the processes of `role` seen in the last `within_s` seconds."""
         rows = self._db.connection().execute(
             "SELECT name FROM heartbeats WHERE role = ? AND seen >= ? ORDER BY name",
-            (role, time.time() - within_s),
+            (role, self._db.clock() - within_s),
         )
         return [r[0] for r in rows]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,7 +121,7 @@ class Jobs:
         """Running jobs whose worker stopped renewing its lease: back in the queue (or
         failed after MAX_ATTEMPTS claims, or cancelled when that was asked), each with
         the reason. Returns the jobs it changed."""
-        now = time.time() if now is None else now
+        now = self._db.clock() if now is None else now
         stamp = now_rfc3339()
         with self._db.transaction() as conn:
             rows = [
@@ -159,7 +158,7 @@ class Jobs:
     # -- the worker's side -------------------------------------------------------------
     def claim(self, owner: str, lease_s: float) -> JobRow | None:
         """The oldest queued job, now running under `owner`'s lease; None if none waits."""
-        now = now_rfc3339()
+        now, lease_until = now_rfc3339(), self._db.clock() + lease_s
         with self._db.transaction() as conn:
             row = conn.execute(
                 "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1"
@@ -171,7 +170,7 @@ class Jobs:
                 "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?,"
                 " attempts = attempts + 1, started_at = COALESCE(started_at, ?),"
                 " updated_at = ? WHERE id = ?",
-                (owner, time.time() + lease_s, now, now, row[0]),
+                (owner, lease_until, now, now, row[0]),
             )
         return self.get(row[0])
 
@@ -180,7 +179,8 @@ class Jobs:
     ) -> JobRow | None:
         """Renew the lease (and record progress). None when `owner` no longer holds the
         job (its lease expired and it was handed on): the worker must stop it."""
-        sets, args = "lease_expires = ?, updated_at = ?", [time.time() + lease_s, now_rfc3339()]
+        lease_until = self._db.clock() + lease_s
+        sets, args = "lease_expires = ?, updated_at = ?", [lease_until, now_rfc3339()]
         if progress is not None:
             sets += ", progress = ?"
             args.append(json.dumps(progress))

@@ -12,7 +12,6 @@ for, completing and deleting versions at once see each other's decisions whole.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,6 +149,7 @@ class Models:
         to the active version is under way: deleted now, its indexes would empty).
         `asking`: the replica this comes through, whose own state is what the active and
         target checks above say (its heartbeat may lag its swap by a beat)."""
+        seen_after = self._db.clock() - replicas_within_s  # read first: one connection at once
         with self._db.transaction(lock="models") as conn:
             found = conn.execute(
                 "SELECT active FROM models WHERE version = ?", (version,)
@@ -162,7 +162,7 @@ class Models:
             served = conn.execute(
                 "SELECT name FROM heartbeats WHERE role = 'api' AND serving = ? AND seen >= ?"
                 " AND name <> ? ORDER BY name",
-                (version, time.time() - replicas_within_s, asking),
+                (version, seen_after, asking),
             ).fetchall()
             if replicas_within_s > 0 and served:
                 raise VersionServed(version, [r[0] for r in served])

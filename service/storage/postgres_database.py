@@ -215,5 +215,11 @@ class PostgresDatabase:
         with self._borrow() as conn:
             conn.execute("ANALYZE items, embeddings, segments, segment_embeddings")
 
+    def clock(self) -> float:
+        """The server's: every host compares leases and heartbeats on one clock."""
+        with self._borrow() as conn:
+            row = conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").fetchone()
+        return float(row[0])
+
     def close(self) -> None:
         self._pool.close()

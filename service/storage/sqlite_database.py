@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +101,10 @@ class SqliteDatabase:
 
     def analyze(self) -> None:
         """Nothing: SQLite plans these queries by their indexes, without statistics."""
+
+    def clock(self) -> float:
+        """This host's: a SQLite file has one host."""
+        return time.time()
 
     def close(self) -> None:
         with self._all_lock:

@@ -6,13 +6,22 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from old_schemas import sqlite_at_version
 
-from service.storage import SCHEMA_VERSION, Embedding, ModelRow, NewItem, Storage, StorageError
+from service.storage import (
+    SCHEMA_VERSION,
+    Embedding,
+    ModelRow,
+    NewItem,
+    Storage,
+    StorageError,
+    VersionServed,
+)
 from service.storage.jobs import MAX_ATTEMPTS
 
 
@@ -200,3 +209,26 @@ def test_deleting_a_version_takes_its_embeddings_and_refuses_the_serving_ones(
     assert storage.embeddings.get(item.seq, "a", "vat", "text") is not None
     with pytest.raises(KeyError):
         storage.models.delete("b")
+
+
+def test_hosts_whose_clocks_differ_compare_leases_and_heartbeats_on_the_databases(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several hosts on one PostgreSQL: a worker and a replica on a host whose clock is
+    an hour behind had their lease expire at once on every other host (the job handed on
+    while it ran), and looked dead (their uploads taken over, their version deleted)."""
+    if storage.db.engine == "sqlite":
+        pytest.skip("a SQLite file has one host: its clock is the database's")
+    job = storage.jobs.create({})
+    real = time.time
+    with monkeypatch.context() as behind:
+        behind.setattr(time, "time", lambda: real() - 3600)
+        assert storage.jobs.claim("slow-host-worker", lease_s=600) is not None
+        storage.heartbeats.beat("slow-host-api", "api", serving="v1")
+        assert storage.jobs.heartbeat(job.id, "slow-host-worker", 600) is not None
+    # Read on a host whose clock is right:
+    assert storage.jobs.expire_leases() == []
+    assert storage.heartbeats.live("api", within_s=30) == ["slow-host-api"]
+    storage.models.add(model_row("v1"))
+    with pytest.raises(VersionServed):
+        storage.models.delete("v1", replicas_within_s=30)
