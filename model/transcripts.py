@@ -181,24 +181,38 @@ def parse_transcript(text: str, duration_s: float | None = None) -> Transcript:
     return parse_plain(text, duration_s)
 
 
-def sidecar_of(media: Path, names: Iterable[str] | None = None) -> Path | None:
+@dataclass(frozen=True)
+class FolderNames:
+    """A folder's file names, read once for every media file in it: a folder of 100,000
+    files looked up name by name is 100,000 set and index builds."""
+
+    exact: frozenset[str]
+    folded: dict[str, str]  # casefolded -> a name (several alike: the same one each time)
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> FolderNames:
+        exact = frozenset(names)
+        return cls(exact, {n.casefold(): n for n in sorted(exact, reverse=True)})
+
+    @classmethod
+    def read(cls, folder: Path) -> FolderNames:
+        try:
+            return cls.of(entry.name for entry in folder.iterdir())
+        except OSError:
+            return cls.of(())
+
+
+def sidecar_of(media: Path, names: FolderNames | None = None) -> Path | None:
     """The transcript beside `media`: its name with `.vtt`, `.srt` or `.txt` (in that
     order), in any case (`Take 3.MP4` and `take 3.vtt`, as cameras and editors name
-    them), the same case first. `names`: its folder's file names, where the caller has
-    listed them already (one listing for a folder of thousands, not one a file)."""
-    if names is None:
-        try:
-            names = [entry.name for entry in media.parent.iterdir()]
-        except OSError:
-            return None
-    listed = set(names)
-    folded: dict[str, str] = {}
-    for name in sorted(listed, reverse=True):  # several alike: the same one every time
-        folded[name.casefold()] = name
-    for suffix in SIDECAR_SUFFIXES:
-        wanted = media.stem + suffix
-        name = wanted if wanted in listed else folded.get(wanted.casefold())
-        if name is not None and name != media.name and (media.parent / name).is_file():
+    them); the same case first, with any of the three. `names`: its folder's, where the
+    caller has read them already."""
+    names = names if names is not None else FolderNames.read(media.parent)
+    wanted = [media.stem + suffix for suffix in SIDECAR_SUFFIXES]
+    found = [w for w in wanted if w in names.exact]
+    found += [n for w in wanted if (n := names.folded.get(w.casefold())) is not None]
+    for name in found:
+        if name != media.name and (media.parent / name).is_file():
             return media.parent / name
     return None
 

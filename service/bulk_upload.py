@@ -4,8 +4,9 @@ A media library is imported file by file through the public API (`POST /v1/items
 same checks as any upload), a few at once, with a progress bar:
 
 - every video, sound and picture under DIR (by its extension; hidden files skipped;
-  linked folders followed), in path order; a transcript beside a file (same name in any
-  case, `.vtt`, `.srt` or `.txt`) goes with it, so speech recognition is not needed;
+  linked folders that lead out of DIR followed, unless `--no-links`), in path order; a
+  transcript beside a file (same name in any case, `.vtt`, `.srt` or `.txt`) goes with
+  it, so speech recognition is not needed;
 - each file's folder, relative to DIR, becomes its `folder` metadata (searches can then
   be filtered to one folder), besides any `--metadata` given to all;
 - a file the server refuses is reported with its reason and the rest go on; a server
@@ -15,8 +16,10 @@ same checks as any upload), a few at once, with a progress bar:
   again with the same report, the files it records as stored and unchanged since (size
   and modification time) are not sent again: an interrupted import continues where it
   stopped. Bytes already stored under another name are the same item (200). A file
-  changed since is sent again, and the item of its earlier bytes deleted once the new
-  bytes are stored and no other file is them (`--keep-replaced` keeps it).
+  changed since is sent again, and the item this import added for its earlier bytes is
+  deleted once the new bytes are stored and no file the report knows is them
+  (`--keep-replaced` keeps it). The report records the folder: given another folder,
+  its lines about the first are left alone.
 
 A file that cannot be read (a broken link, removed meanwhile) is refused alone; a name
 that is not UTF-8 (an old archive's Latin-1) is sent with its odd bytes replaced. A
@@ -49,7 +52,7 @@ from typing import Any, TextIO
 import httpx
 from tqdm import tqdm
 
-from model.transcripts import sidecar_of
+from model.transcripts import FolderNames, sidecar_of
 from service.errors import InvalidRequest
 from service.json_fields import check_metadata, json_problem
 
@@ -85,45 +88,68 @@ class Outcome:
     mtime_ns: int
     item_id: str | None = None
     error: str | None = None
+    root: str | None = None  # the folder imported (resolved); None in older reports
     # Items of this file's earlier bytes (it changed since a run stored it), deleted
     # once its new bytes are stored and no other file is them; kept here until then.
     replaces: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # those this run deleted
 
 
-def media_files(root: Path) -> Iterator[tuple[Path, Path | None]]:
+def media_files(root: Path, follow_links: bool = True) -> Iterator[tuple[Path, Path | None]]:
     """Media files under `root`, in path order, each with its transcript beside it (a
     picture has none: notes.txt beside photo.jpg is not what it says). Hidden files and
-    folders are skipped. Linked folders are followed (a library gathered from disks by
-    links), each real folder once: a link back up the tree would otherwise never end."""
+    folders are skipped. Linked folders that lead out of `root` are followed (a library
+    gathered from disks by links), each real folder once; a link to a folder inside it
+    is the same files under a second name, left to their own."""
+    inside = os.path.realpath(root)
     seen: set[str] = set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    for folder, dirs, files in os.walk(root, followlinks=follow_links):
         real = os.path.realpath(folder)
         if real in seen:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        keep = []
+        for d in sorted(dirs):
+            link = os.path.join(folder, d)
+            inner_link = os.path.islink(link) and _within(os.path.realpath(link), inside)
+            if not d.startswith(".") and not inner_link:
+                keep.append(d)
+        dirs[:] = keep
+        names = FolderNames.of(files)
         for name in sorted(files):
             path = Path(folder) / name
             extension = path.suffix.lower().lstrip(".")
             if name.startswith(".") or extension not in MEDIA_EXTENSIONS:
                 continue
-            yield path, None if extension in PICTURE_EXTENSIONS else sidecar_of(path, files)
+            yield path, None if extension in PICTURE_EXTENSIONS else sidecar_of(path, names)
 
 
-def read_report(path: Path | None) -> dict[str, Outcome]:
-    """What an earlier run recorded, by relative path (the last line per file wins)."""
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def report_lines(path: Path | None) -> dict[tuple[str | None, str], Outcome]:
+    """What earlier runs recorded, by (folder, relative path): the last line per file
+    wins. One report may be given several folders."""
     if path is None or not path.is_file():
         return {}
-    found: dict[str, Outcome] = {}
+    found: dict[tuple[str | None, str], Outcome] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             outcome = Outcome(**json.loads(line))
         except (ValueError, TypeError):
             continue  # a line cut off when the earlier run was killed
-        found[outcome.path] = outcome
+        found[(outcome.root, outcome.path)] = outcome
     return found
+
+
+def read_report(path: Path | None, root: str | None = None) -> dict[str, Outcome]:
+    """What earlier runs recorded of the files of `root` (any folder's when None), by
+    relative path. Lines of older reports name no folder: they count as any folder's."""
+    return {
+        o.path: o for (r, _), o in report_lines(path).items() if root is None or r in (None, root)
+    }
 
 
 def _retry_after(response: httpx.Response) -> float:
@@ -304,24 +330,30 @@ def run(
     asr: bool = True,
     report: Path | None = None,
     replace_changed: bool = True,
+    follow_links: bool = True,
     progress: bool = True,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Upload every media file under `root`; returns what became of each. With
-    `replace_changed`, the item of a file's bytes an earlier run stored (by `report`) is
-    deleted once the file, changed since, is stored anew."""
-    earlier = read_report(report)
+    `replace_changed`, the item a run with `report` added for a file's earlier bytes is
+    deleted once the file, changed since, is stored anew (and no other file is it)."""
+    root_id = os.path.realpath(root)
+    # What the report says of another folder's files (the same report given another
+    # folder) is not about these files, whatever their relative paths.
+    reported = report_lines(report)
+    earlier = {o.path: o for (r, _), o in reported.items() if r in (None, root_id)}
     todo: list[Path] = []
     transcripts: dict[Path, Path | None] = {}
     replacing: dict[Path, list[str]] = {}  # items of a changed file's earlier bytes
     sizes: dict[Path, int] = {}  # for the progress bar; no second stat that could fail
     outcomes: list[Outcome] = []
-    for path, transcript in media_files(root):
+    for path, transcript in media_files(root, follow_links):
         before = earlier.get(path.relative_to(root).as_posix())
         transcripts[path] = transcript
-        if before is not None and replace_changed:
-            stored = [before.item_id] if before.status in STORED and before.item_id else []
-            replacing[path] = [*stored, *before.replaces]
+        if before is not None and before.root == root_id and replace_changed:
+            # Only what this import added: bytes it found stored were someone else's.
+            added = [before.item_id] if before.status == "added" and before.item_id else []
+            replacing[path] = [*added, *before.replaces]
         try:
             stat = path.stat()
         except OSError:  # a broken link, a folder it may not search: upload_one reports it
@@ -358,7 +390,6 @@ def run(
             outcome = upload_one(
                 client, root, path, transcripts[path], metadata or {}, folder_key, asr
             )
-            outcome.replaces = [i for i in replacing.get(path, []) if i != outcome.item_id]
         except ServerUnreachable:
             stop.set()
             raise
@@ -366,6 +397,9 @@ def run(
             stat_size = sizes.get(path, 0)
             outcome = Outcome(path.relative_to(root).as_posix(), "refused", stat_size, 0,
                               error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        outcome.root = root_id
+        # Kept until the new bytes are stored: a refused file keeps its earlier item.
+        outcome.replaces = [i for i in replacing.get(path, []) if i != outcome.item_id]
         with lock:
             outcomes.append(outcome)
             bar.update(sizes.get(path, 0))
@@ -392,9 +426,9 @@ def run(
             try:
                 for future in futures:
                     future.result()
-                # Every upload has ended: an item no file is any more can go.
-                for outcome in delete_replaced(client, outcomes, earlier):
-                    record(outcome)
+                if replace_changed:  # every upload has ended: an item no file is can go
+                    for outcome in delete_replaced(client, outcomes, earlier, reported, root_id):
+                        record(outcome)
             except KeyboardInterrupt:  # Ctrl-C: send nothing more
                 stop.set()
                 under_way = sum(1 for f in futures if f.running())
@@ -428,13 +462,24 @@ def run(
 
 
 def delete_replaced(
-    client: httpx.Client, outcomes: list[Outcome], earlier: dict[str, Outcome]
+    client: httpx.Client,
+    outcomes: list[Outcome],
+    earlier: dict[str, Outcome],
+    reported: dict[tuple[str | None, str], Outcome],
+    root: str,
 ) -> list[Outcome]:
     """Delete the items of changed files' earlier bytes, where the new bytes are stored
     and no file of this run is those items (a copy kept beside, the change undone); the
     outcomes whose `replaces` this changed. One whose new bytes are not stored keeps its
     old item: a search still finds the file as it was."""
     alive = {o.item_id for o in outcomes if o.item_id and o.status != "refused"}
+    # Files the report knows that this run did not find (a disk not mounted, another
+    # folder's import): still theirs.
+    walked = {o.path for o in outcomes}
+    alive |= {
+        o.item_id for (r, path), o in reported.items()
+        if o.item_id and not (r in (None, root) and path in walked)
+    }  # fmt: skip
     changed = []
     for outcome in outcomes:
         if not outcome.replaces or outcome.status not in (*STORED, "skipped"):
@@ -481,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, default=None,
                    help="JSON lines of what became of each file; files it records as stored "
                    "are not sent again")  # fmt: skip
+    p.add_argument("--no-links", action="store_true",
+                   help="do not follow linked folders that lead out of the folder")  # fmt: skip
     p.add_argument("--keep-replaced", action="store_true",
                    help="keep the items of files changed since the report's run (by default "
                    "each is deleted once the file's new bytes are stored)")  # fmt: skip
@@ -511,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = run(
             a.folder, a.url, key=a.key, jobs=a.jobs, metadata=metadata,
             folder_key=a.folder_key or None, asr=not a.no_asr, report=a.report,
-            replace_changed=not a.keep_replaced, progress=not a.quiet,
+            replace_changed=not a.keep_replaced, follow_links=not a.no_links,
+            progress=not a.quiet,
         )  # fmt: skip
     except ServerUnreachable as exc:
         print(f"stopped: the service cannot be used: {exc}", file=sys.stderr)

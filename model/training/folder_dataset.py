@@ -28,6 +28,7 @@ from model.training.clip_dataset import ClipDataset, ClipItem, quiet
 from model.training.errors import DatasetError
 from model.transcripts import (
     SIDECAR_SUFFIXES,
+    FolderNames,
     Transcript,
     TranscriptError,
     read_transcript,
@@ -77,7 +78,7 @@ class FolderDataset(ClipDataset):
         cache = Path(cache_dir) if cache_dir is not None else root / ".mmv-cache"
         self.skipped: list[tuple[str, str]] = []
         self.asr_count = 0  # files transcribed by this process (not from the cache)
-        self._listed: dict[Path, list[str]] = {}
+        self._listed: dict[Path, FolderNames] = {}
         items: list[ClipItem] = []
         hashes = ContentHashes(cache)
         _remove_older_probes(cache)
@@ -134,7 +135,7 @@ class FolderDataset(ClipDataset):
         limits: MediaLimits | None,
     ) -> Transcript | None:
         if path.parent not in self._listed:  # one listing a folder, not one a file
-            self._listed[path.parent] = [p.name for p in path.parent.iterdir()]
+            self._listed[path.parent] = FolderNames.read(path.parent)
         sidecar = sidecar_of(path, self._listed[path.parent])
         if sidecar is not None:
             try:

@@ -44,7 +44,7 @@ function playerTime(player) {
 
 /** Seek a player to `t` (once it knows its duration), and play from there if asked. */
 function seek(player, t, play) {
-  wake(player); // asked for before it came near the screen
+  if (play) wake(player); // asked to play before it came near the screen
   if (player.readyState >= HTMLMediaElement.HAVE_METADATA) {
     pendingSeek.delete(player);
     player.currentTime = t;
@@ -56,9 +56,15 @@ function seek(player, t, play) {
       player.currentTime = t;
     }, { once: true });
   }
+  if (!play) return;
+  if (!player.getAttribute("src")) {
+    // Its signed link is still on its way: a play now would be cut off by the source.
+    player.addEventListener("loadedmetadata", () => player.play().catch(() => {}), { once: true });
+    return;
+  }
   // Inside the click itself: iOS plays only then. A browser's autoplay policy may
   // refuse; the player's own controls remain.
-  if (play) player.play().catch(() => {});
+  player.play().catch(() => {});
 }
 
 /**

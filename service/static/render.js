@@ -155,22 +155,47 @@ function attachSource(el, mediaUrl, onError) {
     .catch((err) => onError(describeError(err)));
 }
 
-// Players and pictures get their source when they come near the screen: a page of
-// 1,000 results would otherwise ask at once for 1,000 signed links and media heads.
-const unattached = new WeakMap(); // element -> attaches its source
+// Players, pictures and signed links are asked for when they come near the screen: a
+// page of 1,000 results would otherwise ask at once for 1,000 links and media heads.
+const waiting = new Map(); // element -> {run: [callbacks], since: ms}
 const nearScreen = typeof IntersectionObserver === "function"
   ? new IntersectionObserver((entries) => {
     for (const entry of entries) if (entry.isIntersecting) wake(entry.target);
   }, { rootMargin: "1000px 0px" })
   : null;
+const SWEEP_ABOVE = 2000; // elements waiting before those of past renders are let go
 
-/** Give a player its source now if it has none yet (before a seek or a play). */
+/** Run `fn` once `el` comes near the screen (at once where that cannot be watched). */
+export function whenNear(el, fn) {
+  if (!nearScreen) {
+    fn();
+    return;
+  }
+  const entry = waiting.get(el);
+  if (entry) {
+    entry.run.push(fn);
+    return;
+  }
+  waiting.set(el, { run: [fn], since: Date.now() });
+  nearScreen.observe(el);
+  if (waiting.size > SWEEP_ABOVE) {
+    // Cards of earlier searches, replaced before they were seen: no longer watched.
+    for (const [old, { since }] of waiting) {
+      if (!old.isConnected && Date.now() - since > 10_000) {
+        waiting.delete(old);
+        nearScreen.unobserve(old);
+      }
+    }
+  }
+}
+
+/** Run now what waits for `el` to come near the screen (a player asked to play). */
 export function wake(el) {
-  const attach = unattached.get(el);
-  if (!attach) return;
-  unattached.delete(el);
-  if (nearScreen) nearScreen.unobserve(el);
-  attach();
+  const entry = waiting.get(el);
+  if (!entry) return;
+  waiting.delete(el);
+  nearScreen.unobserve(el);
+  for (const fn of entry.run) fn();
 }
 
 /** The player, picture or text that shows an item. */
@@ -209,9 +234,7 @@ export function mediaFor(item, label) {
     }
     fail(`The ${kindLabel(item.kind)} could not be loaded or played by this browser.`);
   });
-  unattached.set(el, () => attachSource(el, item.media_url, fail));
-  if (nearScreen) nearScreen.observe(el);
-  else wake(el);
+  whenNear(el, () => attachSource(el, item.media_url, fail));
   box.append(el);
   return box;
 }
@@ -297,7 +320,7 @@ export function resultCard(result, rank, opts) {
           onclick: () => opts.onSimilar(item),
         }, "Find similar"),
         moment && moment.actions,
-        item.media_url ? openFileLink(item, segment) : null,
+        item.media_url ? openFileLink(item, segment, media) : null,
       ),
     ),
   );
@@ -306,7 +329,7 @@ export function resultCard(result, rank, opts) {
 /** "Open file" in a new tab, at the matching stretch (a media fragment, which the
  * browser's own player honours); with a key, through a signed link (the plain path
  * needs a header a new tab does not send), shown once that link is known. */
-function openFileLink(item, segment) {
+function openFileLink(item, segment, near) {
   const fragment = segment ? `#t=${segment.start_s},${segment.end_s}` : "";
   const link = h("a", {
     href: item.media_url + fragment, target: "_blank", rel: "noopener", class: "small",
@@ -314,12 +337,12 @@ function openFileLink(item, segment) {
   }, "Open file");
   if (getApiKey()) {
     link.hidden = true;
-    mediaSource(item.media_url)
+    whenNear(near, () => mediaSource(item.media_url)
       .then((src) => {
         link.href = src + fragment;
         link.hidden = false;
       })
-      .catch(() => link.remove());
+      .catch(() => link.remove()));
   }
   return link;
 }
@@ -327,7 +350,7 @@ function openFileLink(item, segment) {
 function thumbnail(item) {
   if (item.kind === "image" && item.media_url && item.status !== "processing") {
     const img = h("img", { alt: "", loading: "lazy", decoding: "async" });
-    attachSource(img, item.media_url, () => img.remove());
+    whenNear(img, () => attachSource(img, item.media_url, () => img.remove()));
     return h("div", { class: `thumb kind-${item.kind}` }, img);
   }
   return h("div", { class: `thumb kind-${item.kind}`, "aria-hidden": "true" },

@@ -409,15 +409,16 @@ def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path
     page.fill("#search-text", "a tone")
     page.select_option("#search-target", "audio")
     page.click("#search-submit")
-    # The server is the module's: earlier tests' sounds are found too.
+    # The server is the module's: earlier tests' sounds and videos are found too.
     page.wait_for_function("document.querySelectorAll('#results .card audio').length >= 16")
-    shown = page.locator("#results .card audio").count()
-    page.wait_for_selector("#results .card:first-child audio[src]", state="attached")
-    with_source = "document.querySelectorAll('#results .card audio[src]').length"
+    players = "#results .card :is(audio, video)"
+    shown = page.locator(players).count()
+    page.wait_for_selector("#results .card:first-child :is(audio, video)[src]", state="attached")
+    with_source = f"document.querySelectorAll('{players}[src]').length"
     first = page.evaluate(with_source)
     assert 0 < first < shown
     page.evaluate("document.querySelector('#results .card:last-child').scrollIntoView()")
-    page.wait_for_selector("#results .card:last-child audio[src]", state="attached")
+    page.wait_for_selector("#results .card:last-child :is(audio, video)[src]", state="attached")
     assert page.evaluate(with_source) > first
 
 

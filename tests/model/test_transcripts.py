@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from model.transcripts import (
+    FolderNames,
     Segment,
     Transcript,
     TranscriptError,
@@ -126,8 +127,12 @@ def test_a_sidecar_is_found_in_any_case_the_same_case_first(tmp_path: Path) -> N
     (tmp_path / "take 3.vtt").write_text("")
     (tmp_path / "Take 3.vtt").write_text("")
     assert sidecar_of(take) == tmp_path / "Take 3.vtt"  # the same case first
-    names = ["Take 3.MP4", "take 3.srt"]  # a listing the caller made: only it is read
+    names = FolderNames.of(["Take 3.MP4", "take 3.srt"])  # read by the caller: only it
     (tmp_path / "take 3.srt").write_text("")
     assert sidecar_of(take, names) == tmp_path / "take 3.srt"
+    # Its own case with any suffix before another case: `take 3.mp4` beside it has its own.
+    (tmp_path / "Take 3.srt").write_text("")
+    (tmp_path / "Take 3.vtt").unlink()
+    assert sidecar_of(take) == tmp_path / "Take 3.srt"
     (tmp_path / "clip.vtt").mkdir()  # a folder is no transcript
     assert sidecar_of(tmp_path / "clip.mp4") is None

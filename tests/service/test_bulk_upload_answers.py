@@ -6,6 +6,7 @@ real server is tests/e2e/test_e2e_bulk_upload.py."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,7 @@ class Script:
         self.uploads_answered: list[tuple[int, dict[str, Any] | str]] = []
         self.ready_asked = self.uploads = self.health_asked = 0
         self.healthy_for: int | None = None  # /healthz answers 200 this many times (None: ever)
+        self.deleted: list[str] = []  # ids of DELETE /v1/items/{id}, answered 204
 
 
 @pytest.fixture
@@ -67,6 +69,11 @@ def scripted() -> Iterator[tuple[str, Script]]:
             answers = script.uploads_answered
             self._answer(*(answers[min(script.uploads, len(answers)) - 1] if answers
                            else script.upload))  # fmt: skip
+
+        def do_DELETE(self) -> None:
+            script.deleted.append(self.path.rsplit("/", 1)[-1])
+            self.send_response(204)
+            self.end_headers()
 
         def log_message(self, *_: Any) -> None:
             pass
@@ -174,3 +181,52 @@ def test_a_proxy_with_nothing_behind_it_stops_the_run(
     script.healthy_for = 1  # the run's first look; then the proxy has nothing behind it
     with pytest.raises(bulk.ServerUnreachable, match="502"):
         bulk.run(folder, url, progress=False)
+
+
+def test_a_changed_file_replaces_only_the_item_this_import_added(
+    scripted: tuple[str, Script], tmp_path: Path
+) -> None:
+    """The item of a file's earlier bytes is deleted once its new bytes are stored: not
+    bytes the import found stored (a web upload's), not another folder's under the same
+    report, not with --keep-replaced, and not forgotten when an upload's answer broke."""
+    url, script = scripted
+    library, report = tmp_path / "library", tmp_path / "report.jsonl"
+    library.mkdir()
+
+    def write(name: str, data: bytes, root: Path = library) -> None:
+        path = root / name
+        path.write_bytes(b"RIFF" + data)
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+
+    def run(answers: list[tuple[int, Any]], root: Path = library, **kw: Any) -> list[str]:
+        script.uploads, script.uploads_answered = 0, answers
+        outcomes = bulk.run(root, url, jobs=1, report=report, progress=False, **kw)
+        return [o.status for o in outcomes]
+
+    write("a.wav", b"1")
+    write("b.wav", b"1")
+    assert run([(201, {"id": "A1", "status": "ready"}), (200, {"id": "B1", "status": "ready"})]) \
+        == ["added", "already"]  # fmt: skip
+    write("a.wav", b"2")
+    write("b.wav", b"2")
+    assert run([(201, {"id": "A2", "status": "ready"}), (201, {"id": "B2", "status": "ready"})]) \
+        == ["added", "added"]  # fmt: skip
+    assert script.deleted == ["A1"]  # B1 was there before the import: someone else's
+
+    other = tmp_path / "other"
+    other.mkdir()
+    write("a.wav", b"other", other)  # the same report, another folder, the same name
+    assert run([(201, {"id": "X1", "status": "ready"})], other) == ["added"]
+    assert script.deleted == ["A1"]
+
+    write("a.wav", b"3")
+    assert run([(201, {"id": "A3", "status": "ready"})], replace_changed=False) \
+        == ["added", "skipped"]  # fmt: skip
+    assert script.deleted == ["A1"]
+
+    write("a.wav", b"4")
+    assert run([(200, {"status": "ready"})]) == ["refused", "skipped"]  # an answer without id
+    assert script.deleted == ["A1"]
+    assert run([(201, {"id": "A4", "status": "ready"})]) == ["added", "skipped"]
+    assert script.deleted == ["A1", "A3"]  # remembered across the broken answer
+    assert read_report(report, os.path.realpath(library))["a.wav"].replaces == []
