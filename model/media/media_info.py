@@ -44,9 +44,9 @@ _OVER_MAX_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max p
 # ffprobe runs at `-v level+warning` to see this warning: the length is then a guess from
 # the bit rate (e.g. 31.8 s for an 8 s VBR mp3 without a Xing header), not a declaration.
 _LENGTH_GUESSED = "Estimating duration from bitrate"
-# An mp3 whose bytes a second pass its sound's by this much holds more than it declares.
-_JOINED_MP3_RATIO = 1.01
-_JOINED_MP3_SLACK_S = 0.5  # held beyond the declared length, past rounding of frames
+# Seconds of sound an mp3 may hold beyond what its header declares (frames rounded)
+# before its length is measured, and taken from that measure.
+_JOINED_MP3_SLACK_S = 0.5
 # Lines of a `level+...` log at error level or worse, and the tag to drop from them.
 _ERROR_LINE = re.compile(r"\[(?:error|fatal|panic)\] ")
 
@@ -359,14 +359,19 @@ def _holds_more_than_declared(data: dict[str, Any]) -> bool:
     length; ffmpeg flags the join only past a few percent, and below that the decode
     ran past the declared length and its output cap (an hour and 2 minutes refused as
     too large, and the last minutes never searched). The file's bit rate above the
-    sound's says so; tags and a cover say so too, and then listing the packets (about
-    a second for an hour) finds the declared length right."""
+    sound's says so (past half a second of sound, however long the file); tags and a
+    cover say so too, and then listing the packets (about a second for an hour) finds
+    the declared length right."""
     fmt = data.get("format") or {}
     if "mp3" not in str(fmt.get("format_name")).split(","):
         return False
     sounds = [s for s in data.get("streams") or [] if s.get("codec_type") == "audio"]
     sound = _number(sounds[0].get("bit_rate")) if sounds else 0.0
-    return sound > 0 and _number(fmt.get("bit_rate")) > sound * _JOINED_MP3_RATIO
+    if sound <= 0:
+        return False
+    # The bytes past what the header counts, as seconds of this sound.
+    beyond_s = _number(fmt.get("duration")) * (_number(fmt.get("bit_rate")) / sound - 1.0)
+    return beyond_s > _JOINED_MP3_SLACK_S
 
 
 def _constant_rate(info: MediaInfo) -> bool:

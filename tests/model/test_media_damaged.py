@@ -457,19 +457,19 @@ def test_only_a_photo_its_exif_turns_a_quarter_is_decoded_to_see_its_shown_size(
 
 def test_mp3s_joined_end_to_end_are_read_whole(tmp_path: Path) -> None:
     """`cat a.mp3 b.mp3`: the first file's Xing header declares its own length only, and
-    ffmpeg flags the join only past 5% of the bytes. An 80 s and a 3 s mp3 joined were
-    refused as too large (the decode ran past the declared length's output cap), and
-    their stored length was the first's."""
+    ffmpeg flags the join only past 5% of the bytes. A 400 s and a 3 s mp3 joined (0.7%
+    more bytes) were refused as too large (the decode ran past the declared length's
+    output cap), and their stored length was the first's."""
     first, second, joined = tmp_path / "a.mp3", tmp_path / "b.mp3", tmp_path / "joined.mp3"
-    for path, source in ((first, "sine=r=22050:d=80"), (second, "sine=r=22050:f=880:d=3")):
+    for path, source in ((first, "sine=r=22050:d=400"), (second, "sine=r=22050:f=880:d=3")):
         ffmpeg_make("-f", "lavfi", "-i", source, "-c:a", "libmp3lame", "-q:a", "9", str(path))
     joined.write_bytes(first.read_bytes() + second.read_bytes())
     info = read_media_info(joined)
-    assert info.duration_s == pytest.approx(83.0, abs=0.2)
+    assert info.duration_s == pytest.approx(403.0, abs=0.2)
     assert info.declared_s is None  # no declaration to hold the decode to
     audio = decode_full(joined, fps=None, size=None, sample_rate=16000, info=info).audio
-    assert audio is not None and len(audio) / 16000 == pytest.approx(83.0, abs=0.2)
+    assert audio is not None and len(audio) / 16000 == pytest.approx(403.0, abs=0.2)
     windows = load_windows(joined, TINY, None, info)
-    assert windows.starts_s.max() == pytest.approx(81.0, abs=0.2)  # the last full window
+    assert windows.starts_s.max() == pytest.approx(401.0, abs=0.2)  # the last full window
     # One mp3 alone keeps what its header declares (and so its completeness check).
-    assert read_media_info(first).declared_s == pytest.approx(80.0, abs=0.1)
+    assert read_media_info(first).declared_s == pytest.approx(400.0, abs=0.1)
