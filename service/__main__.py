@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 # Before torch or faiss load anywhere: one OpenMP thread per process. Pool threads do
@@ -47,7 +48,8 @@ def main() -> int:
         lifespan="on",
         log_config=None,  # setup_logging routes uvicorn's loggers
         access_log=False,  # ours carries the request id
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        # Whole seconds, rounded up: 0.5 s made 0, which cancels uploads in flight at once.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
     server = uvicorn.Server(config)
     # A start-up that fails in the background (service/runtime.py) stops the server.

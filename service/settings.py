@@ -24,7 +24,11 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MMV_", extra="ignore", frozen=True)
+    # allow_inf_nan=False: `inf` passed every bound and then failed at run time (every
+    # upload a 500 with MMV_MAX_UPLOAD_MB=inf, searches waiting forever for companions).
+    model_config = SettingsConfigDict(
+        env_prefix="MMV_", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     data_dir: Path = Path("./data")
     host: str = "127.0.0.1"
@@ -88,7 +92,7 @@ class Settings(BaseSettings):
     # hop (docs/service.md "Moments"). hop <= segment; 0 segment seconds: no segments.
     segment_s: float = Field(10.0, ge=0.0)
     segment_hop_s: float = Field(5.0, gt=0.0)
-    search_batch_ms: float = Field(0.0, ge=0.0)  # extra wait for companions (0: none)
+    search_batch_ms: float = Field(0.0, ge=0.0, le=1000.0)  # extra wait for companions
     search_batch_max: int = Field(64, ge=1)
     search_threads: int = Field(2, ge=1, le=16)  # search batches that may run at once
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -134,15 +138,26 @@ class Settings(BaseSettings):
     def keys(self) -> dict[str, Scope]:
         """API key -> scope, parsed from `api_keys`."""
         out: dict[str, Scope] = {}
-        for entry in self.api_keys.split(","):
-            entry = entry.strip()
-            if not entry:
-                continue
+        entries = [e.strip() for e in self.api_keys.split(",") if e.strip()]
+        for number, entry in enumerate(entries, 1):
+            # Entries are named by their place: a key's own characters never reach a log.
             key, sep, scope = entry.rpartition(":")
             if not sep or not key or scope not in SCOPES:
                 raise SettingsError(
                     "MMV_API_KEYS must be comma-separated KEY:read or KEY:write entries; "
-                    f"got an entry ending in {entry[-6:]!r}"
+                    f"entry {number} of {len(entries)} does not end in :read or :write"
+                )
+            if not all(33 <= ord(c) <= 126 for c in key):
+                # An Authorization header carries bytes read as latin-1: a key with other
+                # characters, or spaces, could never be sent and match.
+                raise SettingsError(
+                    f"MMV_API_KEYS: entry {number} of {len(entries)} has a character that is "
+                    "not printable ASCII (a key must be sendable in a header)"
+                )
+            if key in out:
+                raise SettingsError(
+                    f"MMV_API_KEYS: entry {number} of {len(entries)} repeats an earlier "
+                    "entry's key (with which scope was meant?)"
                 )
             out[key] = scope  # type: ignore[assignment]
         return out

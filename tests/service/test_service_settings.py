@@ -47,3 +47,39 @@ def test_loopback_hosts_need_no_keys(host: str) -> None:
 def test_malformed_keys_are_refused(keys: str) -> None:
     with pytest.raises(SettingsError, match="KEY:read or KEY:write"):
         Settings(api_keys=keys).check()
+
+
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        ("supersecret", "entry 1 of 1 does not end in :read or :write"),
+        ("a:read,b:read,supersecret", "entry 3 of 3 does not end"),
+        ("k:read,k:write", "entry 2 of 2 repeats an earlier entry's key"),
+        ("clé:write", "entry 1 of 1 has a character that is not printable ASCII"),
+        ("two words:write", "not printable ASCII"),
+    ],
+)
+def test_a_bad_key_entry_is_named_by_its_place_never_by_its_characters(
+    keys: str, said: str
+) -> None:
+    """A key with `:write` forgotten was quoted by its last 6 characters, in the log; a
+    repeated key took the last scope silently; a non-ASCII key could never match."""
+    with pytest.raises(SettingsError, match=said) as refused:
+        Settings(api_keys=keys).check()
+    assert "secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "variable", ["MMV_MAX_UPLOAD_MB", "MMV_MIN_FREE_DISK_MB", "MMV_SHUTDOWN_TIMEOUT_S",
+                 "MMV_FFMPEG_CPU_S", "MMV_SEARCH_BATCH_MS"],
+)  # fmt: skip
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_endless_numbers_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """`inf` passed every bound: every upload then answered 500 (MMV_MAX_UPLOAD_MB),
+    start-up ended in a traceback (MMV_SHUTDOWN_TIMEOUT_S), every decode failed
+    (MMV_FFMPEG_CPU_S), or searches waited forever (MMV_SEARCH_BATCH_MS)."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=r"finite number|less than or equal"):
+        Settings()
