@@ -26,6 +26,9 @@ const state = {
   showAll: false,
   timer: 0,
   seq: 0,
+  // An action's error on show (a 403, a 409): kept through the polls that follow, until
+  // the next action, or it would vanish at the refresh the action itself asks for.
+  kept: { jobs: false, models: false },
   onServerChange: () => {},
 };
 
@@ -53,20 +56,28 @@ export async function loadTraining() {
   ]);
   if (seq !== state.seq) return; // a newer refresh (after an action) answers instead
   if (jobs.status === "fulfilled") {
-    clearError($("jobs-error"));
+    if (!state.kept.jobs) clearError($("jobs-error"));
     state.workers = jobs.value.workers;
     renderJobs(jobs.value.jobs);
   } else {
+    state.kept.jobs = false;
     showError($("jobs-error"), jobs.reason);
+    if (refused(jobs.reason)) renderJobs([]);
   }
   if (models.status === "fulfilled") {
-    clearError($("models-error"));
+    if (!state.kept.models) clearError($("models-error"));
     renderModels(models.value.models);
   } else {
+    state.kept.models = false;
     showError($("models-error"), models.reason);
+    if (refused(models.reason)) renderModels([]);
   }
   schedule(jobs.status === "rejected" || models.status === "rejected");
 }
+
+/** A key missing or refused: what was listed with another key is not shown (nor its
+ * buttons offered), and nothing moves that needs a fast poll. */
+const refused = (err) => err instanceof ApiError && (err.status === 401 || err.status === 403);
 
 // ---------------------------------------------------------------- keyed rows
 
@@ -184,10 +195,12 @@ async function cancelJob(job) {
     : `Cancel job ${job.id}? It has not started yet.`;
   if (!confirm(question)) return;
   clearError($("jobs-error"));
+  state.kept.jobs = false;
   try {
     await request("POST", `/v1/training/jobs/${encodeURIComponent(job.id)}/cancel`);
   } catch (err) {
     showError($("jobs-error"), err); // 409: it ended meanwhile; the list shows how
+    state.kept.jobs = true;
   }
   await loadTraining();
 }
@@ -235,10 +248,12 @@ async function versionAction(version, action) {
   state.pending.add(version);
   renderModels(state.models);
   clearError($("models-error"));
+  state.kept.models = false;
   try {
     await action();
   } catch (err) {
     showError($("models-error"), err);
+    state.kept.models = true;
   } finally {
     state.pending.delete(version);
   }

@@ -938,6 +938,14 @@ def test_training_panel_needs_keys_and_says_so(
         page.clock.fast_forward(28_000)
         page.wait_for_selector(f'#job-list li[data-job-id="{queued["id"]}"]')
         assert any(u.endswith("/readyz") for u in requests), requests
+        # Cancelling it with the read key: refused, and the refusal stays on show (the
+        # refresh that followed the action cleared it at once).
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click(f'#job-list li[data-job-id="{queued["id"]}"] button[data-key="cancel"]')
+        page.wait_for_selector("#jobs-error:not([hidden])")
+        page.clock.fast_forward(31_000)  # the idle poll after it, too
+        page.wait_for_timeout(300)
+        assert page.text_content("#jobs-error").startswith("Your API key may not do this")
 
         # Media with a key: a signed link the element streams (it was the whole file
         # downloaded with the header into a blob: first), and "Open file" through one.
@@ -1000,6 +1008,9 @@ def test_training_panel_needs_keys_and_says_so(
         page.wait_for_selector("#key-state:text-is('not set')")
         page.wait_for_selector("#models-error:not([hidden])")
         assert "needs an API key" in page.text_content("#models-error")
+        # What the key listed is not left on show with its buttons, polled every 6 s.
+        assert page.locator("#model-list li, #job-list li").count() == 0
+        assert page.get_attribute("#training", "data-polling") == "off"
         other.close()
 
         # Storage blocked (private mode, blocked cookies): the key entered still works
