@@ -20,7 +20,7 @@ from tqdm import tqdm
 from indexer.choice import IndexChoice, IndexPolicy, exact_choice
 from indexer.errors import IndexBuildError, SourceError
 from indexer.source import VectorSource
-from indexer.tuning import ExactNeighbours, drop_self, exact_tuning, tune
+from indexer.tuning import ExactNeighbours, drop_self, exact_tuning, tune, tune_wide
 from indexer.vector_index import IndexInfo, VectorIndex, check_vectors, now_utc
 
 LOG = logging.getLogger("indexer")
@@ -148,7 +148,8 @@ def build_vector_index(
         query_ids = tuning_query_ids(ids, train_ids, policy.tuning_queries, rng)
         query_ids, queries = fetch_present(source, space, modality, query_ids, dim)
         k = min(policy.recall_k, n - 1)
-        exact = ExactNeighbours(queries, k + 1) if k >= 1 else None
+        wide_k = max(k, min(policy.wide_k, n - 1))
+        exact = ExactNeighbours(queries, wide_k + 1) if k >= 1 else None
 
     added: list[np.ndarray] = []
     bar = tqdm(total=n, desc=f"index {name}", unit="vec", disable=None, leave=False)
@@ -168,14 +169,16 @@ def build_vector_index(
     ids = np.concatenate(added) if added else np.zeros(0, np.int64)
 
     if exact is not None:
-        truth = drop_self(exact.result(), query_ids, k)
+        wide_truth = drop_self(exact.result(), query_ids, wide_k)
+        truth = wide_truth[:, :k]  # the exact lists are ranked: the first k are top-k
         tuning = tune(
             index, choice.param, choice.candidates, queries, query_ids, truth, policy.recall_target
         )
+        tuning = tune_wide(index, tuning, choice.candidates, queries, query_ids, wide_truth)
         level = logging.INFO if tuning.met else logging.WARNING
         LOG.log(
             level,
-            "%s: %s tuned to %s=%s, recall@%d %.3f (target %.2f%s)",
+            "%s: %s tuned to %s=%s, recall@%d %.3f (target %.2f%s); %s=%s at k=%s, recall %s",
             name,
             choice.factory,
             tuning.param,
@@ -184,6 +187,10 @@ def build_vector_index(
             tuning.recall,
             tuning.target,
             "" if tuning.met else ", NOT reached",
+            tuning.param,
+            tuning.wide_value,
+            tuning.wide_k,
+            "n/a" if tuning.wide_recall is None else f"{tuning.wide_recall:.3f}",
         )
     else:
         tuning = exact_tuning(policy.recall_k, policy.recall_target)

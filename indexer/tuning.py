@@ -15,7 +15,8 @@ say) the best one is kept and ``met`` says so.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import faiss
@@ -32,6 +33,23 @@ class Tuning:
     k: int
     queries: int
     curve: tuple[tuple[int, float], ...] = ()  # (value, recall) for every value tried
+    # The same target measured at a larger k (the most results a search may ask for):
+    # more results need more lists probed (recall@500 fell to 0.81 at recall@10's
+    # nprobe). None: not measured (an exact index, too few vectors, an older build).
+    wide_k: int | None = None
+    wide_value: int | None = None
+    wide_recall: float | None = None
+
+    def value_for(self, k: int) -> int | None:
+        """The parameter for a search of `k` results: the tuned value up to `self.k`;
+        past it, scaled as measured at `wide_k` (a power law through the two points,
+        which the measured curves follow, and on with it past `wide_k`)."""
+        if k <= self.k or self.value is None or self.wide_k is None or self.wide_value is None:
+            return self.value
+        if self.wide_value <= self.value or self.wide_k <= self.k:
+            return self.value
+        slope = math.log(self.wide_value / self.value) / math.log(self.wide_k / self.k)
+        return math.ceil(self.value * (k / self.k) ** slope - 1e-9)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -136,3 +154,21 @@ def tune(
     best_value, best_recall = max(curve, key=lambda point: (point[1], -point[0]))
     space.set_index_parameter(index, param, best_value)
     return Tuning(param, best_value, best_recall, target, False, k, len(queries), tuple(curve))
+
+
+def tune_wide(
+    index: faiss.Index,
+    tuning: Tuning,
+    candidates: tuple[int, ...],
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    truth: np.ndarray,
+) -> Tuning:
+    """`tuning` with the value that reaches its target at `truth`'s larger k (from the
+    tuned value up); the index is left at the tuned value."""
+    if tuning.param is None or tuning.value is None or truth.shape[1] <= tuning.k:
+        return tuning
+    wider = tuple(c for c in candidates if c >= tuning.value) or (tuning.value,)
+    wide = tune(index, tuning.param, wider, queries, query_ids, truth, tuning.target)
+    faiss.ParameterSpace().set_index_parameter(index, tuning.param, tuning.value)
+    return replace(tuning, wide_k=wide.k, wide_value=wide.value, wide_recall=wide.recall)

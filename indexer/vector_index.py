@@ -374,7 +374,13 @@ class VectorIndex:
         k = int(k)
         queries = check_queries(queries, self.info.dim)
         with self._lock.read():
-            gpu = filter is None and self._gpu is not None and k + len(self._tomb) <= GPU_MAX_K
+            gpu = (
+                filter is None
+                and self._gpu is not None
+                and k + len(self._tomb) <= GPU_MAX_K
+                # The GPU copy probes as tuned for recall_k; more results need more.
+                and self.info.tuning.value_for(k) == self.info.tuning.value
+            )
             try:
                 if gpu:
                     scores, labels = self._gpu_search(queries, k)
@@ -425,21 +431,22 @@ class VectorIndex:
         if matches == 0:
             n = len(queries)
             return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
-        search = self._search_with(sel, selectivity, exhaustive)
+        search = self._search_with(sel, selectivity, exhaustive, k)
         scores, labels = search(queries, k)
         wanted = min(k, matches)
         short = (labels >= 0).sum(axis=1) < wanted
         if short.any() and not exhaustive and self.info.kind != "flat":
-            again = self._search_with(sel, selectivity, exhaustive=True)
+            again = self._search_with(sel, selectivity, True, k)
             s2, l2 = again(queries[short], k)
             scores[short], labels[short] = s2, l2
         del keep
         return scores, labels
 
     def _search_with(
-        self, sel: faiss.IDSelector | None, selectivity: float, exhaustive: bool
+        self, sel: faiss.IDSelector | None, selectivity: float, exhaustive: bool, k: int
     ) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-        """A search function with this selector and the parameter scaled to the filter."""
+        """A search function with this selector and the parameter scaled to the filter
+        and to `k` (Tuning.value_for)."""
         index = self._index
         kind = self.info.kind
         if kind == "flat":
@@ -448,11 +455,11 @@ class VectorIndex:
         if kind == "ivf":
             assert self._faiss_ivf is not None
             nlist = self._faiss_ivf.nlist
-            base = self.param_value or self._faiss_ivf.nprobe
+            base = self.info.tuning.value_for(k) or self._faiss_ivf.nprobe
             nprobe = (
                 nlist if exhaustive else min(nlist, math.ceil(base / max(selectivity, 1 / nlist)))
             )
-            if sel is None and nprobe == base:
+            if sel is None and nprobe == self._faiss_ivf.nprobe:
                 return lambda q, k: index.search(q, k)
             params = (
                 faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
@@ -463,7 +470,7 @@ class VectorIndex:
         # HNSW: efSearch scaled by the filter; exhaustive = FAISS brute force over its storage
         if exhaustive:
             return self._hnsw_exhaustive(sel)
-        base = self.param_value or 64
+        base = self.info.tuning.value_for(k) or 64
         ef = int(min(4096, math.ceil(base / max(selectivity, 1e-3))))
 
         def hnsw_search(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -541,6 +548,9 @@ class VectorIndex:
             "recall_met": tuning.met,
             "tuning_queries": tuning.queries,
             "tuning_curve": [list(point) for point in tuning.curve],
+            "wide_k": tuning.wide_k,
+            "wide_params": {tuning.param: tuning.wide_value} if tuning.wide_value else {},
+            "recall_at_wide_k": tuning.wide_recall,
             "device": self.device,
             "device_reason": self.device_reason,
             "memory_bytes": self.memory_bytes(),

@@ -11,6 +11,7 @@ import pytest
 
 from indexer import ArraySource, IndexPolicy, IndexSet, recall_at_k
 from indexer.synthetic import ClusteredSphere
+from indexer.tuning import Tuning
 
 Reference = Callable[..., tuple[np.ndarray, np.ndarray]]
 
@@ -120,3 +121,40 @@ def test_tuned_recall_is_what_fresh_queries_get(tmp_path: Path) -> None:
         gaps.append(stats["recall_at_k"] - fresh)
         index_set.close()
     assert abs(float(np.mean(gaps))) < 0.012, gaps  # 0.031 when it tuned on training vectors
+
+
+@pytest.mark.parametrize("factory", ["rules-ivf", "rules-hnsw"])
+def test_many_results_keep_the_recall_target(
+    tmp_path: Path,
+    source: ArraySource,
+    data: tuple[np.ndarray, np.ndarray],
+    sphere: ClusteredSphere,
+    reference: Reference,
+    factory: str,
+) -> None:
+    """The parameter was tuned for recall@10 and used for any k: searches for hundreds
+    of results (the API allows 1,000) lost a fifth of them. The target is measured at
+    the largest k too, and a search probes what its k needs."""
+    ids, vectors = data
+    policy = _policy(factory, factory == "rules-hnsw")
+    index_set = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, source, policy, save=False)
+    stats = index_set.stats()["indexes"]["vat/audio"]
+    assert stats["wide_k"] == policy.wide_k and stats["recall_at_wide_k"] >= policy.recall_target
+    ((name, wide),) = stats["wide_params"].items()
+    assert wide >= stats["params"][name]
+    queries = sphere.sample(200, seed=42)
+    for k in (100, 500):
+        found = index_set.search("vat", "audio", queries, k).ids
+        measured = recall_at_k(found, reference(ids, vectors, queries, k)[1])
+        assert measured >= 0.93, (k, measured, stats["params"], stats["wide_params"])
+
+
+def test_the_parameter_grows_with_k_as_measured() -> None:
+    tuned = Tuning("nprobe", 16, 0.96, 0.95, True, 10, 200, wide_k=1000, wide_value=64)
+    assert [tuned.value_for(k) for k in (1, 10, 100, 1000)] == [16, 16, 32, 64]
+    assert tuned.value_for(4000) == 98  # on past the widest k measured, as the curve goes
+    flat = Tuning("nprobe", 16, 0.96, 0.95, True, 10, 200, wide_k=1000, wide_value=16)
+    assert flat.value_for(1000) == 16
+    older = Tuning("nprobe", 16, 0.96, 0.95, True, 10, 200)  # built before it was measured
+    assert older.value_for(1000) == 16
+    assert Tuning.from_dict(tuned.as_dict()) == tuned
