@@ -148,7 +148,7 @@ def build_vector_index(
         query_ids = tuning_query_ids(ids, train_ids, policy.tuning_queries, rng)
         query_ids, queries = fetch_present(source, space, modality, query_ids, dim)
         k = min(policy.recall_k, n - 1)
-        wide_k = max(k, min(policy.wide_k, n - 1))
+        wide_k = max(k, min(max(policy.wide_ks, default=k), n - 1))
         exact = ExactNeighbours(queries, wide_k + 1) if k >= 1 else None
 
     added: list[np.ndarray] = []
@@ -174,11 +174,13 @@ def build_vector_index(
         tuning = tune(
             index, choice.param, choice.candidates, queries, query_ids, truth, policy.recall_target
         )
-        tuning = tune_wide(index, tuning, choice.candidates, queries, query_ids, wide_truth)
+        tuning = tune_wide(
+            index, tuning, choice.candidates, queries, query_ids, wide_truth, policy.wide_ks
+        )
         level = logging.INFO if tuning.met else logging.WARNING
         LOG.log(
             level,
-            "%s: %s tuned to %s=%s, recall@%d %.3f (target %.2f%s); %s=%s at k=%s, recall %s",
+            "%s: %s tuned to %s=%s, recall@%d %.3f (target %.2f%s); for more results %s",
             name,
             choice.factory,
             tuning.param,
@@ -187,10 +189,7 @@ def build_vector_index(
             tuning.recall,
             tuning.target,
             "" if tuning.met else ", NOT reached",
-            tuning.param,
-            tuning.wide_value,
-            tuning.wide_k,
-            "n/a" if tuning.wide_recall is None else f"{tuning.wide_recall:.3f}",
+            ", ".join(f"k={k}: {v} (recall {r:.3f})" for k, v, r in tuning.wide) or "n/a",
         )
     else:
         tuning = exact_tuning(policy.recall_k, policy.recall_target)

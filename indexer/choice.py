@@ -45,9 +45,9 @@ class IndexPolicy:
     exact_max_floats: int = 1 << 22  # exact search while n * d <= this
     recall_target: float = 0.95  # recall@k the tuner must reach against exact search
     recall_k: int = 10
-    # The target is measured at this k too (the API's largest): a search for more than
-    # recall_k results probes as many more lists as that measure says it needs.
-    wide_k: int = 1000
+    # The target is measured at these k too (up to the API's largest): a search for
+    # more than recall_k results probes as many more lists as those measures say.
+    wide_ks: tuple[int, ...] = (100, 1000)
     tuning_queries: int = 500  # held-out (leave-one-out) queries to tune and measure recall
     allow_hnsw: bool = False  # HNSW cannot delete: only for append-mostly sets
     hnsw_m: int = 32

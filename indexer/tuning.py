@@ -15,6 +15,7 @@ say) the best one is kept and ``met`` says so.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -33,33 +34,39 @@ class Tuning:
     k: int
     queries: int
     curve: tuple[tuple[int, float], ...] = ()  # (value, recall) for every value tried
-    # The same target measured at a larger k (the most results a search may ask for):
-    # more results need more lists probed (recall@500 fell to 0.81 at recall@10's
-    # nprobe). None: not measured (an exact index, too few vectors, an older build).
-    wide_k: int | None = None
-    wide_value: int | None = None
-    wide_recall: float | None = None
+    # The same target measured at larger k, up to the most results a search may ask
+    # for: (k, value, recall) each. More results need more lists probed (recall@100
+    # fell to 0.62 at recall@10's nprobe). Empty: not measured (an exact index, too few
+    # vectors, an index built before this was measured).
+    wide: tuple[tuple[int, int, float], ...] = ()
 
     def value_for(self, k: int) -> int | None:
         """The parameter for a search of `k` results: the tuned value up to `self.k`;
-        past it, scaled as measured at `wide_k` (a power law through the two points,
-        which the measured curves follow, and on with it past `wide_k`)."""
-        if k <= self.k or self.value is None or self.wide_k is None or self.wide_value is None:
+        past it, between the values measured at larger k (straight lines in log k and
+        log value, as the measured curves go), and on past the last with its slope."""
+        if k <= self.k or self.value is None or not self.wide:
             return self.value
-        if self.wide_value <= self.value or self.wide_k <= self.k:
-            return self.value
-        slope = math.log(self.wide_value / self.value) / math.log(self.wide_k / self.k)
-        return math.ceil(self.value * (k / self.k) ** slope - 1e-9)
+        points = [(self.k, self.value), *((wk, max(self.value, wv)) for wk, wv, _ in self.wide)]
+        # The stretch k falls in; past the widest k measured, the last one.
+        (k0, v0), (k1, v1) = next(
+            ((a, b) for a, b in itertools.pairwise(points) if k <= b[0]), points[-2:]
+        )
+        if k1 <= k0 or v1 <= v0:
+            return max(v0, v1)
+        slope = math.log(v1 / v0) / math.log(k1 / k0)
+        return math.ceil(v0 * (k / k0) ** slope - 1e-9)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["curve"] = [list(point) for point in self.curve]
+        data["wide"] = [list(point) for point in self.wide]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Tuning:
         fields = dict(data)
         fields["curve"] = tuple((int(v), float(r)) for v, r in data.get("curve", []))
+        fields["wide"] = tuple((int(k), int(v), float(r)) for k, v, r in data.get("wide", []))
         return cls(**fields)
 
 
@@ -163,12 +170,22 @@ def tune_wide(
     queries: np.ndarray,
     query_ids: np.ndarray,
     truth: np.ndarray,
+    ks: tuple[int, ...],
 ) -> Tuning:
-    """`tuning` with the value that reaches its target at `truth`'s larger k (from the
-    tuned value up); the index is left at the tuned value."""
-    if tuning.param is None or tuning.value is None or truth.shape[1] <= tuning.k:
+    """`tuning` with the value that reaches its target at each of `ks` above its own k
+    (each from the value before it up; `truth`: the exact lists, at least max(ks) long).
+    The index is left at the tuned value."""
+    if tuning.param is None or tuning.value is None:
         return tuning
-    wider = tuple(c for c in candidates if c >= tuning.value) or (tuning.value,)
-    wide = tune(index, tuning.param, wider, queries, query_ids, truth, tuning.target)
+    wide: list[tuple[int, int, float]] = []
+    start = tuning.value
+    for k in sorted({min(k, truth.shape[1]) for k in ks}):
+        if k <= tuning.k:
+            continue
+        wider = tuple(c for c in candidates if c >= start) or (start,)
+        found = tune(index, tuning.param, wider, queries, query_ids, truth[:, :k], tuning.target)
+        assert found.value is not None
+        wide.append((k, found.value, found.recall))
+        start = found.value
     faiss.ParameterSpace().set_index_parameter(index, tuning.param, tuning.value)
-    return replace(tuning, wide_k=wide.k, wide_value=wide.value, wide_recall=wide.recall)
+    return replace(tuning, wide=tuple(wide))

@@ -548,9 +548,8 @@ class VectorIndex:
             "recall_met": tuning.met,
             "tuning_queries": tuning.queries,
             "tuning_curve": [list(point) for point in tuning.curve],
-            "wide_k": tuning.wide_k,
-            "wide_params": {tuning.param: tuning.wide_value} if tuning.wide_value else {},
-            "recall_at_wide_k": tuning.wide_recall,
+            # [k, value, recall] measured for searches of more results
+            "wide_tuning": [list(point) for point in tuning.wide],
             "device": self.device,
             "device_reason": self.device_reason,
             "memory_bytes": self.memory_bytes(),

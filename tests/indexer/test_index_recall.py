@@ -139,21 +139,26 @@ def test_many_results_keep_the_recall_target(
     policy = _policy(factory, factory == "rules-hnsw")
     index_set = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, source, policy, save=False)
     stats = index_set.stats()["indexes"]["vat/audio"]
-    assert stats["wide_k"] == policy.wide_k and stats["recall_at_wide_k"] >= policy.recall_target
-    ((name, wide),) = stats["wide_params"].items()
-    assert wide >= stats["params"][name]
+    measured_ks = [k for k, _, _ in stats["wide_tuning"]]
+    assert measured_ks == list(policy.wide_ks)
+    assert all(recall >= policy.recall_target for _, _, recall in stats["wide_tuning"])
+    ((_, value),) = stats["params"].items()
+    assert [v for _, v, _ in stats["wide_tuning"]] == sorted(v for _, v, _ in stats["wide_tuning"])
+    assert stats["wide_tuning"][0][1] >= value
     queries = sphere.sample(200, seed=42)
     for k in (100, 500):
         found = index_set.search("vat", "audio", queries, k).ids
         measured = recall_at_k(found, reference(ids, vectors, queries, k)[1])
-        assert measured >= 0.93, (k, measured, stats["params"], stats["wide_params"])
+        assert measured >= 0.93, (k, measured, stats["params"], stats["wide_tuning"])
 
 
 def test_the_parameter_grows_with_k_as_measured() -> None:
-    tuned = Tuning("nprobe", 16, 0.96, 0.95, True, 10, 200, wide_k=1000, wide_value=64)
-    assert [tuned.value_for(k) for k in (1, 10, 100, 1000)] == [16, 16, 32, 64]
-    assert tuned.value_for(4000) == 98  # on past the widest k measured, as the curve goes
-    flat = Tuning("nprobe", 16, 0.96, 0.95, True, 10, 200, wide_k=1000, wide_value=16)
+    wide = ((100, 256, 0.95), (1000, 512, 0.95))
+    tuned = Tuning("nprobe", 8, 0.96, 0.95, True, 10, 200, wide=wide)
+    assert [tuned.value_for(k) for k in (1, 10, 100, 1000)] == [8, 8, 256, 512]
+    assert tuned.value_for(30) == 42  # 8 × 3^(log 32 / log 10): between the measures
+    assert tuned.value_for(4000) == 778  # 256 × 40^(log 2 / log 10): on as the last stretch
+    flat = Tuning("nprobe", 16, 0.96, 0.95, True, 10, 200, wide=((100, 16, 0.97),))
     assert flat.value_for(1000) == 16
     older = Tuning("nprobe", 16, 0.96, 0.95, True, 10, 200)  # built before it was measured
     assert older.value_for(1000) == 16
