@@ -249,10 +249,11 @@ class IndexSet:
                     entries[index.name] = previous
                     continue
                 # Serialised under the index's lock; the slow fsync happens after it.
-                staged, physical, generation = index.write(
+                staged, live, deleted, generation = index.write(
                     lambda faiss_index, name=index.name: self._store.stage_index(name, faiss_index)
                 )
                 file, sha, size = self._store.commit_index(staged)
+                physical = np.union1d(live, deleted)
                 entries[index.name] = IndexEntry(
                     file=file,
                     sha256=sha,
@@ -261,6 +262,8 @@ class IndexSet:
                     count=len(physical),
                     ids_sha256=ids_digest(physical),
                     info=index.info.as_dict(),
+                    deleted=len(deleted),
+                    live_sha256=ids_digest(live) if len(deleted) else "",
                 )
                 saved.append((index, generation))
             manifest = Manifest(self.version, now_utc(), entries)
@@ -381,8 +384,13 @@ def _open_one(
 
     action: Literal["built", "rebuilt"] = "built" if manifest is None else "rebuilt"
     if loaded is not None:
+        assert entry is not None
         missing = np.setdiff1d(truth, physical, assume_unique=True)
         extra = loaded.tombstones  # physical ids the source no longer has
+        if entry.deleted and not len(missing) and entry.live_sha256 == ids_digest(truth):
+            extra = 0  # deleted before the save (an HNSW keeps them): nothing changed since
+        elif entry.deleted:
+            extra = max(0, extra - entry.deleted)  # those deleted since the save
         changes = len(missing) + extra
         if changes > policy.reconcile_max_fraction * max(1, len(truth)):
             why = (

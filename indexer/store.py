@@ -63,6 +63,11 @@ class IndexEntry:
     count: int  # ids physically in the file
     ids_sha256: str
     info: dict[str, Any] = field(default_factory=dict)  # IndexInfo.as_dict()
+    # Of those ids, how many were deleted when it was saved (an HNSW cannot remove them),
+    # and the sha256 of the others: a file whose live ids are the source's is current,
+    # whatever deleted ones it still holds. 0 and "" in manifests written before.
+    deleted: int = 0
+    live_sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -499,14 +499,15 @@ class VectorIndex:
         return exhaustive
 
     # ------------------------------------------------------------------ persistence
-    def write(self, writer: Callable[[faiss.Index], T]) -> tuple[T, np.ndarray, int]:
+    def write(self, writer: Callable[[faiss.Index], T]) -> tuple[T, np.ndarray, np.ndarray, int]:
         """Compact, then hand the index to `writer` under the read lock (searches go on,
         writes wait, and searches wait behind a waiting write: keep `writer` short). Returns
-        what `writer` returned, the ids physically in what it saw, and the generation to
-        pass to mark_saved() once the save is committed."""
+        what `writer` returned, the live and the deleted ids physically in what it saw (an
+        HNSW keeps its deleted ones), and the generation to pass to mark_saved() once the
+        save is committed."""
         self.compact()
         with self._lock.read():
-            return writer(self._index), _merge(self._live, self._tomb), self._changes
+            return writer(self._index), self._live.copy(), self._tomb.copy(), self._changes
 
     def maintenance_reason(self) -> str | None:
         """Why this index should be rebuilt from the source now, or None."""

@@ -81,10 +81,18 @@ def test_hnsw_deletes_are_tombstones_until_the_rebuild_drops_them(
     assert stats["kind"] == "hnsw" and stats["tombstones"] == 300
     assert not np.isin(index_set.search("vat", "audio", vectors[:50], 10).ids, gone).any()
     assert index_set.maintain() == []
-    # saved with its tombstones: the manifest records what the file holds
+    # Saved with its tombstones, which the manifest records: opened again, it is current
+    # (it was "patched, 300 deleted ones removed" and rewritten at every start, though
+    # nothing changed and nothing was removed), and they stay hidden.
     index_set.save()
     again = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, source, policy)
-    assert again.events[0].action == "patched" and again.events[0].removed == 300
+    assert again.events[0].action == "loaded", again.events[0]
+    assert again.stats()["indexes"]["vat/audio"]["tombstones"] == 300
+    assert not np.isin(again.search("vat", "audio", vectors[:50], 10).ids, gone).any()
+    source.delete(ids[300:310])  # deleted since that save: those alone are news
+    patched = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, source, policy, save=False)
+    assert (patched.events[0].action, patched.events[0].removed) == ("patched", 10)
+    source.put("vat", "audio", ids[300:310], vectors[300:310])
     more = ids[300:500]
     source.delete(more)
     again.remove(more)
