@@ -293,9 +293,15 @@ class IndexSet:
             started = time.perf_counter()
             LOG.warning("%s: rebuilding in the background: %s", old.name, reason)
             truth = source_ids(self._source, space, modality)
-            sizes = {k: (index.ntotal, self.dims[k[0]]) for k, index in self._indexes.items()}
-            sizes[key] = (len(truth), self.dims[space])
-            choice = choose_for_set(sizes, self.policy, self.budget_bytes)[key]
+            # The others stay as they are: what is left of the budget after their real
+            # size is this one's. (Chosen as a set, the others were stepped down the ladder
+            # on paper only, and the set went over its budget.)
+            budget = self.budget_bytes
+            if budget is None:
+                budget = self.policy.memory_budget_bytes
+            others = sum(i.memory_bytes() for k, i in self._indexes.items() if k != key)
+            sizes = {key: (len(truth), self.dims[space])}
+            choice = choose_for_set(sizes, self.policy, max(0, budget - others))[key]
             new = build_vector_index(
                 space, modality, self.dims[space], self._source, choice, self.policy, ids=truth
             )

@@ -122,3 +122,26 @@ def test_bad_input_gets_typed_errors_that_say_what_is_wrong(
     assert index_set.add("vat", "audio", [7], unit) == 1
     assert index_set.add("vat", "audio", [7], unit) == 0, "adds are idempotent"
     assert index_set.remove([7, 123456789]) == 1
+
+
+def test_a_rebuild_keeps_the_set_within_its_budget(tmp_path: Path, sphere: ClusteredSphere) -> None:
+    """Rebuilding the index that grew chose for the whole set again: on paper the other
+    index stepped down the codec ladder (and was not rebuilt), so the grown one took
+    SQfp16 and the set held 1.28 MB against its 1.2 MB budget."""
+    source = ArraySource()
+    big, grown = sphere.sample(6000, seed=1), sphere.sample(6000, seed=2)
+    source.put("vat", "audio", np.arange(6000), big)
+    source.put("vat", "video", np.arange(10_000, 10_300), grown[:300])
+    budget = 1_200_000
+    index_set = IndexSet.open(
+        tmp_path, "v1", {"vat": ["audio", "video"]}, {"vat": 32}, source,
+        IndexPolicy(exact_max_floats=0, tuning_queries=100), budget_bytes=budget, save=False,
+    )  # fmt: skip
+    assert index_set.stats()["memory_bytes"] <= budget
+    source.put("vat", "video", np.arange(10_000, 16_000), grown)
+    index_set.add("vat", "video", np.arange(10_300, 16_000), grown[300:])
+    index_set.rebuild("vat", "video", "grew")
+    stats = index_set.stats()
+    assert stats["indexes"]["vat/audio"]["factory"].endswith(",Flat")  # as it was
+    assert "Flat" not in stats["indexes"]["vat/video"]["factory"]  # what the rest allows
+    assert stats["memory_bytes"] <= budget, stats
