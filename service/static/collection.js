@@ -15,6 +15,11 @@ export function filterItems(key, value) {
   state.filter = key === null ? null : { [key]: value };
   $("items-filter").hidden = !state.filter;
   $("items-filter-text").textContent = state.filter ? `${key} = ${JSON.stringify(value)}` : "";
+  // The value clicked goes with the rows it was in, "Show all" with the filter: the
+  // keyboard's place moves to what comes next rather than to the page's top.
+  if (state.filter) $("items-filter-clear").focus();
+  else if (!document.activeElement || document.activeElement === document.body ||
+    document.activeElement === $("items-filter-clear")) $("items-title").focus();
   loadItems(true);
 }
 
@@ -34,6 +39,7 @@ export async function loadItems(reset) {
   state.resetting = reset;
   clearError($("items-error"));
   setStatus($("items-status"), "Loading…", true);
+  const fromMore = document.activeElement === $("items-more");
   $("items-more").disabled = true;
   try {
     const body = await request("GET", "/v1/items", {
@@ -49,6 +55,8 @@ export async function loadItems(reset) {
     state.shown += rows.length;
     state.cursor = body.next_cursor;
     $("items-more").hidden = !state.cursor;
+    // The last page: its button goes, and the keyboard goes on from the first row it brought.
+    if (fromMore && !state.cursor) (rows[0] || $("items-title")).focus();
     showItemCount();
   } catch (err) {
     if (err.name === "AbortError") return;
@@ -132,11 +140,17 @@ async function deleteItem(item, row) {
   // The row as listed now: a refresh or an upload's outcome may have replaced the one
   // clicked while the request was on its way.
   const listed = $("item-list").querySelector(`li[data-item-id="${CSS.escape(item.id)}"]`);
+  const focused = document.activeElement;
+  const hadFocus = !focused || focused === document.body || row.contains(focused) ||
+    Boolean(listed && listed.contains(focused));
+  const gone = listed || row;
+  const next = gone.nextElementSibling || gone.previousElementSibling;
   if (listed) {
     listed.remove();
     state.shown = Math.max(0, state.shown - 1);
   }
   row.remove();
+  if (hadFocus) (next && next.isConnected ? next : $("items-title")).focus(); // not the page's top
   for (const card of document.querySelectorAll("#results .card")) {
     if (card.dataset.itemId === item.id) card.remove();
   }

@@ -367,7 +367,8 @@ export function itemRow(item, opts) {
   const text = item.text || transcriptText(item.transcript);
   const row = h(
     "li",
-    { class: "item-row", dataset: { itemId: item.id, kind: item.kind } },
+    // tabindex -1: focus lands on a row when the control it came from goes away
+    { class: "item-row", tabindex: "-1", dataset: { itemId: item.id, kind: item.kind } },
     thumbnail(item),
     h(
       "div",

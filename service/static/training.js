@@ -88,6 +88,7 @@ const refused = (err) => err instanceof ApiError && (err.status === 401 || err.s
  * @param {{key: string, sig: string, build: () => HTMLElement}[]} rows
  */
 function reconcile(list, rows) {
+  const focusedAt = [...list.children].findIndex((el) => el.contains(document.activeElement));
   const existing = new Map([...list.children].map((el) => [el.dataset.row, el]));
   const elements = rows.map(({ key, sig, build }) => {
     const old = existing.get(key);
@@ -101,7 +102,15 @@ function reconcile(list, rows) {
   elements.forEach((el, i) => {
     if (list.children[i] !== el) list.insertBefore(el, list.children[i] || null);
   });
-  for (const el of [...list.children].slice(elements.length)) el.remove();
+  const gone = [...list.children].slice(elements.length);
+  const lost = gone.some((el) => el.contains(document.activeElement));
+  for (const el of gone) el.remove();
+  // A row whose button had the keyboard went (a version deleted): the next row has it,
+  // or the list's heading, rather than the page's top.
+  if (lost) {
+    const near = list.children[Math.min(focusedAt, list.children.length - 1)];
+    (near || document.getElementById(list.getAttribute("aria-labelledby"))).focus();
+  }
 }
 
 /** Replace a row by its new version, carrying over unfolded details and the focus. */

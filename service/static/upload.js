@@ -80,9 +80,12 @@ async function watchProcessing(item, mine, isNew = true) {
   try {
     while (current.status === "processing") {
       if (Date.now() - started > POLL_LIMIT_MS) {
+        // No longer watched: listed as it is, and the line says how to look again (it
+        // promised the collection would show it, which nothing then refreshed).
+        showItem(current, isNew);
         if (mine === shownUpload) {
-          setStatus($("upload-status"),
-            `Still processing ${item.id}; it will show in the collection when it is ready.`);
+          setStatus($("upload-status"), `Still processing ${item.id} after 15 minutes; it ` +
+            "is listed in the collection as processing. Refresh the collection to see it ready.");
         }
         return;
       }
@@ -93,8 +96,9 @@ async function watchProcessing(item, mine, isNew = true) {
   } catch (err) {
     if (mine === shownUpload) {
       setStatus($("upload-status"), `Stored as ${item.id}, still processing; its progress ` +
-        `could not be checked (${describeError(err)}). It shows in the collection when ready.`);
+        `could not be checked (${describeError(err)}). Refresh the collection to see it ready.`);
     }
+    showItem(current, isNew);
     return;
   }
   if (mine === shownUpload) finish(current);

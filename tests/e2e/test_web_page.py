@@ -19,6 +19,7 @@ switches to; the page rolls back, deletes, and cancels a queued job.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from e2e_server import (
     running_server,
     start_worker,
 )
-from playwright.sync_api import Page
+from playwright.sync_api import Page, Route
 from unseen_world_client import upload_world
 
 from model.corpus.unseen import UnseenWorld, make_unseen_world
@@ -322,6 +323,39 @@ def test_several_files_upload_one_after_another_and_each_outcome_is_said(
     assert page.input_value("#upload-metadata") == "" and page.is_hidden("#upload-error")
 
 
+def test_an_upload_processing_past_the_watch_is_listed_and_says_how_to_look_again(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    """Past 15 minutes of processing the page stops watching an upload. It said the item
+    "will show in the collection when it is ready", which nothing then refreshed, and
+    never listed it."""
+    page.clock.install()
+
+    def still_processing(route: Route) -> None:
+        if route.request.method != "GET" or not re.search(r"/v1/items/[^/]+$", route.request.url):
+            route.fallback()
+            return
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "status": "processing"})
+
+    page.route("**/v1/items/*", still_processing)
+    open_page(page, server.url)
+    page.check("#upload-background")
+    page.set_input_files("#upload-file", str(make_tone(tmp_path / "long-one.wav", 1999)))
+    page.click("#upload-submit")
+    page.wait_for_function(
+        "/processing/i.test(document.querySelector('#upload-status').textContent)"
+    )
+    for _ in range(20):  # a minute at a time: each pending pause ends, its check runs
+        page.clock.fast_forward(60_000)
+        page.wait_for_timeout(150)
+        if "after 15 minutes" in page.text_content("#upload-status"):
+            break
+    assert "listed in the collection as processing" in page.text_content("#upload-status")
+    row = page.locator("#item-list li", has=page.locator(".filename", has_text="long-one.wav"))
+    assert row.count() == 1 and row.locator(".badge.status-processing").count() == 1
+
+
 def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path: Path) -> None:
     # One more text item than a page holds (PAGE_SIZE = 20 in service/static/collection.js).
     texts = [f"note {i}: the blue cup falls on the wooden floor" for i in range(21)]
@@ -336,9 +370,13 @@ def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path
     count_is = "([sel, n]) => document.querySelectorAll(sel).length === n"
     page.wait_for_function(count_is, arg=[rows, 20])
     assert page.is_visible("#items-more")
-    page.click("#items-more")
+    page.focus("#items-more")
+    page.keyboard.press("Enter")
     page.wait_for_function(count_is, arg=[rows, 21])
     assert page.is_hidden("#items-more")
+    # The button went with the last page: the keyboard goes on from the row it brought
+    # (it was left on the page's top).
+    assert page.evaluate("document.activeElement.matches('#item-list li.item-row')")
     assert page.locator("#item-list li").count() == 21  # the filter shows texts only
 
     # An upload joins the list where it belongs, without a reload that would drop the
@@ -420,6 +458,23 @@ def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path
     page.evaluate("document.querySelector('#results .card:last-child').scrollIntoView()")
     page.wait_for_selector("#results .card:last-child :is(audio, video)[src]", state="attached")
     assert page.evaluate(with_source) > first
+
+    # By keyboard, where the control pressed goes away: a deleted row's neighbour, the
+    # filter's "Show all", then the list's heading (each was the page's top).
+    focused = "document.activeElement.id || document.activeElement.dataset.itemId"
+    listed = page.locator("#item-list li.item-row")
+    after = listed.nth(1).get_attribute("data-item-id")
+    page.once("dialog", lambda dialog: dialog.accept())
+    listed.first.locator("button[aria-label^='Delete']").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"a => ({focused}) === a", arg=after)
+    page.locator("#item-list li .meta-filter").first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#items-filter:not([hidden])")
+    assert page.evaluate(focused) == "items-filter-clear"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#items-filter", state="hidden")
+    assert page.evaluate(focused) == "items-title"
 
 
 # The long video's transcript: (start s, end s, text). Segments are 10 s every 5 s.
@@ -800,9 +855,11 @@ def _train_from_the_page(page: Page, server: Server, client: httpx.Client, first
 
     # Delete the new version, confirming: gone from the page and the API.
     page.once("dialog", lambda d: d.accept())
-    page.click(f'{new_row} button[data-key="delete"]')
+    page.focus(f'{new_row} button[data-key="delete"]')
+    page.keyboard.press("Enter")  # by keyboard: its place goes to the row left, not the top
     page.wait_for_selector(new_row, state="detached")
     assert [m["version"] for m in client.get("/v1/models").json()["models"]] == [first]
+    assert page.evaluate("document.activeElement.dataset.version") == first
     assert page.is_hidden("#models-error") and page.is_hidden("#jobs-error")
 
     # On a phone: the panel with its curve and table fits the screen.
