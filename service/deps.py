@@ -121,6 +121,24 @@ async def require_media_read(request: Request) -> None:
         raise Unauthorized(problem)
 
 
+def check_route_key(request: Request) -> None:
+    """The key check of the route `request` matched, run on its own: FastAPI reads a
+    JSON body before a route's dependencies, so a malformed one was answered 422 before
+    a request without a key could be told 401 (service/errors.py asks this first)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    found: list[object] = []
+    stack = [dependant] if dependant is not None else []
+    while stack:
+        current = stack.pop()
+        found.append(current.call)
+        stack.extend(current.dependencies)
+    if require_write in found:
+        authorize(_runtime(request).settings, request.headers.get("authorization", ""), "write")
+    elif require_read in found:  # (media routes take no body; a signed link is their key)
+        authorize(_runtime(request).settings, request.headers.get("authorization", ""), "read")
+
+
 ReadAccess = Annotated[None, Depends(require_read)]
 MediaReadAccess = Annotated[None, Depends(require_media_read)]
 WriteAccess = Annotated[None, Depends(require_write)]

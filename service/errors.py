@@ -7,6 +7,7 @@ including FastAPI's validation errors and Starlette's 404/405 for unknown routes
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -185,13 +186,24 @@ def service_error_response(exc: ServiceError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI, check_key: Callable[[Request], None] | None = None
+) -> None:
+    """`check_key(request)`: the key check of the route matched (ServiceError when it
+    fails), answered before a malformed body is: a request without a key is told 401
+    whatever it sent."""
+
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return service_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if check_key is not None:
+            try:
+                check_key(request)
+            except ServiceError as refused:
+                return service_error_response(refused)
         errors = _jsonable_errors(list(exc.errors()))
         return error_response(
             422, "invalid_request", validation_message(errors), {"errors": errors}

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.answered_errors import AnsweredErrorsEndHere
 from service.body_limit import JsonBodyLimit
+from service.deps import check_route_key
 from service.errors import install_error_handlers
 from service.fast_path import TextSearchFastPath
 from service.logs import RequestContextMiddleware
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, check_route_key)
     app.add_middleware(JsonBodyLimit)
     if settings.cors_origin_list:
         app.add_middleware(
