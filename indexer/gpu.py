@@ -202,6 +202,7 @@ def make_replica(
         cpu_index.d,
         min(free) if free else None,
         exact_max_bytes,
+        value if param == "nprobe" else None,
     )
     if plan.plan == "cpu":
         return None, plan.reason

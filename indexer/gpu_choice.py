@@ -31,6 +31,8 @@ GPU_EXACT_MAX_BYTES = 4 << 30
 # The exact copy may take at most this share of a GPU's free memory (search scratch,
 # the other indexes of the version, a second version during a switch need the rest).
 GPU_EXACT_MAX_FREE_SHARE = 0.5
+# GPU IVF probes at most this many lists (its k-selection's limit).
+GPU_MAX_NPROBE = 2048
 
 Plan = Literal["copy", "exact", "cpu"]
 
@@ -49,9 +51,11 @@ def choose_gpu_plan(
     d: int,
     free_bytes: int | None,
     exact_max_bytes: int = GPU_EXACT_MAX_BYTES,
+    nprobe: int | None = None,
 ) -> GpuPlan:
     """How to serve one index (of `kind`, built by `factory`, n vectors of d dims) on a
-    GPU with `free_bytes` free (None: unknown, as when torch has no CUDA)."""
+    GPU with `free_bytes` free (None: unknown, as when torch has no CUDA); `nprobe`: the
+    value an IVF was tuned to."""
     if kind == "flat":
         return GpuPlan("copy", "exact on the CPU already; its GPU copy is the same search")
     vector_bytes = n * d * 4
@@ -70,4 +74,10 @@ def choose_gpu_plan(
         why = f"{size} is over the {exact_max_bytes / 2**30:.2f} GiB exact limit"
     if kind == "hnsw":
         return GpuPlan("cpu", f"{why}, and faiss-gpu has no HNSW; served on the CPU")
+    if nprobe is not None and nprobe > GPU_MAX_NPROBE:
+        # Its every search would fail there and fall back to the CPU, with a warning.
+        return GpuPlan(
+            "cpu", f"{why}, and its tuned nprobe {nprobe} is past the {GPU_MAX_NPROBE} lists "
+            "GPU IVF can probe; served on the CPU",
+        )  # fmt: skip
     return GpuPlan("copy", f"{why}: the inverted file itself on the GPU")

@@ -82,3 +82,15 @@ def test_compressed_indexes_keep_no_vectors_to_copy() -> None:
     assert not stores_vectors(index)
     with pytest.raises(TypeError, match="does not keep whole vectors"):
         stored_vectors(index)
+
+
+def test_an_ivf_tuned_past_what_the_gpu_can_probe_stays_on_the_cpu() -> None:
+    """At 1M vectors IVF4096 may be tuned past 2048 lists: its GPU copy failed every
+    unfiltered search, each logged and answered by the CPU."""
+    codes = ("ivf", "IVF4096,PQ64", False, 1_000_000, 256, 80 * GIB)
+    assert choose_gpu_plan(*codes, nprobe=2048).plan == "copy"
+    plan = choose_gpu_plan(*codes, nprobe=4096)
+    assert plan.plan == "cpu" and "nprobe 4096" in plan.reason
+    # An exact copy probes nothing: the tuned value does not matter to it.
+    assert choose_gpu_plan("ivf", "IVF4096,Flat", True, 1_000_000, 256, None, nprobe=4096).plan \
+        == "exact"  # fmt: skip
