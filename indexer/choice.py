@@ -196,6 +196,8 @@ def choice_from_factory(factory: str, n: int, d: int) -> IndexChoice:
             size = estimate_bytes("ivf", n, d, "Flat", nlist)
         train = min(n, max(40 * nlist, 256 * 40 if "PQ" in codec else 0))
         cands = tuple(2**i for i in range(int(math.log2(nlist)) + 1))
+        if cands[-1] != nlist:  # IVF1000: 512 was the most it tried, never all 1000
+            cands += (nlist,)
         return IndexChoice(text, "ivf", "nprobe", cands, train, size, f"forced: {factory}")
     if not text.startswith("IDMap"):
         text = f"IDMap2,{text}"

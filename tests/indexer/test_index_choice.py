@@ -63,6 +63,9 @@ def test_forced_factory_strings_get_ids_where_faiss_lacks_them() -> None:
     assert choice_from_factory("HNSW16,Flat", 10, 8).kind == "hnsw"
     ivf = choice_from_factory("IVF64,SQ8", 10_000, 8)
     assert ivf.factory == "IVF64,SQ8" and ivf.param == "nprobe"
+    assert ivf.candidates[-1] == 64
+    # Not a power of two: every list is still a value to try (512 was the last).
+    assert choice_from_factory("IVF1000,Flat", 100_000, 8).candidates[-2:] == (512, 1000)
 
 
 def test_estimates_match_what_faiss_actually_holds() -> None:
