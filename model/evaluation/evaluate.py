@@ -140,6 +140,7 @@ def evaluate(
         "candidates": len(rows),
         "chance": {f"R@{k}": chance_recall(k, len(rows)) for k in (1, 5, 10)},
         "retrieval": retrieval(option, emb, DIRECTIONS),
+        "retrieval_through_g": through_g(model, clips, emb, batch_size),
         "description_ceiling": description_ceiling([r["description"] for r in rows]),
     }
     narrated = np.array([i for i, r in enumerate(rows) if r["narration"]])
@@ -176,6 +177,26 @@ def evaluate(
     stages.close()
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def through_g(
+    model: MMV, clips: EvalSet, emb: dict[str, dict[str, np.ndarray]], batch_size: int
+) -> dict[str, Any]:
+    """text → audio by the paper's protocol: audio reaches S_vat only through g_va→vat,
+    which no audio–text pair trained (zero-shot, property iii). FAC's audio bridge
+    (model/audio_bridge.py) is fitted after training against each clip's video and its
+    narration: its text → audio is `retrieval`'s, this one is without it. The same
+    figure where no bridge is calibrated (shared, disjoint: no space for the pair)."""
+    option = model.config.heads.space
+    bridge = getattr(model.heads, "audio_bridge", None)
+    if bridge is None or not bridge.is_calibrated:
+        return retrieval(option, emb, (("text", "audio"),))
+    bridge.calibrated.fill_(False)
+    try:
+        audio = embed_eval_set(model, clips, "audio", batch_size)
+    finally:
+        bridge.calibrated.fill_(True)
+    return retrieval(option, {**emb, "audio": audio}, (("text", "audio"),))
 
 
 def description_ceiling(descriptions: list[str]) -> dict[str, float]:

@@ -124,6 +124,10 @@ def test_train_then_eval_beats_the_untrained_model(small_corpus: Path, tmp_path:
 
     assert mean_rank(trained) < mean_rank(untrained) - 1.0
     assert trained["text->video"]["R@5"] > untrained["text->video"]["R@5"]
+    # text → audio by the paper's protocol too: through g_va→vat, without the audio
+    # bridge fitted after training against the narrations.
+    zero_shot = report["trained"]["retrieval_through_g"]["text->audio"]
+    assert zero_shot["space"] == "vat" and 0.0 <= zero_shot["R@10"] <= 1.0
 
 
 def test_eval_windows_with_one_probe_equal_a_probe_per_file(
