@@ -140,6 +140,11 @@ def build_for_training(
         return build_model(cfg, tokenizer), {"vocabulary": len(tokenizer)}
     model = load_checkpoint(options.init)
     model.config = cfg  # same architecture; this run's train and loss sections
+    # Fits made for the init weights go stale at the first step: forgotten now, or the
+    # validation curve's image and text → audio figures went through them all run long.
+    model.image_bn.reset()
+    if hasattr(model.heads, "audio_bridge"):
+        model.heads.audio_bridge.reset()
     before = len(model.tokenizer)
     new_words = model.tokenizer.frequent_words(texts, limit=cfg.text.vocab_size)
     torch.manual_seed(options.seed)  # rows of new words

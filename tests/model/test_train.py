@@ -34,7 +34,7 @@ from model.training.resume import (
     save_state,
 )
 from model.training.schedule import lr_at, warmup_steps_for
-from model.training.train import train
+from model.training.train import build_for_training, train
 
 
 def loss_rows(out: Path) -> list[dict[str, float]]:
@@ -350,3 +350,19 @@ def test_fine_tuning_grows_the_vocabulary_and_keeps_old_words(
     # "zebra" never occurs in the corpus: its row gets no gradient and stays as it was.
     assert torch.equal(tuned.text_backbone.embedding.weight[zebra], zebra_row)
     assert math.isfinite(result.metrics["train"]["final_loss"])
+
+
+def test_fine_tuning_forgets_the_fits_of_the_weights_it_starts_from(tmp_path: Path) -> None:
+    """The audio bridge and the deflated images' BN were fitted to the init weights: kept
+    through the run, the validation's text → audio and image figures went through fits
+    of weights no longer there."""
+    cfg = load_config("tiny")
+    old = build_model(cfg, Tokenizer(["ball"], max_words=cfg.text.max_words))
+    bridge = old.heads.audio_bridge
+    bridge.set({k: v.clone() for k, v in bridge.parameters_dict().items()})
+    old.image_bn.calibrated.fill_(True)
+    save_model(old, tmp_path / "init")
+    assert load_model(tmp_path / "init").heads.audio_bridge.is_calibrated
+    options = TrainOptions(data=tmp_path, out=tmp_path / "out", steps=1, init=tmp_path / "init")
+    model, _ = build_for_training(cfg, options, ["a ball rolls"])
+    assert not model.heads.audio_bridge.is_calibrated and not bool(model.image_bn.calibrated)
