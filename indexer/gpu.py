@@ -128,6 +128,7 @@ class GpuReplica:
 
     index: faiss.Index
     device: str  # e.g. "cuda:0", "cuda:0,1 (replicated)", "cuda:0,1 (sharded)"
+    exact: bool = False  # an exact search (a flat copy): right at any k, nothing tuned
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         with GPU_LOCK:
@@ -240,4 +241,5 @@ def make_replica(
     layout = "sharded" if shard else "replicated" if ngpu > 1 else "single"
     device = f"cuda:{devices}" + ("" if layout == "single" else f" ({layout})")
     LOG.info("index served on %s: %s", device, plan.reason)
-    return GpuReplica(gpu_index, device), f"faiss-gpu sees a GPU; {plan.reason}"
+    exact = plan.plan == "exact" or kind == "flat"
+    return GpuReplica(gpu_index, device, exact), f"faiss-gpu sees a GPU; {plan.reason}"

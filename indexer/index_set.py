@@ -192,15 +192,23 @@ class IndexSet:
             raise UnknownIndexError(space, modality, known) from None
 
     def search(
-        self, space: str, modality: str, queries: Any, k: int, filter: IdFilter | None = None
+        self,
+        space: str,
+        modality: str,
+        queries: Any,
+        k: int,
+        filter: IdFilter | None = None,
+        param_k: int | None = None,
     ) -> SearchResult:
         """Top-k by inner product (= cosine) for each query row.
 
         queries: float32 [n, d], L2-normalised. filter: None, the allowed ids (any int
         sequence), or a faiss.IDSelector. Returns k results per row whenever k allowed,
-        live items exist; fewer are padded with id -1 and score -inf.
+        live items exist; fewer are padded with id -1 and score -inf. param_k: the number
+        of results the search parameter is chosen for, where k fetches more to group
+        (segments into items); default k.
         """
-        scores, ids = self._get(space, modality).search(queries, k, filter)
+        scores, ids = self._get(space, modality).search(queries, k, filter, param_k)
         return SearchResult(scores, ids)
 
     def add(self, space: str, modality: str, ids: Any, vectors: Any) -> int:

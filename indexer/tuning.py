@@ -23,6 +23,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+MAX_VALUE = 1 << 24  # past any nlist or efSearch an index uses
+
 
 @dataclass(frozen=True)
 class Tuning:
@@ -54,7 +56,13 @@ class Tuning:
         if k1 <= k0 or v1 <= v0:
             return max(v0, v1)
         slope = math.log(v1 / v0) / math.log(k1 / k0)
-        return math.ceil(v0 * (k / k0) ** slope - 1e-9)
+        # Capped: a search clips it to the index's lists anyway, and past the widest k
+        # it is an extrapolation that odd stored values could overflow.
+        try:
+            raw = v0 * (k / k0) ** slope
+        except OverflowError:
+            return MAX_VALUE
+        return min(MAX_VALUE, math.ceil(raw - 1e-9))
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

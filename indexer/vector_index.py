@@ -366,20 +366,25 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, queries: Any, k: int, filter: IdFilter | None = None
+        self, queries: Any, k: int, filter: IdFilter | None = None, param_k: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores [n, k] float32, ids [n, k] int64); -1 / -inf where fewer exist."""
+        """Top-k (scores [n, k] float32, ids [n, k] int64); -1 / -inf where fewer exist.
+        param_k: the results the search parameter is chosen for (default k; IndexSet)."""
         if int(k) < 1:
             raise VectorError(f"k must be at least 1, got {k}")
         k = int(k)
+        param_k = k if param_k is None else max(1, int(param_k))
         queries = check_queries(queries, self.info.dim)
         with self._lock.read():
             gpu = (
                 filter is None
                 and self._gpu is not None
                 and k + len(self._tomb) <= GPU_MAX_K
-                # The GPU copy probes as tuned for recall_k; more results need more.
-                and self.info.tuning.value_for(k) == self.info.tuning.value
+                # An IVF's GPU copy probes as tuned for recall_k; more results need more
+                # (an exact copy is right at any k).
+                and (
+                    self._gpu.exact or self.info.tuning.value_for(param_k) == self.info.tuning.value
+                )
             )
             try:
                 if gpu:
@@ -388,7 +393,7 @@ class VectorIndex:
                 LOG.warning("GPU search failed (%s); answered from the CPU copy", exc)
                 gpu = False
             if not gpu:
-                scores, labels = self._cpu_search(queries, k, filter)
+                scores, labels = self._cpu_search(queries, k, filter, param_k=param_k)
         scores = np.where(labels < 0, -np.inf, scores).astype(np.float32)
         return scores, labels
 
@@ -425,13 +430,18 @@ class VectorIndex:
         return batch, selectivity, len(allowed), [allowed]
 
     def _cpu_search(
-        self, queries: np.ndarray, k: int, filter: IdFilter | None, exhaustive: bool = False
+        self,
+        queries: np.ndarray,
+        k: int,
+        filter: IdFilter | None,
+        exhaustive: bool = False,
+        param_k: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         sel, selectivity, matches, keep = self._selector(filter)
         if matches == 0:
             n = len(queries)
             return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
-        search = self._search_with(sel, selectivity, exhaustive, k)
+        search = self._search_with(sel, selectivity, exhaustive, param_k or k)
         scores, labels = search(queries, k)
         wanted = min(k, matches)
         short = (labels >= 0).sum(axis=1) < wanted

@@ -336,12 +336,15 @@ class Searcher:
             own = {i: self._own_segments(batch[i]) for i in members}
             shared = [row for row, i in enumerate(members) if own[i].size == 0]
             if shared:
-                scores, ids = indexes.search(space, name, queries[shared], _segment_k(k))
+                # Fetched past k to group segments into items: probed as for k.
+                scores, ids = indexes.search(space, name, queries[shared], _segment_k(k), param_k=k)
                 for at, row in enumerate(shared):
                     moments[members[row]] = (scores[at], ids[at])
             for row, i in enumerate(members):
                 if own[i].size:
-                    hit = _search_without(indexes, space, name, queries[row], own[i], _segment_k(k))
+                    hit = _search_without(
+                        indexes, space, name, queries[row], own[i], _segment_k(k), param_k=k
+                    )
                     moments[i] = _with_own_stretches(hit, batch[i], own[i], True)
         self.metrics.search_stage.labels("index").observe(time.perf_counter() - t1)
 
@@ -383,13 +386,15 @@ class Searcher:
                 allowed = self.storage.items.seqs_matching(q.filter)
             allowed_segments = segment_ids(self.storage.segments.seqs_of_items(allowed))
             allowed_segments = np.setdiff1d(allowed_segments, own)
-            hit = _search_one(indexes, q, name, allowed_segments, wanted, exclude=False)
+            hit = _search_one(
+                indexes, q, name, allowed_segments, wanted, exclude=False, param_k=q.k
+            )
             in_filter = q.exclude_seq is not None and bool(np.isin(q.exclude_seq, allowed))
             return _with_own_stretches(hit, q, own, in_filter)
         if own.size:
-            hit = _search_without(indexes, q.space, name, q.vector, own, wanted)
+            hit = _search_without(indexes, q.space, name, q.vector, own, wanted, param_k=q.k)
             return _with_own_stretches(hit, q, own, True)
-        scores, ids = indexes.search(q.space, name, q.vector[None, :], wanted)
+        scores, ids = indexes.search(q.space, name, q.vector[None, :], wanted, param_k=q.k)
         return scores[0], ids[0]
 
     def _widened(
@@ -546,21 +551,30 @@ def _space(embedder: Embedder, query_modality: str, target: str) -> str:
 
 
 def _search_one(
-    indexes: IndexSet, q: Query, index: str, allowed: np.ndarray, k: int, exclude: bool = True
+    indexes: IndexSet,
+    q: Query,
+    index: str,
+    allowed: np.ndarray,
+    k: int,
+    exclude: bool = True,
+    param_k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A filtered search of one index: only `allowed` ids (minus the query item) found."""
+    """A filtered search of one index: only `allowed` ids (minus the query item) found.
+    param_k: as in IndexSet.search (a segment fetch probes as for the results asked)."""
     assert q.space is not None and q.vector is not None
     if exclude and q.exclude_seq is not None:
         allowed = allowed[allowed != q.exclude_seq]
     if allowed.size == 0:
         return np.empty(0, np.float32), np.empty(0, np.int64)
-    scores, ids = indexes.search(q.space, index, q.vector[None, :], k, filter=allowed)
+    scores, ids = indexes.search(
+        q.space, index, q.vector[None, :], k, filter=allowed, param_k=param_k
+    )
     return scores[0], ids[0]
 
 
 def _search_without(
     indexes: IndexSet, space: str, index: str, query: np.ndarray, left_out: np.ndarray,
-    wanted: int,
+    wanted: int, param_k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """`wanted` moments of one query among every segment but `left_out` (the query
     item's own; _with_own_stretches drops them from what comes back)."""
@@ -569,11 +583,13 @@ def _search_without(
         # Fetched past them: as fast as any search (a GPU copy serves it), where a
         # selector that leaves out a query's nearest would send an HNSW graph into
         # its exhaustive fallback.
-        scores, ids = indexes.search(space, index, query[None, :], fetch)
+        scores, ids = indexes.search(space, index, query[None, :], fetch, param_k=param_k)
         return scores[0], ids[0]
     listed = faiss.IDSelectorBatch(left_out)
     others = faiss.IDSelectorNot(listed)  # holds a pointer to `listed`: both live to the end
-    scores, ids = indexes.search(space, index, query[None, :], wanted, filter=others)
+    scores, ids = indexes.search(
+        space, index, query[None, :], wanted, filter=others, param_k=param_k
+    )
     del listed, others
     return scores[0], ids[0]
 

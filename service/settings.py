@@ -147,12 +147,13 @@ class Settings(BaseSettings):
                     "MMV_API_KEYS must be comma-separated KEY:read or KEY:write entries; "
                     f"entry {number} of {len(entries)} does not end in :read or :write"
                 )
-            if not all(33 <= ord(c) <= 126 for c in key):
-                # An Authorization header carries bytes read as latin-1: a key with other
-                # characters, or spaces, could never be sent and match.
+            if not all(32 <= ord(c) <= 126 for c in key) or key != key.strip():
+                # An Authorization header carries bytes read as latin-1, trimmed: a key
+                # with other characters, or spaces at its ends, could never match.
                 raise SettingsError(
                     f"MMV_API_KEYS: entry {number} of {len(entries)} has a character that is "
-                    "not printable ASCII (a key must be sendable in a header)"
+                    "not printable ASCII, or spaces at an end (a key must be sendable in a "
+                    "header)"
                 )
             if key in out:
                 raise SettingsError(

@@ -98,6 +98,15 @@ export function showItem(item, isNew) {
   }
 }
 
+/** An item gone from the server (deleted while its upload was watched): its row goes. */
+export function dropItem(id) {
+  const row = $("item-list").querySelector(`li[data-item-id="${CSS.escape(id)}"]`);
+  if (!row) return;
+  row.remove();
+  state.shown = Math.max(0, state.shown - 1);
+  showItemCount();
+}
+
 function rowOf(item) {
   return itemRow(item, { onSimilar: findSimilar, onDelete: deleteItem, onFilter: filterItems });
 }

@@ -62,7 +62,11 @@ export async function loadTraining() {
   } else {
     state.kept.jobs = false;
     showError($("jobs-error"), jobs.reason);
-    if (refused(jobs.reason)) renderJobs([]);
+    if (refused(jobs.reason)) {
+      renderJobs([]);
+      state.seen = null; // the key back: its jobs are the list again, not news
+      setStatus($("jobs-status"), "");
+    }
   }
   if (models.status === "fulfilled") {
     if (!state.kept.models) clearError($("models-error"));
@@ -70,7 +74,11 @@ export async function loadTraining() {
   } else {
     state.kept.models = false;
     showError($("models-error"), models.reason);
-    if (refused(models.reason)) renderModels([]);
+    if (refused(models.reason)) {
+      renderModels([]);
+      state.active = state.activating = undefined; // not "no versions": not shown to this key
+      setStatus($("models-status"), "");
+    }
   }
   schedule(jobs.status === "rejected" || models.status === "rejected");
 }

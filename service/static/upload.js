@@ -4,7 +4,7 @@
 // them and, at the end, what became of each.
 
 import { ApiError, describeError, request, upload } from "./api.js";
-import { showItem } from "./collection.js";
+import { dropItem, showItem } from "./collection.js";
 import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
 import { formatBytes, formatDuration, h, kindLabel } from "./render.js";
 
@@ -94,11 +94,15 @@ async function watchProcessing(item, mine, isNew = true) {
       current = await request("GET", `/v1/items/${encodeURIComponent(item.id)}`);
     }
   } catch (err) {
+    const deleted = err instanceof ApiError && err.status === 404;
     if (mine === shownUpload) {
-      setStatus($("upload-status"), `Stored as ${item.id}, still processing; its progress ` +
-        `could not be checked (${describeError(err)}). Refresh the collection to see it ready.`);
+      setStatus($("upload-status"), deleted
+        ? `${item.id} was deleted while it was processed.`
+        : `Stored as ${item.id}, still processing; its progress could not be checked ` +
+          `(${describeError(err)}). Refresh the collection to see it ready.`);
     }
-    showItem(current, isNew);
+    if (deleted) dropItem(item.id); // not left listed as processing
+    else showItem(current, isNew);
     return;
   }
   if (mine === shownUpload) finish(current);

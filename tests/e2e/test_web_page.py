@@ -355,6 +355,28 @@ def test_an_upload_processing_past_the_watch_is_listed_and_says_how_to_look_agai
     row = page.locator("#item-list li", has=page.locator(".filename", has_text="long-one.wav"))
     assert row.count() == 1 and row.locator(".badge.status-processing").count() == 1
 
+    # One deleted while it was watched (its check answers 404) is not left listed as
+    # processing (it was, and was even listed again when it had not been).
+    def deleted(route: Route) -> None:
+        if route.request.method != "GET" or not re.search(r"/v1/items/[^/]+$", route.request.url):
+            route.fallback()
+            return
+        route.fulfill(status=404, json={"error": {"code": "not_found", "message": "no item"}})
+
+    page.unroute("**/v1/items/*")
+    page.route("**/v1/items/*", deleted)
+    page.check("#upload-background")  # the form was reset after the first
+    page.set_input_files("#upload-file", str(make_tone(tmp_path / "gone-soon.wav", 2099)))
+    page.click("#upload-submit")
+    page.wait_for_function(
+        "/processing/i.test(document.querySelector('#upload-status').textContent)"
+    )
+    page.clock.fast_forward(2_000)  # its first check, after a second
+    status = "document.querySelector('#upload-status').textContent"
+    page.wait_for_function(f"/deleted while it was processed/.test({status})")
+    gone = page.locator("#item-list li", has=page.locator(".filename", has_text="gone-soon.wav"))
+    assert gone.count() == 0
+
 
 def test_collection_pages_filters_and_texts(page: Page, server: Server, tmp_path: Path) -> None:
     # One more text item than a page holds (PAGE_SIZE = 20 in service/static/collection.js).
@@ -1069,6 +1091,11 @@ def test_training_panel_needs_keys_and_says_so(
         assert page.locator("#model-list li, #job-list li").count() == 0
         assert page.get_attribute("#training", "data-polling") == "off"
         other.close()
+        # A key again: the jobs are the list, summed up, not each announced as news.
+        page.fill("#api-key", read_key)
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector(f'#job-list li[data-job-id="{queued["id"]}"]')
+        assert page.text_content("#jobs-status") == "1 job: 1 queued."
 
         # Storage blocked (private mode, blocked cookies): the key entered still works
         # for the page (it was dropped: every request 401, the key panel open again).
