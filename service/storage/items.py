@@ -136,6 +136,11 @@ class Items:
                     assert version is not None
                     insert_embeddings(conn, version, [(seq, e) for e in embeddings])
                     record_change(conn, seq, INDEXED)
+                # Read in the same transaction: once committed, a DELETE may come first (a
+                # client that saw the item listed), and a read after it found nothing (500).
+                created = conn.execute(
+                    f"SELECT {_COLUMNS} FROM items WHERE seq = ?", (seq,)
+                ).fetchone()
         except (ConstraintViolation, _SameBytesStored):
             existing = self.get_by_hash(new.content_hash) if new.content_hash else None
             if existing is None:  # that item was deleted just now: the hash is free again
@@ -143,9 +148,7 @@ class Items:
                     raise ConstraintViolation("an item with the same bytes came and went") from None
                 return self.create(new, version, embeddings, processing_by, before_insert, False)
             raise DuplicateContent(existing) from None
-        row = self.get_by_seq(seq)
-        assert row is not None
-        return row
+        return ItemRow.from_row(created)
 
     def create_ready(
         self, items: Sequence[tuple[NewItem, Sequence[Embedding]]], version: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -419,3 +419,25 @@ def test_an_item_another_replica_was_told_exists_is_kept_when_its_processing_fai
         assert storage.items.delete(row.seq) is not None  # a user's DELETE takes it
     finally:
         b.close()
+
+
+def test_an_item_deleted_right_after_it_is_created_is_still_answered(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that saw an upload listed deleted it between its row's commit and the
+    read that answered the upload: the read found nothing, and the upload was a 500
+    (seen on PostgreSQL). The row is read in its own transaction now; what processing
+    does next finds it deleted, as with any later delete."""
+    real = storage.db.transaction
+
+    @contextmanager
+    def then_deleted(lock: str | None = None):  # type: ignore[no-untyped-def]
+        with real(lock) as conn:
+            yield conn
+        monkeypatch.setattr(storage.db, "transaction", real)  # once
+        gone = storage.db.connection().execute("SELECT max(seq) FROM items").fetchone()[0]
+        assert storage.items.delete(gone) is not None
+
+    monkeypatch.setattr(storage.db, "transaction", then_deleted)
+    row = storage.items.create(video("c" * 64))
+    assert row.content_hash == "c" * 64 and storage.items.get_by_seq(row.seq) is None
