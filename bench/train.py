@@ -66,7 +66,7 @@ def trainer_timings(
             steps=steps,
             num_workers=workers,
             progress=False,
-            calibrate_images=False,
+            calibrate=False,
             overrides={"train.batch_size": batch, "train.eval_every": 0, "train.save_every": steps},
         )
     )

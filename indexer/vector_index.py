@@ -236,10 +236,6 @@ class VectorIndex:
     def tombstones(self) -> int:
         return len(self._tomb)
 
-    @property
-    def param_value(self) -> int | None:
-        return self.info.tuning.value
-
     def live_ids(self) -> np.ndarray:
         with self._lock.read():
             return self._live.copy()

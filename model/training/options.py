@@ -27,7 +27,7 @@ class TrainOptions:
     device: str | None = None  # None: CUDA when available
     num_workers: int | None = None  # None: default_loader_workers()
     progress: bool = True
-    calibrate_images: bool = True
+    calibrate: bool = True
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -102,9 +102,11 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     p.add_argument("--workers", type=int, default=None, help="data-loading processes")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
-        "--no-image-calibration",
+        "--no-calibration",
+        "--no-image-calibration",  # the older name, which said less than it did
+        dest="no_calibration",
         action="store_true",
-        help="skip learning the image-mode BN γ/β after training",
+        help="skip the fits after training: the image-mode BN γ/β and the audio bridge",
     )
     a = p.parse_args(argv)
     if a.steps is not None and a.steps < 1:
@@ -120,5 +122,5 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         device=a.device,
         num_workers=a.workers,
         progress=not a.no_progress,
-        calibrate_images=not a.no_image_calibration,
+        calibrate=not a.no_calibration,
     )

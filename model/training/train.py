@@ -364,7 +364,7 @@ def _train(
         model.image_bn.reset()
         if hasattr(model.heads, "audio_bridge"):
             model.heads.audio_bridge.reset()
-        if options.calibrate_images:
+        if options.calibrate:
             metrics.update(calibrate(model, train_data, seed=options.seed, progress=show))
         if val_data is not None:
             metrics["val"] = validate(model, val_data, max_clips=VAL_CLIPS)

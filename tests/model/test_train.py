@@ -24,7 +24,7 @@ from model.tokenizer import Tokenizer
 from model.training.errors import TrainError
 from model.training.history import TrainingHistory
 from model.training.loader import StepBatchSampler, default_loader_workers
-from model.training.options import TrainOptions, apply_overrides, parse_overrides
+from model.training.options import TrainOptions, apply_overrides, parse_args, parse_overrides
 from model.training.resume import (
     STATE_FILE,
     STATE_VERSION,
@@ -99,6 +99,13 @@ def test_overrides_parse_values_and_reject_unknown_keys() -> None:
         parse_overrides(["batch_size=3"])
     with pytest.raises(ValueError):
         apply_overrides(load_config("tiny"), {"train.no_such_key": 1})
+
+
+def test_no_calibration_flag_keeps_its_older_name(tmp_path: Path) -> None:
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert parse_args(base).calibrate
+    assert not parse_args([*base, "--no-calibration"]).calibrate
+    assert not parse_args([*base, "--no-image-calibration"]).calibrate
 
 
 def test_refuses_to_continue_a_different_run(small_corpus: Path, tmp_path: Path) -> None:
@@ -189,7 +196,7 @@ def test_a_run_saved_before_the_audio_bridge_resumes(small_corpus: Path, tmp_pat
         overrides=parse_overrides(FAST),
         progress=False,
         num_workers=0,
-        calibrate_images=False,
+        calibrate=False,
     )
     cfg = apply_overrides(load_config("tiny"), options.overrides)
     model = build_model(cfg, Tokenizer(["ball"]))
@@ -339,7 +346,7 @@ def test_fine_tuning_grows_the_vocabulary_and_keeps_old_words(
             init=tmp_path / "init",
             overrides=parse_overrides(FAST),
             progress=False,
-            calibrate_images=False,
+            calibrate=False,
         )
     )
     tuned = load_model(tmp_path / "tuned")

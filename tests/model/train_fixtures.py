@@ -60,7 +60,7 @@ def train_command(
         "--steps",
         str(steps),
         "--no-progress",
-        "--no-image-calibration",
+        "--no-calibration",
         "--workers",
         "0",
     ]
