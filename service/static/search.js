@@ -47,6 +47,7 @@ async function runSearch(ask, run) {
   // Asked from a card ("Find similar"): the cards are replaced, the button with them.
   const askedFromList = list.contains(document.activeElement);
   clearError($("results-error"));
+  $("search-cancel").hidden = false;
   list.setAttribute("aria-busy", "true");
   list.classList.add("stale");
   setStatus($("results-status"), `Searching ${ask.description}…`, true);
@@ -66,6 +67,7 @@ async function runSearch(ask, run) {
   } finally {
     if (state.controller === controller) {
       state.controller = null;
+      $("search-cancel").hidden = true;
       list.removeAttribute("aria-busy");
       list.classList.remove("stale");
     }
@@ -161,6 +163,16 @@ function searchByExample(file) {
   });
 }
 
+/** Stop the search under way (an example still being sent, a slow answer): the results
+ * shown before it stay. */
+function cancelSearch() {
+  if (!state.controller) return;
+  state.controller.abort();
+  if (state.xhr) state.xhr.abort();
+  setStatus($("results-status"), "Search cancelled.");
+  $("results-status").focus(); // the Cancel button is about to go
+}
+
 /** Attach the search section's handlers; run the search a shared link asks for. */
 export function setupSearch() {
   $("search-form").addEventListener("submit", (e) => {
@@ -183,6 +195,8 @@ export function setupSearch() {
       if (state.again) state.again();
     });
   }
+
+  $("search-cancel").addEventListener("click", cancelSearch);
 
   $("example-file").addEventListener("change", (e) => {
     const file = e.target.files[0];

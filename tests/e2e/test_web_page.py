@@ -241,6 +241,27 @@ def test_errors_are_explained(page: Page, server: Server, media: dict[str, Path]
     page.click("#search-submit")
     assert "Type a few words" in page.text_content("#results-status")
 
+    # A search by example can be stopped while it is sent or answered: a large example
+    # on a slow link had no way out but a reload.
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # never answered
+        held.append(route)
+
+    page.route("**/v1/search/upload", hold)
+    assert page.is_hidden("#search-cancel")
+    page.set_input_files("#example-file", str(media["clip"]))
+    page.wait_for_selector("#search-cancel:visible")
+    page.wait_for_function("() => document.querySelector('#results').ariaBusy === 'true'")
+    page.click("#search-cancel")
+    assert page.text_content("#results-status") == "Search cancelled."
+    page.wait_for_selector("#search-cancel", state="hidden")
+    assert page.get_attribute("#results", "aria-busy") is None
+    assert page.is_hidden("#results-error")
+    assert page.evaluate("document.activeElement.id") == "results-status"
+    assert len(held) == 1
+    page.unroute("**/v1/search/upload")
+
 
 @pytest.mark.postgres_in_soak  # the page's own logic; uploads on PostgreSQL are tested above
 def test_several_files_upload_one_after_another_and_each_outcome_is_said(
