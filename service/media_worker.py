@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
 import threading
 import time
@@ -215,17 +216,7 @@ def process_media(job: MediaJob) -> MediaResult:
             speech_rate=ASR_SAMPLE_RATE if want_speech else None,
         )
         if cache is not None:
-            try:
-                cache.store_windows(
-                    job.content_hash,
-                    embedder.config,
-                    job.n_windows,
-                    windows,
-                    Path(job.path).name,  # type: ignore[arg-type]
-                )
-            except (OSError, DecodeCacheError) as exc:
-                # The cache only saves decoding again later: a full disk fails no upload.
-                log.warning("windows of %s not cached: %s", Path(job.path).name, exc)
+            _keep(cache, job.content_hash, embedder.config, job.n_windows, windows, job.path)  # type: ignore[arg-type]
     timings["decode"] = time.perf_counter() - t
 
     transcript = None
@@ -261,13 +252,34 @@ def process_media(job: MediaJob) -> MediaResult:
 
 
 def _cached(cache: DecodeCache, digest: str, config: Any, n_windows: int | None) -> Windows | None:
-    """The windows of a file decoded before, or None (not cached, or found damaged)."""
-    if not cache.has(cache.windows_entry(digest, config, n_windows)):
+    """The windows of a file decoded before, or None (not cached, or found damaged: then
+    removed, so that the decode about to be made can take its place)."""
+    entry = cache.windows_entry(digest, config, n_windows)
+    if not cache.has(entry):
         return None
     try:
         return cache.cached_windows(Path(digest), config, n_windows, digest=digest).load()
-    except (DecodeCacheError, MediaError, OSError):
+    except (DecodeCacheError, MediaError, OSError) as exc:
+        log.warning("cached windows of %s unreadable, decoding again: %s", digest[:12], exc)
+        shutil.rmtree(entry, ignore_errors=True)
         return None
+
+
+def _keep(
+    cache: DecodeCache,
+    digest: str,
+    config: Any,
+    n_windows: int | None,
+    windows: Windows,
+    path: str | Path,
+) -> None:
+    """Keep decoded windows in the cache, if it can take them: the cache only saves
+    decoding again later, so a full disk or an unwritable folder fails no upload and no
+    embedding again (a switch of versions, moments cut afterwards)."""
+    try:
+        cache.store_windows(digest, config, n_windows, windows, Path(path).name)
+    except (OSError, DecodeCacheError) as exc:
+        log.warning("windows of %s not cached: %s", Path(path).name, exc)
 
 
 def embed_stored(job: ReembedJob) -> ReembedResult:
@@ -282,12 +294,13 @@ def embed_stored(job: ReembedJob) -> ReembedResult:
     decoded = 0
     for item in job.items:
         try:
-            decoded += not cache.has(cache.windows_entry(item.content_hash, config, item.n_windows))
-            windows[item.seq] = cache.cached_windows(
-                Path(item.path), config, item.n_windows, limits=job.limits,
-                digest=item.content_hash,
-            ).load()  # fmt: skip
-        except (MediaError, ModelError, DecodeCacheError, OSError) as exc:
+            found = _cached(cache, item.content_hash, config, item.n_windows)
+            if found is None:
+                found = load_windows(item.path, config, item.n_windows, limits=job.limits)
+                decoded += 1
+                _keep(cache, item.content_hash, config, item.n_windows, found, item.path)
+            windows[item.seq] = found
+        except (MediaError, ModelError, OSError) as exc:  # the item's own media
             failed[item.seq] = str(exc)
     out: dict[int, list[Embedding]] = {seq: [] for seq in windows}
     segment_out: dict[int, list[Embedding]] = {}

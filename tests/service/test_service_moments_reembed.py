@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from model.media import read_media_info
+from model.media.decode_cache import DecodeCache
 from model.media.segments import tiling_window_count
 from service.embedder import Embedder, ModelHandle
 from service.media_jobs import media_job
@@ -65,3 +66,31 @@ def test_segments_embedded_again_from_the_cache_match_ingestion(tmp_path: Path) 
     whole = {(e.space, e.modality): e.vector for e in again.embeddings[1]}
     for e in ingested.embeddings:
         np.testing.assert_allclose(whole[(e.space, e.modality)], e.vector, atol=1e-5)
+
+    # A cache that cannot be written (a full volume, a file where its folder should be)
+    # only costs a decode: the item was failed, and a switch of versions with it.
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("x")
+    uncached = embed_stored(
+        ReembedJob([item], str(settings.models_dir / "v1"), "v1", str(blocked), job.limits)
+    )
+    assert uncached.failed == {} and uncached.decoded == 1
+    assert uncached.segments.keys() == again.segments.keys()
+    for e in ingested.embeddings:
+        got = {(u.space, u.modality): u.vector for u in uncached.embeddings[1]}
+        np.testing.assert_allclose(got[(e.space, e.modality)], e.vector, atol=1e-5)
+
+    # A damaged entry is decoded again and replaced, not decoded again every time.
+    entry = DecodeCache(settings.cache_dir).windows_entry("abc123", embedder.config, job.n_windows)
+    for array in entry.glob("*.npy"):
+        array.write_bytes(b"damaged")
+    mended = embed_stored(
+        ReembedJob([item], str(settings.models_dir / "v1"), "v1", str(settings.cache_dir),
+                   job.limits)
+    )  # fmt: skip
+    assert mended.failed == {} and mended.decoded == 1
+    after = embed_stored(
+        ReembedJob([item], str(settings.models_dir / "v1"), "v1", str(settings.cache_dir),
+                   job.limits)
+    )  # fmt: skip
+    assert after.failed == {} and after.decoded == 0
