@@ -439,8 +439,10 @@ class MediaPool:
             raise typed from None
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """For threads other than the event loop's (re-indexing): a future to wait on;
-        `result()` raises WorkerCrashed when a child died (the pool restarts)."""
+        """For threads other than the event loop's (re-indexing, moments cut later): a
+        future to wait on. As with run(), a task that fails because a child died (most
+        often for another task's file) is run again alone in a fresh process, and its
+        `result()` raises WorkerCrashed only when it dies there too."""
         executor = self._running()
         self._count(+1)
         try:
@@ -450,14 +452,44 @@ class MediaPool:
             raise
         outer: Future[T] = Future()
 
-        def done(future: Future[T]) -> None:
-            self._count(-1)
+        def settle(future: Future[T]) -> bool:
+            """Pass the task's outcome on; False when its child died."""
             try:
                 outer.set_result(future.result())
             except BrokenProcessPool:
-                outer.set_exception(self._restart(executor))
+                return False
             except BaseException as exc:  # the function's own error, passed on as it is
                 outer.set_exception(_out_of_memory(exc, self.memory_mb) or exc)
+            return True
+
+        def alone_done(future: Future[T], alone: ProcessPoolExecutor) -> None:
+            self._count(-1)
+            alone.shutdown(wait=False)
+            if not settle(future):
+                outer.set_exception(
+                    WorkerCrashed(
+                        "processing this file made a worker process die (too big to decode "
+                        "in memory, or a crash in a decoder)"
+                    )
+                )
+
+        def done(future: Future[T]) -> None:
+            if settle(future):
+                self._count(-1)
+                return
+            crashed = self._restart(executor)
+            if self._executor is None:  # the pool is stopping: nothing runs again
+                self._count(-1)
+                outer.set_exception(crashed)
+                return
+            try:
+                alone = self._new_executor(1)
+                again = alone.submit(fn, *args)
+            except BaseException as exc:  # a pool that cannot start: the crash stands
+                self._count(-1)
+                outer.set_exception(exc)
+                return
+            again.add_done_callback(lambda f: alone_done(f, alone))
 
         inner.add_done_callback(done)
         return outer

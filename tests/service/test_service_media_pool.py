@@ -42,6 +42,28 @@ def test_a_crash_fails_only_its_own_task_and_the_pool_keeps_serving() -> None:
     assert after == 3
 
 
+def test_a_crash_fails_only_its_own_submitted_task() -> None:
+    """Tasks submitted from threads (re-indexing, moments cut later) failed with any
+    child's death: a long recording's moments were given up on because another upload
+    crashed its decoder meanwhile."""
+    pool = MediaPool(2)
+    pool.start()
+    try:
+        first = pool.submit(pool_tasks.answers, 1, 1.5)
+        bomb = pool.submit(pool_tasks.dies, 0.5)
+        second = pool.submit(pool_tasks.answers, 2, 1.5)
+        assert first.result(timeout=60) == 1 and second.result(timeout=60) == 2
+        try:
+            bomb.result(timeout=60)
+            raise AssertionError("the task that killed its process answered")
+        except WorkerCrashed as exc:
+            assert "made a worker process die" in str(exc)
+        assert pool.submit(pool_tasks.answers, 3, 0.0).result(timeout=60) == 3
+        assert pool._in_flight == 0
+    finally:
+        pool.shutdown()
+
+
 def exit_code(child: Any) -> int | None:
     """A child's exit code once it is known: the pool's own thread may reap the child
     (and record how it ended) a moment after shutdown() has returned."""
