@@ -2,7 +2,9 @@
 
 Word ids `[N, L]` with a mask `[N, L]` -> `[N, hidden_dim]`. The embedding table is
 learned, or loaded from a word-vector file and frozen (the paper: GoogleNews word2vec,
-frozen). A text with no words left after stop-word removal gets the zero vector.
+frozen). Only known words count: an unknown word (UNK) adds nothing, so a query
+with words the model never learned is its known words' vector. A text with no known
+words left after stop-word removal gets the zero vector.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from model.config import TextConfig
+from model.tokenizer import UNK_ID
 
 
 class TextEncoder(nn.Module):
@@ -40,9 +43,13 @@ class TextEncoder(nn.Module):
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         words = torch.relu(self.word_linear(self.embedding(ids)))  # [N, L, H]
-        # After ReLU every value is >= 0, so zeroing masked words leaves the max of the
-        # real words unchanged and gives 0 for an empty text.
-        words = words * mask.unsqueeze(-1).to(words.dtype)
+        # Unknown words are left out: the UNK row is never trained where the vocabulary
+        # holds every training word, and even a zero row adds ReLU(bias), which pulled
+        # every query with a word outside the vocabulary towards one fixed direction.
+        known = mask & (ids != UNK_ID)
+        # After ReLU every value is >= 0, so zeroing left-out words leaves the max of the
+        # known words unchanged and gives 0 for a text without any.
+        words = words * known.unsqueeze(-1).to(words.dtype)
         return words.amax(dim=1)
 
     def grow(self, new_rows: Tensor) -> None:

@@ -13,6 +13,7 @@ from model.backbones import S3DG, AudioResNet, TextEncoder, TSMResNet
 from model.backbones.resnet_v2 import max_pool_3x3_stride2, temporal_shift
 from model.backbones.s3d import ConvBNReLU3d
 from model.config import AudioConfig, TextConfig, VideoConfig
+from model.tokenizer import UNK_ID
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -152,4 +153,16 @@ def test_text_encoder_ignores_padding_and_handles_empty_texts() -> None:
     out = enc(ids, mask)
     assert out.shape == (3, 16)
     assert torch.equal(out[0], out[1])  # masked words do not count, whatever their ids
+    assert torch.equal(out[2], torch.zeros(16))
+
+
+def test_text_encoder_leaves_unknown_words_out() -> None:
+    """The UNK row of a learned table keeps its random start (no training word maps to
+    it): it pulled every query with a word outside the vocabulary towards it."""
+    torch.manual_seed(0)
+    enc = TextEncoder(10, TextConfig(embed_dim=8, hidden_dim=16))
+    ids = torch.tensor([[3, 4, 0], [3, UNK_ID, 4], [UNK_ID, UNK_ID, 0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    out = enc(ids, mask)
+    assert torch.equal(out[0], out[1])
     assert torch.equal(out[2], torch.zeros(16))
