@@ -190,11 +190,20 @@ class Ingestor:
                 fsync_file(upload.path)  # type: ignore[arg-type]
                 self.media.store(upload.path, digest)  # type: ignore[arg-type]
 
-        row = await self._run(
-            self.storage.items.retry_failed, failed.seq, digest, self.settings.replica_name,
-            file_back,
-        )  # fmt: skip
+        # In flight before the row says `processing`: the sweep for stalled uploads reads
+        # such rows, and this one's creation time is old (no grace), so it would start
+        # its processing a second time beside this one.
+        self.in_flight.add(failed.seq)
+        try:
+            row = await self._run(
+                self.storage.items.retry_failed, failed.seq, digest, self.settings.replica_name,
+                file_back, asr,
+            )  # fmt: skip
+        except BaseException:
+            self.in_flight.discard(failed.seq)
+            raise
         if row is None:
+            self.in_flight.discard(failed.seq)
             return None
         if not wait:
             self.spawn(row, None, asr)

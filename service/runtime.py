@@ -237,7 +237,9 @@ class Runtime:
         mine = await asyncio.to_thread(
             self.storage.items.processing_of, self.settings.replica_name, cutoff
         )
-        stalled = [r for r in mine if r.seq not in busy]
+        # Nor one in flight now: an upload of a failed item's bytes marks it in flight,
+        # then `processing` (with its old creation time, so no grace).
+        stalled = [r for r in mine if r.seq not in busy and r.seq not in self.ingestor.in_flight]
         if stalled:
             log.warning("processing %d uploads again: their processing stopped unfinished",
                         len(stalled))  # fmt: skip

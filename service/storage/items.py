@@ -295,12 +295,18 @@ class Items:
         return cur.rowcount > 0
 
     def retry_failed(
-        self, seq: int, content_hash: str, processing_by: str, before_update: Callable[[], None]
+        self,
+        seq: int,
+        content_hash: str,
+        processing_by: str,
+        before_update: Callable[[], None],
+        asr: bool = True,
     ) -> ItemRow | None:
         """A failed item processed again, in place, for a new upload of its bytes: its id
         was answered before (202), so it is kept, and marked shared (a failure again
         keeps it, failed). `before_update` (putting the file back if it is gone) runs
-        under the content hash's lock. None when it is no longer failed."""
+        under the content hash's lock. `asr`: the new upload's, kept for a replica that
+        takes the processing over. None when it is no longer failed."""
         with self._db.transaction(lock=_media_lock(content_hash)) as conn:
             found = conn.execute(
                 f"SELECT status FROM items WHERE seq = ?{self._db.for_update}", (seq,)
@@ -310,10 +316,14 @@ class Items:
             before_update()
             conn.execute(
                 "UPDATE items SET status = 'processing', error = NULL, processing_by = ?,"
-                " shared = 1 WHERE seq = ?",
-                (processing_by, seq),
+                " shared = 1, asr = ? WHERE seq = ?",
+                (processing_by, int(asr), seq),
             )
-        return self.get_by_seq(seq)
+            # Read in the same transaction, as create() does: a DELETE right after the
+            # commit made this None, taken for "no longer failed", and the upload's file,
+            # moved into the store, was looked for where it had been (422).
+            row = conn.execute(f"SELECT {_COLUMNS} FROM items WHERE seq = ?", (seq,)).fetchone()
+        return ItemRow.from_row(row)
 
     def delete(self, seq: int, keep_shared: bool = False) -> tuple[ItemRow, list[int]] | None:
         """Delete the item, its metadata, its segments and all their embeddings; returns

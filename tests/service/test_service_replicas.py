@@ -227,10 +227,11 @@ def test_an_upload_whose_processing_stopped_unfinished_is_processed_again(
     try:
         me = runtime.settings.replica_name
         items = runtime.storage.items
-        stalled, running, young, other = (
+        stalled, running, young, other, retried = (
             items.create(sound(h), processing_by=owner)
-            for h, owner in (("s", me), ("r", me), ("y", me), ("o", "host-b"))
+            for h, owner in (("s", me), ("r", me), ("y", me), ("o", "host-b"), ("f", me))
         )
+        assert items.mark_failed(retried.seq, "a decoder crashed on it")
         with runtime.storage.db.transaction() as conn:  # all but `young`: long ago
             conn.execute("UPDATE items SET created_at = '2026-01-01T00:00:00Z' WHERE seq <> ?",
                          (young.seq,))  # fmt: skip
@@ -239,9 +240,23 @@ def test_an_upload_whose_processing_stopped_unfinished_is_processed_again(
         runtime.ingestor.in_flight.add(running.seq)
         spawned: list[int] = []
         runtime.ingestor.spawn = lambda row, info=None, asr=True: spawned.append(row.seq)  # type: ignore[method-assign]
+        read = items.processing_of
+
+        def upload_meanwhile(owner: str, created_before: str) -> list:  # type: ignore[type-arg]
+            """The failed item's bytes uploaded again (asr=false) after the sweep looked at
+            what is in flight: `processing` again with its old creation time, so no
+            grace; it was processed a second time beside its upload."""
+            runtime.ingestor.in_flight.add(retried.seq)  # as Ingestor._retry_failed does
+            again = items.retry_failed(retried.seq, "f", me, lambda: None, asr=False)
+            assert again is not None and again.status == "processing"
+            return read(owner, created_before)
+
+        items.processing_of = upload_meanwhile  # type: ignore[method-assign]
         assert asyncio.run(runtime.take_over_uploads()) == 1
         assert spawned == [stalled.seq]
         assert {other.seq, young.seq}.isdisjoint(spawned)
+        # Its asr=false is kept for a replica that takes it over (it had the first's).
+        assert items.without_asr([retried.seq]) == {retried.seq}
     finally:
         runtime.media_pool.shutdown()
 

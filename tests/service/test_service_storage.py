@@ -441,3 +441,27 @@ def test_an_item_deleted_right_after_it_is_created_is_still_answered(
     monkeypatch.setattr(storage.db, "transaction", then_deleted)
     row = storage.items.create(video("c" * 64))
     assert row.content_hash == "c" * 64 and storage.items.get_by_seq(row.seq) is None
+
+
+def test_a_failed_item_retried_and_deleted_at_once_is_still_answered(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race for a failed item processed again for a new upload of its bytes:
+    the read after the commit found nothing, taken for "no longer failed", and the
+    upload's file, already moved into the store, was looked for where it had been: a
+    valid upload answered 422 "no such file"."""
+    failed = storage.items.create(video("d" * 64))
+    assert storage.items.mark_failed(failed.seq, "a decoder crashed on it")
+    real = storage.db.transaction
+
+    @contextmanager
+    def then_deleted(lock: str | None = None):  # type: ignore[no-untyped-def]
+        with real(lock) as conn:
+            yield conn
+        monkeypatch.setattr(storage.db, "transaction", real)  # once
+        assert storage.items.delete(failed.seq) is not None
+
+    monkeypatch.setattr(storage.db, "transaction", then_deleted)
+    row = storage.items.retry_failed(failed.seq, "d" * 64, "here", lambda: None, asr=False)
+    assert row is not None and row.seq == failed.seq and row.status == "processing"
+    assert storage.items.get_by_seq(failed.seq) is None
