@@ -29,6 +29,7 @@ COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("probe audio/shape", ("probes", "audio/shape", "accuracy")),
     ("probe audio/motion", ("probes", "audio/motion", "accuracy")),
 )
+PROBES = tuple(label for label, path in COLUMNS if path[0] == "probes")
 DOC_MARK = "<!-- ablation-results:"
 
 
@@ -118,12 +119,12 @@ def verdict(winner: str, stats: dict[str, dict[str, Any]], claimed: str) -> str:
         calls = [separated(stats[claimed], stats[k]) for k in others]
     else:
         calls = [separated(stats[winner], stats[claimed])]
+    if False in calls:  # a comparison with seeds on both sides that they do not separate
+        return "not separated"
     if None in calls:
         word = "holds" if winner == claimed else "does not hold"
         return f"{word} on the means (one seed: no spread to judge by)"
-    if all(calls):
-        return "holds" if winner == claimed else "does not hold"
-    return "not separated"
+    return "holds" if winner == claimed else "does not hold"
 
 
 def claims(summary: dict[str, dict[str, Any]]) -> list[str]:
@@ -137,8 +138,10 @@ def claims(summary: dict[str, dict[str, Any]]) -> list[str]:
         return f"{name} {mean_std(stats['values'])}"
 
     lines = []
+    # The paper judges video–audio on linear probes of the frozen towers (UCF101, HMDB51,
+    # ESC-50): the probe columns here; retrieval in S_va as well.
     for task, labels in (
-        ("video–audio", ("video→audio R@10", "audio→video R@10")),
+        ("video–audio", ("video→audio R@10", "audio→video R@10", *PROBES)),
         ("video–text", ("text→video R@10",)),
     ):
         for label in labels:
