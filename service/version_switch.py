@@ -115,6 +115,13 @@ class SwitchStatus:
     def running(self) -> bool:
         return self.stage not in ("done", "failed", "called_off")
 
+    def add_done(self, n: int) -> None:
+        """`n` more items embedded. Uploads stored with the old version while a pass
+        runs are embedded in that pass too: they count in the total as well, which read
+        "1200 of 1000 items" otherwise."""
+        self.done += n
+        self.total = max(self.total, self.done + self.failed_items)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -495,11 +502,11 @@ class VersionSwitch:
                 self.storage.embeddings.add_for_stored(version, rows)
         except UnknownVersion:  # deleted (after it was called off): nothing more of it
             raise SwitchCalledOff() from None
-        status.done += len(result.embeddings)
         for seq, why in result.failed.items():
             log.warning("item seq %d cannot be embedded with %s: %s", seq, version, why)
             failed[seq] = why
         status.failed_items = len(failed)
+        status.add_done(len(result.embeddings))
 
     def _embed_texts(self, embedder: Embedder, rows: list[ItemRow], status: SwitchStatus) -> None:
         vectors = embedder.embed_texts([r.text or "" for r in rows])
@@ -511,4 +518,4 @@ class VersionSwitch:
             )  # fmt: skip
         except UnknownVersion:
             raise SwitchCalledOff() from None
-        status.done += len(rows)
+        status.add_done(len(rows))

@@ -76,3 +76,33 @@ def test_tasks_hold_at_most_their_share_of_windows(storage: Storage, tmp_path: P
         held = sum((i.n_windows or 10) * per_window for i in job.items)
         assert len(job.items) == 1 or held <= CHUNK_WINDOW_BYTES, (len(job.items), held)
     assert len(jobs) > 1 and len(jobs[-1].items) >= 40  # the short ones still go together
+
+
+def test_uploads_during_a_pass_count_in_its_total(storage: Storage, tmp_path: Path) -> None:
+    """Items stored with the old version while a pass runs are embedded in that pass:
+    the progress read "1200 of 1000 items"."""
+    storage.models.add(ModelRow("v2", "2026-12-07T00:00:00Z", {}, {}, None, False))
+    assert storage.models.request_switch("v2")
+
+    def text_item(words: str) -> None:
+        row = storage.items.create(NewItem(kind="text", modalities=["text"], text=words))
+        vector = [Embedding("vat", "text", np.ones(4, np.float32))]
+        storage.items.mark_ready(row.seq, "v1", vector, ["text"], None, None, None)
+
+    for n in range(3):
+        text_item(f"stored before {n}")
+    uploaded: list[int] = []
+
+    def embed_texts(texts: list[str]) -> dict[str, np.ndarray]:
+        if not uploaded:  # two uploads while the first page is embedded
+            for n in range(2):
+                text_item(f"uploaded meanwhile {n}")
+            uploaded.append(2)
+        return {"vat": np.ones((len(texts), 4), np.float32)}
+
+    embedder = SimpleNamespace(version="v2", config=load_config("tiny"), embed_texts=embed_texts)
+    switch = VersionSwitch(Settings(data_dir=tmp_path), storage, None, None, None, None)  # type: ignore[arg-type]
+    status = SwitchStatus("v2", "embedding", total=storage.items.count_lacking_embeddings("v2"))
+    assert status.total == 3
+    switch._embed_lacking(embedder, status, {})  # type: ignore[arg-type]
+    assert status.done == 5 and status.total == 5
