@@ -38,7 +38,7 @@ from service.settings import Settings
 from service.storage import JobRow, Storage, StorageError
 from service.worker.evaluation import evaluate_on_slice, not_worse
 from service.worker.recipe import choose_recipe
-from service.worker.train_process import RunState, TrainProcess, wait_or_stop
+from service.worker.train_process import RunState, TrainProcess, resumed_curve, wait_or_stop
 from service.worker.training_set import (
     TrainingDataError,
     TrainingSet,
@@ -205,7 +205,9 @@ class JobRun:
     def _execute(self, beat: Heartbeat) -> Outcome:
         request = self.job.request
         init = request.get("init", "active")
-        beat.set(stage="preparing", step=0)
+        # Taken up again: its step and loss curve stay until training says more (a run
+        # already finished says nothing more, and the job ended at "step 0" with no curve).
+        beat.set(stage="preparing", step=beat.progress.get("step", 0))
         active = self.storage.models.active()
         if active is None:
             raise JobFailed("there is no active model to start from or to compare with")
@@ -213,6 +215,13 @@ class JobRun:
         made = next((m.version for m in self.storage.models.all() if m.job_id == self.job.id), None)
         if made is not None:
             return self._made_before(beat, made, active.version)
+        if self.job.model_version:
+            # An earlier claim made it and a user deleted it before this one: its finished
+            # run would be published again under a new name, and switched to.
+            return Outcome(
+                "succeeded",
+                f"the version it made, {self.job.model_version}, was deleted since: not made again",
+            )
         training_set = self._training_set()
         base = self._starting_model(active.version)
         base_dir = self.settings.models_dir / base
@@ -364,8 +373,10 @@ class JobRun:
         return training_set
 
     def _train(self, beat: Heartbeat) -> None:
+        earlier = list(beat.progress.get("history") or [])  # an earlier claim's points
+
         def on_event(state: RunState) -> None:
-            beat.set(**state.progress, history=state.curve)
+            beat.set(**state.progress, history=resumed_curve(earlier, state.curve))
 
         beat.set(stage="training")
         if discard_stale_state(self.run_dir / "model"):

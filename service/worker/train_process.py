@@ -42,9 +42,24 @@ class RunState:
     log_tail: list[str] = field(default_factory=list)
 
     def add_point(self, step: int, loss: float) -> None:
-        self.curve.append([step, round(loss, 5)])
-        if len(self.curve) > CURVE_POINTS:  # keep every other point: the shape stays
-            self.curve = self.curve[::2]
+        self.curve = thin_curve([*self.curve, [step, round(loss, 5)]])
+
+
+def resumed_curve(earlier: list[list[float]], curve: list[list[float]]) -> list[list[float]]:
+    """A job's loss curve when its run was taken up again: a resumed run reports the
+    steps after its last save, so the earlier claim's points before those stay (a run
+    started over drops them all); with nothing new yet, the earlier curve."""
+    if not curve:
+        return earlier
+    return thin_curve([p for p in earlier if p[0] < curve[0][0]] + curve)
+
+
+def thin_curve(curve: list[list[float]]) -> list[list[float]]:
+    """At most CURVE_POINTS points: every other one kept while there are more (the
+    shape stays)."""
+    while len(curve) > CURVE_POINTS:
+        curve = curve[::2]
+    return curve
 
 
 def threads_per_rank(threads: int, nproc: int, cores: int | None = None) -> int:

@@ -163,6 +163,7 @@ class FakeTraining:
     during_training: Callable[[], None] | None = None
     during_evaluation: Callable[[], None] | None = None
     during_publishing: Callable[[], None] | None = None
+    progress: dict[str, Any] = field(default_factory=dict)  # as the trainer reports it
     trained_on: list[TrainingSet] = field(default_factory=list)
     saved_state_seen: list[bool] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
@@ -180,6 +181,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTraining:
         fake.saved_state_seen.append(state.is_file())
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_bytes(b"state")
+        beat.set(**fake.progress)
         if fake.during_training:
             fake.during_training()
         if fake.stop_worker:
@@ -579,6 +581,69 @@ def test_a_job_stopped_after_its_version_was_made_goes_on_from_that_version(
     assert done.model_version == "trained-0"
     assert storage.models.target() == ("trained-0" if activate == "auto" else None)
     assert not (settings.runs_dir / job.id).exists()
+
+
+def test_a_version_deleted_between_two_claims_is_not_made_again(
+    storage: Storage, tmp_path: Path, fake: FakeTraining
+) -> None:
+    """A worker stopped (a deploy) after its job's version was made; the user deleted
+    that version before the job was taken up again. The next claim published the same
+    finished run under a new name, and switched to it."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10, "activate": "auto"})
+    worker = Worker(settings, storage, "w1")
+    fake.during_publishing = worker.stopping.set
+    worker.run_once()
+    queued = storage.jobs.get(job.id)
+    assert queued is not None and queued.status == "queued"
+    assert queued.model_version == "trained-0"
+    storage.models.delete("trained-0")
+    worker.stopping.clear()
+    fake.during_publishing = None
+    assert worker.run_once()
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "succeeded"
+    assert "trained-0, was deleted since" in str(done.error)
+    assert fake.published == ["trained-0"] and storage.models.target() is None
+
+
+def test_a_job_taken_up_again_keeps_its_step_and_loss_curve(
+    storage: Storage, tmp_path: Path, fake: FakeTraining, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken up again after its run had finished, a job went back to step 0 and ended
+    `succeeded` at step 0 with no loss curve; one resumed mid-run lost its earlier
+    points."""
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10, "activate": "manual"})
+    curve = [[5, 0.9], [10, 0.5]]
+    fake.progress = {"step": 10, "steps": 10, "history": curve}
+    fake.during_publishing = lambda: (_ for _ in ()).throw(SystemExit(1))  # killed
+    with pytest.raises(SystemExit):
+        Worker(settings, storage, "w1").run_once()
+    fake.during_publishing, fake.progress = None, {}
+    storage.jobs.expire_leases(now=time.time() + 7200)
+    assert Worker(settings, storage, "w2").run_once()
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    assert done.progress["step"] == 10 and done.progress["history"] == curve
+
+
+def test_a_resumed_runs_curve_follows_the_earlier_claims() -> None:
+    from service.worker.train_process import CURVE_POINTS, resumed_curve
+
+    earlier = [[100, 2.0], [200, 1.5], [300, 1.2], [350, 1.1]]
+    # Saved at step 300: the run goes on from 301 and reports from there.
+    assert resumed_curve(earlier, [[301, 1.19], [400, 1.0]]) == [
+        [100, 2.0], [200, 1.5], [300, 1.2], [301, 1.19], [400, 1.0],
+    ]  # fmt: skip
+    assert resumed_curve(earlier, []) == earlier  # nothing new yet
+    assert resumed_curve(earlier, [[1, 3.0]]) == [[1, 3.0]]  # started over
+    long = [[float(s), 1.0] for s in range(1, 400)]
+    assert len(resumed_curve(long, [[400.0, 0.9]])) <= CURVE_POINTS
 
 
 def test_a_job_handed_on_before_its_end_was_recorded_keeps_the_new_owners_folder(
