@@ -105,6 +105,7 @@ def test_train_then_eval_beats_the_untrained_model(small_corpus: Path, tmp_path:
     ]
     done = run([*eval_command, "--json", str(report_path), "--candidates", "10", "--no-progress"])
     assert "Zero-shot retrieval" in done.stdout
+    assert "Text → audio through g_va→vat alone" in done.stdout
     for suffix in (".json", ".md", ".png"):
         assert report_path.with_suffix(suffix).stat().st_size > 0
     report = json.loads(report_path.read_text())
