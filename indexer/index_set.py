@@ -164,6 +164,7 @@ class IndexSet:
             )
             indexes[key] = index
             events.append(event)
+        _release(source)
         for index in indexes.values():
             index.attach_gpu()
         result = cls(directory, version, dims, indexes, source, policy, budget, events)
@@ -285,10 +286,13 @@ class IndexSet:
     def reconcile(self) -> dict[str, tuple[int, int]]:
         """Bring every index in line with the source now: (added, removed) per index."""
         with self._mutation:
-            return {
-                index.name: _catch_up(index, self._source, key, self.dims[key[0]])
-                for key, index in self._indexes.items()
-            }
+            try:
+                return {
+                    index.name: _catch_up(index, self._source, key, self.dims[key[0]])
+                    for key, index in self._indexes.items()
+                }
+            finally:
+                _release(self._source)
 
     def rebuild(self, space: str, modality: str, reason: str = "asked for") -> IndexEvent:
         """Rebuild one index from the source while the old one keeps serving, then swap.
@@ -318,6 +322,7 @@ class IndexSet:
                 added, removed = _catch_up(new, self._source, key, self.dims[space])
                 new.attach_gpu()
                 self._indexes[key] = new
+            _release(self._source)
             event = IndexEvent(
                 new.name, "rebuilt", reason, added, removed, round(time.perf_counter() - started, 3)
             )
@@ -440,3 +445,11 @@ def _open_one(
     built = build_vector_index(*key, dim, source, choice, policy, ids=truth, on_progress=progress)
     seconds = round(time.perf_counter() - started, 3)
     return built, IndexEvent(name, action, why, added=len(truth), seconds=seconds)
+
+
+def _release(source: VectorSource) -> None:
+    """Drop what a source keeps of the vectors it read (CallbackSource keeps a full copy
+    for the build): the set would hold it for its whole life otherwise."""
+    release = getattr(source, "release", None)
+    if callable(release):
+        release()

@@ -110,8 +110,9 @@ class CallbackSource:
     """A VectorSource over one `load_vectors(space, modality) -> (ids, vectors)` function.
 
     `ids()` calls the function and keeps its answer, which `vectors()` then serves, so a
-    build reads the database once per index. It holds one full copy of an index's
-    vectors while building: for very large sets implement VectorSource directly.
+    build reads the database once per index. It holds a full copy of the vectors of the
+    indexes being opened (or caught up, or rebuilt) until that is done, when IndexSet
+    releases it: for very large sets implement VectorSource directly.
     """
 
     def __init__(self, load_vectors: LoadVectors) -> None:

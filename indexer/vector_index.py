@@ -413,10 +413,12 @@ class VectorIndex:
         if filter is None:
             return self._tomb_sel, 1.0, self.ntotal, []
         if isinstance(filter, faiss.IDSelector):
+            # How many it lets through is unknown: at most every live vector (none in an
+            # empty index, which an HNSW's exhaustive retry could not search).
             if self._tomb_sel is None:
-                return filter, 1.0, 1 << 62, []
+                return filter, 1.0, self.ntotal, []
             both = faiss.IDSelectorAnd(filter, self._tomb_sel)
-            return both, 1.0, 1 << 62, [filter]
+            return both, 1.0, self.ntotal, [filter]
         if isinstance(filter, set | frozenset):
             filter = list(filter)
         allowed = np.unique(np.asarray(filter, dtype=np.int64))

@@ -94,3 +94,18 @@ def test_a_faiss_selector_is_a_filter_too(
     assert ((result.ids >= low) & (result.ids < high)).all()
     assert not np.isin(result.ids, ids[100:110]).any()
     assert (result.ids[:, 0] == ids[150:160]).all()  # each finds itself first
+
+
+def test_a_faiss_selector_on_an_empty_forced_hnsw_finds_nothing(tmp_path: Path) -> None:
+    """An IDSelector claimed every id might match, so an empty HNSW (a forced factory on a
+    modality with nothing yet) went on to its exhaustive retry and raised."""
+    empty = ArraySource()
+    empty.put("vat", "audio", np.zeros(0, np.int64), np.zeros((0, 32), np.float32))
+    policy = IndexPolicy(factory="HNSW16")
+    index_set = IndexSet.open(tmp_path, "v1", LAYOUT, DIMS, empty, policy, save=False)
+    assert index_set.stats()["indexes"]["vat/audio"]["kind"] == "hnsw"
+    keep = faiss.IDSelectorBatch(np.array([1], np.int64))
+    not_one = faiss.IDSelectorNot(keep)
+    query = np.eye(32, dtype=np.float32)[:2]
+    result = index_set.search("vat", "audio", query, 5, filter=not_one)
+    assert (result.ids == -1).all() and np.isneginf(result.scores).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,27 @@ def test_a_load_vectors_function_is_enough(
     assert second.events[0].action == "patched" and second.events[0].added == 100
     found = second.search("vat", "audio", vectors[1000:1100], 1).ids[:, 0]
     assert (found == ids[1000:1100]).all()
+
+
+def test_the_vectors_a_load_vectors_function_gave_are_not_kept(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Its answer is cached for the build; the set kept that copy of every vector for its
+    whole life (and cached it again at every check with the source)."""
+    ids, vectors = data
+    given: list[weakref.ref[np.ndarray]] = []
+
+    def load_vectors(space: str, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        copy = vectors[:1000].copy()
+        given.append(weakref.ref(copy))
+        return ids[:1000].copy(), copy
+
+    index_set = IndexSet.open(tmp_path, "v1", {"vat": ["audio"]}, {"vat": 32}, load_vectors)
+    index_set.reconcile()
+    index_set.rebuild("vat", "audio")
+    gc.collect()
+    assert len(given) >= 3 and all(ref() is None for ref in given)
+    assert index_set.count("vat", "audio") == 1000
 
 
 def test_a_source_with_unusable_vectors_is_named_in_the_error(tmp_path: Path) -> None:
