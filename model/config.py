@@ -59,6 +59,11 @@ class TextConfig:
     max_words: int = 16
     word_vectors: str | None = None  # path of a word2vec/GloVe file; None = learned
     freeze_embeddings: bool = False  # True when word_vectors is set (paper: frozen)
+    # Unknown words (UNK) left out of the max over words. The shipped configs set it;
+    # a checkpoint saved without it keeps UNK, as it was trained and its stored text
+    # vectors were made (a learned UNK row is never trained where the vocabulary holds
+    # every training word, and pulled every query with an unseen word one way).
+    ignore_unknown: bool = False
 
 
 @dataclass

@@ -2,9 +2,9 @@
 
 Word ids `[N, L]` with a mask `[N, L]` -> `[N, hidden_dim]`. The embedding table is
 learned, or loaded from a word-vector file and frozen (the paper: GoogleNews word2vec,
-frozen). Only known words count: an unknown word (UNK) adds nothing, so a query
-with words the model never learned is its known words' vector. A text with no known
-words left after stop-word removal gets the zero vector.
+frozen). With `ignore_unknown` (the shipped configs) only known words count: an
+unknown word (UNK) adds nothing, so a query with words the model never learned is its
+known words' vector. A text with no words left gets the zero vector.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class TextEncoder(nn.Module):
         self.embedding.weight.requires_grad_(not config.freeze_embeddings)
         self.word_linear = nn.Linear(config.embed_dim, config.hidden_dim)
         self.output_dim = config.hidden_dim
+        self.ignore_unknown = config.ignore_unknown
 
     @property
     def frozen(self) -> bool:
@@ -46,7 +47,7 @@ class TextEncoder(nn.Module):
         # Unknown words are left out: the UNK row is never trained where the vocabulary
         # holds every training word, and even a zero row adds ReLU(bias), which pulled
         # every query with a word outside the vocabulary towards one fixed direction.
-        known = mask & (ids != UNK_ID)
+        known = mask & (ids != UNK_ID) if self.ignore_unknown else mask
         # After ReLU every value is >= 0, so zeroing left-out words leaves the max of the
         # known words unchanged and gives 0 for a text without any.
         words = words * known.unsqueeze(-1).to(words.dtype)

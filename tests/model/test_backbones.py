@@ -12,7 +12,7 @@ from model.audio_features import LogMelSpectrogram, hz_to_mel, mel_filter_bank
 from model.backbones import S3DG, AudioResNet, TextEncoder, TSMResNet
 from model.backbones.resnet_v2 import max_pool_3x3_stride2, temporal_shift
 from model.backbones.s3d import ConvBNReLU3d
-from model.config import AudioConfig, TextConfig, VideoConfig
+from model.config import AudioConfig, TextConfig, VideoConfig, load_config
 from model.tokenizer import UNK_ID
 
 
@@ -160,9 +160,16 @@ def test_text_encoder_leaves_unknown_words_out() -> None:
     """The UNK row of a learned table keeps its random start (no training word maps to
     it): it pulled every query with a word outside the vocabulary towards it."""
     torch.manual_seed(0)
-    enc = TextEncoder(10, TextConfig(embed_dim=8, hidden_dim=16))
+    enc = TextEncoder(10, TextConfig(embed_dim=8, hidden_dim=16, ignore_unknown=True))
     ids = torch.tensor([[3, 4, 0], [3, UNK_ID, 4], [UNK_ID, UNK_ID, 0]])
     mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
     out = enc(ids, mask)
     assert torch.equal(out[0], out[1])
     assert torch.equal(out[2], torch.zeros(16))
+    # A checkpoint saved without the setting keeps UNK, as it was trained and as its
+    # stored text vectors were made.
+    torch.manual_seed(0)
+    before = TextEncoder(10, TextConfig(embed_dim=8, hidden_dim=16))
+    old = before(ids, mask)
+    assert not torch.equal(old[0], old[1]) and old[2].abs().sum() > 0
+    assert all(load_config(name).text.ignore_unknown for name in ("tiny", "s3d", "tsm-r50"))
