@@ -192,7 +192,9 @@ class Ingestor:
 
         # In flight before the row says `processing`: the sweep for stalled uploads reads
         # such rows, and this one's creation time is old (no grace), so it would start
-        # its processing a second time beside this one.
+        # its processing a second time beside this one. Taken back only if this upload
+        # put it there: another upload of the same bytes may be processing it.
+        mine = failed.seq not in self.in_flight
         self.in_flight.add(failed.seq)
         try:
             row = await self._run(
@@ -200,10 +202,12 @@ class Ingestor:
                 file_back, asr,
             )  # fmt: skip
         except BaseException:
-            self.in_flight.discard(failed.seq)
+            if mine:
+                self.in_flight.discard(failed.seq)
             raise
         if row is None:
-            self.in_flight.discard(failed.seq)
+            if mine:
+                self.in_flight.discard(failed.seq)
             return None
         if not wait:
             self.spawn(row, None, asr)

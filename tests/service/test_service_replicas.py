@@ -261,6 +261,37 @@ def test_an_upload_whose_processing_stopped_unfinished_is_processed_again(
         runtime.media_pool.shutdown()
 
 
+def test_a_second_upload_of_a_failed_items_bytes_leaves_the_first_in_flight(
+    tmp_path: Path,
+) -> None:
+    """Two uploads of a failed item's bytes at once: the first retries it, the second
+    finds it no longer failed and looks again. The second took the item out of the
+    uploads in flight while the first processed it, and the stalled-upload sweep then
+    processed it a second time."""
+    import asyncio
+
+    from service.prometheus import Metrics
+    from service.runtime import Runtime
+    from service.uploads import ReceivedUpload
+
+    runtime = Runtime(Settings(data_dir=tmp_path / "data"), Metrics())
+    try:
+        items = runtime.storage.items
+        row = items.create(sound("g"), processing_by=runtime.settings.replica_name)
+        assert items.mark_failed(row.seq, "a decoder crashed on it")
+        failed = items.get_by_seq(row.seq)
+        assert failed is not None
+        first = items.retry_failed(row.seq, "g", runtime.settings.replica_name, lambda: None)
+        assert first is not None  # the first upload's, now processing it
+        runtime.ingestor.in_flight.add(row.seq)
+        upload = ReceivedUpload(tmp_path / "second.wav", 4, "g", "second.wav")
+        again = asyncio.run(runtime.ingestor._retry_failed(upload, failed, False, True))
+        assert again is None  # no longer failed: the second upload looks again
+        assert row.seq in runtime.ingestor.in_flight
+    finally:
+        runtime.media_pool.shutdown()
+
+
 def test_workers_queue_one_automatic_job_between_them(storage: Storage) -> None:
     made = []
 
