@@ -27,8 +27,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -335,6 +336,16 @@ def embed_stored(job: ReembedJob) -> ReembedResult:
 
 
 # -- parent side --------------------------------------------------------------------------
+_DIED_ALONE = (
+    "processing this file made a worker process die (too big to decode in memory, or a "
+    "crash in a decoder)"
+)
+
+
+def _raise(exc: BaseException) -> NoReturn:
+    raise exc
+
+
 def _out_of_memory(exc: BaseException, memory_mb: int | None) -> WorkerOutOfMemory | None:
     """The typed error for a task that ran out of its worker's memory, else None. torch
     reports a failed allocation as a RuntimeError, not a MemoryError."""
@@ -361,6 +372,7 @@ class MediaPool:
         # not counted: shutdown() waits for the former and not for the latter.
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        self._alone: set[ProcessPoolExecutor] = set()  # running a task again, one each
 
     def _count(self, delta: int) -> None:
         with self._in_flight_lock:
@@ -389,10 +401,13 @@ class MediaPool:
         return self._executor
 
     def _restart(self, broken: ProcessPoolExecutor) -> WorkerCrashed:
-        if self._executor is broken:
+        with self._in_flight_lock:  # not once shutdown() has taken the pool away
+            restart = self._executor is broken
+            if restart:
+                self._executor = self._new_executor(self.workers)
+        if restart:
             log.error("a media worker process died; restarting the pool")
             broken.shutdown(wait=False, cancel_futures=True)
-            self.start()
         return WorkerCrashed(
             "a worker process died while processing this (too big to decode in memory, "
             "or a crash in a decoder)"
@@ -419,19 +434,18 @@ class MediaPool:
         except (MemoryError, RuntimeError) as exc:
             self._raise_if_out_of_memory(exc)
             raise
-        alone = self._new_executor(1)
+        alone = self._alone_executor()
+        if alone is None:
+            raise WorkerCrashed("the media pool is stopping")
         try:
             return await loop.run_in_executor(alone, fn, *args)
         except BrokenProcessPool:
-            raise WorkerCrashed(
-                "processing this file made a worker process die (too big to decode in "
-                "memory, or a crash in a decoder)"
-            ) from None
+            raise WorkerCrashed(_DIED_ALONE) from None
         except (MemoryError, RuntimeError) as exc:
             self._raise_if_out_of_memory(exc)
             raise
         finally:
-            alone.shutdown(wait=False)
+            self._forget_alone(alone)
 
     def _raise_if_out_of_memory(self, exc: BaseException) -> None:
         typed = _out_of_memory(exc, self.memory_mb)
@@ -452,47 +466,55 @@ class MediaPool:
             raise
         outer: Future[T] = Future()
 
-        def settle(future: Future[T]) -> bool:
-            """Pass the task's outcome on; False when its child died."""
+        def settle(outcome: Callable[[], T]) -> None:
+            """The task is over: counted out before its waiter can wake."""
+            self._count(-1)
             try:
-                outer.set_result(future.result())
-            except BrokenProcessPool:
-                return False
+                outer.set_result(outcome())
             except BaseException as exc:  # the function's own error, passed on as it is
                 outer.set_exception(_out_of_memory(exc, self.memory_mb) or exc)
-            return True
 
         def alone_done(future: Future[T], alone: ProcessPoolExecutor) -> None:
-            self._count(-1)
-            alone.shutdown(wait=False)
-            if not settle(future):
-                outer.set_exception(
-                    WorkerCrashed(
-                        "processing this file made a worker process die (too big to decode "
-                        "in memory, or a crash in a decoder)"
-                    )
-                )
+            self._forget_alone(alone)
+            if isinstance(future.exception(), BrokenProcessPool):
+                settle(partial(_raise, WorkerCrashed(_DIED_ALONE)))
+            else:
+                settle(future.result)
 
         def done(future: Future[T]) -> None:
-            if settle(future):
-                self._count(-1)
+            if not isinstance(future.exception(), BrokenProcessPool):
+                settle(future.result)
                 return
             crashed = self._restart(executor)
-            if self._executor is None:  # the pool is stopping: nothing runs again
-                self._count(-1)
-                outer.set_exception(crashed)
+            alone = self._alone_executor()
+            if alone is None:  # the pool is stopping: nothing runs again
+                settle(partial(_raise, crashed))
                 return
             try:
-                alone = self._new_executor(1)
                 again = alone.submit(fn, *args)
             except BaseException as exc:  # a pool that cannot start: the crash stands
-                self._count(-1)
-                outer.set_exception(exc)
+                self._forget_alone(alone)
+                settle(partial(_raise, exc))
                 return
             again.add_done_callback(lambda f: alone_done(f, alone))
 
         inner.add_done_callback(done)
         return outer
+
+    def _alone_executor(self) -> ProcessPoolExecutor | None:
+        """A fresh one-process pool to run a task again in, known to shutdown(); None
+        when the pool is stopping."""
+        with self._in_flight_lock:
+            if self._executor is None:
+                return None
+            alone = self._new_executor(1)
+            self._alone.add(alone)
+            return alone
+
+    def _forget_alone(self, alone: ProcessPoolExecutor) -> None:
+        with self._in_flight_lock:
+            self._alone.discard(alone)
+        alone.shutdown(wait=False)
 
     def shutdown(self, grace_s: float = 5.0) -> None:
         """Stop the children. Called after uploads in flight are finished, so what may
@@ -500,11 +522,18 @@ class MediaPool:
         stopped just after it started would otherwise wait seconds for a model nobody
         will use. Children still running a task get `grace_s` to finish it and are then
         terminated rather than waited for."""
-        executor, self._executor = self._executor, None
+        with self._in_flight_lock:  # no task is run again alone after this
+            executor, self._executor = self._executor, None
+            alone = list(self._alone)
         if executor is None:
             return
-        children = list(getattr(executor, "_processes", {}).values())
-        executor.shutdown(wait=False, cancel_futures=True)
+        children = [
+            child
+            for pool in (executor, *alone)
+            for child in list((getattr(pool, "_processes", None) or {}).values())
+        ]  # fmt: skip
+        for pool in (executor, *alone):
+            pool.shutdown(wait=False, cancel_futures=True)
         with self._in_flight_lock:
             busy = self._in_flight > 0
         deadline = time.monotonic() + (grace_s if busy else 0.0)

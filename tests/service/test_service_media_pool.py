@@ -97,6 +97,27 @@ def test_a_stop_does_not_wait_for_a_warm_up_but_does_for_a_task() -> None:
     assert all(exit_code(c) == 0 for c in children), [c.exitcode for c in children]
 
 
+def test_a_stop_also_stops_a_task_run_again_alone() -> None:
+    """A task run again in a pool of its own (a child died beside it) was unknown to
+    shutdown(): it went on after the service had stopped, and the process waited for
+    it at exit."""
+    pool = MediaPool(2)
+    pool.start()
+    long = pool.submit(pool_tasks.answers, 1, 120.0)
+    pool.submit(pool_tasks.dies, 0.5)
+    deadline = time.monotonic() + 60
+    alone: list[Any] = []
+    while time.monotonic() < deadline and not alone:
+        alone = [c for p in list(pool._alone) for c in (p._processes or {}).values()]
+        time.sleep(0.05)
+    assert alone, "the task was not run again alone"
+    started = time.monotonic()
+    pool.shutdown(grace_s=0.5)
+    assert time.monotonic() - started < 15
+    assert all(exit_code(c) is not None for c in alone), [c.exitcode for c in alone]
+    assert isinstance(long.exception(timeout=30), WorkerCrashed)
+
+
 # A server process that starts a pool and is SIGKILLed at once, while its children are
 # still starting (as the crash tests' random kills sometimes land); prints their pids.
 _KILLED_WHILE_STARTING = """
