@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 import numpy as np
 
@@ -38,6 +39,9 @@ log = logging.getLogger("service.segments")
 
 BACKFILL_EVERY_S = 60.0
 ITEMS_PER_TASK = 4  # long items: each is many windows
+# Items given up on are tried again after this, and at a switch of versions: what
+# failed may have been passing (a full disk, a worker killed by the kernel).
+RETRY_GIVEN_UP_S = 3600.0
 
 
 class SegmentBackfill:
@@ -54,9 +58,10 @@ class SegmentBackfill:
         self.model = model
         self.pool = pool
         self.index_lock = index_lock
-        self.failed: dict[int, str] = {}  # seq -> why (tried again after a restart)
+        self.failed: dict[int, str] = {}  # seq -> why (tried again: RETRY_GIVEN_UP_S)
         self.alone: set[int] = set()  # seqs of a task that crashed: each tried alone
         self.done = 0
+        self._given_up_for: tuple[str, float] | None = None  # (version, since when)
 
     async def watch(self) -> None:
         """The API's background task: a round now, then one every BACKFILL_EVERY_S."""
@@ -82,6 +87,18 @@ class SegmentBackfill:
         serving = self.model.serving
         if serving is None:
             return 0
+        now = time.monotonic()
+        given_up = self._given_up_for
+        if (
+            given_up is None
+            or given_up[0] != serving.version
+            or now - given_up[1] > RETRY_GIVEN_UP_S
+        ):
+            if self.failed:
+                log.info("trying again the %d long items given up on", len(self.failed))
+            self.failed.clear()
+            self.alone.clear()
+            self._given_up_for = (serving.version, now)
         rows = [
             r
             for r in self.storage.items.lacking_segments(

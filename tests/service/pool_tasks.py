@@ -41,7 +41,7 @@ def segments_unless_bomb(job: object) -> object:
     from service.storage import Embedding
 
     items = job.items  # type: ignore[attr-defined]
-    if any("bomb" in item.path for item in items):
+    if any("bomb" in item.path for item in items) and not os.environ.get("BOMB_DEFUSED"):
         os._exit(1)
     vector = np.full(4, 0.5, np.float32)
     segments = {seq: [Embedding("va", "audio", vector)] for i in items for seq, _, _ in i.segments}
