@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # spin waiting on each other: slower, not faster).
     train_threads: int = Field(0, ge=0, le=1024)
     retrain_after_items: int = Field(0, ge=0)  # 0: off; N: queue a job after N new sounds
+    # Inactive versions made by training jobs kept for a roll-back, newest first; older
+    # ones are deleted with their vectors and files (each holds its weights, a speech
+    # language model and every item's vectors). 0: every one is kept.
+    keep_versions: int = Field(5, ge=0)
     job_lease_s: float = Field(30.0, ge=1.0)  # a worker silent this long is taken as dead
     worker_poll_s: float = Field(2.0, gt=0)  # how often an idle worker looks for a job
     switch_poll_s: float = Field(1.0, gt=0)  # how often the API looks for a version to use

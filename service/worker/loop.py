@@ -3,7 +3,8 @@
 Each round: jobs whose worker died are queued again or failed (`expire_leases`), a
 retraining job is queued when MMV_RETRAIN_AFTER_ITEMS new items with sound have come
 since the last job, the run folders of ended jobs and the folders of no version are
-removed (at most once a minute), and then the oldest queued job is claimed and run
+removed, and versions made by jobs past the MMV_KEEP_VERSIONS newest inactive ones are
+deleted (at most once a minute), and then the oldest queued job is claimed and run
 (service/worker/job.py). `stop()` (SIGTERM, SIGINT) ends the loop: a running job stops
 at its next step and goes back to the queue, to continue from its saved state.
 """
@@ -21,7 +22,7 @@ import time
 from service.settings import Settings
 from service.storage import JobRow, Storage
 from service.worker.job import JobRun, Outcome
-from service.worker.versions import remove_unlisted_versions
+from service.worker.versions import prune_old_versions, remove_unlisted_versions
 
 log = logging.getLogger("service.worker")
 
@@ -67,7 +68,8 @@ class Worker:
         self.stopping.set()
 
     def tidy(self) -> None:
-        """Run folders of jobs that ended, and version folders no row names."""
+        """Run folders of jobs that ended, version folders no row names, and versions
+        past MMV_KEEP_VERSIONS."""
         runs = self.settings.runs_dir
         runs.mkdir(parents=True, exist_ok=True)
         for folder in runs.iterdir():
@@ -76,6 +78,13 @@ class Worker:
                 shutil.rmtree(folder, ignore_errors=True)
         for version in remove_unlisted_versions(self.settings.models_dir, self.storage):
             log.warning("removed the folder of version %s: no database row names it", version)
+        pruned = prune_old_versions(
+            self.storage, self.settings.models_dir, self.settings.keep_versions,
+            self.settings.replica_timeout_s,
+        )  # fmt: skip
+        if pruned:
+            log.info("deleted versions %s: older than the %d kept (MMV_KEEP_VERSIONS)",
+                     ", ".join(pruned), self.settings.keep_versions)  # fmt: skip
 
     def look_after_queue(self) -> None:
         self.storage.heartbeats.beat(self.name, "worker")

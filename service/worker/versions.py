@@ -27,7 +27,7 @@ from model.asr.language_model import LanguageModel, build_language_model
 from model.atomic_files import publish_dir, write_atomic
 from model.config import ModelConfig, load_config
 from service.model_versions import checkpoint_hash
-from service.storage import ModelRow, Storage, now_rfc3339
+from service.storage import ModelRow, Storage, VersionServed, now_rfc3339
 
 log = logging.getLogger("service.worker")
 
@@ -150,3 +150,30 @@ def remove_unlisted_versions(
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
+
+
+def prune_old_versions(
+    storage: Storage, models_dir: Path, keep: int, replicas_within_s: float
+) -> list[str]:
+    """Delete the inactive versions made by training jobs past the `keep` newest, with
+    their vectors (storage.models.delete) and their folders; the API replicas sweep
+    their own indexes of them. Never the active version, the one being switched to, a
+    version registered from disk (the starting model), nor one an unfinished job
+    trains from or has made. `keep` 0: none is deleted. Returns the versions deleted."""
+    if keep <= 0:
+        return []
+    in_use = {storage.models.target()}
+    for job in storage.jobs.unfinished():
+        in_use |= {job.data.get("parent"), job.model_version}
+    made_by_jobs = [
+        m for m in storage.models.all() if m.job_id and not m.active and m.version not in in_use
+    ]  # newest first
+    deleted = []
+    for row in made_by_jobs[keep:]:
+        try:
+            storage.models.delete(row.version, replicas_within_s)
+        except (KeyError, ValueError, VersionServed):  # gone, or asked for, since
+            continue
+        shutil.rmtree(models_dir / row.version, ignore_errors=True)
+        deleted.append(row.version)
+    return deleted

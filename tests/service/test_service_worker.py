@@ -119,6 +119,39 @@ def test_a_starting_model_being_registered_is_not_taken_for_an_old_orphan(
     assert (settings.models_dir / row.version / "config.json").is_file()
 
 
+def test_versions_past_the_kept_ones_are_deleted_with_their_files(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """Every automatic retraining left a whole version (weights, speech language model,
+    every item's vectors) for good: the disk and the database only grew."""
+    settings = Settings(data_dir=tmp_path, keep_versions=2)
+    active_model(settings, storage)  # v1, registered from disk
+    item = storage.items.create(NewItem(kind="audio", modalities=["audio"], content_hash="x"))
+    for n in range(6):
+        version = f"t{n}"
+        (settings.models_dir / version).mkdir()
+        storage.models.add(ModelRow(version, f"2026-12-07T00:0{n}:00Z", {}, {}, "v1", False,
+                                    job_id=f"job-{n}"))  # fmt: skip
+        vector = Embedding("va", "audio", np.ones(4, np.float32))
+        assert storage.embeddings.add_for_stored(version, [(item.seq, vector)]) == 1
+    storage.models.add(ModelRow("v0", "2026-12-05T00:00:00Z", {}, {}, None, False))  # from disk
+    running = storage.jobs.create({"steps": 10})
+    assert storage.jobs.claim("w", 60.0) is not None
+    assert storage.jobs.record(running.id, "w", data={"parent": "t0"}, model_version="t1")
+    assert storage.models.request_switch("t2")
+    Worker(Settings(data_dir=tmp_path, keep_versions=0), storage, "w").tidy()
+    assert len(storage.models.all()) == 8  # 0: every one kept
+
+    Worker(settings, storage, "w").tidy()
+    # Kept: the active and the registered ones, t0 (a running job trains from it), t1
+    # (it made it), t2 (being switched to), and the 2 newest of the rest (t5, t4).
+    left = {m.version for m in storage.models.all()}
+    assert left == {"v1", "v0", "t0", "t1", "t2", "t4", "t5"}
+    assert not (settings.models_dir / "t3").exists() and (settings.models_dir / "t4").is_dir()
+    assert len(storage.embeddings.seqs("t3", "va", "audio")) == 0
+    assert len(storage.embeddings.seqs("t4", "va", "audio")) == 1
+
+
 def test_training_threads_follow_the_setting_or_share_the_cores() -> None:
     from service.worker.train_process import threads_per_rank
 
