@@ -85,12 +85,23 @@ export function showItem(item, isNew) {
   const kind = $("items-kind").value;
   const belongs = (!kind || item.kind === kind) && Object.entries(state.filter || {})
     .every(([k, v]) => (item.metadata || {})[k] === v);
+  // A row rebuilt or removed under the keyboard (an upload's processing ended) keeps
+  // it: the same button of the new row, or the next row, not the top of the page.
+  const focused = old && old.contains(document.activeElement) ? document.activeElement : null;
   if (old && belongs) {
-    old.replaceWith(rowOf(item));
+    const row = rowOf(item);
+    old.replaceWith(row);
+    if (focused) {
+      const same = [...row.querySelectorAll("button")]
+        .find((b) => b.textContent === focused.textContent && !b.disabled);
+      (same || $("items-status")).focus();
+    }
   } else if (old) {
+    const next = old.nextElementSibling;
     old.remove();
     state.shown = Math.max(0, state.shown - 1);
     showItemCount();
+    if (focused) ((next && next.querySelector("button")) || $("items-status")).focus();
   } else if (isNew && belongs) {
     list.prepend(rowOf(item));
     state.shown += 1;
@@ -133,7 +144,8 @@ async function deleteItem(item, row) {
   if (!confirm(`Delete ${what}? It disappears from search at once and cannot be undone.`)) {
     return;
   }
-  const buttons = row.querySelectorAll("button");
+  const buttons = [...row.querySelectorAll("button")];
+  const before = buttons.map((b) => b.disabled); // "Find similar" is off while not ready
   for (const b of buttons) b.disabled = true;
   clearError($("items-error"));
   try {
@@ -141,7 +153,7 @@ async function deleteItem(item, row) {
   } catch (err) {
     // Already gone is what the user wanted.
     if (!(err instanceof ApiError && err.status === 404)) {
-      for (const b of buttons) b.disabled = false;
+      buttons.forEach((b, i) => { b.disabled = before[i]; });
       showError($("items-error"), err);
       return;
     }

@@ -21,6 +21,14 @@ export function clearError(box) {
 }
 
 /** Set a status line; `busy` adds the spinner. */
+/** Hide `el`; if it had the keyboard, `next` takes it (a control that goes while focused
+ * leaves the keyboard at the top of the page). */
+export function hideKeepingFocus(el, next) {
+  const had = el.contains(document.activeElement);
+  el.hidden = true;
+  if (had) next.focus();
+}
+
 export function setStatus(box, text, busy = false) {
   box.textContent = text;
   box.classList.toggle("busy", busy);

@@ -3,13 +3,14 @@
 
 import { request, upload } from "./api.js";
 import { momentParts, spanLabel } from "./moments.js";
-import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
+import { $, clearError, dropTarget, hideKeepingFocus, setStatus, showError } from "./page.js";
 import { formatBytes, h, itemLabel, kindLabel, modelLabel, resultCard } from "./render.js";
 
 const state = {
   controller: null, // aborts the previous search when a new one starts
   xhr: null, // the upload of a query example, if any
   again: null, // runs the search shown again, with the current target, k and grouping
+  shown: null, // {again, url, status} of the results on screen: what a Cancel goes back to
 };
 
 /** The address without a text query: a reload must not run an older text search. */
@@ -55,6 +56,8 @@ async function runSearch(ask, run) {
     const body = await run(controller.signal);
     if (controller.signal.aborted) return;
     showResults(body, ask);
+    state.shown = { again: state.again, url: location.href,
+                    status: $("results-status").textContent };
     // The keyboard's place: the line that says what was found, not the page's top.
     if (askedFromList) $("results-status").focus();
   } catch (err) {
@@ -62,12 +65,14 @@ async function runSearch(ask, run) {
       return;
     }
     list.replaceChildren();
+    state.shown = null;
     setStatus($("results-status"), "");
     showError($("results-error"), err);
+    if (askedFromList) $("results-status").focus(); // its button went with the cards
   } finally {
     if (state.controller === controller) {
       state.controller = null;
-      $("search-cancel").hidden = true;
+      hideKeepingFocus($("search-cancel"), $("results-status"));
       list.removeAttribute("aria-busy");
       list.classList.remove("stale");
     }
@@ -164,12 +169,17 @@ function searchByExample(file) {
 }
 
 /** Stop the search under way (an example still being sent, a slow answer): the results
- * shown before it stay. */
+ * shown before it stay, and so does what changing the target or a reload runs again
+ * (it was the cancelled search: a large example was sent again). */
 function cancelSearch() {
   if (!state.controller) return;
   state.controller.abort();
   if (state.xhr) state.xhr.abort();
-  setStatus($("results-status"), "Search cancelled.");
+  const shown = state.shown;
+  state.again = shown ? shown.again : null;
+  history.replaceState(null, "", shown ? shown.url : location.pathname);
+  setStatus($("results-status"),
+    shown ? `Search cancelled. Shown: ${shown.status}` : "Search cancelled.");
   $("results-status").focus(); // the Cancel button is about to go
 }
 

@@ -5,7 +5,7 @@
 
 import { ApiError, describeError, request, upload } from "./api.js";
 import { dropItem, showItem } from "./collection.js";
-import { $, clearError, dropTarget, setStatus, showError } from "./page.js";
+import { $, clearError, dropTarget, hideKeepingFocus, setStatus, showError } from "./page.js";
 import { formatBytes, formatDuration, h, kindLabel } from "./render.js";
 
 const POLL_LIMIT_MS = 15 * 60 * 1000; // stop watching a background upload after this
@@ -48,7 +48,8 @@ function checkMetadataField() {
 
 function busy(on) {
   $("upload-submit").disabled = on;
-  $("upload-cancel").hidden = !on;
+  if (on) $("upload-cancel").hidden = false;
+  else hideKeepingFocus($("upload-cancel"), $("upload-status"));
   $("upload-form").setAttribute("aria-busy", String(on));
 }
 
@@ -263,7 +264,7 @@ async function submit(e) {
       bar.value = 100;
       barText.textContent = `100% · ${formatBytes(file.size)}`;
       // From here the server has the file: cancelling would only stop listening.
-      $("upload-cancel").hidden = true;
+      hideKeepingFocus($("upload-cancel"), $("upload-status"));
       if (!background) {
         setStatus($("upload-status"), "Uploaded. The server is decoding and indexing it…", true);
       }

@@ -243,6 +243,12 @@ def test_errors_are_explained(page: Page, server: Server, media: dict[str, Path]
 
     # A search by example can be stopped while it is sent or answered: a large example
     # on a slow link had no way out but a reload.
+    page.fill("#search-text", "red ball")
+    page.click("#search-submit")
+    page.wait_for_function(  # the module's server may hold an earlier test's clip
+        "/^\\d+ videos? for “red ball”/.test(document.querySelector('#results-status').textContent)"
+    )
+    shown = page.text_content("#results-status")
     held: list[Route] = []
 
     def hold(route: Route) -> None:  # never answered
@@ -254,13 +260,33 @@ def test_errors_are_explained(page: Page, server: Server, media: dict[str, Path]
     page.wait_for_selector("#search-cancel:visible")
     page.wait_for_function("() => document.querySelector('#results').ariaBusy === 'true'")
     page.click("#search-cancel")
-    assert page.text_content("#results-status") == "Search cancelled."
+    assert page.text_content("#results-status") == f"Search cancelled. Shown: {shown}"
     page.wait_for_selector("#search-cancel", state="hidden")
     assert page.get_attribute("#results", "aria-busy") is None
     assert page.is_hidden("#results-error")
     assert page.evaluate("document.activeElement.id") == "results-status"
+    # What is shown stays what a change of target or a reload runs again: the cancelled
+    # example was sent again, and the address had lost the text search shown.
+    assert "q=red+ball" in page.url
+    page.select_option("#search-target", "audio")
+    page.wait_for_function(
+        "/^\\d+ sounds? for “red ball”/.test(document.querySelector('#results-status').textContent)"
+    )
     assert len(held) == 1
     page.unroute("**/v1/search/upload")
+
+    # A Cancel button that goes while it has the keyboard (an upload cancelled, or sent
+    # whole) hands it to the status line beside it, not to the top of the page. (A
+    # small upload is sent at once, so this is asked of the page's helper directly.)
+    page.evaluate("document.querySelector('#upload-cancel').hidden = false")
+    page.focus("#upload-cancel")
+    page.evaluate(
+        "async () => { const { hideKeepingFocus } = await import('/static/page.js');"
+        " hideKeepingFocus(document.querySelector('#upload-cancel'),"
+        " document.querySelector('#upload-status')); }"
+    )
+    assert page.is_hidden("#upload-cancel")
+    assert page.evaluate("document.activeElement.id") == "upload-status"
 
 
 @pytest.mark.postgres_in_soak  # the page's own logic; uploads on PostgreSQL are tested above
