@@ -157,6 +157,9 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
     if not errors:
         return "the request is not valid"
     first = errors[0]
+    if first.get("type") == "json_invalid":  # its loc is a character position: "1: JSON ..."
+        at = [p for p in first.get("loc", ()) if p != "body"]
+        return f"the body is not valid JSON{f' (at character {at[0]})' if at else ''}"
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     # pydantic prefixes the sentence a validator of ours raised with its class.
     what = str(first.get("msg", "is not valid")).removeprefix("Value error, ")

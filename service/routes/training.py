@@ -53,11 +53,12 @@ def job_view(row: JobRow) -> Job:
     },
 )
 def start_job(
-    body: TrainingJobIn, _: WriteAccess, storage: StorageDep, model: ActiveModelDep
+    _: WriteAccess, storage: StorageDep, model: ActiveModelDep, body: TrainingJobIn | None = None
 ) -> Job:
-    """Queue a training job; a worker (`python -m service.worker`) claims it."""
+    """Queue a training job; a worker (`python -m service.worker`) claims it. Every field
+    has a default, so no body at all is the defaults (it was 422 "Field required")."""
     model.require("there is nothing to train from or compare with")
-    request = body.model_dump()
+    request = (body or TrainingJobIn()).model_dump()
     request["queued_after_seq"] = storage.items.last_seq()  # for automatic retraining
     return job_view(storage.jobs.create(request))
 

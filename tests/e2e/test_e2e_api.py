@@ -944,6 +944,16 @@ def test_training_and_model_routes(client: httpx.Client) -> None:
     cancelled = client.post(f"/v1/training/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert_error(client.post(f"/v1/training/jobs/{job['id']}/cancel"), 409, "conflict")
+    # No body at all is the defaults: every field has one (it was 422 "Field required").
+    bare = client.post("/v1/training/jobs")
+    assert bare.status_code == 202, bare.text
+    assert bare.json()["request"] == {"init": "active", "steps": None, "activate": "auto"}
+    assert client.post(f"/v1/training/jobs/{bare.json()['id']}/cancel").status_code == 200
+    broken = client.post(
+        "/v1/training/jobs", content=b'{"steps": 5', headers={"content-type": "application/json"}
+    )  # said "1: JSON decode error" (the character position, as if a field's name)
+    err = assert_error(broken, 422, "invalid_request")
+    assert err["message"].startswith("the body is not valid JSON (at character")
     bad_steps = ({"steps": 0}, {"steps": 10_000_001}, {"steps": 2**64})
     for bad in ({"init": "nope"}, *bad_steps, {"activate": "maybe"}, {"extra": 1}):
         assert_error(client.post("/v1/training/jobs", json=bad), 422, "invalid_request")
