@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # Uniformly spaced windows embedded per file (averaged); 0 = enough to cover the
     # file once, at most 10 (the paper's evaluation protocol).
     embed_windows: int = Field(0, ge=0, le=64)
-    workers: int = Field(2, ge=1, le=64)  # threads for decode / ASR / embed of uploads
+    workers: int = Field(2, ge=1, le=64)  # processes for decode / ASR / embed of uploads
     asr: bool = True  # speech recognition for uploads with sound and no transcript
     # Limits of the work one upload can cause (docs/service.md "Security"). Each ffmpeg /
     # ffprobe process: CPU seconds (RLIMIT_CPU) and address space (RLIMIT_AS; 0 = none;
