@@ -346,6 +346,12 @@ def _raise(exc: BaseException) -> NoReturn:
     raise exc
 
 
+def _child_died(future: Future[Any]) -> bool:
+    """Whether a finished task failed because its process died (exception() of a
+    cancelled future raises: a stop cancels the tasks still queued)."""
+    return not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
+
+
 def _out_of_memory(exc: BaseException, memory_mb: int | None) -> WorkerOutOfMemory | None:
     """The typed error for a task that ran out of its worker's memory, else None. torch
     reports a failed allocation as a RuntimeError, not a MemoryError."""
@@ -476,13 +482,13 @@ class MediaPool:
 
         def alone_done(future: Future[T], alone: ProcessPoolExecutor) -> None:
             self._forget_alone(alone)
-            if isinstance(future.exception(), BrokenProcessPool):
+            if _child_died(future):
                 settle(partial(_raise, WorkerCrashed(_DIED_ALONE)))
             else:
                 settle(future.result)
 
         def done(future: Future[T]) -> None:
-            if not isinstance(future.exception(), BrokenProcessPool):
+            if not _child_died(future):  # its answer, its own error, or cancelled at a stop
                 settle(future.result)
                 return
             crashed = self._restart(executor)

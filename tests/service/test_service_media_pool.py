@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,22 @@ def test_a_stop_does_not_wait_for_a_warm_up_but_does_for_a_task() -> None:
     pool.shutdown(grace_s=60.0)
     assert task.result(timeout=0) == 7
     assert all(exit_code(c) == 0 for c in children), [c.exitcode for c in children]
+
+
+def test_tasks_still_queued_at_a_stop_end_rather_than_hang() -> None:
+    """A stop cancels the submitted tasks not started yet: each one's waiter gets its
+    answer or the cancellation, never a wait for ever."""
+    pool = MediaPool(1)
+    pool.start()
+    first = pool.submit(pool_tasks.answers, 1, 1.0)
+    queued = [pool.submit(pool_tasks.answers, n, 0.0) for n in range(4)]
+    time.sleep(0.3)
+    pool.shutdown(grace_s=10.0)
+    assert first.result(timeout=20) == 1
+    for n, task in enumerate(queued):
+        with contextlib.suppress(CancelledError):
+            assert task.result(timeout=20) == n
+    assert pool._in_flight == 0
 
 
 def test_a_stop_also_stops_a_task_run_again_alone() -> None:
