@@ -314,15 +314,18 @@ class IndexSet:
             others = sum(i.memory_bytes() for k, i in self._indexes.items() if k != key)
             sizes = {key: (len(truth), self.dims[space])}
             choice = choose_for_set(sizes, self.policy, max(0, budget - others))[key]
-            new = build_vector_index(
-                space, modality, self.dims[space], self._source, choice, self.policy, ids=truth
-            )
-            _catch_up(new, self._source, key, self.dims[space])
-            with self._mutation:
-                added, removed = _catch_up(new, self._source, key, self.dims[space])
-                new.attach_gpu()
-                self._indexes[key] = new
-            _release(self._source)
+            try:
+                new = build_vector_index(
+                    space, modality, self.dims[space], self._source, choice, self.policy,
+                    ids=truth,
+                )  # fmt: skip
+                _catch_up(new, self._source, key, self.dims[space])
+                with self._mutation:
+                    added, removed = _catch_up(new, self._source, key, self.dims[space])
+                    new.attach_gpu()
+                    self._indexes[key] = new
+            finally:  # a build that failed keeps no copy either
+                _release(self._source)
             event = IndexEvent(
                 new.name, "rebuilt", reason, added, removed, round(time.perf_counter() - started, 3)
             )
