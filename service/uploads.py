@@ -74,6 +74,14 @@ def shown_name(sent: str) -> str | None:
     return text[:255] or None
 
 
+# An upload form has a handful of text fields (transcript, metadata, wait, asr; target,
+# k, group, filter), all kept in memory: their number and their bytes together are
+# bounded, or thousands of fields just under the per-field cap filled the server's
+# memory within one body's cap.
+MAX_FORM_FIELDS = 32
+MAX_FORM_TEXT_FIELDS_OF = 8  # the fields' bytes together: this many fields at their cap
+
+
 class _Receiver:
     """Callbacks for python-multipart's streaming parser."""
 
@@ -89,6 +97,8 @@ class _Receiver:
         self._file: IO[bytes] | None = None
         self._hash: Any = None
         self._field_buf = bytearray()
+        self._parts = 0
+        self._text_bytes = 0  # of every text field so far
         self.ended = False  # the closing boundary was read
 
     def callbacks(self) -> dict[str, Any]:
@@ -125,6 +135,12 @@ class _Receiver:
         if disposition != b"form-data" or b"name" not in options:
             raise InvalidRequest("every multipart part needs Content-Disposition: form-data; name=")
         self._name = options[b"name"].decode("utf-8", "replace")
+        self._parts += 1
+        if self._parts > MAX_FORM_FIELDS:
+            raise TooLarge(
+                f"the form has more than {MAX_FORM_FIELDS} fields",
+                {"max_fields": MAX_FORM_FIELDS},
+            )
         if self._name == FILE_FIELD:
             if self.result.path is not None:
                 raise InvalidRequest("send exactly one 'file' part")
@@ -149,6 +165,13 @@ class _Receiver:
             self._file.write(chunk)
         else:
             self._field_buf += chunk
+            self._text_bytes += len(chunk)
+            if self._text_bytes > MAX_FORM_TEXT_FIELDS_OF * self.max_field_bytes:
+                raise TooLarge(
+                    "the form's text fields are larger than "
+                    f"{MAX_FORM_TEXT_FIELDS_OF * self.max_field_bytes // 1024} KB together",
+                    {"max_bytes": MAX_FORM_TEXT_FIELDS_OF * self.max_field_bytes},
+                )
             if len(self._field_buf) > self.max_field_bytes:
                 raise TooLarge(
                     f"the form field '{self._name}' is larger than "

@@ -121,6 +121,19 @@ def test_big_text_fields_are_413(client: TestClient) -> None:
     assert r.status_code == 413 and r.json()["error"]["detail"]["field"] == "transcript"
 
 
+def test_many_text_fields_are_413(client: TestClient) -> None:
+    """Each under its cap, but all kept in memory: thousands filled the server's."""
+    many = {f"f{i}": "w" * 1000 for i in range(20)}  # 20 KB: past 8 fields' worth
+    r = client.post("/up", files={"file": ("a", b"abc")}, data=many)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["detail"]["max_bytes"] == 8 * 1024
+    small = {f"f{i}": "w" for i in range(40)}
+    r = client.post("/up", files={"file": ("a", b"abc")}, data=small)
+    assert r.status_code == 413 and r.json()["error"]["detail"]["max_fields"] == 32
+    fine = {"transcript": "w" * 1000, "metadata": '{"a": 1}', "wait": "true", "asr": "false"}
+    assert client.post("/up", files={"file": ("a", b"abc")}, data=fine).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "code"),
     [
