@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.answered_errors import AnsweredErrorsEndHere
@@ -24,7 +23,7 @@ from service.logs import RequestContextMiddleware
 from service.origin_guard import OriginGuard
 from service.prometheus import Metrics
 from service.routes import items, models, ops, search, training
-from service.routes.ops import STATIC_DIR
+from service.routes.ops import STATIC_DIR, PageFiles
 from service.runtime import Runtime
 from service.schemas import ErrorOut
 from service.settings import Settings
@@ -129,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Hot routes first: FastAPI tries routers in order (search is what runs at load).
     for router in (search.router, ops.router, items.router, training.router, models.router):
         app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.mount("/static", PageFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.openapi = lambda: contract_openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from service.active_model import ActiveModel
 from service.deps import ActiveModelDep, MetricsDep, ReadAccess, StorageDep, VersionSwitchDep
@@ -76,6 +78,19 @@ PAGE_POLICY = (
     "media-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
+
+
+class PageFiles(StaticFiles):
+    """The page's scripts, styles and icon under /static. The page itself is answered at
+    `/` only, with its policy: /static/index.html had none, so another site could frame
+    it (its one-click actions, the key it keeps) and the keyless origin guard let it in."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path.endswith((".html", ".htm")):
+            raise NotFound("the web page is at /")
+        response = await super().get_response(path, scope)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
 
 @router.get("/", include_in_schema=False)

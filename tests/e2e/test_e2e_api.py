@@ -1020,6 +1020,11 @@ def test_operations_endpoints(client: httpx.Client, items: dict[str, dict[str, A
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     policy = page.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    # The page only at /, with its policy: /static/index.html had none, so another
+    # site could frame it. Its scripts stay where the page loads them from.
+    assert_error(client.get("/static/index.html"), 404, "not_found")
+    script = client.get("/static/app.js")
+    assert script.status_code == 200 and script.headers["x-content-type-options"] == "nosniff"
     # CORS is off unless configured: no allow-origin header for a foreign page.
     r = client.get("/healthz", headers={"Origin": "http://evil.test"})
     assert "access-control-allow-origin" not in r.headers
