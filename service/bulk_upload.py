@@ -4,9 +4,9 @@ A media library is imported file by file through the public API (`POST /v1/items
 same checks as any upload), a few at once, with a progress bar:
 
 - every video, sound and picture under DIR (by its extension; hidden files skipped;
-  linked folders that lead out of DIR followed, unless `--no-links`), in path order; a
-  transcript beside a file (same name in any case, `.vtt`, `.srt` or `.txt`) goes with
-  it, so speech recognition is not needed;
+  linked folders and files that lead out of DIR followed, unless `--no-links`), in path
+  order; a transcript beside a file (same name in any case, `.vtt`, `.srt` or `.txt`)
+  goes with it, so speech recognition is not needed;
 - each file's folder, relative to DIR, becomes its `folder` metadata (searches can then
   be filtered to one folder), besides any `--metadata` given to all;
 - a file the server refuses is reported with its reason and the rest go on; a server
@@ -117,12 +117,23 @@ def media_files(root: Path, follow_links: bool = True) -> Iterator[tuple[Path, P
                 keep.append(d)
         dirs[:] = keep
         names = FolderNames.of(files)
+
+        def leads_out(path: Path) -> bool:  # with --no-links: a file linked from elsewhere
+            return (
+                not follow_links
+                and path.is_symlink()
+                and not _within(os.path.realpath(path), inside)
+            )
+
         for name in sorted(files):
             path = Path(folder) / name
             extension = path.suffix.lower().lstrip(".")
-            if name.startswith(".") or extension not in MEDIA_EXTENSIONS:
+            if name.startswith(".") or extension not in MEDIA_EXTENSIONS or leads_out(path):
                 continue
-            yield path, None if extension in PICTURE_EXTENSIONS else sidecar_of(path, names)
+            sidecar = None if extension in PICTURE_EXTENSIONS else sidecar_of(path, names)
+            # A transcript linked from outside (`clip.txt -> ~/.aws/credentials` in a
+            # folder from someone else) would become a searchable item's text.
+            yield path, None if sidecar is not None and leads_out(sidecar) else sidecar
 
 
 def _within(path: str, folder: str) -> bool:
@@ -527,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="JSON lines of what became of each file; files it records as stored "
                    "are not sent again")  # fmt: skip
     p.add_argument("--no-links", action="store_true",
-                   help="do not follow linked folders that lead out of the folder")  # fmt: skip
+                   help="do not follow links (folders, files, transcripts) that lead out of "
+                   "the folder")  # fmt: skip
     p.add_argument("--keep-replaced", action="store_true",
                    help="keep the items of files changed since the report's run (by default "
                    "each is deleted once the file's new bytes are stored)")  # fmt: skip

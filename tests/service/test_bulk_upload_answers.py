@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import service.bulk_upload as bulk
-from service.bulk_upload import Outcome, open_report, read_report
+from service.bulk_upload import Outcome, media_files, open_report, read_report
 
 
 def not_ready(message: str) -> dict[str, Any]:
@@ -230,3 +230,23 @@ def test_a_changed_file_replaces_only_the_item_this_import_added(
     assert run([(201, {"id": "A4", "status": "ready"})]) == ["added", "skipped"]
     assert script.deleted == ["A1", "A3"]  # remembered across the broken answer
     assert read_report(report, os.path.realpath(library))["a.wav"].replaces == []
+
+
+def test_no_links_leaves_out_files_and_transcripts_linked_from_elsewhere(tmp_path: Path) -> None:
+    """`--no-links` stopped linked folders only: `clip.txt -> ~/.aws/credentials` in a
+    folder from someone else became the clip's transcript, readable by any read key."""
+    library, outside = tmp_path / "library", tmp_path / "home"
+    library.mkdir()
+    outside.mkdir()
+    (outside / "credentials").write_text("secret")
+    (outside / "far.wav").write_bytes(b"RIFF")
+    (library / "clip.wav").write_bytes(b"RIFF")
+    (library / "clip.txt").symlink_to(outside / "credentials")
+    (library / "far.wav").symlink_to(outside / "far.wav")
+    (library / "near.wav").symlink_to(library / "clip.wav")  # inside: the same file
+    (library / "near.txt").write_text("spoken words")
+    found = dict(media_files(library, follow_links=False))
+    assert found == {library / "clip.wav": None, library / "near.wav": library / "near.txt"}
+    followed = dict(media_files(library))
+    assert followed[library / "clip.wav"] == library / "clip.txt"
+    assert library / "far.wav" in followed
