@@ -196,6 +196,12 @@ class Settings(BaseSettings):
                 f"MMV_SEGMENT_HOP_S={self.segment_hop_s:g} is longer than MMV_SEGMENT_S="
                 f"{self.segment_s:g}: segments would leave gaps; use a hop up to the length"
             )
+        if "*" in self.cors_origin_list and not keys:
+            raise SettingsError(
+                "MMV_CORS_ORIGINS=* lets a page of any site call the API, and without "
+                "MMV_API_KEYS it would need no key: any site a local user visits could read "
+                "the whole library. Name the origins allowed, or set MMV_API_KEYS too"
+            )
         if not self.is_loopback and not keys:
             raise SettingsError(
                 f"MMV_HOST={self.host} is reachable from other machines, so API keys are "

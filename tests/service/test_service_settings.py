@@ -43,6 +43,14 @@ def test_loopback_hosts_need_no_keys(host: str) -> None:
     Settings(host=host).check()
 
 
+def test_cors_for_any_site_needs_keys() -> None:
+    """Without keys, `*` let any site a local user visits read the library."""
+    with pytest.raises(SettingsError, match="MMV_CORS_ORIGINS=\\* lets a page of any site"):
+        Settings(cors_origins="*").check()
+    Settings(cors_origins="*", api_keys="k:read").check()
+    Settings(cors_origins="http://localhost:3000").check()  # a local front end, named
+
+
 @pytest.mark.parametrize("keys", ["nokey", "k:admin", ":read", "k:"])
 def test_malformed_keys_are_refused(keys: str) -> None:
     with pytest.raises(SettingsError, match="KEY:read or KEY:write"):
