@@ -29,6 +29,14 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 access_log = logging.getLogger("service.access")
 
 
+def _printable(path: str) -> str:
+    """A request path as it goes into the access log: decoded, it may hold a line break
+    (`/%0A...`), which forged a whole line in the plain-text log; escaped instead."""
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in path)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, request_id and any `extra=` fields."""
 
@@ -163,12 +171,13 @@ class RequestContextMiddleware:
             if self.log_access and fast is not None:
                 if fast.enabled():
                     ms = round(elapsed * 1000, 2)
-                    fast.write(scope["method"], scope["path"], status, ms, template, rid)
+                    path = _printable(scope["path"])
+                    fast.write(scope["method"], path, status, ms, template, rid)
             elif self.log_access:
                 access_log.info(
                     "%s %s %d",
                     scope["method"],
-                    scope["path"],
+                    _printable(scope["path"]),
                     status,
                     extra={"status": status, "ms": round(elapsed * 1000, 2), "route": template},
                 )

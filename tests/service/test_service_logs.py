@@ -76,3 +76,30 @@ def test_access_lines_follow_the_log_level() -> None:
         assert AccessLog(handler, True).enabled()
     finally:
         access_log.setLevel(saved)
+
+
+def test_a_line_break_in_a_path_cannot_forge_an_access_line() -> None:
+    """The path is percent-decoded: `/%0Afake line` wrote a second, forged line into the
+    plain-text log."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from service.logs import RequestContextMiddleware
+    from service.prometheus import Metrics
+
+    app = FastAPI()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    saved = access_log.handlers[:], access_log.propagate, access_log.level
+    access_log.handlers[:] = [handler]
+    access_log.propagate = False
+    access_log.setLevel(logging.INFO)
+    try:
+        client = TestClient(RequestContextMiddleware(app, Metrics()))
+        client.get("/x%0AINFO service.access GET /admin 200")
+    finally:
+        access_log.handlers[:], access_log.propagate = saved[0], saved[1]
+        access_log.setLevel(saved[2])
+    lines = stream.getvalue().splitlines()
+    assert lines == ["service.access GET /x\\nINFO service.access GET /admin 200 404"], lines
