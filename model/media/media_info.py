@@ -127,6 +127,23 @@ _SIZE_ONLY = MediaInfo(
 )  # fmt: skip
 
 
+# Playlists ffprobe recognises by their first bytes. They are refused after probing too
+# (_REFUSED_FORMATS), but probing one opens the files it names: `file:/srv/x.mp4` in an
+# uploaded HLS playlist told its sender whether that file exists on the server.
+_PLAYLIST_STARTS = (b"#EXTM3U", b"ffconcat version")
+
+
+def _refuse_playlist(path: Path, name: str) -> None:
+    with path.open("rb") as f:
+        head = f.read(4096)
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if start.startswith(_PLAYLIST_STARTS) or b"<MPD" in head:
+        raise UnsupportedFormat(
+            f"'{name}' is a playlist: playlists and text formats are not accepted; upload "
+            "the media itself"
+        )
+
+
 def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> MediaInfo:
     """Probe `path` with ffprobe and check it against `limits`.
 
@@ -142,6 +159,8 @@ def read_media_info(path: str | Path, limits: MediaLimits | None = None) -> Medi
     size_bytes = path.stat().st_size if path.is_file() else 0
     if path.is_file() and size_bytes == 0:
         raise UnreadableMedia(f"'{name}' is empty")
+    if path.is_file():
+        _refuse_playlist(path, name)
     # ffmpeg-python builds graphs for ffmpeg only; ffprobe's flat argument list is
     # written out here (its own probe() has no timeout and no output cap).
     args = [

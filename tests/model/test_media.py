@@ -360,6 +360,29 @@ def test_bad_input_gives_its_typed_error(media_files: dict[str, Path], name: str
     assert str(path.parent) not in str(error)  # no server paths in user-facing text
 
 
+@pytest.mark.parametrize(
+    "playlist",
+    [
+        "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1,\nfile:{target}\n#EXT-X-ENDLIST\n",
+        "\ufeff  #EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1,\nfile:{target}\n",
+        "ffconcat version 1.0\nfile '{target}'\n",
+    ],
+)
+def test_a_playlist_cannot_tell_which_server_files_exist(
+    tmp_path: Path, media_files: dict[str, Path], playlist: str
+) -> None:
+    """Probing a playlist opened the files it names before it was refused: an existing
+    target gave 415 and a missing one 422, so its sender learnt what the server holds."""
+    answers = []
+    for n, target in enumerate((media_files["mp4"], tmp_path / "nothing-here.mp4")):
+        upload = tmp_path / f"upload-{n}"  # no extension: as stored from an upload
+        upload.write_text(playlist.format(target=target))
+        with pytest.raises(MediaError) as caught:
+            read_media_info(upload)
+        answers.append((type(caught.value), str(caught.value).replace(upload.name, "x")))
+    assert answers[0] == answers[1] and answers[0][0] is UnsupportedFormat
+
+
 def test_missing_file_is_unreadable(tmp_path: Path) -> None:
     with pytest.raises(UnreadableMedia, match="no such file"):
         read_media_info(tmp_path / "gone.mp4")
