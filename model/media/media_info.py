@@ -137,7 +137,8 @@ def _refuse_playlist(path: Path, name: str) -> None:
     with path.open("rb") as f:
         head = f.read(4096)
     start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if start.startswith(_PLAYLIST_STARTS) or b"<MPD" in head:
+    dash = start.startswith(b"<") and b"<MPD" in head  # XML: not 4 chance bytes of a video
+    if start.startswith(_PLAYLIST_STARTS) or dash:
         raise UnsupportedFormat(
             f"'{name}' is a playlist: playlists and text formats are not accepted; upload "
             "the media itself"
