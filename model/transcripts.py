@@ -73,7 +73,9 @@ class Transcript:
         lines = ["WEBVTT", ""]
         for seg in self.segments:
             lines.append(f"{_format_time(seg.start, '.')} --> {_format_time(seg.end, '.')}")
-            lines.append(seg.text)
+            # Escaped as WebVTT wants: stored and read again (moments, training), a cue
+            # saying "if x < 10 and y > 2" lost what stood between its < and > as a tag.
+            lines.append(html.escape(seg.text, quote=False))
             lines.append("")
         return "\n".join(lines)
 
@@ -121,11 +123,16 @@ def _parse_time(groups: tuple[str | None, ...]) -> float:
         raise TranscriptError(
             f"a cue time has {len(h)}-digit hours; at most {MAX_HOUR_DIGITS} digits"
         )
-    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000
+    # Leading zeros off before int(): 5,000 of them passed the check above and then
+    # raised a plain ValueError (past Python's 4,300-digit limit), a 500.
+    hours = int(h.lstrip("0") or "0") if h is not None else 0
+    return hours * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000
 
 
-def _parse_cues(text: str) -> list[Segment]:
-    """Shared by WebVTT and SRT: a cue is a timing line followed by text lines."""
+def _parse_cues(text: str, vtt: bool = False) -> list[Segment]:
+    """Shared by WebVTT and SRT: a cue is a timing line followed by text lines. In WebVTT
+    only an empty line ends a cue: a line of spaces is cue text (YouTube's captions open
+    each cue with one, and their words were taken for the next cue's)."""
     segments: list[Segment] = []
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     i = 0
@@ -142,7 +149,11 @@ def _parse_cues(text: str) -> list[Segment]:
         body: list[str] = []
         # A cue ends at a blank line, or, in files that leave the blank lines out, at
         # the next timing line (whose SRT counter line then is not text either).
-        while i < len(lines) and lines[i].strip() and not _CUE_TIMING.match(lines[i]):
+        while (
+            i < len(lines)
+            and (lines[i] if vtt else lines[i].strip())
+            and not _CUE_TIMING.match(lines[i])
+        ):
             body.append(html.unescape(_TAG.sub("", lines[i])).strip())
             i += 1
         if i < len(lines) and _CUE_TIMING.match(lines[i]) and body and body[-1].isdigit():
@@ -154,7 +165,7 @@ def _parse_cues(text: str) -> list[Segment]:
 def parse_vtt(text: str) -> Transcript:
     if not text.lstrip("\ufeff").startswith("WEBVTT"):
         raise TranscriptError("not a WebVTT file: it must start with 'WEBVTT'")
-    return Transcript(_parse_cues(text))
+    return Transcript(_parse_cues(text, vtt=True))
 
 
 def parse_srt(text: str) -> Transcript:

@@ -16,6 +16,7 @@ from model.transcripts import (
     parse_vtt,
     read_transcript,
     sidecar_of,
+    texts_in_spans,
 )
 
 VTT = """WEBVTT - a cooking show
@@ -86,6 +87,28 @@ def test_bad_transcripts_raise_typed_errors() -> None:
             parse_vtt(f"WEBVTT\n\n{hours}:00:00.000 --> {hours}:00:01.000\nhi\n")
     long = parse_vtt("WEBVTT\n\n000123456:00:00.000 --> 123456:00:01.000\nhi\n")
     assert long.segments[0].start == 123456 * 3600.0
+    # Zeros in front passed the digit check, then int() raised a plain ValueError past
+    # Python's 4,300 digits: a 500.
+    padded = "0" * 5000 + "1"
+    zeros = parse_vtt(f"WEBVTT\n\n{padded}:00:00.000 --> {padded}:00:01.000\nhi\n")
+    assert zeros.segments[0].start == 3600.0
+
+
+def test_text_read_again_from_the_stored_vtt_is_the_same() -> None:
+    """The stored VTT is read again for moments and training: unescaped, a cue saying
+    "if x < 10 and y > 2 then" came back as "if x  2 then"."""
+    t = parse_vtt("WEBVTT\n\n00:00.000 --> 00:05.000\nif x &lt; 10 and y &gt; 2 &amp; then\n")
+    assert t.text == "if x < 10 and y > 2 & then"
+    assert parse_vtt(t.to_vtt()).text == t.text
+    assert texts_in_spans(t.to_vtt(), [(0.0, 5.0)], None) == [t.text]
+
+
+def test_a_line_of_spaces_is_vtt_cue_text_not_its_end() -> None:
+    """YouTube's captions open each cue with a line of one space: the cue's words were
+    taken for the next one's."""
+    t = parse_vtt("WEBVTT\n\n00:00.000 --> 00:02.000\n \nhello there\n\n"
+                  "00:02.000 --> 00:04.000\nagain\n")  # fmt: skip
+    assert [s.text for s in t.segments] == ["hello there", "again"]
 
 
 def test_round_trip_through_vtt_and_srt() -> None:
