@@ -37,13 +37,29 @@ def fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _new_file_mode() -> int:
+    """What open() gives a new file: 0o666 less the process's umask (read, not set: a
+    set-and-restore of the umask races other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
 @contextmanager
 def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed over `path` when the block
-    ends without an error, removed when it raises."""
+    ends without an error, removed when it raises. The file gets the mode open() would
+    give it: mkstemp's 0600 made a model's metrics.json unreadable to the container's
+    user once copied into an image."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _new_file_mode())
     os.close(fd)
     tmp = Path(name)
     try:

@@ -50,3 +50,12 @@ def test_move_durably_puts_a_written_file_in_place(tmp_path: Path) -> None:
     upload.write_bytes(b"clip")
     move_durably(upload, tmp_path / "media")
     assert (tmp_path / "media").read_bytes() == b"clip" and not upload.exists()
+
+
+def test_a_file_written_atomically_has_the_mode_open_would_give(tmp_path: Path) -> None:
+    """mkstemp's 0600 stayed on the file: a model's metrics.json, copied into the image,
+    could not be read by the container's user, and the API stopped at its first start."""
+    write_atomic(tmp_path / "metrics.json", "{}")
+    (tmp_path / "plain.json").write_text("{}")
+    mode = (tmp_path / "metrics.json").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.json").stat().st_mode & 0o777
