@@ -352,6 +352,22 @@ def _child_died(future: Future[Any]) -> bool:
     return not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
 
 
+def _submit(executor: ProcessPoolExecutor, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """executor.submit(), then its manager thread woken once more. CPython (3.11 to 3.13)
+    wakes the manager before spawning the child a submit may add; a manager that wakes in
+    between goes back to waiting on the children it knew, so when the new child dies (a
+    decoder crash) nothing notices until another task ends or is submitted: on a busy
+    host an upload stayed `processing` (in CI, for over a minute). Woken again now that
+    the child is known, it watches that child too."""
+    future = executor.submit(fn, *args)
+    wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
+    lock = getattr(executor, "_shutdown_lock", None)
+    if wakeup is not None and lock is not None:
+        with lock:  # the manager closes the wake-up pipe under this lock
+            wakeup.wakeup()
+    return future
+
+
 def _out_of_memory(exc: BaseException, memory_mb: int | None) -> WorkerOutOfMemory | None:
     """The typed error for a task that ran out of its worker's memory, else None. torch
     reports a failed allocation as a RuntimeError, not a MemoryError."""
@@ -399,7 +415,7 @@ class MediaPool:
     def warm_up(self, model_dir: Path, version: str, with_asr: bool) -> None:
         assert self._executor is not None
         for _ in range(self.workers):
-            self._executor.submit(warm_up, str(model_dir), version, with_asr)
+            _submit(self._executor, warm_up, str(model_dir), version, with_asr)
 
     def _running(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -432,9 +448,8 @@ class MediaPool:
             self._count(-1)
 
     async def _run(self, executor: ProcessPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(executor, fn, *args)
+            return await asyncio.wrap_future(_submit(executor, fn, *args))
         except BrokenProcessPool:
             self._restart(executor)
         except (MemoryError, RuntimeError) as exc:
@@ -444,7 +459,7 @@ class MediaPool:
         if alone is None:
             raise WorkerCrashed("the media pool is stopping")
         try:
-            return await loop.run_in_executor(alone, fn, *args)
+            return await asyncio.wrap_future(_submit(alone, fn, *args))
         except BrokenProcessPool:
             raise WorkerCrashed(_DIED_ALONE) from None
         except (MemoryError, RuntimeError) as exc:
@@ -466,7 +481,7 @@ class MediaPool:
         executor = self._running()
         self._count(+1)
         try:
-            inner = executor.submit(fn, *args)
+            inner = _submit(executor, fn, *args)
         except BaseException:
             self._count(-1)
             raise
@@ -497,7 +512,7 @@ class MediaPool:
                 settle(partial(_raise, crashed))
                 return
             try:
-                again = alone.submit(fn, *args)
+                again = _submit(alone, fn, *args)
             except BaseException as exc:  # a pool that cannot start: the crash stands
                 self._forget_alone(alone)
                 settle(partial(_raise, exc))

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 
 def dies(delay_s: float) -> None:
     """As a decoder crashing on a file: the process ends at once, no exception."""
     time.sleep(delay_s)
     os._exit(1)
+
+
+def marks_then_answers(marker: str, value: int, delay_s: float) -> int:
+    """As answers(), once it has written `marker`: the caller knows which child runs it."""
+    Path(marker).write_text(str(os.getpid()))
+    return answers(value, delay_s)
 
 
 def answers(value: int, delay_s: float) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pool_tasks
+import pytest
 
 from service.media_worker import MediaPool, WorkerCrashed
 
@@ -133,6 +134,38 @@ def test_a_stop_also_stops_a_task_run_again_alone() -> None:
     pool.shutdown(grace_s=0.5)
     assert time.monotonic() - started < 15
     assert all(exit_code(c) is not None for c in alone), [c.exitcode for c in alone]
+    assert isinstance(long.exception(timeout=30), WorkerCrashed)
+
+
+def test_a_child_spawned_after_the_pool_went_back_to_waiting_is_watched_too(
+    tmp_path: Path,
+) -> None:
+    """On a busy host a submit's child can be spawned after the pool's manager thread was
+    woken and went back to waiting on the children it knew (CPython wakes it first): that
+    child's death went unnoticed and its task waited until another task ended (CI: the
+    test above failed after 60 s). The slow spawn is made here by delaying it."""
+    pool = MediaPool(2)
+    pool.start()
+    marker = tmp_path / "long-started"
+    long = pool.submit(pool_tasks.marks_then_answers, str(marker), 1, 120.0)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:  # the first child has it
+        time.sleep(0.05)
+    assert marker.exists(), "the first child never started"
+    executor = pool._running()
+    spawn = executor._adjust_process_count  # type: ignore[attr-defined]
+
+    def slow_spawn() -> None:
+        time.sleep(1.0)  # as a loaded host: the manager thread waits again meanwhile
+        spawn()
+
+    executor._adjust_process_count = slow_spawn  # type: ignore[attr-defined]
+    dies = pool.submit(pool_tasks.dies, 0.5)
+    try:
+        with pytest.raises(WorkerCrashed):
+            dies.result(timeout=60)
+    finally:
+        pool.shutdown(grace_s=0.5)
     assert isinstance(long.exception(timeout=30), WorkerCrashed)
 
 
