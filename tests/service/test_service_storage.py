@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from contextlib import closing, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -421,13 +422,11 @@ def test_an_item_another_replica_was_told_exists_is_kept_when_its_processing_fai
         b.close()
 
 
-def test_an_item_deleted_right_after_it_is_created_is_still_answered(
-    storage: Storage, monkeypatch: pytest.MonkeyPatch
+def _delete_after_the_next_commit(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, which: Callable[[], int]
 ) -> None:
-    """A client that saw an upload listed deleted it between its row's commit and the
-    read that answered the upload: the read found nothing, and the upload was a 500
-    (seen on PostgreSQL). The row is read in its own transaction now; what processing
-    does next finds it deleted, as with any later delete."""
+    """The next transaction commits, then the item `which()` names is deleted: a client's
+    DELETE landing between a write's commit and the read that answers it."""
     real = storage.db.transaction
 
     @contextmanager
@@ -435,10 +434,23 @@ def test_an_item_deleted_right_after_it_is_created_is_still_answered(
         with real(lock) as conn:
             yield conn
         monkeypatch.setattr(storage.db, "transaction", real)  # once
-        gone = storage.db.connection().execute("SELECT max(seq) FROM items").fetchone()[0]
-        assert storage.items.delete(gone) is not None
+        assert storage.items.delete(which()) is not None
 
     monkeypatch.setattr(storage.db, "transaction", then_deleted)
+
+
+def test_an_item_deleted_right_after_it_is_created_is_still_answered(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that saw an upload listed deleted it between its row's commit and the
+    read that answered the upload: the read found nothing, and the upload was a 500
+    (seen on PostgreSQL). The row is read in its own transaction now; what processing
+    does next finds it deleted, as with any later delete."""
+
+    def newest() -> int:
+        return storage.db.connection().execute("SELECT max(seq) FROM items").fetchone()[0]
+
+    _delete_after_the_next_commit(storage, monkeypatch, newest)
     row = storage.items.create(video("c" * 64))
     assert row.content_hash == "c" * 64 and storage.items.get_by_seq(row.seq) is None
 
@@ -452,16 +464,7 @@ def test_a_failed_item_retried_and_deleted_at_once_is_still_answered(
     valid upload answered 422 "no such file"."""
     failed = storage.items.create(video("d" * 64))
     assert storage.items.mark_failed(failed.seq, "a decoder crashed on it")
-    real = storage.db.transaction
-
-    @contextmanager
-    def then_deleted(lock: str | None = None):  # type: ignore[no-untyped-def]
-        with real(lock) as conn:
-            yield conn
-        monkeypatch.setattr(storage.db, "transaction", real)  # once
-        assert storage.items.delete(failed.seq) is not None
-
-    monkeypatch.setattr(storage.db, "transaction", then_deleted)
+    _delete_after_the_next_commit(storage, monkeypatch, lambda: failed.seq)
     row = storage.items.retry_failed(failed.seq, "d" * 64, "here", lambda: None, asr=False)
     assert row is not None and row.seq == failed.seq and row.status == "processing"
     assert storage.items.get_by_seq(failed.seq) is None
