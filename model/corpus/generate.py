@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import shutil
 import threading
 import time
@@ -40,6 +39,7 @@ from model.corpus.world import (
     vocabularies,
 )
 from model.transcripts import Segment, Transcript
+from model.usable_cpus import usable_cpus
 
 FOLDERS: dict[Kind, str] = {"clip": "clips", "audio": "audio", "still": "stills"}
 SPEECH_START_S = (0.2, 0.7)  # the first sentence starts somewhere in here
@@ -89,7 +89,7 @@ class _ProgressBar(tqdm):
 
 
 def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cpus()
 
 
 def make_corpus(

@@ -8,7 +8,6 @@ file once; a set is its files' windows concatenated in memory.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from model.media.decode_cache import (
     DecodeCacheError,
     NpyRows,
 )
+from model.usable_cpus import usable_cpus
 
 DEFAULT_CANDIDATES = 1000
 PROBE_TRAIN_CLIPS = 2000  # single-object train clips the probes are fitted on
@@ -90,7 +90,7 @@ def load_eval_set(
         except (MediaError, DecodeCacheError) as exc:
             raise EvalError(f"cannot decode {row['path']} for evaluation: {exc}") from exc
 
-    workers = min(4, max(1, len(os.sched_getaffinity(0))))
+    workers = min(4, usable_cpus())
     with ThreadPoolExecutor(workers) as pool:  # ffmpeg runs in its own processes
         entries = list(
             tqdm(

@@ -15,7 +15,6 @@ pass at that rate, and from one more ffmpeg process otherwise.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from model.media.decode import (
 )
 from model.media.errors import MediaLimits
 from model.media.media_info import MediaInfo, read_media_info
+from model.usable_cpus import usable_cpus
 
 # One pass is cheaper than seeking while the windows cover at least a third of the
 # file: each seek costs a process start (≈ 65 ms here) plus decoding from the
@@ -133,7 +133,7 @@ def load_windows(
             windows.speech = clip.audio  # the track this pass decoded is the one wanted
             return windows
         return _with_speech(windows, path, speech_rate, limits)
-    workers = parallel or min(2, os.cpu_count() or 1)
+    workers = parallel or min(2, usable_cpus())
 
     def one(start: float) -> Clip:
         return decode_clip(

@@ -8,7 +8,6 @@ resumed run, or one with another number of loader processes, sees the same batch
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -22,6 +21,7 @@ from model.training.batches import TextEncoder, collate_batch
 from model.training.clip_dataset import ClipDataset
 from model.training.distributed import DistContext
 from model.training.errors import TrainError
+from model.usable_cpus import usable_cpus
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -101,7 +101,7 @@ def default_loader_workers(configured: int, device: str, world_size: int) -> int
     (tiny, batch 32, 2 cores: 215 clips/s in-process vs 172 with one worker;
     `bench/train.py --workers 0|1`).
     """
-    per_rank = (os.cpu_count() or 1) // max(1, world_size)
+    per_rank = usable_cpus() // max(1, world_size)
     if device == "cuda":
         return max(configured, min(8, per_rank - 1))
     if per_rank <= 2:
@@ -132,7 +132,7 @@ def fill_decode_cache(
     missing = [i for i in range(count) if not dataset.is_cached(i)]
     mine = missing[ctx.rank :: ctx.world_size]
     if mine:
-        workers = max(1, (os.cpu_count() or 1) // ctx.world_size)
+        workers = max(1, usable_cpus() // ctx.world_size)
         loader = DataLoader(_Uncached(dataset, mine), batch_size=None, num_workers=workers)
         for _ in tqdm(
             loader, total=len(mine), desc="decoding clips", unit="clip", disable=not progress

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # before torch loads
+from model.usable_cpus import usable_cpus
+
+# Before torch loads: one thread per CPU the container's quota allows, not per host core.
+os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpus()))
 
 import argparse
 import signal

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.usable_cpus import usable_cpus
 from service.worker.train_run import MARK, STOP_FILE, STOPPED_EXIT
 
 log = logging.getLogger("service.worker")
@@ -68,7 +69,7 @@ def threads_per_rank(threads: int, nproc: int, cores: int | None = None) -> int:
     in every rank)."""
     if threads > 0:
         return threads
-    return max(1, (cores or os.cpu_count() or 1) // max(1, nproc))
+    return max(1, (cores or usable_cpus()) // max(1, nproc))
 
 
 def command(run_dir: Path, nproc: int) -> list[str]:
