@@ -368,6 +368,18 @@ def _submit(executor: ProcessPoolExecutor, fn: Callable[..., T], *args: Any) -> 
     return future
 
 
+def _shut_down_aside(executor: ProcessPoolExecutor, cancel_futures: bool = False) -> None:
+    """executor.shutdown(wait=False) from a thread of its own. It is called from tasks'
+    done callbacks, which Python 3.12+ runs in the executor's manager thread while that
+    holds the lock shutdown() takes: called there, a dead child hung the pool for good."""
+    threading.Thread(
+        target=executor.shutdown,
+        kwargs={"wait": False, "cancel_futures": cancel_futures},
+        name="media-pool-shutdown",
+        daemon=True,
+    ).start()
+
+
 def _out_of_memory(exc: BaseException, memory_mb: int | None) -> WorkerOutOfMemory | None:
     """The typed error for a task that ran out of its worker's memory, else None. torch
     reports a failed allocation as a RuntimeError, not a MemoryError."""
@@ -429,7 +441,7 @@ class MediaPool:
                 self._executor = self._new_executor(self.workers)
         if restart:
             log.error("a media worker process died; restarting the pool")
-            broken.shutdown(wait=False, cancel_futures=True)
+            _shut_down_aside(broken, cancel_futures=True)
         return WorkerCrashed(
             "a worker process died while processing this (too big to decode in memory, "
             "or a crash in a decoder)"
@@ -535,7 +547,7 @@ class MediaPool:
     def _forget_alone(self, alone: ProcessPoolExecutor) -> None:
         with self._in_flight_lock:
             self._alone.discard(alone)
-        alone.shutdown(wait=False)
+        _shut_down_aside(alone)
 
     def shutdown(self, grace_s: float = 5.0) -> None:
         """Stop the children. Called after uploads in flight are finished, so what may

@@ -80,10 +80,10 @@ def test_loader_runs_in_process_on_small_cpus_and_uses_spare_cores_on_cuda(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # On 2 cores a loader process takes a core from the step's threads (bench/train.py).
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("model.training.loader.usable_cpus", lambda: 2)
     assert default_loader_workers(1, "cpu", 1) == 0
     assert default_loader_workers(1, "cuda", 1) == 1
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr("model.training.loader.usable_cpus", lambda: 16)
     assert default_loader_workers(1, "cpu", 1) == 1
     assert default_loader_workers(1, "cpu", 8) == 0  # 8 ranks share 16 cores
     assert default_loader_workers(1, "cuda", 1) == 8
