@@ -110,6 +110,20 @@ def test_wer_normalises_case_and_punctuation() -> None:
     assert word_error_rate("two words", "") == 1.0
 
 
+def test_curly_apostrophes_and_accented_letters_keep_their_words() -> None:
+    """Captions write "don’t" and "café": they were split into "don t" and cut to "caf",
+    so a language model built from users' transcripts learnt words nobody said."""
+    assert word_error_rate("Don’t stop at the Café, ﬁsh!", "don't stop at the café fish") == 0
+    assert word_error_rate("the café", "the caf") == 0.5
+
+
+def test_a_language_model_from_captions_recognises_their_words() -> None:
+    lm = build_language_model(["the café is open", "don’t stop the café", "a naïve fish"])
+    assert {"café", "don't", "naïve"} <= set(lm.words) and not {"caf", "don", "t"} & set(lm.words)
+    heard = SpeechRecognizer(lm).transcribe(speak("don't stop the café"), RATE).text
+    assert heard == "don't stop the café"
+
+
 def test_corpus_wer_is_total_edits_over_total_words() -> None:
     pairs = [("a b c d e f g h i j", "a b c d e f g h i j"), ("x", "y")]
     # Per-pair rates average to 0.5; the corpus rate counts words: 1 edit in 11.
