@@ -21,21 +21,41 @@ def usable_cpus(cgroup_root: Path | None = None) -> int:
     two threads get 1.5 CPUs' worth of time, one thread only one."""
     pinned = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     cores = pinned or os.cpu_count() or 1
-    quota = cgroup_cpu_quota(cgroup_root or CGROUP_ROOT)
+    quota = cgroup_cpu_quota(cgroup_root or CGROUP_ROOT, own_cgroup())
     if quota is None:
         return cores
     return max(1, min(cores, math.ceil(quota)))
 
 
-def cgroup_cpu_quota(cgroup_root: Path) -> float | None:
-    """The CPU quota in CPUs from cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us` over
-    `cpu.cfs_period_us`); None when there is none or it cannot be read. Inside a
-    container the cgroup namespace makes the container's own cgroup the root."""
+def own_cgroup(proc_file: Path = Path("/proc/self/cgroup")) -> str:
+    """This process's cgroup in the v2 hierarchy (the "0::" line); "/" when unknown. In a
+    container with its own cgroup namespace it is "/"."""
     try:
-        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else _cpus(quota, period)
-    except (OSError, ValueError):
+        for line in proc_file.read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:] or "/"
+    except OSError:
         pass
+    return "/"
+
+
+def cgroup_cpu_quota(cgroup_root: Path, own: str = "/") -> float | None:
+    """The CPU quota in CPUs, None when there is none or it cannot be read. cgroup v2: the
+    lowest `cpu.max` of `own` and every cgroup above it (a systemd unit's CPUQuota=, a
+    limit on its slice); else v1's `cpu.cfs_quota_us` over `cpu.cfs_period_us`."""
+    found, lowest = False, None
+    mine = Path(own.strip("/"))
+    for level in (mine, *mine.parents):
+        try:
+            text = (cgroup_root / level / "cpu.max").read_text()
+        except OSError:
+            continue
+        found = True
+        cpus = _v2_cpus(text)
+        if cpus is not None:
+            lowest = cpus if lowest is None else min(lowest, cpus)
+    if found:
+        return lowest
     for controller in ("cpu", "cpu,cpuacct"):
         folder = cgroup_root / controller
         try:
@@ -45,6 +65,15 @@ def cgroup_cpu_quota(cgroup_root: Path) -> float | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def _v2_cpus(text: str) -> float | None:
+    """`cpu.max` ("max 100000" or "150000 100000") in CPUs; None for no limit."""
+    try:
+        quota, period = text.split()[:2]
+        return None if quota == "max" else _cpus(quota, period)
+    except ValueError:
+        return None
 
 
 def _cpus(quota: str, period: str) -> float | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.usable_cpus import cgroup_cpu_quota, usable_cpus
+from model.usable_cpus import cgroup_cpu_quota, own_cgroup, usable_cpus
 from service.worker.train_process import threads_per_rank
 
 PINNED = len(os.sched_getaffinity(0))
@@ -46,6 +46,28 @@ def test_no_or_unreadable_cgroup_files_mean_no_quota(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(tmp_path / "missing") is None
     assert cgroup_cpu_quota(_v2(tmp_path / "garbled", "not numbers")) is None
     assert cgroup_cpu_quota(_v2(tmp_path / "zero", "100000 0")) is None
+
+
+def test_a_limit_on_the_own_cgroup_or_any_above_it_counts(tmp_path: Path) -> None:
+    """A systemd unit's CPUQuota= is on the unit's cgroup, not the root (outside a
+    container the root has no cpu.max at all)."""
+    unit = tmp_path / "system.slice" / "mmv.service"
+    unit.mkdir(parents=True)
+    (unit / "cpu.max").write_text("200000 100000\n")
+    (unit.parent / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path, "/system.slice/mmv.service") == 2.0
+    (unit.parent / "cpu.max").write_text("100000 100000\n")  # the slice allows less
+    assert cgroup_cpu_quota(tmp_path, "/system.slice/mmv.service") == 1.0
+    assert cgroup_cpu_quota(tmp_path, "/") is None  # the root is not limited
+
+
+def test_the_own_cgroup_is_read_from_proc(tmp_path: Path) -> None:
+    proc = tmp_path / "cgroup"
+    proc.write_text("12:cpu,cpuacct:/old\n0::/system.slice/mmv.service\n")
+    assert own_cgroup(proc) == "/system.slice/mmv.service"
+    proc.write_text("4:memory:/x\n")  # cgroup v1 only
+    assert own_cgroup(proc) == "/"
+    assert own_cgroup(tmp_path / "missing") == "/"
 
 
 def test_a_quota_caps_the_pinned_cores_and_rounds_up(tmp_path: Path) -> None:
