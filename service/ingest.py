@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Executor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,17 @@ class Ingestor:
         deleted meanwhile (their processing failed) or finished: the caller tries again."""
         assert upload.path is not None
         existing = await self._run(self.storage.items.get_by_hash, upload.sha256)
+        if (
+            existing is not None
+            and existing.status != "failed"
+            and self.media.missing(upload.sha256)
+        ):
+            # The item's file is gone (deleted by hand, a volume restored without it):
+            # these are its bytes, so they go back in place rather than being dropped
+            # with a 200 while the item's media answers 404.
+            put_back = partial(self._file_back, upload, upload.sha256)
+            if not await self._run(self.storage.items.restore_media, upload.sha256, put_back):
+                return None  # deleted meanwhile: the caller looks again
         if existing is not None and existing.status == "processing":
             return await self._same_bytes(existing, wait)
         if existing is not None and existing.status != "failed":
@@ -176,6 +188,14 @@ class Ingestor:
         ready = await self.process(row, info, raise_errors=True, asr=asr)
         return ready, 201
 
+    def _file_back(self, upload: ReceivedUpload, digest: str) -> None:
+        """The upload's bytes become the media file of `digest` if it is missing (called
+        under the hash's lock)."""
+        assert upload.path is not None
+        if self.media.missing(digest):
+            fsync_file(upload.path)
+            self.media.store(upload.path, digest)
+
     async def _retry_failed(
         self, upload: ReceivedUpload, failed: ItemRow, wait: bool, asr: bool
     ) -> tuple[ItemRow, int] | None:
@@ -185,11 +205,7 @@ class Ingestor:
         assert upload.path is not None and failed.content_hash is not None
         digest = failed.content_hash
 
-        def file_back() -> None:
-            if self.media.missing(digest):
-                fsync_file(upload.path)  # type: ignore[arg-type]
-                self.media.store(upload.path, digest)  # type: ignore[arg-type]
-
+        file_back = partial(self._file_back, upload, digest)
         # In flight before the row says `processing`: the sweep for stalled uploads reads
         # such rows, and this one's creation time is old (no grace), so it would start
         # its processing a second time beside this one. Taken back only if this upload

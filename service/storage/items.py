@@ -387,6 +387,19 @@ class Items:
         )
         return row is not None
 
+    def restore_media(self, content_hash: str, put_back: Callable[[], None]) -> bool:
+        """Call `put_back()` (an upload of these bytes moved into place) if an item still
+        names them, under the hash's lock: a delete on any replica cannot remove the
+        last such item and its file in between. True when an item names them."""
+        with self._db.transaction(lock=_media_lock(content_hash)) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM items WHERE content_hash = ?", (content_hash,)
+            ).fetchone()
+            if found is None:
+                return False
+            put_back()
+            return True
+
     def remove_media_if_unused(self, content_hash: str, remove: Callable[[str], None]) -> bool:
         """Call `remove(content_hash)` (unlink the media file) if no item names it, under
         the hash's lock: an upload of the same bytes on any replica cannot put its file in

@@ -8,6 +8,7 @@ quality with the trained model.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import socket
@@ -381,6 +382,23 @@ def test_a_failed_upload_sent_again_is_processed_again_as_the_same_item(
     assert poll(client, first.json()["id"])["status"] == "failed"  # processed, failed again
     assert_error(upload(client, bad), 422, "unreadable_media")  # wait=true: its failure
     assert client.get(f"/v1/items/{first.json()['id']}").json()["status"] == "failed"
+
+
+def test_the_bytes_of_an_item_whose_file_is_gone_put_it_back(
+    client: httpx.Client, server: Server, tmp_path: Path
+) -> None:
+    """An item's media file deleted by hand (or a volume restored without it): its bytes
+    uploaded again were answered 200 and thrown away, and its media stayed a 404."""
+    clip = make_clip(tmp_path / "restored.mp4", "smptebars", 733)
+    first = upload(client, clip)
+    assert first.status_code == 201, first.text
+    stored = server.data_dir / "media" / hashlib.sha256(clip.read_bytes()).hexdigest()
+    stored.unlink()
+    assert_error(client.get(first.json()["media_url"]), 404, "not_found")
+    again = upload(client, clip)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    media = client.get(first.json()["media_url"])
+    assert media.status_code == 200 and media.content == clip.read_bytes()
 
 
 def poll(client: httpx.Client, item_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
