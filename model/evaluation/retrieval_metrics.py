@@ -29,7 +29,10 @@ def ranks_of_positives(similarity: np.ndarray, positive: np.ndarray | None = Non
             raise MetricsError("diagonal ground truth needs at least as many candidates as queries")
         positive = np.arange(n_queries)
     positive_scores = similarity[np.arange(n_queries), positive]
-    return (similarity >= positive_scores[:, None]).sum(axis=1)
+    ranks = (similarity >= positive_scores[:, None]).sum(axis=1)
+    # A NaN score compares false with everything, which read as rank 0, a hit at every K:
+    # a model whose weights went NaN scored 1.0 and was switched to. It found nothing.
+    return np.where(np.isfinite(positive_scores), ranks, n_candidates)
 
 
 def retrieval_metrics(

@@ -158,6 +158,12 @@ def build_for_training(
 
 
 # -- the run -------------------------------------------------------------------------------
+def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters and floating-point buffers holding NaN or infinity."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return [n for n, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 def train(
     options: TrainOptions,
     *,
@@ -370,6 +376,13 @@ def _train(
             metrics["val"] = validate(model, val_data, max_clips=VAL_CLIPS)
             history.add_eval(steps, metrics["val"])
         history.write(out)
+        if broken := nonfinite_tensors(model):
+            # The loss is checked before each update, not after the last one (nor after
+            # the calibration): weights that are NaN must not become a model.
+            raise TrainError(
+                f"training left NaN or infinity in {len(broken)} tensors of the model "
+                f"({', '.join(broken[:3])}); lower train.lr"
+            )
         save_checkpoint(model, out, metrics)
         state_path.unlink(missing_ok=True)  # the checkpoint now stands for the run
         print(f"saved {out} ({steps} steps, final loss {metrics['train']['final_loss']:.3f})")

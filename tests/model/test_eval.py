@@ -24,6 +24,19 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def test_a_model_that_embeds_nan_finds_nothing() -> None:
+    """NaN scores ranked every positive 0: R@1 1.0, and the worker switched to the model."""
+    rng = np.random.default_rng(0)
+    good = rng.standard_normal((20, 4))
+    nan = np.full((20, 4), np.nan)
+    for queries, candidates in ((nan, good), (good, nan), (nan, nan)):
+        metrics = retrieval_metrics(queries, candidates)
+        assert metrics["R@10"] == 0.0 and metrics["median_rank"] == 20
+    some = good.copy()
+    some[:10] = np.nan  # half the queries broken: only the other half can be hits
+    assert retrieval_metrics(some, good)["R@1"] <= 0.5
+
+
 def test_ranks_count_ties_against_the_query() -> None:
     similarity = np.array([[0.9, 0.1, 0.3], [0.5, 0.5, 0.2], [0.7, 0.7, 0.7]])
     assert ranks_of_positives(similarity).tolist() == [1, 2, 3]

@@ -34,7 +34,7 @@ from model.training.resume import (
     save_state,
 )
 from model.training.schedule import lr_at, warmup_steps_for
-from model.training.train import build_for_training, train
+from model.training.train import build_for_training, nonfinite_tensors, train
 
 
 def loss_rows(out: Path) -> list[dict[str, float]]:
@@ -373,3 +373,14 @@ def test_fine_tuning_forgets_the_fits_of_the_weights_it_starts_from(tmp_path: Pa
     options = TrainOptions(data=tmp_path, out=tmp_path / "out", steps=1, init=tmp_path / "init")
     model, _ = build_for_training(cfg, options, ["a ball rolls"])
     assert not model.heads.audio_bridge.is_calibrated and not bool(model.image_bn.calibrated)
+
+
+def test_weights_holding_nan_or_infinity_are_named() -> None:
+    """The finish refuses to save such a model: its loss was checked before the last
+    update only."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    assert nonfinite_tensors(net) == []
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+    net[1].running_var[1] = float("inf")
+    assert nonfinite_tensors(net) == ["0.weight", "1.running_var"]
