@@ -23,11 +23,17 @@ JobId = Annotated[str, Path(pattern=ID_PATTERN, description="an id this server g
 
 
 def job_view(row: JobRow) -> Job:
+    progress = JobProgress(**row.progress)
+    if row.status != "running":
+        # A stage and the time left belong to a running job: one whose worker died kept
+        # "training" and its old ETA while queued again or failed (the page showed "about
+        # N min left" for a job nobody ran). Its step and loss curve stay.
+        progress.stage, progress.eta_s = None, None
     return Job(
         id=row.id,
         status=row.status,  # type: ignore[arg-type]
         created_at=row.created_at,
-        progress=JobProgress(**row.progress),
+        progress=progress,
         metrics=row.metrics,
         model_version=row.model_version,
         activated=row.activated,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from old_schemas import sqlite_at_version
 
+from service.routes.training import job_view
 from service.storage import (
     SCHEMA_VERSION,
     Embedding,
@@ -128,10 +129,15 @@ def test_a_dead_workers_job_is_queued_again_then_failed_with_the_reason(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         claimed = storage.jobs.claim(f"w{attempt}", lease_s=0.01)
         assert claimed is not None and claimed.attempts == attempt
-        storage.jobs.heartbeat(job.id, f"w{attempt}", 0.01, {"step": 7})
+        progress = {"step": 7, "stage": "training", "eta_s": 100.0, "history": [[7, 2.5]]}
+        storage.jobs.heartbeat(job.id, f"w{attempt}", 0.01, progress)
         assert storage.jobs.expire_leases(now=10**12)[0].id == job.id
         after = storage.jobs.get(job.id)
         assert after is not None and "stopped responding at step 7" in (after.error or "")
+        # Not running any more: no stage or time left shown, its curve kept.
+        shown = job_view(after).progress
+        assert shown.stage is None and shown.eta_s is None
+        assert shown.step == 7 and shown.history == [[7, 2.5]]
         if attempt < MAX_ATTEMPTS:
             assert after.status == "queued" and "queued again" in (after.error or "")
         else:
