@@ -79,9 +79,9 @@ def list_jobs(
 ) -> JobList:
     """Newest first, and the workers seen lately: with none, queued jobs wait until one
     starts (`python -m service.worker`)."""
-    jobs = [j for j in storage.jobs.all() if status is None or j.status == status]
+    jobs = storage.jobs.all(status, limit)
     alive = storage.heartbeats.live("worker", max(30.0, 5 * settings.worker_poll_s))
-    return JobList(jobs=[job_view(j) for j in jobs[:limit]], workers=alive)
+    return JobList(jobs=[job_view(j) for j in jobs], workers=alive)
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=_NOT_FOUND)

@@ -44,10 +44,14 @@ class Jobs:
         self._db = db
 
     # -- reading -------------------------------------------------------------------------
-    def all(self) -> list[JobRow]:
-        """Newest first."""
+    def all(self, status: str | None = None, limit: int | None = None) -> list[JobRow]:
+        """Newest first; only those in `status`, only the newest `limit`. In SQL: a row
+        holds a loss curve and validation ids, and rows are kept for good."""
+        where, args = ("WHERE status = ? ", [status]) if status is not None else ("", [])
+        page = f" LIMIT {int(limit)}" if limit is not None else ""
         rows = self._db.connection().execute(
-            f"SELECT {_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
+            f"SELECT {_COLUMNS} FROM jobs {where}ORDER BY created_at DESC, rowid DESC{page}",
+            args,
         )
         return [_job(r) for r in rows]
 
@@ -68,7 +72,7 @@ class Jobs:
         return [_job(r) for r in rows]
 
     def latest(self) -> JobRow | None:
-        rows = self.all()
+        rows = self.all(limit=1)
         return rows[0] if rows else None
 
     # -- the API's side ----------------------------------------------------------------

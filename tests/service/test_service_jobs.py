@@ -238,3 +238,16 @@ def test_hosts_whose_clocks_differ_compare_leases_and_heartbeats_on_the_database
     storage.models.add(model_row("v1"))
     with pytest.raises(VersionServed):
         storage.models.delete("v1", replicas_within_s=30)
+
+
+def test_jobs_are_listed_newest_first_by_status_and_limit_in_sql(storage: Storage) -> None:
+    """The worker's idle round read every job (curves and all) to find the newest one."""
+    first, second, third = (storage.jobs.create({"n": n}) for n in range(3))
+    storage.jobs.request_cancel(second.id)
+    assert [j.id for j in storage.jobs.all()] == [third.id, second.id, first.id]
+    assert [j.id for j in storage.jobs.all(limit=2)] == [third.id, second.id]
+    assert [j.id for j in storage.jobs.all("cancelled")] == [second.id]
+    assert [j.id for j in storage.jobs.all("queued", 1)] == [third.id]
+    assert storage.jobs.all("running") == []
+    latest = storage.jobs.latest()
+    assert latest is not None and latest.id == third.id
