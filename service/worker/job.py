@@ -77,6 +77,9 @@ class Heartbeat:
         self.progress: dict[str, Any] = dict(job.progress)
         self.cancel_requested = job.cancel_requested
         self.lost = False
+        # Lost because renewals failed for a whole lease (not refused): unless it was
+        # handed on meanwhile, this worker still holds the job and gives it back.
+        self.let_go = False
         self.renewed_at = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
@@ -105,6 +108,8 @@ class Heartbeat:
             self.cancel_requested = True
 
     def beat(self) -> None:
+        if self.lost:  # renewing now would keep a job nobody runs out of the queue
+            return
         try:
             self.renew()
             # A worker busy with a long job is alive too (its container's health check).
@@ -120,7 +125,7 @@ class Heartbeat:
                 # training is killed) rather than write beside it.
                 log.error("job %s: its lease could not be renewed for %.0f s; letting it go",
                           self.job.id, self.lease_s)  # fmt: skip
-                self.lost = True
+                self.lost = self.let_go = True
 
     @property
     def every_s(self) -> float:
@@ -165,6 +170,15 @@ class JobRun:
                 outcome = Outcome("failed", f"the worker failed: {type(exc).__name__}: {exc}")
             beat.set(stage=None)  # an ended job's status says where it is
             beat.beat()  # the last progress before the job ends
+        if beat.let_go:
+            # Back to the queue now, its claim not counted (unless handed on meanwhile,
+            # which release() leaves alone): it sat `running` under no one until its
+            # lease ran out, and the database's outage cost it an attempt.
+            return Outcome(
+                "released",
+                f"its worker could not reach the database for {self.settings.job_lease_s:g} s",
+                database_failed=True,
+            )
         if beat.lost:  # whatever else went wrong after that: the job is another's now
             return Outcome("lost")
         return outcome

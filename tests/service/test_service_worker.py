@@ -530,6 +530,36 @@ def test_a_worker_that_cannot_renew_its_lease_for_a_whole_lease_lets_the_job_go(
     assert beat.lost
 
 
+def test_a_job_let_go_after_a_database_outage_is_queued_again_at_once_uncounted(
+    storage: Storage, tmp_path: Path, fake: FakeTraining, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat went on renewing the lease once the database was back, so the job
+    sat `running` under no one until it expired, and the outage cost it an attempt."""
+    settings = Settings(data_dir=tmp_path, job_lease_s=1.0)
+    active_model(settings, storage)
+    add_clips(storage, settings.media_dir, 24)
+    job = storage.jobs.create({"steps": 10})
+    renew = storage.jobs.heartbeat
+
+    def unreachable(*_: Any) -> None:
+        raise OSError("could not connect to the database")
+
+    def outage() -> None:  # longer than the lease, then the database is back
+        monkeypatch.setattr(storage.jobs, "heartbeat", unreachable)
+        time.sleep(1.5)
+        monkeypatch.setattr(storage.jobs, "heartbeat", renew)
+        time.sleep(0.5)  # beats that would renew it again
+        raise JobStopped()  # as the training killed for the lost lease
+
+    fake.during_training = outage
+    monkeypatch.setattr(loop_module, "DATABASE_RETRY_S", 0.0)
+    assert Worker(settings, storage, "w").run_once()
+    again = storage.jobs.get(job.id)
+    assert again is not None and again.status == "queued", again
+    assert again.attempts == 0 and again.lease_owner is None
+    assert "could not reach the database" in str(again.error)
+
+
 def test_the_folders_of_jobs_ended_away_from_a_run_are_tidied_while_the_worker_runs(
     storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
