@@ -175,7 +175,14 @@ class IndexSet:
                 if any(e.index == name and e.action == "loaded" for e in events)
             }
         if save:
-            result.save()
+            try:
+                result.save()
+            except OSError:  # a full or read-only disk: the indexes serve all the same
+                LOG.exception(
+                    "index set %s is open but could not be saved; the next save tries "
+                    "again and a restart rebuilds what was not saved",
+                    version,
+                )
         elif manifest is not None:  # without a manifest nothing on disk is known to be stale
             store.remove_unreferenced(manifest)
         return result

@@ -167,6 +167,30 @@ def test_a_save_that_fails_after_the_swap_leaves_the_new_version_active_and_says
     assert registry.search("vat", "audio", sphere.sample(2, seed=39), 3).ids.shape == (2, 3)
 
 
+def test_a_disk_that_cannot_take_a_save_neither_stops_a_start_nor_a_switch(
+    tmp_path: Path, sphere: ClusteredSphere, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening saved the set and let the error out: a full disk stopped the service at
+    start-up (every index file sound) and failed each try of a switch, for good."""
+    ids = np.arange(500, dtype=np.int64)
+    v1, v2 = ArraySource(), ArraySource()
+    v1.put("vat", "audio", ids, sphere.sample(500, seed=40))
+    v2.put("vat", "audio", ids, sphere.sample(500, seed=41))
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(IndexSet, "save", disk_full)
+    registry = IndexRegistry(tmp_path)
+    registry.open("v1", LAYOUT, DIMS, v1)
+    assert registry.search("vat", "audio", sphere.sample(2, seed=42), 3).ids.shape == (2, 3)
+    registry.start_rebuild("v2", LAYOUT, DIMS, v2)
+    assert registry.wait_rebuild(30)
+    status = registry.rebuild_status()
+    assert status is not None and status["state"] == "done", status
+    assert registry.version == "v2"
+
+
 def test_a_rebuild_can_wait_built_for_the_caller_to_swap_it_in(
     tmp_path: Path, sphere: ClusteredSphere
 ) -> None:
