@@ -327,8 +327,11 @@ class Reindex(BaseModel):
     done: int
     total: int
     stage: str | None = Field(
-        None, description="loading | waiting | embedding | indexing | catching_up | swapping"
+        None,
+        description="loading | waiting | embedding | indexing | catching_up | swapping; "
+        "failed: the last try failed (`error` says why) and it is tried again",
     )
+    error: str | None = Field(None, description="why the last try failed (stage `failed`)")
 
 
 class ModelInfo(BaseModel):

@@ -182,6 +182,8 @@ class VersionSwitch:
             if self._thread is not None and self._thread.is_alive():
                 return
             if target == serving.version:
+                if self.status is not None and self.status.to_version != target:
+                    self.status = None  # a failed try for a version no longer wanted
                 if time.monotonic() - self._repaired_at >= self.settings.repair_every_s:
                     self._repaired_at = time.monotonic()
                     self._thread = threading.Thread(

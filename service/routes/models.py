@@ -38,7 +38,11 @@ def model_view(row: ModelRow, target: str | None, switch: VersionSwitch) -> Mode
     reindex = None
     if state == "activating" and status is not None and status.to_version == row.version:
         reindex = Reindex(
-            to_version=row.version, done=status.done, total=status.total, stage=status.stage
+            to_version=row.version,
+            done=status.done,
+            total=status.total,
+            stage=status.stage,
+            error=status.error if status.stage == "failed" else None,
         )
     return ModelInfo(
         version=row.version,

@@ -51,12 +51,20 @@ def readiness(model: ActiveModel, switch: VersionSwitch) -> Ready:
     embedder, indexes = model.embedder, model.indexes
     status = switch.status
     reindex = None
-    if status is not None and status.running and serving is not None:
+    # A failed try is reported until the next one starts: the version still waits, and
+    # this is where an operator reads why (the old version serves meanwhile).
+    if status is not None and (status.running or status.stage == "failed") and serving is not None:
         done, total = status.done, status.total
         built = indexes.rebuild_status() if indexes else None
         if status.stage == "indexing" and built and built.get("to_version") == status.to_version:
             done, total = int(built["done"]), int(built["total"])
-        reindex = Reindex(to_version=status.to_version, done=done, total=total, stage=status.stage)
+        reindex = Reindex(
+            to_version=status.to_version,
+            done=done,
+            total=total,
+            stage=status.stage,
+            error=status.error if status.stage == "failed" else None,
+        )
     return Ready(
         model_version=embedder.version if embedder else None,
         device=embedder.device_kind if embedder else "cpu",  # type: ignore[arg-type]

@@ -85,7 +85,10 @@ async function checkServer() {
   if (ok && body) {
     let text = `Ready · ${modelLabel(body.model_version)}` +
       (body.device ? ` on ${body.device}` : "");
-    if (body.reindex) {
+    if (body.reindex && body.reindex.stage === "failed") {
+      text += ` · switching to ${body.reindex.to_version} failed, tried again shortly: ` +
+        (body.reindex.error || "see the server log");
+    } else if (body.reindex) {
       text += ` · re-indexing for ${body.reindex.to_version}: ` +
         `${body.reindex.done} of ${body.reindex.total}`;
     }

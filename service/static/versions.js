@@ -74,6 +74,11 @@ function reindexProgress(model) {
       h("progress", { "aria-label": label }),
       h("span", { class: "progress-text" }, "waiting for the service to start"));
   }
+  if (r.stage === "failed") {
+    return h("div", { class: "progress-wrap" },
+      h("span", { class: "progress-text" },
+        `The last try failed (${r.error || "see the server log"}); it is tried again shortly`));
+  }
   const stage = REINDEX_STAGES[r.stage] || r.stage || "re-indexing";
   return h("div", { class: "progress-wrap" },
     h("progress", { "aria-label": label, max: Math.max(r.total, 1), value: Math.min(r.done, r.total) }),

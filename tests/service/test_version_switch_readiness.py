@@ -17,6 +17,7 @@ from service.routes.ops import readiness
 from service.runtime import Runtime
 from service.settings import Settings
 from service.storage import Embedding, ModelRow, NewItem, now_rfc3339
+from service.version_switch import SwitchStatus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +65,27 @@ def test_readyz_reports_no_switch_once_the_new_version_serves(tmp_path: Path) ->
             .fetchone()
         )
         assert serving[0] == "v2"
+    finally:
+        runtime.media_pool.shutdown()
+        runtime.storage.close()
+
+
+def test_readyz_says_why_a_switch_failed_until_it_is_no_longer_wanted(tmp_path: Path) -> None:
+    """A failed try read `reindex: null`, as if no switch waited: the reason (items that
+    could not be embedded, a disk full) was in the log only."""
+    settings = Settings(data_dir=tmp_path / "data", asr=False, workers=1)
+    runtime = Runtime(settings, Metrics())
+    try:
+        (settings.models_dir / "v1").symlink_to(REPO / "models" / "default")
+        runtime.storage.models.add(ModelRow("v1", now_rfc3339(), {}, {}, None, True))
+        runtime.load_model_and_indexes()
+        why = "UnembeddedItems: 65 items could not be embedded"
+        runtime.switch.status = SwitchStatus("v2", "failed", error=why)
+        reindex = readiness(runtime.model, runtime.switch).reindex
+        assert reindex is not None and reindex.to_version == "v2"
+        assert reindex.stage == "failed" and reindex.error == why
+        runtime.switch.check()  # v1 is what the database wants now (v2 rolled back)
+        assert readiness(runtime.model, runtime.switch).reindex is None
     finally:
         runtime.media_pool.shutdown()
         runtime.storage.close()
