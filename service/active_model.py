@@ -37,6 +37,9 @@ class ActiveModel:
         # True while start-up loads the model and opens its indexes (in the background:
         # the server answers meanwhile, model routes with a 503 that says to retry).
         self.starting = False
+        # The version start-up is loading: named in this replica's heartbeat, so that no
+        # DELETE takes it (its vectors, its folder) while its indexes are built from them.
+        self.loading: str | None = None
 
     def use(self, embedder: Embedder, indexes: IndexRegistry) -> None:
         """Serve `embedder`'s version from the registry's active set (one assignment)."""

@@ -38,7 +38,7 @@ from service import media_links as links
 from service.active_model import ActiveModel
 from service.change_follower import ChangeFollower
 from service.demo import ensure_demo_corpus
-from service.embedder import Embedder
+from service.embedder import Embedder, ModelHandle
 from service.example_search import ExampleEmbedder
 from service.indexes import open_indexes
 from service.ingest import Ingestor
@@ -131,6 +131,14 @@ class Runtime:
         )  # fmt: skip
         if handle is None:
             return
+        self.model.loading = handle.version
+        try:
+            self._load(handle)
+        finally:
+            self.model.loading = None
+
+    def _load(self, handle: ModelHandle) -> None:
+        self.beat()  # names the version loading before its vectors are read
         self.follower.start_at_now()  # the indexes below reflect the database from here
         self.storage.db.analyze()
         embedder = Embedder.load(handle, self.settings.device)
@@ -166,7 +174,11 @@ class Runtime:
         self.media_pool.start()
         await asyncio.to_thread(self.beat)
         self.model.starting = True
-        self._starting = asyncio.get_running_loop().create_task(self._serve(on_ready))
+        loop = asyncio.get_running_loop()
+        # Beating while the model loads (minutes on a large collection): a replica silent
+        # that long counts as gone, and so would the version it is loading.
+        self._tasks.append(loop.create_task(self._heartbeat_loop()))
+        self._starting = loop.create_task(self._serve(on_ready))
 
     async def _serve(self, on_ready: Callable[[], None] | None) -> None:
         try:
@@ -194,7 +206,6 @@ class Runtime:
             loop.create_task(self._upkeep_loop()),
             loop.create_task(self.switch.watch()),
             loop.create_task(self.follower.watch()),
-            loop.create_task(self._heartbeat_loop()),
             loop.create_task(self._takeover_loop()),
             loop.create_task(self.backfill.watch()),
         ]
@@ -260,7 +271,7 @@ class Runtime:
     def beat(self) -> None:
         """This replica is alive, and serves this version (which no DELETE may take)."""
         serving = self.model.serving
-        version = serving.version if serving is not None else None
+        version = serving.version if serving is not None else self.model.loading
         self.storage.heartbeats.beat(self.settings.replica_name, "api", version)
 
     async def _heartbeat_loop(self) -> None:

@@ -108,14 +108,10 @@ def delete_model(
     files."""
     _known(storage, version)
     serving = model.serving
+    here = serving.version if serving is not None else model.loading  # starting: loading it
     active = storage.models.active()
     switching_away = active is not None and active.version != version
-    if (
-        switching_away
-        and storage.models.target() != version
-        and serving is not None
-        and serving.version == version
-    ):
+    if switching_away and storage.models.target() != version and here == version:
         # This replica's own switch away from it is not done (the heartbeat check below
         # leaves the asking replica out).
         raise Conflict(

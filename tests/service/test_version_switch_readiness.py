@@ -12,11 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import service.runtime as runtime_module
 from service.prometheus import Metrics
 from service.routes.ops import readiness
 from service.runtime import Runtime
 from service.settings import Settings
-from service.storage import Embedding, ModelRow, NewItem, now_rfc3339
+from service.storage import Embedding, ModelRow, NewItem, VersionServed, now_rfc3339
 from service.version_switch import SwitchStatus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,6 +89,39 @@ def test_readyz_says_why_a_switch_failed_until_it_is_no_longer_wanted(tmp_path: 
         assert reindex.stage == "failed" and reindex.error == why
         runtime.switch.check()  # v1 is what the database wants now (v2 rolled back)
         assert readiness(runtime.model, runtime.switch).reindex is None
+    finally:
+        runtime.media_pool.shutdown()
+        runtime.storage.close()
+
+
+def test_the_version_a_starting_replica_loads_cannot_be_deleted_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A starting replica's heartbeat named no version until its indexes were open
+    (minutes on a large collection): the version it was loading could be deleted, its
+    vectors with it, and the replica then served partial results."""
+    settings = Settings(data_dir=tmp_path / "data", asr=False, workers=1)
+    runtime = Runtime(settings, Metrics())
+    try:
+        for version in ("v1", "v2"):
+            (settings.models_dir / version).symlink_to(REPO / "models" / "default")
+            runtime.storage.models.add(
+                ModelRow(version, now_rfc3339(), {}, {}, None, version == "v1")
+            )
+        real_open = runtime_module.open_indexes
+        refused: list[BaseException] = []
+
+        def open_while_another_replica_switches(*args: Any, **kw: Any) -> Any:
+            runtime.storage.models.activate("v2")  # another replica finished a switch
+            with pytest.raises(VersionServed) as refusal:
+                runtime.storage.models.delete("v1", settings.replica_timeout_s, "other")
+            refused.append(refusal.value)
+            return real_open(*args, **kw)
+
+        monkeypatch.setattr(runtime_module, "open_indexes", open_while_another_replica_switches)
+        runtime.load_model_and_indexes()
+        assert refused and runtime.model.serving is not None
+        assert runtime.model.serving.version == "v1" and runtime.model.loading is None
     finally:
         runtime.media_pool.shutdown()
         runtime.storage.close()
