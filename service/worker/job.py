@@ -311,6 +311,11 @@ class JobRun:
         beat.set(stage="activating")
         self._hold_lease(beat)
         self._check(beat)
+        # Said before it is asked for: a claim stopped between the switch and its record
+        # must not, taken up again, switch forward over a user's roll-back since.
+        recorded = self.storage.jobs.get(self.job.id)
+        data = dict(recorded.data if recorded is not None else self.job.data)
+        self._record(beat, data={**data, "switch_asked": version})
         try:
             asked = self.storage.models.request_switch(version, unless_changed_from=compared_with)
         except KeyError:  # deleted by a user as it was made
@@ -334,6 +339,11 @@ class JobRun:
             # Asked for by the earlier claim, which stopped before it said so.
             self._record(beat, activated=True)
             return Outcome("succeeded")
+        if self.job.data.get("switch_asked") == made:
+            # The earlier claim may have asked for it, and a user switched back since.
+            return Outcome("succeeded", f"not activated again: an earlier claim asked for "
+                           f"{made}, and another version serves now (a switch back is not "
+                           "overridden; activate it by hand if wanted)")  # fmt: skip
         before, after = self.job.metrics.get("before"), self.job.metrics.get("after")
         if before is None or after is None:
             return Outcome("succeeded", "its evaluation was not recorded: not activated")

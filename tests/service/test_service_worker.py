@@ -430,6 +430,41 @@ def test_a_job_cancelled_while_its_version_is_saved_does_not_switch_to_it(
     assert storage.models.active().version == "v1"  # type: ignore[union-attr]
 
 
+def test_a_job_taken_up_again_after_its_switch_never_undoes_a_roll_back(
+    storage: Storage, tmp_path: Path, fake: FakeTraining, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failed right after the switch was asked for, before `activated` was
+    recorded; the switch completed and the user rolled back. Taken up again, the job
+    switched forward to its version once more."""
+    from service.storage import StorageError
+
+    settings = Settings(data_dir=tmp_path)
+    active_model(settings, storage, "v1")
+    add_clips(storage, settings.media_dir, 24)
+    real_request = storage.models.request_switch
+
+    def asked_then_database_failed(version: str, **kw: Any) -> bool:
+        assert real_request(version, **kw)
+        monkeypatch.setattr(storage.models, "request_switch", real_request)
+        raise StorageError("cannot write to the database: database is locked")
+
+    monkeypatch.setattr(storage.models, "request_switch", asked_then_database_failed)
+    monkeypatch.setattr(loop_module, "DATABASE_RETRY_S", 0.0)
+    job = storage.jobs.create({"steps": 10, "activate": "auto"})
+    worker = Worker(settings, storage, "w")
+    assert worker.run_once()
+    assert storage.jobs.get(job.id).status == "queued"  # type: ignore[union-attr]
+    made = fake.published[0]
+    assert storage.models.complete_switch(made)  # the API switched to it
+    storage.models.activate("v1")  # and the user rolled back
+    assert worker.run_once()
+    done = storage.jobs.get(job.id)
+    assert done is not None and done.status == "succeeded", done and done.error
+    assert "not activated again" in str(done.error)
+    assert storage.models.target() is None
+    assert storage.models.active().version == "v1"  # type: ignore[union-attr]
+
+
 def test_a_job_is_compared_with_what_serves_after_training_and_never_undoes_a_switch(
     storage: Storage, tmp_path: Path, fake: FakeTraining
 ) -> None:
