@@ -115,6 +115,11 @@ class SwitchStatus:
     def running(self) -> bool:
         return self.stage not in ("done", "failed", "called_off")
 
+    @property
+    def failure(self) -> str | None:
+        """Why the last try failed, while that is where the switch stands."""
+        return self.error if self.stage == "failed" else None
+
     def add_done(self, n: int) -> None:
         """`n` more items embedded. Uploads stored with the old version while a pass
         runs are embedded in that pass too: they count in the total as well, which read

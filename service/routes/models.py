@@ -42,7 +42,7 @@ def model_view(row: ModelRow, target: str | None, switch: VersionSwitch) -> Mode
             done=status.done,
             total=status.total,
             stage=status.stage,
-            error=status.error if status.stage == "failed" else None,
+            error=status.failure,
         )
     return ModelInfo(
         version=row.version,

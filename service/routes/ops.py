@@ -63,7 +63,7 @@ def readiness(model: ActiveModel, switch: VersionSwitch) -> Ready:
             done=done,
             total=total,
             stage=status.stage,
-            error=status.error if status.stage == "failed" else None,
+            error=status.failure,
         )
     return Ready(
         model_version=embedder.version if embedder else None,

@@ -12,6 +12,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -391,26 +392,26 @@ class Items:
         """Call `put_back()` (an upload of these bytes moved into place) if an item still
         names them, under the hash's lock: a delete on any replica cannot remove the
         last such item and its file in between. True when an item names them."""
-        with self._db.transaction(lock=_media_lock(content_hash)) as conn:
-            found = conn.execute(
-                "SELECT 1 FROM items WHERE content_hash = ?", (content_hash,)
-            ).fetchone()
-            if found is None:
-                return False
-            put_back()
-            return True
+        return self._under_media_lock(content_hash, put_back, if_named=True)
 
     def remove_media_if_unused(self, content_hash: str, remove: Callable[[str], None]) -> bool:
         """Call `remove(content_hash)` (unlink the media file) if no item names it, under
         the hash's lock: an upload of the same bytes on any replica cannot put its file in
         place and create its row in between. True when removed."""
+        return self._under_media_lock(content_hash, partial(remove, content_hash), if_named=False)
+
+    def _under_media_lock(
+        self, content_hash: str, action: Callable[[], None], if_named: bool
+    ) -> bool:
+        """Run `action` under the hash's lock when whether an item names the hash is
+        `if_named`; True when it ran."""
         with self._db.transaction(lock=_media_lock(content_hash)) as conn:
             found = conn.execute(
                 "SELECT 1 FROM items WHERE content_hash = ?", (content_hash,)
             ).fetchone()
-            if found is not None:
+            if (found is not None) != if_named:
                 return False
-            remove(content_hash)
+            action()
             return True
 
     def by_seqs(self, seqs: Iterable[int]) -> dict[int, ItemRow]:
